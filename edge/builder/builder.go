@@ -1,0 +1,482 @@
+package builder
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/moby/moby/api/types/swarm"
+)
+
+// Dialect names the family of labels a route was read from.
+type Dialect string
+
+const (
+	// DialectEdge is edge's own labels: edge.host, edge.port, …
+	DialectEdge Dialect = "edge"
+	// DialectTraefikV1 is Traefik v1's labels: traefik.frontend.rule, traefik.port, …
+	DialectTraefikV1 Dialect = "traefik-v1"
+	// DialectTraefikV2 is Traefik v2/v3's labels: traefik.http.routers.<r>.rule, …
+	DialectTraefikV2 Dialect = "traefik-v2"
+)
+
+// Service is the part of a Swarm service that routing depends on. Tests build
+// it directly; the daemon converts Docker's type with [FromSwarm].
+type Service struct {
+	// Name is the Swarm service name; routes reach the service at
+	// http://<Name>:<port>, its virtual IP on a network shared with Traefik.
+	Name string
+	// Labels are the service's labels (not its containers').
+	Labels map[string]string
+	// Networks are the names of the networks the service's tasks attach to
+	// (an ID stands in for a name edge could not resolve).
+	Networks []string
+}
+
+// FromSwarm converts a Swarm service. networkNames maps network IDs to names;
+// a nil map leaves IDs as they are.
+func FromSwarm(s swarm.Service, networkNames map[string]string) Service {
+	out := Service{Name: s.Spec.Name, Labels: s.Spec.Labels}
+	for _, n := range s.Spec.TaskTemplate.Networks {
+		name := n.Target
+		if nn, ok := networkNames[n.Target]; ok {
+			name = nn
+		}
+		out.Networks = append(out.Networks, name)
+	}
+	return out
+}
+
+// Options tunes [Build]. The zero value routes plain HTTP on entry point "web".
+type Options struct {
+	// HTTPEntryPoint is Traefik's plain-HTTP entry point. Zero: "web".
+	HTTPEntryPoint string
+	// HTTPSEntryPoint is Traefik's HTTPS entry point. Zero: "websecure".
+	HTTPSEntryPoint string
+	// CertResolver is the Traefik ACME resolver that edge.* and Traefik v1
+	// routes use by default. When set, those routes are served over HTTPS on
+	// HTTPSEntryPoint and plain HTTP is redirected to HTTPS (as the seed's
+	// Traefik v1 did), unless their labels say otherwise. Zero: those routes
+	// are plain HTTP unless their labels ask for TLS. Traefik v2 labels are
+	// explicit and never get this default.
+	CertResolver string
+	// Network is the Swarm network Traefik shares with the services it routes
+	// to. When set, a service not attached to it is skipped with a diagnostic
+	// (Traefik could not reach it). Zero: no check.
+	Network string
+	// BackendURL builds a route's target URL. Zero: scheme://service:port,
+	// the service's Swarm VIP by DNS, so task moves need no route change.
+	// Tests point it at a local backend.
+	BackendURL func(service, scheme string, port int) string
+}
+
+func (o Options) httpEP() string {
+	if o.HTTPEntryPoint == "" {
+		return "web"
+	}
+	return o.HTTPEntryPoint
+}
+
+func (o Options) httpsEP() string {
+	if o.HTTPSEntryPoint == "" {
+		return "websecure"
+	}
+	return o.HTTPSEntryPoint
+}
+
+func (o Options) url(service, scheme string, port int) string {
+	if o.BackendURL != nil {
+		return o.BackendURL(service, scheme, port)
+	}
+	return fmt.Sprintf("%s://%s:%d", scheme, service, port)
+}
+
+// TLS says a route is served over HTTPS.
+type TLS struct {
+	// CertResolver is the ACME resolver; empty: Traefik's default certificate.
+	CertResolver string `json:"certResolver,omitempty"`
+}
+
+// Route is one Traefik router and the backend it sends requests to.
+type Route struct {
+	// Name is the Traefik router name, unique in the table.
+	Name string `json:"name"`
+	// Service is the Swarm service the route was read from.
+	Service string `json:"service"`
+	// Dialect is the label family the route was read from.
+	Dialect Dialect `json:"dialect"`
+	// Rule is the Traefik v3 rule.
+	Rule string `json:"rule"`
+	// Hosts are the host names the rule matches, for display.
+	Hosts []string `json:"hosts,omitempty"`
+	// PathPrefix is the path prefix the rule matches, for display.
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// EntryPoints are Traefik entry points the router listens on.
+	EntryPoints []string `json:"entryPoints"`
+	// Middlewares are Traefik middleware references, applied in order.
+	Middlewares []string `json:"middlewares,omitempty"`
+	// Priority is the router priority; zero: Traefik's default (rule length).
+	Priority int `json:"priority,omitempty"`
+	// TLS, when non-nil, serves the route over HTTPS.
+	TLS *TLS `json:"tls,omitempty"`
+	// RedirectFrom are entry points on which a second router, named
+	// RedirectRouterName(Name), redirects plain HTTP to HTTPS. Empty: none.
+	RedirectFrom []string `json:"redirectFrom,omitempty"`
+	// Backend is the Traefik service name. It contains '@' when it names a
+	// service defined by another Traefik provider; URL is empty then.
+	Backend string `json:"backend"`
+	// URL is where the backend forwards requests: the Swarm service's VIP.
+	URL string `json:"url,omitempty"`
+}
+
+// RedirectRouterName is the name of the router that redirects plain HTTP to
+// HTTPS for the route named name. Build reserves it.
+func RedirectRouterName(name string) string { return name + "-redirect-https" }
+
+// Table is the complete set of routes, sorted by Name.
+type Table struct {
+	Routes []Route `json:"routes"`
+}
+
+// Diagnostic explains a label edge did not use.
+type Diagnostic struct {
+	// Service is the Swarm service carrying the label.
+	Service string `json:"service"`
+	// Label is the label key; empty when the diagnostic is about the service.
+	Label string `json:"label,omitempty"`
+	// Value is the label's value.
+	Value string `json:"value,omitempty"`
+	// Reason says what is wrong and what to do.
+	Reason string `json:"reason"`
+	// Skipped is true when a route was not built because of this label;
+	// false when only the label was ignored and the routes stand.
+	Skipped bool `json:"skipped"`
+}
+
+func (d Diagnostic) String() string {
+	effect := "label ignored"
+	if d.Skipped {
+		effect = "route skipped"
+	}
+	if d.Label == "" {
+		return fmt.Sprintf("service %s: %s (%s)", d.Service, d.Reason, effect)
+	}
+	if d.Value == "" {
+		return fmt.Sprintf("service %s: label %s: %s (%s)", d.Service, d.Label, d.Reason, effect)
+	}
+	return fmt.Sprintf("service %s: label %s=%q: %s (%s)", d.Service, d.Label, d.Value, d.Reason, effect)
+}
+
+// Build computes the route table for services. It is a pure function: the
+// same services and options always give the same table and diagnostics, in
+// the same order. A malformed label skips the route(s) it belongs to and is
+// reported; the other routes are built as usual.
+func Build(services []Service, o Options) (Table, []Diagnostic) {
+	svcs := slices.Clone(services)
+	sort.SliceStable(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+
+	var (
+		t        Table
+		diags    []Diagnostic
+		names    = map[string]string{} // router name -> service that owns it
+		rules    = map[string]string{} // rule -> service that owns it
+		backends = map[string]string{} // backend -> owner key
+	)
+	for _, s := range svcs {
+		b := &svcBuild{svc: s, o: o}
+		b.build()
+		diags = append(diags, b.diags...)
+	routes:
+		for _, r := range b.routes {
+			for _, n := range []string{r.Name, RedirectRouterName(r.Name)} {
+				if owner, ok := names[n]; ok {
+					diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
+						Reason: fmt.Sprintf("router name %s is already used by service %s; rename the router or service", n, owner)})
+					continue routes
+				}
+			}
+			if owner, ok := rules[r.Rule]; ok {
+				diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
+					Reason: fmt.Sprintf("rule %s is already routed to service %s; give each service its own host or path", r.Rule, owner)})
+				continue
+			}
+			key := b.backendOwner(r)
+			if owner, ok := backends[r.Backend]; ok && owner != key && !strings.Contains(r.Backend, "@") {
+				diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
+					Reason: fmt.Sprintf("backend name %s is already used by another service; rename it", r.Backend)})
+				continue
+			}
+			backends[r.Backend] = key
+			names[r.Name] = s.Name
+			names[RedirectRouterName(r.Name)] = s.Name
+			rules[r.Rule] = s.Name
+			t.Routes = append(t.Routes, r)
+		}
+	}
+	sort.SliceStable(t.Routes, func(i, j int) bool { return t.Routes[i].Name < t.Routes[j].Name })
+	return t, diags
+}
+
+// svcBuild holds the state of building one service's routes.
+type svcBuild struct {
+	svc    Service
+	o      Options
+	routes []Route
+	diags  []Diagnostic
+	// v1Backend is set when a Traefik v1 service names its backend, which
+	// lets several services share one load-balanced backend as in v1.
+	v1Backend string
+}
+
+func (b *svcBuild) skip(label, reason string, args ...any) {
+	b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Label: label,
+		Value: b.svc.Labels[label], Reason: fmt.Sprintf(reason, args...), Skipped: true})
+}
+
+func (b *svcBuild) ignore(label, reason string, args ...any) {
+	b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Label: label,
+		Value: b.svc.Labels[label], Reason: fmt.Sprintf(reason, args...)})
+}
+
+func (b *svcBuild) backendOwner(r Route) string {
+	if r.Dialect == DialectTraefikV1 && b.v1Backend != "" {
+		return "v1:" + b.v1Backend
+	}
+	return "svc:" + b.svc.Name
+}
+
+// sortedKeys returns the service's label keys with prefix (case-insensitive),
+// sorted, so diagnostics come out in a stable order.
+func (b *svcBuild) sortedKeys(prefix string) []string {
+	var keys []string
+	for k := range b.svc.Labels {
+		if hasPrefixFold(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// label returns the value of the label whose key equals key case-insensitively.
+func (b *svcBuild) label(key string) (k, v string, ok bool) {
+	if v, ok := b.svc.Labels[key]; ok {
+		return key, v, true
+	}
+	for k, v := range b.svc.Labels {
+		if strings.EqualFold(k, key) {
+			return k, v, true
+		}
+	}
+	return key, "", false
+}
+
+func (b *svcBuild) build() {
+	hasEdge := len(b.sortedKeys("edge.")) > 0
+	hasV2 := len(b.sortedKeys("traefik.http.")) > 0
+	hasV1 := b.hasV1()
+
+	if k, v, ok := b.label("edge.enable"); ok {
+		on, err := parseBool(v)
+		if err != nil {
+			b.skip(k, "%v", err)
+			return
+		}
+		if !on {
+			return
+		}
+	}
+	traefikOn := true
+	if k, v, ok := b.label("traefik.enable"); ok {
+		on, err := parseBool(v)
+		if err != nil {
+			if hasEdge {
+				b.ignore(k, "%v", err)
+			} else {
+				b.skip(k, "%v", err)
+				return
+			}
+		}
+		traefikOn = on || err != nil
+	}
+
+	switch {
+	case hasEdge:
+		if hasV2 || hasV1 {
+			b.ignore("", "traefik.* routing labels are ignored because edge.* labels are present; use one dialect per service")
+		}
+		b.buildEdge()
+	case !traefikOn:
+		return
+	case hasV2:
+		if hasV1 {
+			b.ignore("", "Traefik v1 labels are ignored because Traefik v2 labels (traefik.http.*) are present; use one dialect per service")
+		}
+		b.buildV2()
+	case hasV1:
+		b.buildV1()
+	}
+}
+
+// networkOK checks that Traefik can reach the service. labelKeys name the
+// labels a service may use to choose its network; the first one set counts.
+func (b *svcBuild) networkOK(labelKeys ...string) bool {
+	want := b.o.Network
+	if k, v, ok := b.firstLabel(labelKeys...); ok {
+		v = strings.TrimSpace(v)
+		switch {
+		case v == "":
+			b.skip(k, "network name is empty")
+			return false
+		case want != "" && v != want:
+			b.skip(k, "edge routes through network %s, which Traefik shares with the services; attach the service to it and drop this label", want)
+			return false
+		}
+		want = v
+	}
+	if want == "" || slices.Contains(b.svc.Networks, want) {
+		return true
+	}
+	b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Skipped: true,
+		Reason: fmt.Sprintf("service is not attached to network %s, so Traefik cannot reach it; run: docker service update --network-add %s %s", want, want, b.svc.Name)})
+	return false
+}
+
+func (b *svcBuild) firstLabel(keys ...string) (k, v string, ok bool) {
+	for _, key := range keys {
+		if k, v, ok := b.label(key); ok {
+			return k, v, true
+		}
+	}
+	return "", "", false
+}
+
+// defaultTLS is the TLS of edge and v1 routes whose labels do not say.
+func (b *svcBuild) defaultTLS() *TLS {
+	if b.o.CertResolver == "" {
+		return nil
+	}
+	return &TLS{CertResolver: b.o.CertResolver}
+}
+
+// buildEdge reads edge's own labels.
+func (b *svcBuild) buildEdge() {
+	var (
+		r        = Route{Name: b.svc.Name, Service: b.svc.Name, Dialect: DialectEdge, Backend: b.svc.Name}
+		port     int
+		scheme   = "http"
+		tlsSet   *bool
+		resolver string
+		redirect *bool
+		ok       = true
+		fail     = func(k string, err error) { b.skip(k, "%v", err); ok = false }
+	)
+	for _, k := range b.sortedKeys("edge.") {
+		v := b.svc.Labels[k]
+		var err error
+		switch strings.ToLower(k) {
+		case "edge.enable", "edge.network":
+			// Handled by build and networkOK.
+		case "edge.host":
+			r.Hosts, err = parseHosts(v)
+		case "edge.port":
+			port, err = parsePort(v)
+		case "edge.path":
+			r.PathPrefix, err = parsePath(v)
+		case "edge.entrypoints":
+			r.EntryPoints, err = parseNames(v, "entry point")
+		case "edge.middlewares":
+			r.Middlewares, err = parseNames(v, "middleware")
+		case "edge.priority":
+			r.Priority, err = parsePriority(v)
+		case "edge.scheme":
+			scheme, err = parseScheme(v)
+		case "edge.tls":
+			var on bool
+			on, err = parseBool(v)
+			tlsSet = &on
+		case "edge.certresolver":
+			resolver, err = parseName(v, "cert resolver")
+		case "edge.redirect-https":
+			var on bool
+			on, err = parseBool(v)
+			redirect = &on
+		default:
+			err = fmt.Errorf("unknown edge label; known: edge.host, edge.port, edge.path, edge.entrypoints, edge.middlewares, edge.tls, edge.certresolver, edge.redirect-https, edge.network, edge.scheme, edge.priority, edge.enable")
+		}
+		if err != nil {
+			fail(k, err)
+		}
+	}
+	if !ok {
+		return
+	}
+	if r.Hosts == nil {
+		b.skip("edge.host", "edge.host is required: the host name(s) to route, comma-separated")
+		return
+	}
+	if port == 0 {
+		b.skip("edge.port", "edge.port is required: the port the service listens on inside its containers")
+		return
+	}
+	switch {
+	case resolver != "" && tlsSet != nil && !*tlsSet:
+		b.skip("edge.certresolver", "edge.certresolver needs TLS but edge.tls=false")
+		return
+	case resolver != "":
+		r.TLS = &TLS{CertResolver: resolver}
+	case tlsSet != nil && *tlsSet:
+		r.TLS = &TLS{CertResolver: b.o.CertResolver}
+	case tlsSet == nil:
+		r.TLS = b.defaultTLS()
+	}
+	if redirect != nil && *redirect && r.TLS == nil {
+		b.skip("edge.redirect-https", "redirecting to HTTPS needs TLS: set edge.tls=true or edge.certresolver")
+		return
+	}
+	doRedirect := r.TLS != nil && (redirect == nil || *redirect)
+	b.finishSimple(&r, port, scheme, doRedirect, "edge.network")
+}
+
+// finishSimple completes a one-route-per-service (edge, v1) route.
+func (b *svcBuild) finishSimple(r *Route, port int, scheme string, redirect bool, networkLabels ...string) {
+	if !b.networkOK(networkLabels...) {
+		return
+	}
+	if r.EntryPoints == nil {
+		if r.TLS != nil {
+			r.EntryPoints = []string{b.o.httpsEP()}
+		} else {
+			r.EntryPoints = []string{b.o.httpEP()}
+		}
+	}
+	if redirect {
+		r.RedirectFrom = []string{b.o.httpEP()}
+	}
+	r.Rule = simpleRule(r.Hosts, r.PathPrefix)
+	r.URL = b.o.url(b.svc.Name, scheme, port)
+	b.routes = append(b.routes, *r)
+}
+
+// simpleRule builds a Traefik v3 rule from hosts and an optional prefix.
+func simpleRule(hosts []string, prefix string) string {
+	var rule string
+	if len(hosts) == 1 {
+		rule = "Host(`" + hosts[0] + "`)"
+	} else {
+		parts := make([]string, len(hosts))
+		for i, h := range hosts {
+			parts[i] = "Host(`" + h + "`)"
+		}
+		rule = "(" + strings.Join(parts, " || ") + ")"
+	}
+	if prefix != "" && prefix != "/" {
+		rule += " && PathPrefix(`" + prefix + "`)"
+	}
+	return rule
+}

@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# topo.sh — the seed topology on one machine: a VPS, a home NAT box and
+# three home nodes, each node a network namespace with its own dockerd.
+#
+#   "internet" 203.0.113.0/24 (bridge in ns hs-wan)
+#     ├── vps     203.0.113.10        Swarm manager
+#     └── homegw  203.0.113.20 (wan0) NAT: masquerade out, UDP $MESH_PORT → home1
+#           └── home LAN 192.168.50.0/24 (bridge in ns hs-homegw, 192.168.50.1)
+#                 ├── home1 192.168.50.11   Swarm worker, location=home
+#                 ├── home2 192.168.50.12   Swarm worker, location=home
+#                 └── home3 192.168.50.13   Swarm worker, location=home
+#
+# Usage:
+#   topo.sh up [--no-swarm] [--no-plugins]   build everything (clears leftovers first)
+#   topo.sh down                             tear down; leaves no namespace, mount or process
+#   topo.sh status                           what runs
+#   topo.sh docker NODE ARGS…                docker CLI against NODE's engine
+#   topo.sh host NODE                        print DOCKER_HOST for NODE
+#   topo.sh exec NODE CMD…                   run CMD in NODE's network namespace
+#   topo.sh netem [delay 20ms] [loss 1%]…    shape the WAN links (vps and homegw); `netem off` clears
+#   topo.sh cut NODE | heal NODE             take NODE's uplink down / up
+#   topo.sh wan-address ADDR                 give the NAT box a new public address (dyndns case)
+#   topo.sh engine-stop NODE [--kill]        stop (or SIGKILL) NODE's dockerd
+#   topo.sh engine-start NODE                start it again
+#   topo.sh add-node NAME                    one more home node on the LAN (home4 → 192.168.50.14); no Swarm join
+#
+# Environment: TOPO_PREFIX (hs), TOPO_ROOT (/var/lib/homeswarm-topo),
+# TOPO_RUN (/run/hs), MESH_PORT (3210), TOPO_STORAGE_DRIVER (vfs),
+# PLUGIN_SETTINGS_syncvol / PLUGIN_SETTINGS_meshnet (extra settings per node,
+# %NODE% replaced by the node name).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+P=${TOPO_PREFIX:-hs}
+ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo}
+RUN=${TOPO_RUN:-/run/$P}
+MESH_PORT=${MESH_PORT:-3210}
+DRIVER=${TOPO_STORAGE_DRIVER:-vfs}
+WAN_NET=203.0.113
+LAN_NET=192.168.50
+HOME_NODES=(home1 home2 home3)
+ENGINE_NODES=(vps "${HOME_NODES[@]}")
+
+say() { printf '[topo %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+ns() { echo "$P-$1"; }
+nsx() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
+sock() { echo "$RUN/$1/docker.sock"; }
+dk() { local n=$1; shift; docker -H "unix://$(sock "$n")" "$@"; }
+
+ip_of() {
+  case $1 in
+    vps) echo "$WAN_NET.10" ;;
+    homegw) echo "$WAN_NET.20" ;;
+    home*) echo "$LAN_NET.$((10 + ${1#home}))" ;;
+    *) die "unknown node $1" ;;
+  esac
+}
+
+# ---------------------------------------------------------------- cleanup
+
+# descendants PID… prints the PIDs and all their descendants.
+descendants() {
+  local all=" $* " changed=1
+  while [ $changed = 1 ]; do
+    changed=0
+    for st in /proc/[0-9]*/stat; do
+      local pid ppid
+      read -r pid _ _ ppid _ < "$st" 2>/dev/null || continue
+      case "$all" in *" $ppid "*) case "$all" in *" $pid "*) ;; *) all="$all$pid "; changed=1 ;; esac ;; esac
+    done
+  done
+  echo $all
+}
+
+# Everything our namespaces run: processes inside them, their children
+# (containers live in namespaces of their own), and anything whose command
+# line names our directories (a dockerd whose namespace is already gone).
+our_pids() {
+  local seeds=""
+  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
+    seeds="$seeds $(ip netns pids "$n" 2>/dev/null | tr '\n' ' ')"
+  done
+  seeds="$seeds $(pgrep -f -- "--exec-root $RUN/" 2>/dev/null | tr '\n' ' ') $(pgrep -f -- "$ROOT/" 2>/dev/null | tr '\n' ' ')"
+  seeds=$(echo $seeds | tr ' ' '\n' | grep -v "^$$\$" | sort -u | tr '\n' ' ')
+  [ -n "${seeds// /}" ] && descendants $seeds || true
+}
+
+unmount_under() {
+  local dir
+  for dir in "$@"; do
+    # Deepest first; lazy so a busy mount never stalls teardown.
+    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do
+      umount -l "$m" 2>/dev/null || true
+    done
+  done
+}
+
+down() {
+  # Graceful first: engines stop their containers and plugins.
+  for n in "${ENGINE_NODES[@]}" $(ls "$RUN" 2>/dev/null | grep '^home[4-9]' || true); do
+    local pidf="$RUN/$n/docker.pid"
+    if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
+      kill -TERM "$(cat "$pidf")" 2>/dev/null || true
+    fi
+  done
+  local deadline=$((SECONDS + 20))
+  while [ $SECONDS -lt $deadline ] && ls "$RUN"/*/docker.pid >/dev/null 2>&1; do
+    local alive=0
+    for f in "$RUN"/*/docker.pid; do kill -0 "$(cat "$f" 2>/dev/null)" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.5
+  done
+  # Then whatever is left, by force.
+  local pids
+  pids=$(our_pids)
+  if [ -n "${pids// /}" ]; then
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.5
+  fi
+  unmount_under "$ROOT" "$RUN"
+  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
+    ip netns delete "$n" 2>/dev/null || true
+  done
+  # Plugin and container mounts that propagated under the netns directory.
+  unmount_under "/run/netns/$P-"
+  rm -rf "$RUN"
+  if [ "${TOPO_KEEP_STATE:-0}" != 1 ]; then
+    rm -rf "$ROOT"
+  fi
+  # Containers' cgroups left by the killed engines.
+  for cg in /sys/fs/cgroup/*/"$P"-docker; do [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
+  local left
+  left=$(ip netns list 2>/dev/null | grep -c "^$P-" || true)
+  [ "$left" = 0 ] || die "namespaces left: $(ip netns list | grep "^$P-" | tr '\n' ' ')"
+  say "down: nothing left"
+}
+
+# ---------------------------------------------------------------- network
+
+mkns() { ip netns add "$(ns "$1")"; nsx "$1" ip link set lo up; }
+
+# veth NODE IFNAME BRIDGE_NS BRIDGE ADDR/LEN — a link from NODE to a bridge.
+veth() {
+  local node=$1 ifn=$2 bns=$3 br=$4 addr=$5
+  local peer="${node}-${ifn}"
+  ip link add "$P-tmp0" type veth peer name "$P-tmp1"
+  ip link set "$P-tmp0" netns "$(ns "$node")"
+  ip link set "$P-tmp1" netns "$(ns "$bns")"
+  nsx "$node" ip link set "$P-tmp0" name "$ifn"
+  nsx "$bns" ip link set "$P-tmp1" name "$peer"
+  nsx "$bns" ip link set "$peer" master "$br" up
+  nsx "$node" ip addr add "$addr" dev "$ifn"
+  nsx "$node" ip link set "$ifn" up
+}
+
+network_up() {
+  mkns wan
+  nsx wan ip link add br0 type bridge
+  nsx wan ip link set br0 up
+  mkns vps
+  veth vps wan0 wan br0 "$(ip_of vps)/24"
+  mkns homegw
+  veth homegw wan0 wan br0 "$(ip_of homegw)/24"
+  nsx homegw ip link add br-lan type bridge
+  nsx homegw ip addr add "$LAN_NET.1/24" dev br-lan
+  nsx homegw ip link set br-lan up
+  nsx homegw sysctl -qw net.ipv4.ip_forward=1
+  nsx homegw iptables -t nat -A POSTROUTING -o wan0 -j MASQUERADE
+  nsx homegw iptables -t nat -A PREROUTING -i wan0 -p udp --dport "$MESH_PORT" -j DNAT --to-destination "$(ip_of home1):$MESH_PORT"
+  for n in "${HOME_NODES[@]}"; do home_link_up "$n"; done
+}
+
+home_link_up() {
+  local n=$1
+  mkns "$n"
+  mkdir -p "$RUN/$n"
+  ip netns exec "$(ns homegw)" true
+  # The LAN bridge lives in the NAT box's namespace (ns "homegw").
+  local peer="$n-eth0"
+  ip link add "$P-tmp0" type veth peer name "$P-tmp1"
+  ip link set "$P-tmp0" netns "$(ns "$n")"
+  ip link set "$P-tmp1" netns "$(ns homegw)"
+  nsx "$n" ip link set "$P-tmp0" name eth0
+  nsx homegw ip link set "$P-tmp1" name "$peer"
+  nsx homegw ip link set "$peer" master br-lan up
+  nsx "$n" ip addr add "$(ip_of "$n")/24" dev eth0
+  nsx "$n" ip link set eth0 up
+  nsx "$n" ip route add default via "$LAN_NET.1"
+}
+
+# ---------------------------------------------------------------- engines
+
+engine_start() {
+  local n=$1 d="$ROOT/$1" r="$RUN/$1"
+  mkdir -p "$d/docker" "$r"
+  [ -f "$d/daemon.json" ] || echo '{}' > "$d/daemon.json"
+  # Own UTS namespace for the hostname (the Swarm node name); nsenter, not
+  # `ip netns exec`, which remounts /sys and breaks dockerd's cgroups.
+  nsenter --net="/run/netns/$(ns "$n")" unshare --uts env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
+    sh -c "hostname $n && exec dockerd --config-file '$d/daemon.json' --data-root '$d/docker' --exec-root '$r/x' \
+      -H 'unix://$r/docker.sock' --pidfile '$r/docker.pid' --storage-driver '$DRIVER' \
+      --cgroup-parent '/$P-docker/$n' --log-level warn" >"$d/dockerd.log" 2>&1 &
+  local deadline=$((SECONDS + 60))
+  until dk "$n" info >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { tail -20 "$d/dockerd.log" >&2; die "dockerd of $n did not start"; }
+    sleep 0.2
+  done
+}
+
+engine_stop() {
+  local n=$1 sig=${2:-TERM} pidf="$RUN/$1/docker.pid"
+  [ -f "$pidf" ] || return 0
+  local pid
+  pid=$(cat "$pidf")
+  if [ "$sig" = KILL ]; then
+    # A crash: the engine and everything it runs die at once.
+    kill -KILL $(descendants "$pid") 2>/dev/null || true
+  else
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+  local deadline=$((SECONDS + 40))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { kill -KILL "$pid" 2>/dev/null || true; }
+    sleep 0.2
+  done
+  rm -f "$pidf"
+}
+
+busybox_image() {
+  local tarball="$ROOT/busybox.tar"
+  if [ ! -f "$tarball" ]; then
+    local bb
+    bb=$(command -v busybox) || die "busybox not found: apt-get install busybox-static"
+    file -L "$bb" 2>/dev/null | grep -q 'dynamically' && die "$bb is dynamic; install busybox-static"
+    local t
+    t=$(mktemp -d)
+    mkdir -p "$t/bin" "$t/etc" "$t/tmp" "$t/data"
+    cp "$bb" "$t/bin/busybox"
+    for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$t/bin/$a"; done
+    echo 'root:x:0:0:root:/:/bin/sh' > "$t/etc/passwd"
+    tar -C "$t" -cf "$tarball" .
+    rm -rf "$t"
+  fi
+  dk "$1" import -c 'ENV PATH=/bin' "$tarball" busybox:latest >/dev/null
+}
+
+install_plugins() {
+  local n=$1 p extra
+  for p in $(cd "$REPO/build" && ls -d syncvol meshnet 2>/dev/null); do
+    local settings=()
+    [ "$p" = syncvol ] && settings+=("state.source=$ROOT/$n/syncvol")
+    extra="PLUGIN_SETTINGS_$p"
+    [ -n "${!extra:-}" ] && settings+=(${!extra//%NODE%/$n})
+    mkdir -p "$ROOT/$n/syncvol"
+    DOCKER_HOST="unix://$(sock "$n")" make -s -C "$REPO" install "SETTINGS_$p=${settings[*]}" PLUGINS="$p" >/dev/null \
+      || die "plugin $p did not install on $n"
+  done
+}
+
+swarm_up() {
+  dk vps swarm init --advertise-addr "$(ip_of vps)" >/dev/null
+  local token
+  token=$(dk vps swarm join-token -q worker)
+  for n in "${HOME_NODES[@]}"; do swarm_join "$n" "$token"; done
+}
+
+swarm_join() {
+  local n=$1 token=$2
+  dk "$n" swarm join --token "$token" "$(ip_of vps):2377" >/dev/null
+  local deadline=$((SECONDS + 60))
+  until [ "$(dk vps node inspect "$n" --format '{{.Status.State}}' 2>/dev/null)" = ready ]; do
+    [ $SECONDS -lt $deadline ] || die "$n did not become ready in the Swarm"
+    sleep 0.3
+  done
+  dk vps node update --label-add location=home "$n" >/dev/null
+}
+
+up() {
+  local swarm=1 plugins=1
+  for a in "$@"; do
+    case $a in --no-swarm) swarm=0 ;; --no-plugins) plugins=0 ;; *) die "unknown option $a" ;; esac
+  done
+  [ "$(id -u)" = 0 ] || die "needs root (network namespaces, dockerd)"
+  [ -e /run/containerd/containerd.sock ] && die "a system containerd runs at /run/containerd: every dockerd would share it (and its network namespace); stop it first"
+  say "clearing leftovers of earlier runs"
+  down >/dev/null 2>&1 || down
+  mkdir -p "$ROOT" "$RUN"
+  say "network: wan, vps, homegw (NAT, udp/$MESH_PORT → home1), ${HOME_NODES[*]}"
+  network_up
+  local pids=()
+  for n in "${ENGINE_NODES[@]}"; do
+    say "engine $n"
+    engine_start "$n" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || die "an engine did not start"; done
+  for n in "${ENGINE_NODES[@]}"; do
+    dk "$n" info >/dev/null 2>&1 || die "engine $n is not running"
+    busybox_image "$n"
+  done
+  if [ $plugins = 1 ]; then
+    [ -f "$REPO/build/syncvol/config.json" ] || make -s -C "$REPO" plugins >/dev/null
+    for n in "${ENGINE_NODES[@]}"; do
+      say "plugins on $n"
+      install_plugins "$n"
+    done
+  fi
+  if [ $swarm = 1 ]; then
+    say "swarm: vps manager, ${HOME_NODES[*]} workers (location=home)"
+    swarm_up
+  fi
+  say "up: $(status_line)"
+}
+
+status_line() {
+  local out=""
+  for n in "${ENGINE_NODES[@]}"; do
+    if dk "$n" info >/dev/null 2>&1; then out="$out $n:up"; else out="$out $n:down"; fi
+  done
+  echo "$out"
+}
+
+netem() {
+  local dev
+  for spec in "vps wan0" "homegw wan0"; do
+    set -- $spec "${NETEM_ARGS[@]}"
+    local node=$1 dev=$2
+    shift 2
+    nsx "$node" tc qdisc del dev "$dev" root 2>/dev/null || true
+    if [ "${1:-}" != off ]; then nsx "$node" tc qdisc add dev "$dev" root netem "$@"; fi
+  done
+}
+
+uplink() {
+  case $1 in vps | homegw) echo wan0 ;; home*) echo eth0 ;; *) die "unknown node $1" ;; esac
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+  up) up "$@" ;;
+  down) down ;;
+  status) status_line ;;
+  docker) n=$1; shift; dk "$n" "$@" ;;
+  host) echo "unix://$(sock "$1")" ;;
+  exec) n=$1; shift; nsx "$n" "$@" ;;
+  netem) NETEM_ARGS=("$@"); netem ;;
+  cut) nsx "$1" ip link set "$(uplink "$1")" down ;;
+  heal)
+    nsx "$1" ip link set "$(uplink "$1")" up
+    case $1 in home*) nsx "$1" ip route replace default via "$LAN_NET.1" ;; esac
+    ;;
+  wan-address)
+    old=$(nsx homegw ip -4 -o addr show dev wan0 | awk '{print $4}')
+    nsx homegw ip addr add "$1/24" dev wan0
+    nsx homegw ip addr del "$old" dev wan0
+    nsx homegw conntrack -F 2>/dev/null || true
+    ;;
+  engine-stop) if [ "${2:-}" = --kill ]; then engine_stop "$1" KILL; else engine_stop "$1"; fi ;;
+  engine-start) engine_start "$1" ;;
+  add-node)
+    n=$1
+    [[ $n =~ ^home[4-9]$ ]] || die "add-node takes home4..home9"
+    home_link_up "$n"
+    engine_start "$n"
+    busybox_image "$n"
+    [ "${NO_PLUGINS:-0}" = 1 ] || install_plugins "$n"
+    ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

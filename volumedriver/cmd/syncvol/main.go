@@ -1,0 +1,66 @@
+// Command syncvol is the syncvol managed volume plugin: it serves Docker's
+// VolumeDriver API on /run/docker/plugins/syncvol.sock.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/volumedriver"
+	"github.com/homeswarm/homeswarm/volumedriver/store"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "syncvol:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := volumedriver.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	logrus.SetLevel(cfg.LogLevel)
+	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	log := logrus.WithField("plugin", "syncvol")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	repl, err := startReplicator(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	st, err := store.New(store.Options{
+		Root:         cfg.StateDir,
+		MountRoot:    cfg.MountRoot,
+		Replicator:   repl,
+		MountTimeout: cfg.MountTimeout,
+		FlushTimeout: cfg.FlushTimeout,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	h := volume.NewHandler(volumedriver.NewDriver(st, log))
+	errc := make(chan error, 1)
+	go func() { errc <- h.ServeUnix("syncvol", 0) }()
+	log.WithField("state", cfg.StateDir).WithField("replication", repl != nil).Info("syncvol ready")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		log.Info("stopping")
+		return nil
+	}
+}

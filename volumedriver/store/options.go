@@ -1,0 +1,209 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Callers test them with errors.Is; the text that wraps
+// them says what to do.
+var (
+	ErrInvalidName   = errors.New("invalid volume name")
+	ErrInvalidOption = errors.New("invalid volume option")
+	ErrNotFound      = errors.New("no such volume")
+	ErrInUse         = errors.New("volume is in use")
+	ErrClosed        = errors.New("store is closed")
+)
+
+// MaxNameLen bounds a volume name. Names become directory names and
+// Syncthing folder labels; 128 keeps every derived path well under PATH_MAX.
+const MaxNameLen = 128
+
+// nameRE is Docker's own volume-name pattern (daemon/names), without the
+// two-character minimum: a leading letter or digit, then letters, digits,
+// '_', '.', '-'. It excludes '/', '..', '.', empty names and anything a
+// shell or a path join could misread.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// ValidateName refuses names that could escape the state directory or that
+// Docker itself would not accept.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: the name is empty", ErrInvalidName)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: %q is %d characters long, the limit is %d", ErrInvalidName, name[:16]+"…", len(name), MaxNameLen)
+	case !nameRE.MatchString(name):
+		return fmt.Errorf("%w: %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// RemoveMode says what `docker volume rm` does to a volume's data.
+type RemoveMode string
+
+const (
+	// RemoveLocal drops this node's replica only; other nodes keep theirs.
+	RemoveLocal RemoveMode = "local"
+	// RemoveEverywhere deletes the volume on every node of the cluster.
+	RemoveEverywhere RemoveMode = "everywhere"
+)
+
+// VolumeOptions are the validated `docker volume create -o` options.
+// The zero value means: owned by root, mode 0755, local removal, the
+// plugin-wide mount timeout, shared with no extra device.
+type VolumeOptions struct {
+	// UID and GID own the volume's root directory; -1 leaves root.
+	UID, GID int
+	// Mode is the permission of the volume's root directory; 0 means 0755.
+	Mode os.FileMode
+	// Remove is what `docker volume rm` does; "" means RemoveLocal.
+	Remove RemoveMode
+	// MountTimeout overrides the plugin's MOUNT_TIMEOUT; 0 uses it.
+	MountTimeout time.Duration
+	// Share lists plain Syncthing device IDs that also get this volume.
+	Share []string
+}
+
+// optionHelp names every valid option with its form; errors quote it so a
+// user sees at once what is accepted.
+var optionHelp = map[string]string{
+	"uid":           "uid=<0-4294967294>",
+	"gid":           "gid=<0-4294967294>",
+	"mode":          "mode=<octal, e.g. 0750>",
+	"remove":        "remove=local|everywhere",
+	"mount-timeout": "mount-timeout=<duration, e.g. 45s>",
+	"share":         "share=<syncthing device ID>[,<device ID>…]",
+}
+
+// ValidOptions is the sorted list of option forms, for error messages and docs.
+func ValidOptions() string {
+	keys := make([]string, 0, len(optionHelp))
+	for k := range optionHelp {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	forms := make([]string, len(keys))
+	for i, k := range keys {
+		forms[i] = optionHelp[k]
+	}
+	return strings.Join(forms, ", ")
+}
+
+// deviceIDRE matches a Syncthing device ID: 56 base32 characters, grouped
+// by 7 with dashes (the canonical form) or not.
+var deviceIDRE = regexp.MustCompile(`^[A-Z2-7]{7}(-?[A-Z2-7]{7}){7}$`)
+
+// ParseOptions validates raw `-o` options. Unknown keys and malformed values
+// are errors that name the valid options; nothing is half-applied.
+func ParseOptions(raw map[string]string) (VolumeOptions, error) {
+	o := VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal}
+	bad := func(k, v, why string) error {
+		return fmt.Errorf("%w: %s=%q %s; valid options: %s", ErrInvalidOption, k, v, why, ValidOptions())
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // deterministic: the first bad key in order is reported
+	for _, k := range keys {
+		v := strings.TrimSpace(raw[k])
+		switch k {
+		case "uid", "gid":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 1<<32-1 {
+				return o, bad(k, v, "is not a numeric id")
+			}
+			if k == "uid" {
+				o.UID = int(n)
+			} else {
+				o.GID = int(n)
+			}
+		case "mode":
+			n, err := strconv.ParseUint(v, 8, 32)
+			if err != nil || n > 0o7777 || n == 0 {
+				return o, bad(k, v, "is not an octal permission between 1 and 7777")
+			}
+			o.Mode = os.FileMode(n & 0o777)
+			if n&0o1000 != 0 {
+				o.Mode |= os.ModeSticky
+			}
+			if n&0o2000 != 0 {
+				o.Mode |= os.ModeSetgid
+			}
+			if n&0o4000 != 0 {
+				o.Mode |= os.ModeSetuid
+			}
+		case "remove":
+			switch RemoveMode(v) {
+			case RemoveLocal, RemoveEverywhere:
+				o.Remove = RemoveMode(v)
+			default:
+				return o, bad(k, v, "must be local or everywhere")
+			}
+		case "mount-timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > 10*time.Minute {
+				return o, bad(k, v, "is not a duration between 1ms and 10m")
+			}
+			o.MountTimeout = d
+		case "share":
+			for _, id := range strings.Split(v, ",") {
+				id = strings.ToUpper(strings.TrimSpace(id))
+				if !deviceIDRE.MatchString(id) {
+					return o, bad(k, v, "is not a comma-separated list of Syncthing device IDs")
+				}
+				o.Share = append(o.Share, id)
+			}
+		default:
+			return o, fmt.Errorf("%w: unknown option %q; valid options: %s", ErrInvalidOption, k, ValidOptions())
+		}
+	}
+	return o, nil
+}
+
+// Raw renders the options back to the `-o` form, so that a volume's
+// options round-trip through its record and `docker volume inspect`.
+func (o VolumeOptions) Raw() map[string]string {
+	m := map[string]string{}
+	if o.UID >= 0 {
+		m["uid"] = strconv.Itoa(o.UID)
+	}
+	if o.GID >= 0 {
+		m["gid"] = strconv.Itoa(o.GID)
+	}
+	if o.Mode != 0 {
+		m["mode"] = fmt.Sprintf("%04o", unixMode(o.Mode))
+	}
+	if o.Remove != "" && o.Remove != RemoveLocal {
+		m["remove"] = string(o.Remove)
+	}
+	if o.MountTimeout > 0 {
+		m["mount-timeout"] = o.MountTimeout.String()
+	}
+	if len(o.Share) > 0 {
+		m["share"] = strings.Join(o.Share, ",")
+	}
+	return m
+}
+
+// unixMode converts Go's FileMode bits back to the chmod(2) number.
+func unixMode(m os.FileMode) uint32 {
+	n := uint32(m.Perm())
+	if m&os.ModeSticky != 0 {
+		n |= 0o1000
+	}
+	if m&os.ModeSetgid != 0 {
+		n |= 0o2000
+	}
+	if m&os.ModeSetuid != 0 {
+		n |= 0o4000
+	}
+	return n
+}

@@ -1,0 +1,630 @@
+// Package store is syncvol's engine: it keeps the volumes of one node —
+// their records, replica directories and mount reference counts — in a
+// state directory that outlives the plugin, and asks a Replicator to keep the
+// replicas in step with the other nodes. It knows nothing of Docker: the
+// plugin glue in package volumedriver translates Docker requests into calls
+// here, and package syncengine is the Replicator.
+//
+// Layout under Options.Root:
+//
+//	volumes/<name>/volume.json   the record: options, creation time, mount IDs
+//	volumes/<name>/replica/      the replicated folder root (Syncthing's)
+//	volumes/<name>/replica/data  what containers see
+//
+// The data directory is one level below the replica root so that
+// Syncthing's folder marker never shows in a container (databases refuse to
+// initialise a non-empty directory). Mount points are bind mounts of the data
+// directory under Options.MountRoot, the plugin's propagatedMount.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Replicator keeps replicas of volumes in step with other nodes. The store
+// calls it with its own deadlines; implementations must honour ctx.
+// syncengine.Engine is the real one; a nil Replicator means local-only.
+type Replicator interface {
+	// AddVolume starts replicating the volume whose folder root is dir.
+	// It is idempotent and registers the volume cluster-wide.
+	AddVolume(name, dir string, share []string) error
+	// RemoveVolume stops replicating the volume here; everywhere also
+	// deletes it on every node.
+	RemoveVolume(name string, everywhere bool) error
+	// WaitSynced returns once the local replica has caught up with the
+	// reachable peers, or an error saying how far behind it is.
+	WaitSynced(ctx context.Context, name string) error
+	// Flush returns once at least one peer holds every local change.
+	Flush(ctx context.Context, name string) error
+	// Touched hints that something changed below the volume; it never blocks.
+	Touched(name string, subdirs ...string)
+	// Status describes the replica from local state, in milliseconds.
+	Status(name string) map[string]string
+	// Volumes lists the volumes the cluster knows, from local state.
+	Volumes() []ClusterVolume
+}
+
+// ClusterVolume is a volume known somewhere in the cluster.
+type ClusterVolume struct {
+	Name      string
+	Options   map[string]string
+	CreatedAt time.Time
+	Deleted   bool
+}
+
+// Mounter makes and removes the bind mounts that expose volumes. The real
+// one is BindMounter; tests use a fake that records calls.
+type Mounter interface {
+	// Mount bind-mounts src onto dst (dst exists).
+	Mount(src, dst string) error
+	// Unmount removes the mount on dst; it is not an error if none is there.
+	Unmount(dst string) error
+	// Mounted reports whether dst is currently a mount point.
+	Mounted(dst string) (bool, error)
+}
+
+// Options configure a Store.
+type Options struct {
+	// Root is the state directory (required). Everything the store keeps
+	// lives below it.
+	Root string
+	// MountRoot is where mount points are made (required): the plugin's
+	// propagatedMount, so the host sees the mounts.
+	MountRoot string
+	// Mounter makes bind mounts; nil means BindMounter{}.
+	Mounter Mounter
+	// Replicator keeps replicas in step; nil means local-only volumes.
+	Replicator Replicator
+	// MountTimeout bounds Mount's wait for the replica to catch up;
+	// 0 means 30s.
+	MountTimeout time.Duration
+	// FlushTimeout bounds the last Unmount's wait for a peer to hold every
+	// local change; 0 means 30s.
+	FlushTimeout time.Duration
+	// Logger receives the store's logs; nil means the standard logger.
+	Logger *logrus.Entry
+}
+
+// Volume is the store's view of one volume, as Get and List report it.
+type Volume struct {
+	Name       string
+	Mountpoint string // set while mounted on this node
+	CreatedAt  time.Time
+	Local      bool // a replica exists on this node
+	Options    map[string]string
+	Mounts     int
+	Status     map[string]string
+}
+
+// record is what volume.json holds.
+type record struct {
+	Name      string            `json:"name"`
+	Options   map[string]string `json:"options,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	MountIDs  []string          `json:"mount_ids,omitempty"`
+}
+
+// entry is a volume known locally. Its mutex serialises Mount, Unmount and
+// Remove of that volume, which may wait on peers; the store's own mutex is
+// never held across such a wait, so Get/List/Path always answer at once.
+type entry struct {
+	op   sync.Mutex // serialises slow operations on this volume
+	rec  record     // guarded by Store.mu
+	opts VolumeOptions
+}
+
+// Store is the set of volumes of one node. It is safe for concurrent use.
+type Store struct {
+	opts Options
+	log  *logrus.Entry
+
+	mu     sync.RWMutex
+	vols   map[string]*entry
+	closed bool
+}
+
+// New opens the store at opts.Root, creating it if needed, and restores the
+// bind mounts of volumes that were mounted when the plugin last stopped
+// (a plugin restart tears down its propagated mounts, the containers do not
+// go away).
+func New(opts Options) (*Store, error) {
+	if opts.Root == "" || opts.MountRoot == "" {
+		return nil, errors.New("store: Root and MountRoot are required")
+	}
+	if opts.Mounter == nil {
+		opts.Mounter = BindMounter{}
+	}
+	if opts.MountTimeout <= 0 {
+		opts.MountTimeout = 30 * time.Second
+	}
+	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	s := &Store{opts: opts, log: opts.Logger, vols: map[string]*entry{}}
+	for _, d := range []string{s.volumesDir(), opts.MountRoot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) volumesDir() string           { return filepath.Join(s.opts.Root, "volumes") }
+func (s *Store) volumeDir(name string) string { return filepath.Join(s.volumesDir(), name) }
+func (s *Store) recordPath(name string) string {
+	return filepath.Join(s.volumeDir(name), "volume.json")
+}
+
+// ReplicaDir is the replicated folder root of a volume.
+func (s *Store) ReplicaDir(name string) string { return filepath.Join(s.volumeDir(name), "replica") }
+
+// DataDir is what containers see of a volume.
+func (s *Store) DataDir(name string) string { return filepath.Join(s.ReplicaDir(name), "data") }
+
+// MountPoint is where a volume is mounted while in use.
+func (s *Store) MountPoint(name string) string { return filepath.Join(s.opts.MountRoot, name) }
+
+// load reads every volume record and re-establishes the mounts of volumes
+// that still have users.
+func (s *Store) load() error {
+	ents, err := os.ReadDir(s.volumesDir())
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, de := range ents {
+		name := de.Name()
+		if !de.IsDir() || ValidateName(name) != nil {
+			continue
+		}
+		b, err := os.ReadFile(s.recordPath(name))
+		if err != nil {
+			s.log.WithField("volume", name).WithError(err).Warn("skipping volume without a readable record")
+			continue
+		}
+		var rec record
+		if err := json.Unmarshal(b, &rec); err != nil || rec.Name != name {
+			s.log.WithField("volume", name).Warn("skipping volume with a corrupt record")
+			continue
+		}
+		vo, err := ParseOptions(rec.Options)
+		if err != nil {
+			s.log.WithField("volume", name).WithError(err).Warn("volume record has invalid options; using defaults")
+			vo, _ = ParseOptions(nil)
+		}
+		s.vols[name] = &entry{rec: rec, opts: vo}
+		if r := s.opts.Replicator; r != nil {
+			if err := r.AddVolume(name, s.ReplicaDir(name), vo.Share); err != nil {
+				s.log.WithField("volume", name).WithError(err).Warn("cannot resume replication")
+			}
+		}
+		if len(rec.MountIDs) > 0 {
+			if err := s.ensureMounted(name); err != nil {
+				s.log.WithField("volume", name).WithError(err).Warn("cannot restore mount")
+			}
+		}
+	}
+	return nil
+}
+
+// saveLocked writes e's record atomically. Caller holds e.op.
+func (s *Store) saveLocked(e *entry) error {
+	s.mu.RLock()
+	b, err := json.MarshalIndent(e.rec, "", "  ")
+	name := e.rec.Name
+	s.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.recordPath(name), b)
+}
+
+// writeFileAtomic replaces path with b so that a crash leaves the old or
+// the new content, never a torn file.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// lookup returns the entry of a local volume.
+func (s *Store) lookup(name string) (*entry, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	e := s.vols[name]
+	if e == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return e, nil
+}
+
+// Create makes a volume, or does nothing if it exists with the same
+// options (Swarm creates a volume on every node a task lands on). Creating
+// an existing volume with different options is an error rather than a
+// silent change.
+func (s *Store) Create(name string, raw map[string]string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	vo, err := ParseOptions(raw)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if e, ok := s.vols[name]; ok {
+		s.mu.Unlock()
+		if len(raw) > 0 && !sameOptions(e.opts.Raw(), vo.Raw()) {
+			return fmt.Errorf("%w: volume %s already exists with options %v; remove it first or create it with the same options", ErrInvalidOption, name, e.opts.Raw())
+		}
+		return nil
+	}
+	e := &entry{rec: record{Name: name, Options: vo.Raw(), CreatedAt: time.Now().UTC()}, opts: vo}
+	// A volume the cluster already knows keeps the cluster's options and
+	// creation time, so every replica reports the same.
+	if cv, ok := s.clusterVolume(name); ok && len(raw) == 0 {
+		if cvo, err := ParseOptions(cv.Options); err == nil {
+			e.opts, e.rec.Options = cvo, cvo.Raw()
+		}
+		if !cv.CreatedAt.IsZero() {
+			e.rec.CreatedAt = cv.CreatedAt
+		}
+	}
+	e.op.Lock()
+	s.vols[name] = e
+	s.mu.Unlock()
+	defer e.op.Unlock()
+
+	if err := s.createOnDisk(e); err != nil {
+		s.mu.Lock()
+		delete(s.vols, name)
+		s.mu.Unlock()
+		os.RemoveAll(s.volumeDir(name))
+		return err
+	}
+	s.log.WithField("volume", name).WithField("options", e.rec.Options).Info("volume created")
+	return nil
+}
+
+func (s *Store) createOnDisk(e *entry) error {
+	name := e.rec.Name
+	data := s.DataDir(name)
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	mode := e.opts.Mode
+	if mode == 0 {
+		mode = 0o755
+	}
+	if err := os.Chmod(data, mode); err != nil {
+		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	if e.opts.UID >= 0 || e.opts.GID >= 0 {
+		if err := os.Lchown(data, e.opts.UID, e.opts.GID); err != nil {
+			return fmt.Errorf("create volume %s: %w", name, err)
+		}
+	}
+	if err := s.saveLocked(e); err != nil {
+		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	if r := s.opts.Replicator; r != nil {
+		if err := r.AddVolume(name, s.ReplicaDir(name), e.opts.Share); err != nil {
+			return fmt.Errorf("create volume %s: start replication: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func sameOptions(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) clusterVolume(name string) (ClusterVolume, bool) {
+	if s.opts.Replicator == nil {
+		return ClusterVolume{}, false
+	}
+	for _, cv := range s.opts.Replicator.Volumes() {
+		if cv.Name == name && !cv.Deleted {
+			return cv, true
+		}
+	}
+	return ClusterVolume{}, false
+}
+
+// Mount adds id to the volume's users and returns its mount point. The
+// first user of a volume on this node waits, bounded, until the replica has
+// caught up with its peers; a replica that cannot catch up in time fails the
+// mount with an error saying how far behind it is, so Swarm retries it.
+func (s *Store) Mount(name, id string) (string, error) {
+	e, err := s.lookup(name)
+	if err != nil {
+		return "", err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	for _, m := range e.rec.MountIDs {
+		if m == id {
+			return s.MountPoint(name), s.ensureMounted(name)
+		}
+	}
+	if len(e.rec.MountIDs) == 0 {
+		if r := s.opts.Replicator; r != nil {
+			timeout := s.opts.MountTimeout
+			if e.opts.MountTimeout > 0 {
+				timeout = e.opts.MountTimeout
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			err := r.WaitSynced(ctx, name)
+			cancel()
+			if err != nil {
+				return "", fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout)
+			}
+		}
+	}
+	if err := s.ensureMounted(name); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	e.rec.MountIDs = append(e.rec.MountIDs, id)
+	s.mu.Unlock()
+	if err := s.saveLocked(e); err != nil {
+		s.mu.Lock()
+		e.rec.MountIDs = e.rec.MountIDs[:len(e.rec.MountIDs)-1]
+		s.mu.Unlock()
+		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	return s.MountPoint(name), nil
+}
+
+// ensureMounted bind-mounts the data directory on the mount point unless it
+// is already there.
+func (s *Store) ensureMounted(name string) error {
+	mp := s.MountPoint(name)
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		return fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	ok, err := s.opts.Mounter.Mounted(mp)
+	if err != nil {
+		return fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	if ok {
+		return nil
+	}
+	if err := s.opts.Mounter.Mount(s.DataDir(name), mp); err != nil {
+		return fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	return nil
+}
+
+// Unmount removes id from the volume's users. When the last user goes, the
+// replica is flushed — scanned at once and waited on, bounded, until a peer
+// holds every local change — and the mount point is removed. A flush that
+// times out is logged, not returned: the container is already gone and the
+// replica keeps syncing in the background.
+func (s *Store) Unmount(name, id string) error {
+	e, err := s.lookup(name)
+	if err != nil {
+		return err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	s.mu.Lock()
+	ids := e.rec.MountIDs[:0:0]
+	for _, m := range e.rec.MountIDs {
+		if m != id {
+			ids = append(ids, m)
+		}
+	}
+	changed := len(ids) != len(e.rec.MountIDs)
+	e.rec.MountIDs = ids
+	last := len(ids) == 0
+	s.mu.Unlock()
+	if !changed {
+		return nil // unknown id: Docker may retry an Unmount; answer it
+	}
+	if err := s.saveLocked(e); err != nil {
+		return fmt.Errorf("unmount volume %s: %w", name, err)
+	}
+	if !last {
+		return nil
+	}
+	if r := s.opts.Replicator; r != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
+		err := r.Flush(ctx, name)
+		cancel()
+		if err != nil {
+			s.log.WithField("volume", name).WithError(err).Warn("last unmount: not every change reached a peer in time; it keeps syncing")
+		}
+	}
+	if err := s.opts.Mounter.Unmount(s.MountPoint(name)); err != nil {
+		return fmt.Errorf("unmount volume %s: %w", name, err)
+	}
+	os.Remove(s.MountPoint(name))
+	return nil
+}
+
+// Remove deletes this node's replica of a volume (or, for volumes created
+// with remove=everywhere, asks the cluster to delete it everywhere). A
+// volume that still has users here is refused.
+func (s *Store) Remove(name string) error {
+	e, err := s.lookup(name)
+	if err != nil {
+		return err
+	}
+	e.op.Lock()
+	defer e.op.Unlock()
+	s.mu.RLock()
+	users := len(e.rec.MountIDs)
+	s.mu.RUnlock()
+	if users > 0 {
+		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, users)
+	}
+	if r := s.opts.Replicator; r != nil {
+		if err := r.RemoveVolume(name, e.opts.Remove == RemoveEverywhere); err != nil {
+			return fmt.Errorf("remove volume %s: %w", name, err)
+		}
+	}
+	if err := s.opts.Mounter.Unmount(s.MountPoint(name)); err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	os.Remove(s.MountPoint(name))
+	// Rename first so that a crash half-way never leaves a record pointing
+	// at half a replica.
+	trash := filepath.Join(s.volumesDir(), ".removed-"+name)
+	os.RemoveAll(trash)
+	if err := os.Rename(s.volumeDir(name), trash); err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	s.mu.Lock()
+	delete(s.vols, name)
+	s.mu.Unlock()
+	if err := os.RemoveAll(trash); err != nil {
+		s.log.WithField("volume", name).WithError(err).Warn("replica removed from the registry but not all files could be deleted")
+	}
+	s.log.WithField("volume", name).WithField("everywhere", e.opts.Remove == RemoveEverywhere).Info("volume removed")
+	return nil
+}
+
+// Get describes one volume: a local one, or one the cluster knows that has
+// no replica here yet. It answers from local state only.
+func (s *Store) Get(name string) (Volume, error) {
+	if err := ValidateName(name); err != nil {
+		return Volume{}, err
+	}
+	s.mu.RLock()
+	e := s.vols[name]
+	var v Volume
+	if e != nil {
+		v = s.describeLocked(e)
+	}
+	s.mu.RUnlock()
+	if e == nil {
+		cv, ok := s.clusterVolume(name)
+		if !ok {
+			return Volume{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+		}
+		v = Volume{Name: name, CreatedAt: cv.CreatedAt, Options: cv.Options,
+			Status: map[string]string{"replica": "none on this node yet; created on first use"}}
+	}
+	if r := s.opts.Replicator; r != nil && v.Local {
+		for k, val := range r.Status(name) {
+			v.Status[k] = val
+		}
+	}
+	return v, nil
+}
+
+func (s *Store) describeLocked(e *entry) Volume {
+	v := Volume{
+		Name:      e.rec.Name,
+		CreatedAt: e.rec.CreatedAt,
+		Local:     true,
+		Options:   e.rec.Options,
+		Mounts:    len(e.rec.MountIDs),
+		Status: map[string]string{
+			"replica": s.DataDir(e.rec.Name),
+			"mounts":  fmt.Sprint(len(e.rec.MountIDs)),
+		},
+	}
+	if v.Mounts > 0 {
+		v.Mountpoint = s.MountPoint(e.rec.Name)
+	}
+	if s.opts.Replicator == nil {
+		v.Status["sync"] = "local only (no CLUSTER_KEY)"
+	}
+	return v
+}
+
+// List describes every volume this node or the cluster knows, sorted by name.
+func (s *Store) List() []Volume {
+	s.mu.RLock()
+	out := make([]Volume, 0, len(s.vols))
+	seen := make(map[string]bool, len(s.vols))
+	for _, e := range s.vols {
+		out = append(out, s.describeLocked(e))
+		seen[e.rec.Name] = true
+	}
+	s.mu.RUnlock()
+	if r := s.opts.Replicator; r != nil {
+		for _, cv := range r.Volumes() {
+			if !cv.Deleted && !seen[cv.Name] && ValidateName(cv.Name) == nil {
+				out = append(out, Volume{Name: cv.Name, CreatedAt: cv.CreatedAt, Options: cv.Options})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Path returns the volume's mount point while it is mounted here, else "".
+func (s *Store) Path(name string) (string, error) {
+	e, err := s.lookup(name)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			if _, ok := s.clusterVolume(name); ok {
+				return "", nil
+			}
+		}
+		return "", err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(e.rec.MountIDs) == 0 {
+		return "", nil
+	}
+	return s.MountPoint(name), nil
+}
+
+// Close stops accepting calls. Mounts stay in place: containers may still
+// use them, and New restores the store's view of them.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,524 @@
+// Package syncengine replicates Docker volumes between the nodes of a
+// homeswarm cluster with an embedded Syncthing.
+//
+// It exists so that the volume plugin glue (package volumedriver) knows
+// nothing of Syncthing: the glue asks for "replicate volume X living in dir
+// D", "wait until X is current", "flush X before it moves", and this package
+// turns that into one Syncthing device per node, one Syncthing folder per
+// volume (ID derived from the volume name, see FolderID), and a special
+// registry folder that carries the cluster's volume list and membership. It
+// is the only package of the project that imports Syncthing.
+//
+// Membership needs no hand-copied device IDs: every node announces, inside
+// the BEP Hello it sends over Syncthing's TLS session, a device name that
+// carries HMAC-SHA256(cluster key, device ID, label). A device whose name
+// does not verify is refused (and the refusal logged once); a device that
+// proves the key is added and shares the registry and every volume. New
+// nodes only need the cluster key and one peer address: they TLS-dial it,
+// learn its device ID from its certificate, and the peer learns theirs the
+// same way. Members publish themselves in the registry, so a node added
+// later becomes known to all.
+//
+// Propagation is fast because the engine does not wait for Syncthing's
+// watcher (whole seconds at best): an inotify watch of each folder tree and
+// the glue's Touched hints trigger ScanFolderSubdirs within tens of
+// milliseconds.
+package syncengine
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/syncthing/syncthing/lib/config"
+	"github.com/syncthing/syncthing/lib/events"
+	"github.com/syncthing/syncthing/lib/protocol"
+	"github.com/syncthing/syncthing/lib/svcutil"
+	"github.com/syncthing/syncthing/lib/syncthing"
+)
+
+// Errors returned by the engine; callers test them with errors.Is.
+var (
+	// ErrBehind means the local replica has not caught up with its
+	// connected peers; the wrapping error says by how many files and bytes.
+	ErrBehind = errors.New("replica is behind its peers")
+	// ErrNotReplicated means local changes are not yet held by any
+	// connected peer.
+	ErrNotReplicated = errors.New("local changes not yet replicated")
+	// ErrUnknownVolume means the engine does not replicate that volume on
+	// this node.
+	ErrUnknownVolume = errors.New("volume not replicated on this node")
+	// ErrInvalidName means a volume name cannot be used as a file name.
+	ErrInvalidName = errors.New("invalid volume name")
+	// ErrClosed is returned by methods called after Close.
+	ErrClosed = errors.New("sync engine closed")
+	// ErrNotStarted is returned by methods that need Start first.
+	ErrNotStarted = errors.New("sync engine not started")
+)
+
+// DefaultPort is the BEP listen port used when ListenAddr has none.
+const DefaultPort = 22000
+
+// Options configure an Engine. Every field documents its zero value.
+type Options struct {
+	// StateDir holds the device certificate and key, Syncthing's config
+	// and database, the registry folder and (by default) volume data. It
+	// must persist across restarts. Required.
+	StateDir string
+	// ListenAddr is the BEP listen address, "host:port", ":port" or
+	// "host". Zero: ":22000". Port 0 picks a free port at New.
+	ListenAddr string
+	// AdvertiseAddrs are the addresses ("host:port" or "tcp://host:port")
+	// other members should dial to reach this node, published in the
+	// registry. Zero: the listen address if it names a host, else every
+	// non-loopback interface address with the listen port.
+	AdvertiseAddrs []string
+	// ClusterKey is the shared secret every member proves. Required;
+	// never logged.
+	ClusterKey string
+	// Peers are "host[:port]" addresses of existing members (port defaults
+	// to DefaultPort). DNS names are re-resolved at every dial. Zero: this
+	// node only waits to be dialled.
+	Peers []string
+	// DeviceName labels this node in peers' logs and status. Zero: the
+	// host name.
+	DeviceName string
+	// VolumeDir returns the local data directory of a volume created on
+	// another node. Zero: StateDir/volumes/<name>.
+	VolumeDir func(name string) string
+	// Logger receives the engine's logs. Zero: logrus' standard logger.
+	Logger *logrus.Entry
+
+	// PeerProbeInterval is how often Peers are re-dialled to learn or
+	// confirm their device IDs. Zero: 30s (2s until the first success).
+	PeerProbeInterval time.Duration
+	// ReconnectInterval is Syncthing's redial interval for disconnected
+	// devices. Zero: 5s.
+	ReconnectInterval time.Duration
+	// ScanDebounce is how long the fast path collects change hints before
+	// scanning. Zero: 20ms.
+	ScanDebounce time.Duration
+	// RescanInterval is Syncthing's periodic full rescan, a safety net
+	// behind the watchers. Zero: 1h.
+	RescanInterval time.Duration
+	// ConnectGrace is how long WaitSynced waits for a first peer to
+	// connect after Start before deciding no peer is reachable. Zero: 5s.
+	ConnectGrace time.Duration
+	// SettleTime is how long after a peer's cluster config WaitSynced
+	// waits for its index to arrive before trusting the local view. Zero:
+	// 500ms.
+	SettleTime time.Duration
+	// MaxRecvKbps limits incoming sync traffic (KiB/s). Zero: unlimited.
+	MaxRecvKbps int
+	// DisableFsync skips fsync after pulls, for tests. Zero: fsync.
+	DisableFsync bool
+}
+
+// Engine is one node's embedded Syncthing. Create it with New, run it with
+// Start, stop it with Close. All methods are safe for concurrent use.
+type Engine struct {
+	opts     Options
+	log      *logrus.Entry
+	key      []byte
+	cert     tls.Certificate
+	myID     protocol.DeviceID
+	myName   string // device name with proof
+	listen   string // host:port
+	port     int
+	advAddrs []string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	evLogger events.Logger
+	cfg      config.Wrapper
+	app      *syncthing.App
+	st       *syncthing.Internals
+	sub      events.Subscription
+
+	reconcileNow chan struct{}
+
+	mu         sync.Mutex
+	started    bool
+	closed     bool
+	startedAt  time.Time
+	localDirs  map[string]string   // volume → dir given to AddVolume
+	localShare map[string][]string // volume → extra share device IDs
+	detached   map[string]bool     // volumes removed locally (persisted)
+	fresh      map[string]bool     // volumes this engine created from nothing
+	noWipe     map[string]bool     // deleted volumes whose data the glue removes
+	volumes    map[string]VolumeRecord
+	members    map[protocol.DeviceID]memberRecord
+	verified   map[protocol.DeviceID]verifiedDevice
+	probed     map[protocol.DeviceID][]string
+	refused    map[protocol.DeviceID]string // device → reason, logged once
+	peers      map[protocol.DeviceID]*peerState
+	lastIdx    map[string]time.Time // folder + "/" + device → last remote index
+	lastChange map[string]time.Time // folder → last local or remote index change
+	watchers   map[string]*watcher  // folder ID → fast-path watcher
+	conflicts  map[string]conflictCount
+	cfgErr     error
+}
+
+type verifiedDevice struct {
+	name  string
+	addrs []string
+}
+
+type peerState struct {
+	connectedAt time.Time
+	ccAt        time.Time
+}
+
+type conflictCount struct {
+	n  int
+	at time.Time
+}
+
+// New validates opts, creates StateDir and loads or generates the device
+// certificate. It does not touch the network; see Start.
+func New(opts Options) (*Engine, error) {
+	if opts.StateDir == "" {
+		return nil, errors.New("syncengine: StateDir is required")
+	}
+	if opts.ClusterKey == "" {
+		return nil, errors.New("syncengine: ClusterKey is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if opts.DeviceName == "" {
+		opts.DeviceName, _ = os.Hostname()
+	}
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	setDur(&opts.PeerProbeInterval, 30*time.Second)
+	setDur(&opts.ReconnectInterval, 5*time.Second)
+	setDur(&opts.ScanDebounce, 20*time.Millisecond)
+	setDur(&opts.RescanInterval, time.Hour)
+	setDur(&opts.ConnectGrace, 5*time.Second)
+	setDur(&opts.SettleTime, 500*time.Millisecond)
+
+	listen, port, err := resolveListen(opts.ListenAddr)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("syncengine: create state dir: %w", err)
+	}
+	cert, err := syncthing.LoadOrGenerateCertificate(
+		filepath.Join(opts.StateDir, "cert.pem"), filepath.Join(opts.StateDir, "key.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("syncengine: device certificate: %w", err)
+	}
+	e := &Engine{
+		opts:         opts,
+		key:          []byte(opts.ClusterKey),
+		cert:         cert,
+		myID:         protocol.NewDeviceID(cert.Certificate[0]),
+		listen:       listen,
+		port:         port,
+		reconcileNow: make(chan struct{}, 1),
+		localDirs:    map[string]string{},
+		localShare:   map[string][]string{},
+		detached:     map[string]bool{},
+		fresh:        map[string]bool{},
+		noWipe:       map[string]bool{},
+		volumes:      map[string]VolumeRecord{},
+		members:      map[protocol.DeviceID]memberRecord{},
+		verified:     map[protocol.DeviceID]verifiedDevice{},
+		probed:       map[protocol.DeviceID][]string{},
+		refused:      map[protocol.DeviceID]string{},
+		peers:        map[protocol.DeviceID]*peerState{},
+		lastIdx:      map[string]time.Time{},
+		lastChange:   map[string]time.Time{},
+		watchers:     map[string]*watcher{},
+		conflicts:    map[string]conflictCount{},
+	}
+	e.log = opts.Logger.WithField("device", e.myID.Short().String())
+	e.myName = memberName(e.key, e.myID, memberLabel(opts.DeviceName, port))
+	e.advAddrs = advertiseAddrs(opts.AdvertiseAddrs, listen, port)
+	e.loadDetached()
+	return e, nil
+}
+
+// DeviceID returns this node's Syncthing device ID.
+func (e *Engine) DeviceID() string { return e.myID.String() }
+
+// ListenAddr returns the BEP listen address actually used ("host:port").
+func (e *Engine) ListenAddr() string { return e.listen }
+
+func resolveListen(addr string) (string, int, error) {
+	if addr == "" {
+		addr = ":" + strconv.Itoa(DefaultPort)
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		host, portStr = addr, strconv.Itoa(DefaultPort)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("syncengine: bad ListenAddr %q", addr)
+	}
+	if port == 0 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return "", 0, fmt.Errorf("syncengine: pick listen port: %w", err)
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), port, nil
+}
+
+func advertiseAddrs(given []string, listen string, port int) []string {
+	var out []string
+	for _, a := range given {
+		out = append(out, tcpURL(a, port))
+	}
+	if len(out) > 0 {
+		return out
+	}
+	host, _, _ := net.SplitHostPort(listen)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return []string{"tcp://" + listen}
+	}
+	ifAddrs, _ := net.InterfaceAddrs()
+	for _, a := range ifAddrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() || ipn.IP.IsMulticast() {
+			continue
+		}
+		out = append(out, "tcp://"+net.JoinHostPort(ipn.IP.String(), strconv.Itoa(port)))
+	}
+	return out
+}
+
+// tcpURL turns "host", "host:port" or "tcp://host:port" into a Syncthing
+// dial address.
+func tcpURL(a string, defPort int) string {
+	if len(a) > 6 && (a[:6] == "tcp://" || a[:6] == "tcp4:/" || a[:6] == "tcp6:/") {
+		return a
+	}
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		a = net.JoinHostPort(a, strconv.Itoa(defPort))
+	}
+	return "tcp://" + a
+}
+
+// Start boots the embedded Syncthing and the engine's loops. ctx bounds
+// only the start-up; the engine runs until Close.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	if e.started {
+		e.mu.Unlock()
+		return nil
+	}
+	e.started = true
+	e.startedAt = time.Now()
+	e.mu.Unlock()
+
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.evLogger = events.NewLogger()
+	e.goRun(func() { _ = e.evLogger.Serve(e.ctx) })
+	e.sub = e.evLogger.Subscribe(events.DeviceConnected | events.DeviceDisconnected |
+		events.PendingDevicesChanged | events.ClusterConfigReceived |
+		events.LocalIndexUpdated | events.RemoteIndexUpdated)
+
+	if err := e.startSyncthing(); err != nil {
+		e.shutdown()
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		e.shutdown()
+		return err
+	}
+	e.goRun(e.eventLoop)
+	e.goRun(e.reconcileLoop)
+	for _, p := range e.opts.Peers {
+		p := p
+		e.goRun(func() { e.peerLoop(p) })
+	}
+	e.log.WithField("listen", e.listen).Info("sync engine started")
+	return nil
+}
+
+func (e *Engine) goRun(f func()) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+}
+
+func (e *Engine) startSyncthing() error {
+	cfgPath := filepath.Join(e.opts.StateDir, "config.xml")
+	wrapper, _, err := config.Load(cfgPath, e.myID, e.evLogger)
+	if err != nil {
+		if !os.IsNotExist(err) && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("syncengine: load %s: %w", cfgPath, err)
+		}
+		wrapper = config.Wrap(cfgPath, config.New(e.myID), e.myID, e.evLogger)
+	}
+	raw := wrapper.RawCopy()
+	e.enforce(&raw)
+	wrapper = config.Wrap(cfgPath, raw, e.myID, e.evLogger)
+	e.cfg = wrapper
+	e.goRun(func() { _ = e.cfg.Serve(e.ctx) })
+	if err := wrapper.Save(); err != nil {
+		return fmt.Errorf("syncengine: save config: %w", err)
+	}
+	if err := os.MkdirAll(e.registryDir(), 0o700); err != nil {
+		return fmt.Errorf("syncengine: create registry dir: %w", err)
+	}
+
+	dbb, err := syncthing.OpenDBBackend(filepath.Join(e.opts.StateDir, "index-v0.14.0.db"), raw.Options.DatabaseTuning)
+	if err != nil {
+		return fmt.Errorf("syncengine: open database: %w", err)
+	}
+	app, err := syncthing.New(wrapper, dbb, e.evLogger, e.cert, syncthing.Options{NoUpgrade: true})
+	if err != nil {
+		dbb.Close()
+		return fmt.Errorf("syncengine: create syncthing: %w", err)
+	}
+	if err := app.Start(); err != nil {
+		return fmt.Errorf("syncengine: start syncthing: %w", err)
+	}
+	e.app = app
+	e.st = app.Internals
+	return nil
+}
+
+// enforce applies the settings the engine owns: no GUI, no discovery,
+// relays, NAT traversal, usage reporting, upgrades or crash reports; our
+// listen address; our device name; the registry folder.
+func (e *Engine) enforce(c *config.Configuration) {
+	o := &c.Options
+	o.RawListenAddresses = []string{"tcp://" + e.listen}
+	o.GlobalAnnEnabled = false
+	o.LocalAnnEnabled = false
+	o.RelaysEnabled = false
+	o.NATEnabled = false
+	o.URAccepted = -1
+	o.URSeen = 3
+	o.AutoUpgradeIntervalH = 0
+	o.CREnabled = false
+	o.StartBrowser = false
+	o.SetLowPriority = false
+	o.AnnounceLANAddresses = false
+	o.OverwriteRemoteDevNames = false
+	o.ReconnectIntervalS = int(e.opts.ReconnectInterval / time.Second)
+	if o.ReconnectIntervalS < 1 {
+		o.ReconnectIntervalS = 1
+	}
+	o.MaxRecvKbps = e.opts.MaxRecvKbps
+	o.RawStunServers = []string{}
+	c.GUI.Enabled = false
+
+	found := false
+	for i := range c.Devices {
+		if c.Devices[i].DeviceID == e.myID {
+			c.Devices[i].Name = e.myName
+			found = true
+		}
+	}
+	if !found {
+		d := c.Defaults.Device.Copy()
+		d.DeviceID = e.myID
+		d.Name = e.myName
+		d.Addresses = []string{"dynamic"}
+		c.Devices = append(c.Devices, d)
+	}
+	if _, _, ok := c.Folder(RegistryFolderID); !ok {
+		c.Folders = append(c.Folders, e.newFolder(c, RegistryFolderID, "syncvol registry", e.registryDir()))
+	}
+}
+
+func (e *Engine) newFolder(c *config.Configuration, id, label, path string) config.FolderConfiguration {
+	f := c.Defaults.Folder.Copy()
+	f.ID = id
+	f.Label = label
+	f.Path = path
+	f.FilesystemType = config.FilesystemTypeBasic
+	f.Type = config.FolderTypeSendReceive
+	e.tuneFolder(&f)
+	return f
+}
+
+// tuneFolder sets the folder parameters the engine owns.
+func (e *Engine) tuneFolder(f *config.FolderConfiguration) {
+	f.RescanIntervalS = int(e.opts.RescanInterval / time.Second)
+	f.FSWatcherEnabled = true
+	f.FSWatcherDelayS = 1
+	f.MaxConflicts = -1
+	f.Paused = false
+	f.DisableFsync = e.opts.DisableFsync
+	f.SendOwnership = true
+	f.SyncOwnership = os.Geteuid() == 0
+}
+
+func (e *Engine) registryDir() string { return filepath.Join(e.opts.StateDir, "registry") }
+
+// Close stops the engine and waits for its goroutines. It is idempotent.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	started := e.started
+	e.mu.Unlock()
+	if !started {
+		return nil
+	}
+	e.shutdown()
+	return nil
+}
+
+func (e *Engine) shutdown() {
+	e.mu.Lock()
+	ws := e.watchers
+	e.watchers = map[string]*watcher{}
+	e.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+	if e.app != nil {
+		e.app.Stop(svcutil.ExitSuccess)
+	}
+	if e.sub != nil {
+		e.sub.Unsubscribe()
+	}
+	e.cancel()
+	e.wg.Wait()
+}
+
+// running returns ErrNotStarted or ErrClosed unless the engine runs.
+func (e *Engine) running() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.closed:
+		return ErrClosed
+	case !e.started || e.st == nil:
+		return ErrNotStarted
+	}
+	return nil
+}

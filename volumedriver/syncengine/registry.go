@@ -1,0 +1,191 @@
+package syncengine
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/syncthing/syncthing/lib/protocol"
+)
+
+// VolumeRecord is a volume as the cluster knows it, stored in the registry
+// folder as volumes/<name>.json.
+type VolumeRecord struct {
+	Name      string            `json:"name"`
+	Options   map[string]string `json:"options,omitempty"`
+	Share     []string          `json:"share,omitempty"` // plain Syncthing device IDs
+	Created   time.Time         `json:"created"`
+	CreatedBy string            `json:"createdBy,omitempty"` // device ID
+	Deleted   bool              `json:"deleted,omitempty"`
+	DeletedAt time.Time         `json:"deletedAt,omitzero"`
+}
+
+// memberRecord is a member as published in members/<deviceID>.json.
+type memberRecord struct {
+	DeviceID  string    `json:"deviceID"`
+	Name      string    `json:"name"` // with proof
+	Addresses []string  `json:"addresses,omitempty"`
+	Updated   time.Time `json:"updated"`
+	Removed   bool      `json:"removed,omitempty"`
+}
+
+const conflictMarker = ".sync-conflict-"
+
+func validVolumeName(name string) error {
+	if name == "" || name == "." || name == ".." || len(name) > 200 ||
+		strings.ContainsAny(name, "/\\\x00") || strings.Contains(name, conflictMarker) ||
+		strings.HasPrefix(name, ".syncthing.") || strings.HasPrefix(name, "~syncthing~") {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// readRegistry loads every record from the registry folder. Conflict
+// copies and temporaries are skipped; a record that does not parse is
+// skipped too (it is being written or was damaged).
+func (e *Engine) readRegistry() (map[string]VolumeRecord, map[protocol.DeviceID]memberRecord) {
+	vols := map[string]VolumeRecord{}
+	members := map[protocol.DeviceID]memberRecord{}
+	for _, p := range readJSONDir(filepath.Join(e.registryDir(), "volumes")) {
+		var r VolumeRecord
+		if json.Unmarshal(p.data, &r) != nil || r.Name == "" || r.Name+".json" != p.name {
+			continue
+		}
+		vols[r.Name] = r
+	}
+	for _, p := range readJSONDir(filepath.Join(e.registryDir(), "members")) {
+		var r memberRecord
+		if json.Unmarshal(p.data, &r) != nil {
+			continue
+		}
+		id, err := protocol.DeviceIDFromString(r.DeviceID)
+		if err != nil || id.String()+".json" != p.name {
+			continue
+		}
+		if !r.Removed {
+			if _, ok := verifyMemberName(e.key, id, r.Name); !ok {
+				continue // a record anyone without the key could have forged
+			}
+		}
+		members[id] = r
+	}
+	return vols, members
+}
+
+type jsonFile struct {
+	name string
+	data []byte
+}
+
+func readJSONDir(dir string) []jsonFile {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []jsonFile
+	for _, ent := range ents {
+		n := ent.Name()
+		if !ent.Type().IsRegular() || !strings.HasSuffix(n, ".json") ||
+			strings.Contains(n, conflictMarker) || strings.HasPrefix(n, ".syncthing.") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			continue
+		}
+		out = append(out, jsonFile{n, data})
+	}
+	return out
+}
+
+// writeJSONAtomic writes v to path through a temporary that Syncthing's
+// scanner ignores, so peers never see a half-written record.
+func writeJSONAtomic(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), ".syncthing."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (e *Engine) volumeRecordPath(name string) string {
+	return filepath.Join(e.registryDir(), "volumes", name+".json")
+}
+
+func (e *Engine) memberRecordPath(id protocol.DeviceID) string {
+	return filepath.Join(e.registryDir(), "members", id.String()+".json")
+}
+
+// writeOwnMemberRecord publishes this node in the registry if the record
+// is missing or stale.
+func (e *Engine) writeOwnMemberRecord(have map[protocol.DeviceID]memberRecord) {
+	cur, ok := have[e.myID]
+	if ok && !cur.Removed && cur.Name == e.myName && slices.Equal(cur.Addresses, e.advAddrs) {
+		return
+	}
+	if ok && cur.Removed {
+		return // we were removed from the cluster; do not resurrect ourselves
+	}
+	rec := memberRecord{DeviceID: e.myID.String(), Name: e.myName, Addresses: e.advAddrs, Updated: time.Now().UTC()}
+	if err := writeJSONAtomic(e.memberRecordPath(e.myID), rec); err != nil {
+		e.log.WithError(err).Warn("cannot publish member record")
+		return
+	}
+	e.touchFolder(RegistryFolderID, "members")
+}
+
+// ForgetMember removes a device from the cluster: every member drops it
+// and refuses it from then on, even if it proves the key.
+func (e *Engine) ForgetMember(deviceID string) error {
+	id, err := protocol.DeviceIDFromString(deviceID)
+	if err != nil {
+		return fmt.Errorf("forget member: %w", err)
+	}
+	if err := e.running(); err != nil {
+		return err
+	}
+	rec := memberRecord{DeviceID: id.String(), Updated: time.Now().UTC(), Removed: true}
+	if err := writeJSONAtomic(e.memberRecordPath(id), rec); err != nil {
+		return fmt.Errorf("forget member %s: %w", id.Short(), err)
+	}
+	e.touchFolder(RegistryFolderID, "members")
+	e.triggerReconcile()
+	return nil
+}
+
+// Local, non-replicated state: volumes removed on this node only.
+
+func (e *Engine) detachedPath() string { return filepath.Join(e.opts.StateDir, "detached.json") }
+
+func (e *Engine) loadDetached() {
+	data, err := os.ReadFile(e.detachedPath())
+	if err != nil {
+		return
+	}
+	var names []string
+	if json.Unmarshal(data, &names) == nil {
+		for _, n := range names {
+			e.detached[n] = true
+		}
+	}
+}
+
+func (e *Engine) saveDetachedLocked() error {
+	names := make([]string, 0, len(e.detached))
+	for n := range e.detached {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return writeJSONAtomic(e.detachedPath(), names)
+}
