@@ -61,7 +61,7 @@ const (
 
 	// noise XXpsk0 with X25519 and empty/short payloads.
 	dhLen             = 32
-	handshakeInitLen  = 8 + dhLen + TagLen                 // 56, empty payload
+	handshakeInitLen  = 8 + dhLen + TagLen                   // 56, empty payload
 	handshakeRespMin  = 12 + dhLen + dhLen + TagLen + TagLen // 108
 	handshakeFinalMin = 8 + dhLen + TagLen + TagLen          // 72
 	// MaxHandshakeLen bounds the handshake messages we accept or produce.
