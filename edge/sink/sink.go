@@ -1,0 +1,252 @@
+// Package sink hands edge's route table to Traefik.
+//
+// It exists so that the daemon depends on "publish this table" rather than on
+// how Traefik is fed. The default and only sink is Traefik's file provider:
+// [File] renders the table as Traefik v3 dynamic configuration ([Render]) and
+// replaces one file in the directory Traefik watches, atomically (temp file,
+// fsync, rename), and only when the content changed. A file survives Traefik
+// restarts, and Traefik applies a rename in tens of milliseconds.
+package sink
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/homeswarm/homeswarm/edge/builder"
+)
+
+// RedirectMiddleware is the name of the middleware the rendered file defines
+// to redirect plain HTTP to HTTPS. Other Traefik configuration may use it as
+// edge-redirect-https@file.
+const RedirectMiddleware = "edge-redirect-https"
+
+// DefaultFile is the file name [File] writes when Options.File is empty.
+const DefaultFile = "edge.yml"
+
+// ErrNoDir is returned by [NewFile] when the output directory is missing.
+var ErrNoDir = errors.New("sink: output directory does not exist")
+
+// Options configures a [File].
+type Options struct {
+	// Dir is the directory Traefik's file provider watches
+	// (providers.file.directory). Required; it must exist.
+	Dir string
+	// File is the name of the file edge owns in Dir. Zero: "edge.yml".
+	// It must end in .yml or .yaml for Traefik to read it.
+	File string
+}
+
+// Stats counts what a File did.
+type Stats struct {
+	Writes    uint64 // the file was replaced
+	Unchanged uint64 // a table rendered to the content already there
+	Errors    uint64 // a write failed; the previous file stayed in place
+}
+
+// File writes route tables to a file in the directory Traefik watches.
+// Its methods are safe for concurrent use.
+type File struct {
+	path string
+	dir  string
+	base string
+
+	mu   sync.Mutex
+	last []byte // content of the file as last written or read; nil: unknown
+
+	writes, unchanged, errs atomic.Uint64
+}
+
+// NewFile returns a File for o. It removes temp files a crashed edge left
+// behind, but does not touch the route file itself: the routes it holds
+// stay live until the first table is written.
+func NewFile(o Options) (*File, error) {
+	if o.File == "" {
+		o.File = DefaultFile
+	}
+	if ext := strings.ToLower(filepath.Ext(o.File)); ext != ".yml" && ext != ".yaml" || strings.ContainsRune(o.File, os.PathSeparator) {
+		return nil, fmt.Errorf("sink: file name %q must be a plain name ending in .yml or .yaml", o.File)
+	}
+	if fi, err := os.Stat(o.Dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%w: %s", ErrNoDir, o.Dir)
+	}
+	f := &File{path: filepath.Join(o.Dir, o.File), dir: o.Dir, base: o.File}
+	stale, _ := filepath.Glob(filepath.Join(o.Dir, f.tempPattern()))
+	for _, s := range stale {
+		os.Remove(s)
+	}
+	return f, nil
+}
+
+// Path is the file's path.
+func (f *File) Path() string { return f.path }
+
+// tempPattern names temp files ".edge.yml.tmp-*": a dot-name whose extension
+// Traefik's file provider does not read, in the watched directory so that
+// rename is atomic (same file system).
+func (f *File) tempPattern() string { return "." + f.base + ".tmp-*" }
+
+// Write renders t and replaces the file if its content differs. It reports
+// whether the file changed. On error the previous file stays in place.
+func (f *File) Write(t builder.Table) (changed bool, err error) {
+	data, err := Render(t)
+	if err != nil {
+		f.errs.Add(1)
+		return false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.last == nil {
+		if cur, err := os.ReadFile(f.path); err == nil {
+			f.last = cur
+		}
+	}
+	if f.last != nil && bytes.Equal(f.last, data) {
+		f.unchanged.Add(1)
+		return false, nil
+	}
+	if err := f.replaceLocked(data); err != nil {
+		f.errs.Add(1)
+		return false, err
+	}
+	f.last = data
+	f.writes.Add(1)
+	return true, nil
+}
+
+func (f *File) replaceLocked(data []byte) error {
+	tmp, err := os.CreateTemp(f.dir, f.tempPattern())
+	if err != nil {
+		return fmt.Errorf("sink: create temp file: %w", err)
+	}
+	name := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(name)
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("sink: write %s: %w", name, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("sink: chmod %s: %w", name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("sink: fsync %s: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("sink: close %s: %w", name, err)
+	}
+	if err := os.Rename(name, f.path); err != nil {
+		return fmt.Errorf("sink: rename into %s: %w", f.path, err)
+	}
+	ok = true
+	// Make the rename durable; a failure here does not undo it.
+	if d, err := os.Open(f.dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Stats returns the counters.
+func (f *File) Stats() Stats {
+	return Stats{Writes: f.writes.Load(), Unchanged: f.unchanged.Load(), Errors: f.errs.Load()}
+}
+
+// Traefik v3 dynamic configuration, the subset edge writes.
+type (
+	dynamic struct {
+		HTTP httpConfig `yaml:"http"`
+	}
+	httpConfig struct {
+		Routers     map[string]router     `yaml:"routers,omitempty"`
+		Services    map[string]service    `yaml:"services,omitempty"`
+		Middlewares map[string]middleware `yaml:"middlewares,omitempty"`
+	}
+	router struct {
+		Rule        string     `yaml:"rule"`
+		EntryPoints []string   `yaml:"entryPoints,flow,omitempty"`
+		Middlewares []string   `yaml:"middlewares,flow,omitempty"`
+		Service     string     `yaml:"service"`
+		Priority    int        `yaml:"priority,omitempty"`
+		TLS         *routerTLS `yaml:"tls,omitempty"`
+	}
+	routerTLS struct {
+		CertResolver string `yaml:"certResolver,omitempty"`
+	}
+	service struct {
+		LoadBalancer loadBalancer `yaml:"loadBalancer"`
+	}
+	loadBalancer struct {
+		Servers []server `yaml:"servers"`
+	}
+	server struct {
+		URL string `yaml:"url"`
+	}
+	middleware struct {
+		RedirectScheme *redirectScheme `yaml:"redirectScheme,omitempty"`
+	}
+	redirectScheme struct {
+		Scheme    string `yaml:"scheme"`
+		Permanent bool   `yaml:"permanent"`
+	}
+)
+
+const header = "# Written by edge from Swarm service labels. Do not edit: edge replaces this file.\n"
+
+// Render returns t as Traefik v3 dynamic configuration in YAML. The output
+// is deterministic. Routes sharing a backend (Traefik v1's traefik.backend)
+// load-balance over their URLs; backends naming another provider's service
+// (x@provider) are referenced, not defined.
+func Render(t builder.Table) ([]byte, error) {
+	cfg := dynamic{HTTP: httpConfig{
+		Routers:  map[string]router{},
+		Services: map[string]service{},
+		Middlewares: map[string]middleware{
+			RedirectMiddleware: {RedirectScheme: &redirectScheme{Scheme: "https", Permanent: true}},
+		},
+	}}
+	for _, r := range t.Routes {
+		rt := router{Rule: r.Rule, EntryPoints: r.EntryPoints, Middlewares: r.Middlewares,
+			Service: r.Backend, Priority: r.Priority}
+		if r.TLS != nil {
+			rt.TLS = &routerTLS{CertResolver: r.TLS.CertResolver}
+		}
+		cfg.HTTP.Routers[r.Name] = rt
+		if len(r.RedirectFrom) > 0 {
+			cfg.HTTP.Routers[builder.RedirectRouterName(r.Name)] = router{Rule: r.Rule, EntryPoints: r.RedirectFrom,
+				Middlewares: []string{RedirectMiddleware}, Service: r.Backend, Priority: r.Priority}
+		}
+		if r.URL == "" || strings.Contains(r.Backend, "@") {
+			continue
+		}
+		s := cfg.HTTP.Services[r.Backend]
+		if !slices.Contains(s.LoadBalancer.Servers, server{URL: r.URL}) {
+			s.LoadBalancer.Servers = append(s.LoadBalancer.Servers, server{URL: r.URL})
+			slices.SortFunc(s.LoadBalancer.Servers, func(a, b server) int { return strings.Compare(a.URL, b.URL) })
+		}
+		cfg.HTTP.Services[r.Backend] = s
+	}
+	var buf bytes.Buffer
+	buf.WriteString(header)
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(cfg); err != nil {
+		return nil, fmt.Errorf("sink: render: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("sink: render: %w", err)
+	}
+	return buf.Bytes(), nil
+}

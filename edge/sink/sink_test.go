@@ -1,0 +1,245 @@
+package sink
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/homeswarm/homeswarm/edge/builder"
+)
+
+func table(hosts ...string) builder.Table {
+	var t builder.Table
+	for _, h := range hosts {
+		svc := strings.Split(h, ".")[0]
+		t.Routes = append(t.Routes, builder.Route{Name: svc, Service: svc, Rule: "Host(`" + h + "`)",
+			EntryPoints: []string{"websecure"}, TLS: &builder.TLS{CertResolver: "le"}, RedirectFrom: []string{"web"},
+			Backend: svc, URL: "http://" + svc + ":80"})
+	}
+	return t
+}
+
+func TestRender(t *testing.T) {
+	t.Parallel()
+	tb := builder.Table{Routes: []builder.Route{
+		{Name: "a1", Rule: "Host(`a.example.org`)", EntryPoints: []string{"web"}, Backend: "a", URL: "http://a1:80"},
+		{Name: "a2", Rule: "Host(`a2.example.org`)", EntryPoints: []string{"web"}, Backend: "a", URL: "http://a2:80", Priority: 3},
+		{Name: "g", Rule: "Host(`g.example.org`) && PathPrefix(`/x`)", EntryPoints: []string{"websecure"},
+			Middlewares: []string{"auth@file"}, TLS: &builder.TLS{CertResolver: "le"}, RedirectFrom: []string{"web"},
+			Backend: "g", URL: "http://g:3000"},
+		{Name: "x-r", Rule: "Host(`x.example.org`)", EntryPoints: []string{"web"}, Backend: "api@internal"},
+	}}
+	got, err := Render(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := header + `http:
+  routers:
+    a1:
+      rule: Host(` + "`a.example.org`" + `)
+      entryPoints: [web]
+      service: a
+    a2:
+      rule: Host(` + "`a2.example.org`" + `)
+      entryPoints: [web]
+      service: a
+      priority: 3
+    g:
+      rule: Host(` + "`g.example.org`" + `) && PathPrefix(` + "`/x`" + `)
+      entryPoints: [websecure]
+      middlewares: [auth@file]
+      service: g
+      tls:
+        certResolver: le
+    g-redirect-https:
+      rule: Host(` + "`g.example.org`" + `) && PathPrefix(` + "`/x`" + `)
+      entryPoints: [web]
+      middlewares: [edge-redirect-https]
+      service: g
+    x-r:
+      rule: Host(` + "`x.example.org`" + `)
+      entryPoints: [web]
+      service: api@internal
+  services:
+    a:
+      loadBalancer:
+        servers:
+          - url: http://a1:80
+          - url: http://a2:80
+    g:
+      loadBalancer:
+        servers:
+          - url: http://g:3000
+  middlewares:
+    edge-redirect-https:
+      redirectScheme:
+        scheme: https
+        permanent: true
+`
+	if string(got) != want {
+		t.Errorf("Render:\n%s\nwant:\n%s", got, want)
+	}
+	again, _ := Render(tb)
+	if !bytes.Equal(got, again) {
+		t.Error("Render is not deterministic")
+	}
+}
+
+func TestRenderEmptyIsValidYAML(t *testing.T) {
+	t.Parallel()
+	got, err := Render(builder.Table{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := yaml.Unmarshal(got, &v); err != nil || v["http"] == nil {
+		t.Fatalf("empty table rendered %q: %v", got, err)
+	}
+	if strings.Contains(string(got), "routers") {
+		t.Errorf("empty table has routers:\n%s", got)
+	}
+}
+
+func TestNewFile(t *testing.T) {
+	t.Parallel()
+	if _, err := NewFile(Options{Dir: filepath.Join(t.TempDir(), "missing")}); !errors.Is(err, ErrNoDir) {
+		t.Errorf("missing dir: err = %v, want ErrNoDir", err)
+	}
+	if _, err := NewFile(Options{Dir: t.TempDir(), File: "edge.json"}); err == nil {
+		t.Error("edge.json accepted; Traefik would not read it")
+	}
+	dir := t.TempDir()
+	stale := filepath.Join(dir, ".edge.yml.tmp-123")
+	os.WriteFile(stale, []byte("x"), 0o644)
+	if _, err := NewFile(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temp file not removed: %v", err)
+	}
+}
+
+func TestWriteOnlyWhenChanged(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	f, err := NewFile(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := f.Write(table("a.example.org"))
+	if err != nil || !changed {
+		t.Fatalf("first Write = %v, %v; want changed", changed, err)
+	}
+	fi1, _ := os.Stat(f.Path())
+	changed, err = f.Write(table("a.example.org"))
+	if err != nil || changed {
+		t.Fatalf("same table Write = %v, %v; want unchanged", changed, err)
+	}
+	fi2, _ := os.Stat(f.Path())
+	if !os.SameFile(fi1, fi2) || !fi1.ModTime().Equal(fi2.ModTime()) {
+		t.Error("unchanged table replaced the file")
+	}
+	if changed, err := f.Write(table("b.example.org")); err != nil || !changed {
+		t.Fatalf("new table Write = %v, %v; want changed", changed, err)
+	}
+	if s := f.Stats(); s != (Stats{Writes: 2, Unchanged: 1}) {
+		t.Errorf("Stats = %+v", s)
+	}
+	// A restarted edge finds its own file and does not rewrite it.
+	f2, _ := NewFile(Options{Dir: dir})
+	if changed, err := f2.Write(table("b.example.org")); err != nil || changed {
+		t.Errorf("after restart Write = %v, %v; want unchanged", changed, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != DefaultFile {
+		t.Errorf("directory holds %v, want only %s", entries, DefaultFile)
+	}
+	if fi, _ := os.Stat(f.Path()); fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", fi.Mode())
+	}
+}
+
+// TestWriteIsAtomic reads the file continuously while tables of very
+// different sizes replace it: every read must be one complete rendering.
+func TestWriteIsAtomic(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	f, err := NewFile(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var many []string
+	for i := 0; i < 300; i++ {
+		many = append(many, "host"+strings.Repeat("x", i%50)+string(rune('a'+i%26))+".example.org")
+	}
+	small, big := table("a.example.org"), table(many...)
+	smallData, _ := Render(small)
+	bigData, _ := Render(big)
+	if _, err := f.Write(small); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads, torn int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			data, err := os.ReadFile(f.Path())
+			if err != nil {
+				torn++
+				continue
+			}
+			reads++
+			if !bytes.Equal(data, smallData) && !bytes.Equal(data, bigData) {
+				torn++
+			}
+		}
+	}()
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for i := 0; time.Now().Before(deadline); i++ {
+		tb := small
+		if i%2 == 0 {
+			tb = big
+		}
+		if _, err := f.Write(tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if torn > 0 || reads == 0 {
+		t.Fatalf("%d of %d reads saw a partial or missing file", torn, reads)
+	}
+}
+
+func TestWriteFailureKeepsOldFile(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores directory permissions")
+	}
+	dir := t.TempDir()
+	f, _ := NewFile(Options{Dir: dir})
+	f.Write(table("a.example.org"))
+	os.Chmod(dir, 0o555)
+	defer os.Chmod(dir, 0o755)
+	if _, err := f.Write(table("b.example.org")); err == nil {
+		t.Fatal("Write into read-only dir succeeded")
+	}
+	data, _ := os.ReadFile(f.Path())
+	if !strings.Contains(string(data), "a.example.org") {
+		t.Error("old routes lost")
+	}
+}
