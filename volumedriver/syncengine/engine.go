@@ -146,6 +146,7 @@ type Engine struct {
 	sub      events.Subscription
 
 	reconcileNow chan struct{}
+	reconcileMu  sync.Mutex // serialises reconcile passes
 
 	mu         sync.Mutex
 	started    bool
@@ -167,6 +168,8 @@ type Engine struct {
 	watchers   map[string]*watcher  // folder ID → fast-path watcher
 	conflicts  map[string]conflictCount
 	cfgErr     error
+	// partitioned pauses every device (tests simulate a network split).
+	partitioned bool
 }
 
 type verifiedDevice struct {
@@ -400,8 +403,10 @@ func (e *Engine) startSyncthing() error {
 	if err := app.Start(); err != nil {
 		return fmt.Errorf("syncengine: start syncthing: %w", err)
 	}
+	e.mu.Lock()
 	e.app = app
 	e.st = app.Internals
+	e.mu.Unlock()
 	return nil
 }
 

@@ -1,0 +1,449 @@
+package syncengine
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/syncthing/syncthing/lib/config"
+	"github.com/syncthing/syncthing/lib/protocol"
+)
+
+// reconcileMu serialises reconcile passes (the loop and synchronous calls
+// from AddVolume/RemoveVolume).
+
+func (e *Engine) triggerReconcile() {
+	select {
+	case e.reconcileNow <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop rebuilds the wanted Syncthing configuration from the
+// registry and membership state whenever something changes, and at least
+// every second.
+func (e *Engine) reconcileLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		e.reconcile()
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-e.reconcileNow:
+		case <-t.C:
+		}
+	}
+}
+
+// desiredState is a consistent copy of everything a reconcile pass needs.
+type desiredState struct {
+	vols       map[string]VolumeRecord
+	members    map[protocol.DeviceID]memberRecord
+	verified   map[protocol.DeviceID]verifiedDevice
+	probed     map[protocol.DeviceID][]string
+	refused    map[protocol.DeviceID]string
+	localDirs  map[string]string
+	localShare map[string][]string
+	detached   map[string]bool
+	paused     bool
+}
+
+func (e *Engine) reconcile() {
+	e.reconcileMu.Lock()
+	defer e.reconcileMu.Unlock()
+	if e.ctx.Err() != nil {
+		return
+	}
+	vols, members := e.readRegistry()
+
+	e.mu.Lock()
+	e.volumes = vols
+	e.members = members
+	for id, r := range members {
+		if r.Removed && id != e.myID {
+			if _, ok := e.refused[id]; !ok {
+				e.refused[id] = "it was removed from the cluster"
+				delete(e.verified, id)
+				delete(e.probed, id)
+				e.log.WithField("peer", id.String()).Info("member removed from the cluster; forgetting it")
+			}
+		}
+	}
+	s := desiredState{
+		vols: vols, members: members,
+		verified:   cloneMap(e.verified),
+		probed:     cloneMap(e.probed),
+		refused:    cloneMap(e.refused),
+		localDirs:  cloneMap(e.localDirs),
+		localShare: cloneMap(e.localShare),
+		detached:   cloneMap(e.detached),
+		paused:     e.partitioned,
+	}
+	noWipe := cloneMap(e.noWipe)
+	e.mu.Unlock()
+
+	e.writeOwnMemberRecord(members)
+
+	before := e.cfg.RawCopy()
+	after := before.Copy()
+	if e.apply(&after, s) {
+		w, err := e.cfg.Modify(func(c *config.Configuration) { e.apply(c, s) })
+		if err != nil {
+			e.mu.Lock()
+			first := e.cfgErr == nil || e.cfgErr.Error() != err.Error()
+			e.cfgErr = err
+			e.mu.Unlock()
+			if first {
+				e.log.WithError(err).Error("cannot apply Syncthing configuration")
+			}
+			return
+		}
+		w.Wait()
+	}
+
+	// Wipe the data of volumes deleted cluster-wide that we replicated.
+	cur := e.cfg.RawCopy()
+	for _, f := range before.Folders {
+		if _, _, still := cur.Folder(f.ID); still || !strings.HasPrefix(f.ID, volumeFolderPrefix) {
+			continue
+		}
+		name := e.volumeOfFolder(f.ID, vols)
+		if r, ok := vols[name]; ok && r.Deleted && !noWipe[name] {
+			e.log.WithField("volume", name).Info("volume deleted cluster-wide; wiping local replica")
+			removeContents(f.Path)
+		}
+	}
+	e.syncWatchers(cur)
+}
+
+func (e *Engine) volumeOfFolder(id string, vols map[string]VolumeRecord) string {
+	for n := range vols {
+		if FolderID(n) == id {
+			return n
+		}
+	}
+	return ""
+}
+
+func (e *Engine) volumeDir(name string, s desiredState) string {
+	if d := s.localDirs[name]; d != "" {
+		return d
+	}
+	if e.opts.VolumeDir != nil {
+		if d := e.opts.VolumeDir(name); d != "" {
+			return d
+		}
+	}
+	return filepath.Join(e.opts.StateDir, "volumes", name)
+}
+
+// apply makes c what the state asks for and reports whether it changed
+// anything. It is deterministic, so it can run first on a copy to decide
+// whether a (restarting, saving) Modify is needed at all.
+func (e *Engine) apply(c *config.Configuration, s desiredState) bool {
+	changed := false
+	e.enforceCheck(c, &changed)
+
+	type want struct {
+		name   string
+		addrs  []string
+		member bool
+	}
+	wants := map[protocol.DeviceID]*want{}
+	get := func(id protocol.DeviceID) *want {
+		w := wants[id]
+		if w == nil {
+			w = &want{}
+			wants[id] = w
+		}
+		return w
+	}
+	for _, d := range c.Devices {
+		if d.DeviceID == e.myID {
+			continue
+		}
+		if _, ok := verifyMemberName(e.key, d.DeviceID, d.Name); ok {
+			w := get(d.DeviceID)
+			w.name, w.member = d.Name, true
+		}
+	}
+	for id, v := range s.verified {
+		w := get(id)
+		w.name, w.member = v.name, true
+		w.addrs = mergeAddrs(w.addrs, v.addrs)
+	}
+	for id, r := range s.members {
+		if r.Removed || id == e.myID {
+			continue
+		}
+		w := get(id)
+		if !w.member {
+			w.name = r.Name
+		}
+		w.member = true
+		w.addrs = mergeAddrs(w.addrs, r.Addresses)
+	}
+	for id, a := range s.probed {
+		w := get(id)
+		w.addrs = mergeAddrs(w.addrs, a)
+	}
+	// Plain Syncthing devices, per volume.
+	volShares := map[string][]protocol.DeviceID{}
+	addShare := func(vol, entry string) {
+		ids, addr := splitShare(entry)
+		id, err := protocol.DeviceIDFromString(ids)
+		if err != nil || id == e.myID {
+			return
+		}
+		w := get(id)
+		if addr != "" {
+			w.addrs = mergeAddrs(w.addrs, []string{tcpURL(trimScheme(addr), DefaultPort)})
+		}
+		if !slices.Contains(volShares[vol], id) {
+			volShares[vol] = append(volShares[vol], id)
+		}
+	}
+	active := e.activeVolumes(s)
+	for _, name := range active {
+		for _, sh := range s.vols[name].Share {
+			addShare(name, sh)
+		}
+		for _, sh := range s.localShare[name] {
+			addShare(name, sh)
+		}
+	}
+	for id := range s.refused {
+		delete(wants, id)
+	}
+	for vol, ids := range volShares {
+		volShares[vol] = slices.DeleteFunc(ids, func(id protocol.DeviceID) bool { _, r := s.refused[id]; return r })
+	}
+
+	// Devices.
+	var members []protocol.DeviceID
+	newDevs := make([]config.DeviceConfiguration, 0, len(wants)+1)
+	existing := map[protocol.DeviceID]config.DeviceConfiguration{}
+	for _, d := range c.Devices {
+		existing[d.DeviceID] = d
+		if d.DeviceID == e.myID {
+			newDevs = append(newDevs, d)
+		} else if _, ok := wants[d.DeviceID]; !ok {
+			changed = true // dropped: refused, removed or no longer shared
+		}
+	}
+	ids := make([]protocol.DeviceID, 0, len(wants))
+	for id := range wants {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b protocol.DeviceID) int { return a.Compare(b) })
+	for _, id := range ids {
+		w := wants[id]
+		addrs := append([]string(nil), w.addrs...)
+		slices.Sort(addrs)
+		if len(addrs) == 0 {
+			addrs = []string{"dynamic"}
+		}
+		d, ok := existing[id]
+		if !ok {
+			d = c.Defaults.Device.Copy()
+			d.DeviceID = id
+			changed = true
+		}
+		name := w.name
+		if name == "" {
+			name = d.Name
+		}
+		if d.Name != name || !slices.Equal(d.Addresses, addrs) || d.Paused != s.paused {
+			d.Name, d.Addresses, d.Paused = name, addrs, s.paused
+			changed = true
+		}
+		newDevs = append(newDevs, d)
+		if w.member {
+			members = append(members, id)
+		}
+	}
+	c.Devices = newDevs
+
+	// Folders.
+	wantFolders := map[string]config.FolderConfiguration{}
+	reg := e.folderFrom(c, RegistryFolderID, "syncvol registry", e.registryDir(), members)
+	wantFolders[RegistryFolderID] = reg
+	for _, name := range active {
+		devs := append(append([]protocol.DeviceID(nil), members...), volShares[name]...)
+		id := FolderID(name)
+		wantFolders[id] = e.folderFrom(c, id, name, e.volumeDir(name, s), devs)
+	}
+	var newFolders []config.FolderConfiguration
+	for _, f := range c.Folders {
+		w, ok := wantFolders[f.ID]
+		if !ok {
+			if strings.HasPrefix(f.ID, volumeFolderPrefix) {
+				changed = true // a volume deleted or detached here
+				continue
+			}
+			newFolders = append(newFolders, f) // not ours; leave it alone
+			continue
+		}
+		delete(wantFolders, f.ID)
+		if !sameFolder(f, w) {
+			changed = true
+			newFolders = append(newFolders, w)
+		} else {
+			newFolders = append(newFolders, f)
+		}
+	}
+	for _, id := range sortedKeys(wantFolders) {
+		newFolders = append(newFolders, wantFolders[id])
+		changed = true
+	}
+	c.Folders = newFolders
+	return changed
+}
+
+// activeVolumes lists the volumes that should have a local replica.
+func (e *Engine) activeVolumes(s desiredState) []string {
+	var out []string
+	for name, r := range s.vols {
+		if !r.Deleted && !s.detached[name] {
+			out = append(out, name)
+		}
+	}
+	for name := range s.localDirs {
+		if _, ok := s.vols[name]; !ok && !s.detached[name] {
+			out = append(out, name) // record written but not yet read back
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// folderFrom returns the wanted configuration of a folder, starting from
+// the existing one so that fields we do not own are kept.
+func (e *Engine) folderFrom(c *config.Configuration, id, label, path string, devices []protocol.DeviceID) config.FolderConfiguration {
+	f, _, ok := c.Folder(id)
+	if !ok {
+		f = e.newFolder(c, id, label, path)
+	} else {
+		f = f.Copy()
+	}
+	f.Label = label
+	f.Path = path
+	e.tuneFolder(&f)
+	var fds []config.FolderDeviceConfiguration
+	fds = append(fds, config.FolderDeviceConfiguration{DeviceID: e.myID})
+	for _, d := range devices {
+		if d != e.myID {
+			fds = append(fds, config.FolderDeviceConfiguration{DeviceID: d})
+		}
+	}
+	slices.SortFunc(fds, func(a, b config.FolderDeviceConfiguration) int { return a.DeviceID.Compare(b.DeviceID) })
+	fds = slices.CompactFunc(fds, func(a, b config.FolderDeviceConfiguration) bool { return a.DeviceID == b.DeviceID })
+	f.Devices = fds
+	return f
+}
+
+func sameFolder(a, b config.FolderConfiguration) bool {
+	if a.Path != b.Path || a.Label != b.Label || a.RescanIntervalS != b.RescanIntervalS ||
+		a.FSWatcherEnabled != b.FSWatcherEnabled || a.FSWatcherDelayS != b.FSWatcherDelayS ||
+		a.MaxConflicts != b.MaxConflicts || a.Paused != b.Paused || a.DisableFsync != b.DisableFsync ||
+		a.SendOwnership != b.SendOwnership || a.SyncOwnership != b.SyncOwnership {
+		return false
+	}
+	as, bs := map[protocol.DeviceID]bool{}, map[protocol.DeviceID]bool{}
+	for _, d := range a.Devices {
+		as[d.DeviceID] = true
+	}
+	for _, d := range b.Devices {
+		bs[d.DeviceID] = true
+	}
+	if len(as) != len(bs) {
+		return false
+	}
+	for id := range as {
+		if !bs[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// enforceCheck re-applies enforce and flags a change if it altered c.
+func (e *Engine) enforceCheck(c *config.Configuration, changed *bool) {
+	o, gui := c.Options, c.GUI.Enabled
+	var myName string
+	if d, _, ok := c.Device(e.myID); ok {
+		myName = d.Name
+	}
+	_, _, hadReg := c.Folder(RegistryFolderID)
+	e.enforce(c)
+	d, _, _ := c.Device(e.myID)
+	if !slices.Equal(o.RawListenAddresses, c.Options.RawListenAddresses) || o.GlobalAnnEnabled || o.LocalAnnEnabled ||
+		o.RelaysEnabled || o.NATEnabled || o.URAccepted != -1 || o.AutoUpgradeIntervalH != 0 || o.CREnabled ||
+		o.SetLowPriority || o.ReconnectIntervalS != c.Options.ReconnectIntervalS || o.MaxRecvKbps != c.Options.MaxRecvKbps ||
+		gui || myName != d.Name || !hadReg {
+		*changed = true
+	}
+}
+
+// syncWatchers runs one fast-path watcher per configured folder we own.
+func (e *Engine) syncWatchers(c config.Configuration) {
+	want := map[string]string{}
+	for _, f := range c.Folders {
+		if strings.HasPrefix(f.ID, volumeFolderPrefix) {
+			want[f.ID] = f.Path
+		}
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	var stop []*watcher
+	for id, w := range e.watchers {
+		if p, ok := want[id]; !ok || p != w.dir {
+			stop = append(stop, w)
+			delete(e.watchers, id)
+		}
+	}
+	for id, p := range want {
+		if _, ok := e.watchers[id]; !ok {
+			e.watchers[id] = e.newWatcher(id, p)
+		}
+	}
+	e.mu.Unlock()
+	for _, w := range stop {
+		w.stop()
+	}
+}
+
+// removeContents deletes everything inside dir but dir itself, which may
+// be a mount point.
+func removeContents(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, ent := range ents {
+		_ = os.RemoveAll(filepath.Join(dir, ent.Name()))
+	}
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,178 @@
+package syncengine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"time"
+)
+
+// AddVolume starts replicating volume name, whose data lives in dir, and
+// registers it cluster-wide. share lists extra plain Syncthing devices
+// ("DEVICEID" or "DEVICEID@host:port") the volume is shared with. It is
+// idempotent and returns once the folder is configured locally.
+func (e *Engine) AddVolume(name, dir string, share []string) error {
+	return e.AddVolumeWithOptions(name, dir, share, nil)
+}
+
+// AddVolumeWithOptions is AddVolume that also records the volume's driver
+// options in the registry when it creates the volume (an existing record
+// keeps its options).
+func (e *Engine) AddVolumeWithOptions(name, dir string, share []string, opts map[string]string) error {
+	if err := validVolumeName(name); err != nil {
+		return err
+	}
+	for _, s := range share {
+		if err := ParseShare(s); err != nil {
+			return err
+		}
+	}
+	if dir == "" {
+		return fmt.Errorf("add volume %s: empty data dir", name)
+	}
+	if err := e.running(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("add volume %s: %w", name, err)
+	}
+
+	e.mu.Lock()
+	e.localDirs[name] = dir
+	e.localShare[name] = append([]string(nil), share...)
+	var derr error
+	if e.detached[name] {
+		delete(e.detached, name)
+		derr = e.saveDetachedLocked()
+	}
+	delete(e.noWipe, name)
+	e.mu.Unlock()
+	if derr != nil {
+		return fmt.Errorf("add volume %s: %w", name, derr)
+	}
+
+	rec, err := e.readVolumeRecord(name)
+	switch {
+	case errors.Is(err, os.ErrNotExist) || (err == nil && rec.Deleted):
+		rec = VolumeRecord{Name: name, Options: opts, Share: share, Created: time.Now().UTC(), CreatedBy: e.myID.String()}
+		if err := writeJSONAtomic(e.volumeRecordPath(name), rec); err != nil {
+			return fmt.Errorf("add volume %s: write record: %w", name, err)
+		}
+		e.mu.Lock()
+		e.fresh[name] = dirEmpty(dir)
+		e.mu.Unlock()
+	case err != nil:
+		return fmt.Errorf("add volume %s: read record: %w", name, err)
+	default:
+		merged := mergeAddrs(rec.Share, share)
+		if len(merged) != len(rec.Share) || (rec.Options == nil && opts != nil) {
+			rec.Share = merged
+			if rec.Options == nil {
+				rec.Options = opts
+			}
+			if err := writeJSONAtomic(e.volumeRecordPath(name), rec); err != nil {
+				return fmt.Errorf("add volume %s: write record: %w", name, err)
+			}
+		}
+	}
+	e.touchFolder(RegistryFolderID, "volumes")
+	e.reconcile()
+	if _, ok := e.cfg.Folder(FolderID(name)); !ok {
+		return fmt.Errorf("add volume %s: folder not configured (see logs)", name)
+	}
+	return nil
+}
+
+func (e *Engine) readVolumeRecord(name string) (VolumeRecord, error) {
+	var r VolumeRecord
+	data, err := os.ReadFile(e.volumeRecordPath(name))
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+func dirEmpty(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return true
+	}
+	for _, ent := range ents {
+		if ent.Name() != ".stfolder" {
+			return false
+		}
+	}
+	return true
+}
+
+// RemoveVolume stops replicating volume name on this node; the glue
+// removes the local data. With everywhere the volume is marked deleted in
+// the registry, and every other node stops replicating it and wipes its
+// replica (the contents of its data dir).
+func (e *Engine) RemoveVolume(name string, everywhere bool) error {
+	if err := validVolumeName(name); err != nil {
+		return err
+	}
+	if err := e.running(); err != nil {
+		return err
+	}
+	if everywhere {
+		rec, err := e.readVolumeRecord(name)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove volume %s: read record: %w", name, err)
+		}
+		rec.Name = name
+		rec.Deleted = true
+		rec.DeletedAt = time.Now().UTC()
+		e.mu.Lock()
+		e.noWipe[name] = true
+		e.mu.Unlock()
+		if err := writeJSONAtomic(e.volumeRecordPath(name), rec); err != nil {
+			return fmt.Errorf("remove volume %s: write record: %w", name, err)
+		}
+		e.touchFolder(RegistryFolderID, "volumes")
+	}
+	e.mu.Lock()
+	delete(e.localDirs, name)
+	delete(e.localShare, name)
+	delete(e.fresh, name)
+	var derr error
+	if !everywhere {
+		e.detached[name] = true
+		derr = e.saveDetachedLocked()
+	}
+	e.mu.Unlock()
+	if derr != nil {
+		return fmt.Errorf("remove volume %s: %w", name, derr)
+	}
+	e.reconcile()
+	return nil
+}
+
+// Volumes lists every volume the cluster knows, deleted ones included
+// (Deleted set), sorted by name. It reads local state only.
+func (e *Engine) Volumes() []VolumeRecord {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]VolumeRecord, 0, len(e.volumes))
+	for _, n := range sortedKeys(e.volumes) {
+		r := e.volumes[n]
+		r.Options = maps.Clone(r.Options)
+		r.Share = slices.Clone(r.Share)
+		out = append(out, r)
+	}
+	return out
+}
+
+// Touched hints that something changed in volume name (below subdirs,
+// relative to the volume root; none means anywhere) so it is scanned at
+// once. It is cheap and never blocks.
+func (e *Engine) Touched(name string, subdirs ...string) {
+	e.touchFolder(FolderID(name), subdirs...)
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package syncengine
+
+import "github.com/syncthing/notify"
+
+var watchEvents = []notify.Event{notify.All}
