@@ -1,0 +1,176 @@
+//go:build linux
+
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Native is a Linux TUN interface opened on /dev/net/tun in IFF_TUN|IFF_NO_PI
+// mode. The file descriptor is non-blocking and registered with the Go
+// runtime poller, so Close unblocks a pending Read.
+//
+// The interface lives in the network namespace of the calling thread at
+// Create time, and stays there whichever thread later reads or writes.
+type Native struct {
+	f         *os.File
+	name      string
+	mtu       int
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Device = (*Native)(nil)
+
+// Create creates (or attaches to) the TUN interface name and sets its MTU.
+// It does not bring the link up or add addresses: see ConfigureLink.
+func Create(name string, mtu int) (*Native, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun name %q: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create tun %q: %w", name, err)
+	}
+	d := &Native{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name(), mtu: mtu}
+	if mtu > 0 {
+		if err := setMTU(d.name, mtu); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func setMTU(name string, mtu int) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", name, err)
+	}
+	if err := netlink.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("set mtu %d on %s: %w", mtu, name, err)
+	}
+	return nil
+}
+
+// Read implements Device. It reads one packet per call (no offloads yet).
+func (d *Native) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := d.f.Read(bufs[0][offset:])
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return 0, fmt.Errorf("read %s: %w", d.name, ErrClosed)
+		}
+		return 0, fmt.Errorf("read %s: %w", d.name, err)
+	}
+	sizes[0] = n
+	return 1, nil
+}
+
+// Write implements Device.
+func (d *Native) Write(bufs [][]byte, offset int) (int, error) {
+	for i, b := range bufs {
+		if _, err := d.f.Write(b[offset:]); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return i, fmt.Errorf("write %s: %w", d.name, ErrClosed)
+			}
+			// the kernel rejects malformed packets with EINVAL; skip them
+			if errors.Is(err, unix.EINVAL) {
+				continue
+			}
+			return i, fmt.Errorf("write %s: %w", d.name, err)
+		}
+	}
+	return len(bufs), nil
+}
+
+// MTU implements Device.
+func (d *Native) MTU() int { return d.mtu }
+
+// Name implements Device.
+func (d *Native) Name() string { return d.name }
+
+// BatchSize implements Device.
+func (d *Native) BatchSize() int { return 1 }
+
+// Close implements Device. The interface disappears with its last file
+// descriptor unless it was made persistent by someone else.
+func (d *Native) Close() error {
+	d.closeOnce.Do(func() { d.closeErr = d.f.Close() })
+	return d.closeErr
+}
+
+func handle(h *netlink.Handle) *netlink.Handle {
+	if h == nil {
+		return &netlink.Handle{} // netlink's package handle: the calling thread's namespace
+	}
+	return h
+}
+
+// ConfigureLink gives the link name the address addr (e.g. 10.254.0.1/24,
+// which also routes the whole /24 to it), the MTU mtu (0 leaves it), and
+// brings it up. h selects the network namespace; nil means the calling
+// thread's. It is idempotent.
+func ConfigureLink(h *netlink.Handle, name string, addr netip.Prefix, mtu int) error {
+	h = handle(h)
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", name, err)
+	}
+	if mtu > 0 {
+		if err := h.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("set mtu %d on %s: %w", mtu, name, err)
+		}
+	}
+	if addr.IsValid() {
+		a := &netlink.Addr{IPNet: prefixToIPNet(addr)}
+		if err := h.AddrReplace(link, a); err != nil {
+			return fmt.Errorf("add address %v to %s: %w", addr, name, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring up %s: %w", name, err)
+	}
+	return nil
+}
+
+// AddRoute routes dst to the link name (replacing any route to dst).
+func AddRoute(h *netlink.Handle, name string, dst netip.Prefix) error {
+	h = handle(h)
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", name, err)
+	}
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixToIPNet(dst.Masked()), Scope: netlink.SCOPE_LINK}
+	if err := h.RouteReplace(r); err != nil {
+		return fmt.Errorf("route %v via %s: %w", dst, name, err)
+	}
+	return nil
+}
+
+// DelRoute removes the route to dst through the link name.
+func DelRoute(h *netlink.Handle, name string, dst netip.Prefix) error {
+	h = handle(h)
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", name, err)
+	}
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixToIPNet(dst.Masked()), Scope: netlink.SCOPE_LINK}
+	if err := h.RouteDel(r); err != nil {
+		return fmt.Errorf("delete route %v via %s: %w", dst, name, err)
+	}
+	return nil
+}
