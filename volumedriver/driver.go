@@ -13,16 +13,30 @@ import (
 	"github.com/homeswarm/homeswarm/volumedriver/store"
 )
 
-// Driver implements volume.Driver on a store.
+// Engine is what the glue needs of the store; *store.Store is the real one,
+// tests use a fake that counts calls.
+type Engine interface {
+	Create(name string, opts map[string]string) error
+	Remove(name string) error
+	Mount(name, id string) (string, error)
+	Unmount(name, id string) error
+	Path(name string) (string, error)
+	Get(name string) (store.Volume, error)
+	List() []store.Volume
+}
+
+var _ Engine = (*store.Store)(nil)
+
+// Driver implements volume.Driver on an Engine.
 type Driver struct {
-	store *store.Store
+	store Engine
 	log   *logrus.Entry
 }
 
 var _ volume.Driver = (*Driver)(nil)
 
 // NewDriver returns the glue for s. log receives one line per failed call.
-func NewDriver(s *store.Store, log *logrus.Entry) *Driver {
+func NewDriver(s Engine, log *logrus.Entry) *Driver {
 	return &Driver{store: s, log: log}
 }
 

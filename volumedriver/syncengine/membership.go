@@ -328,8 +328,8 @@ func normalizeID(s string) string {
 // listens. Without an address the device must dial us.
 func ParseShare(s string) error {
 	id, addr := splitShare(s)
-	if _, err := protocol.DeviceIDFromString(id); err != nil {
-		return fmt.Errorf("share %q: not a Syncthing device ID: %w", s, err)
+	if dev, err := protocol.DeviceIDFromString(id); err != nil || dev == protocol.EmptyDeviceID {
+		return fmt.Errorf("share %q: not a Syncthing device ID", s)
 	}
 	if addr != "" {
 		if _, _, err := net.SplitHostPort(trimScheme(addr)); err != nil {

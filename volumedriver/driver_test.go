@@ -1,0 +1,250 @@
+package volumedriver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/volumedriver/store"
+)
+
+// fakeEngine counts calls and answers from a map.
+type fakeEngine struct {
+	mu    sync.Mutex
+	calls map[string]int
+	vols  map[string]store.Volume
+}
+
+func (f *fakeEngine) count(call string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[call]++
+}
+
+func (f *fakeEngine) Create(name string, opts map[string]string) error {
+	f.count("Create")
+	if err := store.ValidateName(name); err != nil {
+		return err
+	}
+	if _, err := store.ParseOptions(opts); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vols[name] = store.Volume{Name: name, Local: true, CreatedAt: time.Unix(1700000000, 0).UTC(), Options: opts,
+		Status: map[string]string{"sync": "in sync"}}
+	return nil
+}
+
+func (f *fakeEngine) Remove(name string) error {
+	f.count("Remove")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vols[name]; !ok {
+		return fmt.Errorf("%w: %s", store.ErrNotFound, name)
+	}
+	delete(f.vols, name)
+	return nil
+}
+
+func (f *fakeEngine) Mount(name, id string) (string, error) {
+	f.count("Mount")
+	return "/mnt/volumes/" + name, nil
+}
+func (f *fakeEngine) Unmount(name, id string) error { f.count("Unmount"); return nil }
+func (f *fakeEngine) Path(name string) (string, error) {
+	f.count("Path")
+	return "/mnt/volumes/" + name, nil
+}
+
+func (f *fakeEngine) Get(name string) (store.Volume, error) {
+	f.count("Get")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.vols[name]
+	if !ok {
+		return v, fmt.Errorf("%w: %s", store.ErrNotFound, name)
+	}
+	return v, nil
+}
+
+func (f *fakeEngine) List() []store.Volume {
+	f.count("List")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []store.Volume
+	for _, v := range f.vols {
+		out = append(out, v)
+	}
+	return out
+}
+
+// serve starts the real helper handler on a unix socket and returns an HTTP
+// client that talks to it, as dockerd does.
+func serve(t *testing.T, e Engine) *http.Client {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "syncvol.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	h := volume.NewHandler(NewDriver(e, logrus.NewEntry(log)))
+	go h.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+}
+
+func call(t *testing.T, c *http.Client, path, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := c.Post("http://plugin/VolumeDriver."+path, "application/vnd.docker.plugins.v1.1+json", bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := map[string]any{}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		out["raw"] = string(raw)
+	}
+	return resp.StatusCode, out
+}
+
+func TestDriverOverSocket(t *testing.T) {
+	t.Parallel()
+	e := &fakeEngine{calls: map[string]int{}, vols: map[string]store.Volume{}}
+	c := serve(t, e)
+
+	code, out := call(t, c, "Capabilities", `{}`)
+	if code != 200 || out["Capabilities"].(map[string]any)["Scope"] != "global" {
+		t.Fatalf("Capabilities = %d %v", code, out)
+	}
+	for _, tc := range []struct {
+		name, path, body string
+		wantCode         int
+		wantErr          string // substring of Err; "" means no error
+	}{
+		{"create", "Create", `{"Name":"web","Opts":{"mode":"0750"}}`, 200, ""},
+		{"create again", "Create", `{"Name":"web","Opts":{"mode":"0750"}}`, 200, ""},
+		{"bad option", "Create", `{"Name":"x","Opts":{"sizee":"1"}}`, 500, "valid options: gid="},
+		{"bad name", "Create", `{"Name":"../../etc"}`, 500, "invalid volume name"},
+		{"empty name", "Create", `{"Name":""}`, 500, "empty"},
+		{"get", "Get", `{"Name":"web"}`, 200, ""},
+		{"get missing", "Get", `{"Name":"nope"}`, 500, "no such volume"},
+		{"mount", "Mount", `{"Name":"web","ID":"abc"}`, 200, ""},
+		{"path", "Path", `{"Name":"web"}`, 200, ""},
+		{"unmount", "Unmount", `{"Name":"web","ID":"abc"}`, 200, ""},
+		{"list", "List", `{}`, 200, ""},
+		{"remove", "Remove", `{"Name":"web"}`, 200, ""},
+		{"remove missing", "Remove", `{"Name":"web"}`, 500, "no such volume"},
+	} {
+		code, out := call(t, c, tc.path, tc.body)
+		errStr, _ := out["Err"].(string)
+		if code != tc.wantCode || (tc.wantErr == "") != (errStr == "") || !strings.Contains(errStr, tc.wantErr) {
+			t.Errorf("%s: %d %v, want %d with Err containing %q", tc.name, code, out, tc.wantCode, tc.wantErr)
+		}
+		switch tc.name {
+		case "mount", "path":
+			if out["Mountpoint"] != "/mnt/volumes/web" {
+				t.Errorf("%s: Mountpoint = %v", tc.name, out["Mountpoint"])
+			}
+		case "get":
+			v := out["Volume"].(map[string]any)
+			st := v["Status"].(map[string]any)
+			if v["Name"] != "web" || v["CreatedAt"] != "2023-11-14T22:13:20Z" || st["sync"] != "in sync" {
+				t.Errorf("get: %v", v)
+			}
+		case "list":
+			if vs := out["Volumes"].([]any); len(vs) != 1 {
+				t.Errorf("list: %v", out)
+			}
+		}
+	}
+}
+
+// TestMalformedBodiesLoseNothing: broken JSON is refused with 400 before
+// the engine sees it.
+func TestMalformedBodiesLoseNothing(t *testing.T) {
+	t.Parallel()
+	e := &fakeEngine{calls: map[string]int{}, vols: map[string]store.Volume{}}
+	c := serve(t, e)
+	for _, p := range []string{"Create", "Remove", "Mount", "Unmount", "Path", "Get"} {
+		for _, body := range []string{``, `{`, `[]`, `{"Name":5}`, "\x00\xff"} {
+			code, out := call(t, c, p, body)
+			if code != http.StatusBadRequest {
+				t.Errorf("%s with %q: %d %v, want 400", p, body, code, out)
+			}
+		}
+	}
+	if len(e.calls) != 0 {
+		t.Fatalf("malformed requests reached the engine: %v", e.calls)
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	key := "0123456789abcdef0123"
+	for _, tc := range []struct {
+		name    string
+		env     func(string) string
+		wantErr string
+		check   func(Config) bool
+	}{
+		{"defaults", env(), "", func(c Config) bool {
+			return c.StateDir == "/state" && c.ListenPort == 22000 && c.MountTimeout == 30*time.Second && c.ClusterKey == ""
+		}},
+		{"peers", env("CLUSTER_KEY", key, "PEERS", "vps.example.org, 10.0.0.2:22001 [fd00::1]:23 fd00::2"), "", func(c Config) bool {
+			return strings.Join(c.Peers, " ") == "vps.example.org:22000 10.0.0.2:22001 [fd00::1]:23 [fd00::2]:22000"
+		}},
+		{"short key", env("CLUSTER_KEY", "short"), "CLUSTER_KEY must be at least", nil},
+		{"peers without key", env("PEERS", "a:1"), "CLUSTER_KEY is empty", nil},
+		{"bad peer port", env("CLUSTER_KEY", key, "PEERS", "a:99999"), "bad port", nil},
+		{"bad peer host", env("CLUSTER_KEY", key, "PEERS", "a_b!:1"), "not host[:port]", nil},
+		{"bad port", env("LISTEN_PORT", "http"), "LISTEN_PORT", nil},
+		{"bad timeout", env("MOUNT_TIMEOUT", "5m"), "MOUNT_TIMEOUT", nil},
+		{"bad level", env("LOG_LEVEL", "loud"), "LOG_LEVEL", nil},
+		{"timeouts", env("MOUNT_TIMEOUT", "45s", "FLUSH_TIMEOUT", "5s", "LOG_LEVEL", "debug"), "", func(c Config) bool {
+			return c.MountTimeout == 45*time.Second && c.FlushTimeout == 5*time.Second && c.LogLevel == logrus.DebugLevel
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ConfigFromEnv(tc.env)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), key) {
+					t.Fatal("error reveals the cluster key")
+				}
+				return
+			}
+			if err != nil || !tc.check(c) {
+				t.Fatalf("ConfigFromEnv = %+v, %v", c, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,97 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateName(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"web", true},
+		{"a", true},
+		{"gogs_data-1.2", true},
+		{strings.Repeat("x", MaxNameLen), true},
+		{"", false},
+		{".", false},
+		{"..", false},
+		{"../etc", false},
+		{"a/b", false},
+		{"/abs", false},
+		{"-dash", false},
+		{".hidden", false},
+		{"sp ace", false},
+		{"nul\x00", false},
+		{"ünï", false},
+		{strings.Repeat("x", MaxNameLen+1), false},
+	} {
+		err := ValidateName(tc.name)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidName) {
+			t.Errorf("ValidateName(%q) error %v is not ErrInvalidName", tc.name, err)
+		}
+	}
+}
+
+const devA = "MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-BONSGYY-LTMRWAD"
+
+func TestParseOptions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		raw     map[string]string
+		want    VolumeOptions
+		wantErr string // substring; "" means success
+	}{
+		{name: "none", raw: nil, want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal}},
+		{name: "owner and mode", raw: map[string]string{"uid": "1000", "gid": "33", "mode": "0750"},
+			want: VolumeOptions{UID: 1000, GID: 33, Mode: 0o750, Remove: RemoveLocal}},
+		{name: "sticky", raw: map[string]string{"mode": "1777"}, want: VolumeOptions{UID: -1, GID: -1, Mode: 0o777 | os.ModeSticky, Remove: RemoveLocal}},
+		{name: "remove everywhere", raw: map[string]string{"remove": "everywhere"}, want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveEverywhere}},
+		{name: "mount timeout", raw: map[string]string{"mount-timeout": "45s"}, want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, MountTimeout: 45 * time.Second}},
+		{name: "share", raw: map[string]string{"share": strings.ToLower(devA) + " , " + strings.ReplaceAll(devA, "-", "")},
+			want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Share: []string{devA, strings.ReplaceAll(devA, "-", "")}}},
+		{name: "unknown", raw: map[string]string{"size": "10G"}, wantErr: `unknown option "size"; valid options: gid=`},
+		{name: "bad uid", raw: map[string]string{"uid": "bob"}, wantErr: "uid=\"bob\" is not a numeric id"},
+		{name: "negative gid", raw: map[string]string{"gid": "-1"}, wantErr: "is not a numeric id"},
+		{name: "bad mode", raw: map[string]string{"mode": "0999"}, wantErr: "octal"},
+		{name: "zero mode", raw: map[string]string{"mode": "0"}, wantErr: "octal"},
+		{name: "bad remove", raw: map[string]string{"remove": "all"}, wantErr: "local or everywhere"},
+		{name: "bad timeout", raw: map[string]string{"mount-timeout": "soon"}, wantErr: "duration"},
+		{name: "huge timeout", raw: map[string]string{"mount-timeout": "1h"}, wantErr: "duration"},
+		{name: "bad device", raw: map[string]string{"share": "NOTADEVICE"}, wantErr: "device IDs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseOptions(tc.raw)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrInvalidOption) {
+					t.Fatalf("ParseOptions(%v) error = %v, want one containing %q", tc.raw, err, tc.wantErr)
+				}
+				if !strings.Contains(err.Error(), "remove=local|everywhere") {
+					t.Errorf("error %q does not name the valid options", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseOptions(%v): %v", tc.raw, err)
+			}
+			if got.UID != tc.want.UID || got.GID != tc.want.GID || got.Mode != tc.want.Mode || got.Remove != tc.want.Remove ||
+				got.MountTimeout != tc.want.MountTimeout || strings.Join(got.Share, ",") != strings.Join(tc.want.Share, ",") {
+				t.Fatalf("ParseOptions(%v) = %+v, want %+v", tc.raw, got, tc.want)
+			}
+			// Round trip: the rendered options parse to the same thing.
+			again, err := ParseOptions(got.Raw())
+			if err != nil || !sameOptions(again.Raw(), got.Raw()) {
+				t.Fatalf("round trip %v → %v (%v)", got.Raw(), again.Raw(), err)
+			}
+		})
+	}
+}
