@@ -108,16 +108,14 @@ func start(t *testing.T, o watcher.Options) *harness {
 }
 
 func stopRun(t *testing.T, cancel context.CancelFunc, done chan error) {
-	{
-		cancel()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Run returned %v, want context.Canceled", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return after cancel")
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
 		}
+	case <-time.After(5 * time.Second):
+		t.Error("Run did not return after cancel")
 	}
 }
 

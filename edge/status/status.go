@@ -1,0 +1,238 @@
+// Package status serves what edge routes, why it skipped labels, and its
+// counters, on a local HTTP port.
+//
+// It exists because a route that silently does not appear is the worst
+// failure a proxy feeder can have: a user who mistyped a label must be able
+// to see "service gogs: label edge.port="http": invalid port" without reading
+// logs on a manager node. Pages: / (text), /routes (JSON), /metrics
+// (Prometheus text format), /healthz.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/homeswarm/homeswarm/edge/builder"
+)
+
+// Report is what edge last fed Traefik.
+type Report struct {
+	Routes    []builder.Route      `json:"routes"`
+	Skipped   []builder.Diagnostic `json:"diagnostics"`
+	UpdatedAt time.Time            `json:"updatedAt"`
+}
+
+// Docker is the state of edge's connection to Docker.
+type Docker struct {
+	Connected bool      `json:"connected"`
+	LastSync  time.Time `json:"lastSync"`
+	LastError string    `json:"lastError,omitempty"`
+}
+
+// Metric is one Prometheus sample.
+type Metric struct {
+	Name  string  // e.g. edge_syncs_total
+	Help  string  // one line
+	Type  string  // "counter" or "gauge"
+	Value float64 // current value
+}
+
+// Options configures a [Server].
+type Options struct {
+	// Metrics returns extra samples for /metrics. Zero: only the route counts.
+	Metrics func() []Metric
+	// Docker returns the Docker connection state. Zero: not shown.
+	Docker func() Docker
+	// Now is the clock. Zero: time.Now.
+	Now func() time.Time
+}
+
+// Server is the status HTTP handler. Publish and ServeHTTP are safe for
+// concurrent use.
+type Server struct {
+	o      Options
+	mu     sync.RWMutex
+	report Report
+	served bool
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns a Server with an empty report.
+func New(o Options) *Server {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Server{o: o}
+}
+
+// Publish replaces the report.
+func (s *Server) Publish(r Report) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.report = r
+	s.served = true
+}
+
+func (s *Server) snapshot() (Report, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.report, s.served
+}
+
+// ServeHTTP implements [http.Handler].
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	switch r.URL.Path {
+	case "/":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		s.writeText(w)
+	case "/routes":
+		s.writeJSON(w)
+	case "/metrics":
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		s.writeMetrics(w)
+	case "/healthz":
+		io.WriteString(w, "ok\n")
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (s *Server) docker() (Docker, bool) {
+	if s.o.Docker == nil {
+		return Docker{}, false
+	}
+	return s.o.Docker(), true
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter) {
+	rep, _ := s.snapshot()
+	out := struct {
+		Report
+		Docker *Docker `json:"docker,omitempty"`
+	}{Report: rep}
+	if d, ok := s.docker(); ok {
+		out.Docker = &d
+	}
+	if out.Routes == nil {
+		out.Routes = []builder.Route{}
+	}
+	if out.Skipped == nil {
+		out.Skipped = []builder.Diagnostic{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+}
+
+func (s *Server) writeText(w io.Writer) {
+	rep, served := s.snapshot()
+	now := s.o.Now()
+	fmt.Fprintf(w, "edge: %d routes, %d diagnostics", len(rep.Routes), len(rep.Skipped))
+	if served {
+		fmt.Fprintf(w, ", updated %s ago", now.Sub(rep.UpdatedAt).Round(time.Millisecond))
+	} else {
+		io.WriteString(w, ", no Swarm state seen yet")
+	}
+	if d, ok := s.docker(); ok {
+		if d.Connected {
+			io.WriteString(w, "; Docker connected")
+		} else {
+			fmt.Fprintf(w, "; Docker UNREACHABLE (%s), keeping the last routes", d.LastError)
+		}
+	}
+	io.WriteString(w, "\n\nROUTES\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTER\tSERVICE\tDIALECT\tRULE\tENTRYPOINTS\tTLS\tTARGET")
+	for _, r := range rep.Routes {
+		tls := "-"
+		if r.TLS != nil {
+			tls = "yes"
+			if r.TLS.CertResolver != "" {
+				tls = "acme:" + r.TLS.CertResolver
+			}
+			if len(r.RedirectFrom) > 0 {
+				tls += " (redirect from " + strings.Join(r.RedirectFrom, ",") + ")"
+			}
+		}
+		target := r.URL
+		if target == "" {
+			target = r.Backend
+		}
+		if len(r.Middlewares) > 0 {
+			target = strings.Join(r.Middlewares, ",") + " -> " + target
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, r.Rule,
+			strings.Join(r.EntryPoints, ","), tls, target)
+	}
+	tw.Flush()
+	if len(rep.Skipped) > 0 {
+		io.WriteString(w, "\nDIAGNOSTICS\n")
+		for _, d := range rep.Skipped {
+			fmt.Fprintln(w, d.String())
+		}
+	}
+}
+
+func (s *Server) writeMetrics(w io.Writer) {
+	rep, _ := s.snapshot()
+	skipped, ignored := 0, 0
+	for _, d := range rep.Skipped {
+		if d.Skipped {
+			skipped++
+		} else {
+			ignored++
+		}
+	}
+	ms := []Metric{
+		{Name: "edge_routes", Help: "Routes edge currently feeds Traefik.", Type: "gauge", Value: float64(len(rep.Routes))},
+		{Name: "edge_labels_skipped", Help: "Diagnostics that made edge skip a route.", Type: "gauge", Value: float64(skipped)},
+		{Name: "edge_labels_ignored", Help: "Diagnostics about labels edge ignored while routing.", Type: "gauge", Value: float64(ignored)},
+	}
+	if !rep.UpdatedAt.IsZero() {
+		ms = append(ms, Metric{Name: "edge_routes_updated_timestamp_seconds", Help: "When the route table was last computed.",
+			Type: "gauge", Value: float64(rep.UpdatedAt.UnixNano()) / 1e9})
+	}
+	if s.o.Metrics != nil {
+		ms = append(ms, s.o.Metrics()...)
+	}
+	sort.SliceStable(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+	for _, m := range ms {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", m.Name, m.Help, m.Name, m.Type, m.Name, m.Value)
+	}
+}
+
+// Serve serves the status pages on ln until ctx is done, then shuts the
+// server down and returns nil. It returns the listener's error otherwise.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
