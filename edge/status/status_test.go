@@ -24,9 +24,11 @@ func get(t *testing.T, h http.Handler, method, path string) (int, string) {
 func testServer() *Server {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	s := New(Options{
-		Now:     func() time.Time { return now },
-		Docker:  func() Docker { return Docker{Connected: false, LastError: "connection refused"} },
-		Metrics: func() []Metric { return []Metric{{Name: "edge_syncs_total", Help: "Syncs.", Type: "counter", Value: 7}} },
+		Now:    func() time.Time { return now },
+		Docker: func() Docker { return Docker{Connected: false, LastError: "connection refused"} },
+		Metrics: func() []Metric {
+			return []Metric{{Name: "edge_syncs_total", Help: "Syncs.", Type: "counter", Value: 7}}
+		},
 	})
 	s.Publish(Report{
 		UpdatedAt: now.Add(-2 * time.Second),

@@ -1,0 +1,102 @@
+// Command edge feeds Traefik's file provider with routes built from Swarm
+// service labels. It is the only process that needs docker.sock; Traefik
+// only reads the file edge writes. See edge/README.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/edge"
+	"github.com/homeswarm/homeswarm/edge/builder"
+	"github.com/homeswarm/homeswarm/edge/sink"
+	"github.com/homeswarm/homeswarm/edge/watcher"
+)
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(key); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "edge: ignoring %s=%q: not a duration\n", key, v)
+	}
+	return def
+}
+
+func main() {
+	var (
+		dockerHost = flag.String("docker-host", env("DOCKER_HOST", ""), "Docker API `address` (env DOCKER_HOST; default unix:///var/run/docker.sock)")
+		dir        = flag.String("dir", env("EDGE_DIR", "/routes"), "`directory` Traefik's file provider watches (env EDGE_DIR)")
+		file       = flag.String("file", env("EDGE_FILE", sink.DefaultFile), "file `name` edge owns in -dir; .yml or .yaml (env EDGE_FILE)")
+		listen     = flag.String("listen", env("EDGE_LISTEN", ":8089"), "status server `address`; empty disables it (env EDGE_LISTEN)")
+		network    = flag.String("network", env("EDGE_NETWORK", ""), "Swarm `network` Traefik shares with the services; services not attached are reported and skipped (env EDGE_NETWORK)")
+		resolver   = flag.String("cert-resolver", env("EDGE_CERT_RESOLVER", ""), "Traefik ACME `resolver` for edge.* and Traefik v1 routes; enables HTTPS and the HTTP->HTTPS redirect by default (env EDGE_CERT_RESOLVER)")
+		httpEP     = flag.String("http-entrypoint", env("EDGE_HTTP_ENTRYPOINT", "web"), "Traefik plain-HTTP entry `point` (env EDGE_HTTP_ENTRYPOINT)")
+		httpsEP    = flag.String("https-entrypoint", env("EDGE_HTTPS_ENTRYPOINT", "websecure"), "Traefik HTTPS entry `point` (env EDGE_HTTPS_ENTRYPOINT)")
+		resync     = flag.Duration("resync", envDuration("EDGE_RESYNC", 30*time.Second), "full resync `period`, to catch missed events (env EDGE_RESYNC)")
+		debounce   = flag.Duration("debounce", envDuration("EDGE_DEBOUNCE", 75*time.Millisecond), "wait after the first of a burst of events (env EDGE_DEBOUNCE)")
+		logLevel   = flag.String("log-level", env("LOG_LEVEL", "info"), "log `level`: debug, info, warn, error (env LOG_LEVEL)")
+	)
+	flag.Parse()
+	if err := run(*dockerHost, *dir, *file, *listen, *logLevel, *resync, *debounce, builder.Options{
+		HTTPEntryPoint: *httpEP, HTTPSEntryPoint: *httpsEP, CertResolver: *resolver, Network: *network,
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.Duration, build builder.Options) error {
+	logger := logrus.New()
+	lvl, err := logrus.ParseLevel(logLevel)
+	if err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logger.SetLevel(lvl)
+	log := logrus.NewEntry(logger)
+
+	out, err := sink.NewFile(sink.Options{Dir: dir, File: file})
+	if err != nil {
+		return err
+	}
+	docker, err := watcher.NewMoby(dockerHost)
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	defer docker.Close()
+	var ln net.Listener
+	if listen != "" {
+		if ln, err = net.Listen("tcp", listen); err != nil {
+			return fmt.Errorf("status server: %w", err)
+		}
+	}
+	d, err := edge.New(edge.Options{Docker: docker, Sink: out, Build: build, Resync: resync,
+		Debounce: debounce, Listener: ln, Log: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.WithFields(logrus.Fields{"file": out.Path(), "status": listen, "network": build.Network,
+		"cert_resolver": build.CertResolver}).Info("edge starting")
+	if err := d.Run(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	log.Info("edge stopped")
+	return nil
+}
