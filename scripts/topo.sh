@@ -237,7 +237,7 @@ busybox_image() {
     file -L "$bb" 2>/dev/null | grep -q 'dynamically' && die "$bb is dynamic; install busybox-static"
     local t
     t=$(mktemp -d)
-    mkdir -p "$t/bin" "$t/etc" "$t/tmp" "$t/data"
+    mkdir -p "$t/bin" "$t/etc" "$t/tmp"
     cp "$bb" "$t/bin/busybox"
     for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$t/bin/$a"; done
     echo 'root:x:0:0:root:/:/bin/sh' > "$t/etc/passwd"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# e2e.sh — run the end-to-end tests on the seed topology (root only).
+# The tests bring the topology up and down themselves; the trap makes sure
+# it is torn down even when `go test` is killed by its timeout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "e2e: skipped, needs root (network namespaces, dockerd)"
+  exit 0
+fi
+trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
+CGO_ENABLED=0 go test -tags e2e,noassets -count=1 -v -timeout "${E2E_TIMEOUT:-30m}" ./scripts/e2e/ "$@"
