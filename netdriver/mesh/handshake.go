@@ -1,0 +1,298 @@
+package mesh
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/netdriver/wire"
+)
+
+// maxPendingHandshakes bounds responder state kept for unfinished handshakes.
+const maxPendingHandshakes = 4096
+
+// initiate starts a handshake towards p. The first attempt uses the path
+// that works now; retries alternate between the direct endpoint and a relay.
+func (m *Mesh) initiate(w *worker, p *peer, now int64) {
+	p.mu.Lock()
+	var pt path
+	direct := path{ep: p.endpoint}
+	var relayed path
+	if r := p.relayCandidateLocked(); r != nil {
+		relayed = path{via: r, id: p.id}
+	} else if p.via != nil && p.via.directOK() {
+		relayed = path{via: p.via, id: p.id}
+	}
+	switch cur := p.path.Load(); {
+	case p.attempts == 0 && cur != nil && p.current != nil:
+		pt = *cur
+	case p.attempts%2 == 0 && direct.valid():
+		pt = direct
+	case relayed.valid():
+		pt = relayed
+	default:
+		pt = direct
+	}
+	if !pt.valid() {
+		p.mu.Unlock()
+		return
+	}
+	h, msg := m.newInitiation(now)
+	if h == nil {
+		p.mu.Unlock()
+		return
+	}
+	h.peer, h.path = p, pt
+	if p.hs != nil {
+		m.dropIndex(p.hs.local)
+	}
+	p.hs = h
+	p.attempts++
+	p.lastInit = now
+	p.mu.Unlock()
+	m.sendRaw(w, pt, msg)
+}
+
+// newInitiation registers a new initiator handshake and returns message 1.
+func (m *Mesh) newInitiation(now int64) (*handshake, []byte) {
+	st, err := m.newNoise(true)
+	if err != nil {
+		m.log.WithError(err).Error("handshake setup")
+		return nil, nil
+	}
+	n, _, _, err := st.WriteMessage(nil, nil)
+	if err != nil {
+		m.log.WithError(err).Error("handshake message 1")
+		return nil, nil
+	}
+	h := &handshake{state: st, initiator: true, created: now}
+	h.local = m.newIndex(indexEntry{hs: h})
+	msg, err := wire.HandshakeInit{Sender: h.local, Noise: n}.Append(nil)
+	if err != nil {
+		m.dropIndex(h.local)
+		return nil, nil
+	}
+	return h, msg
+}
+
+// initiateSeed dials a bootstrap address whose key we may not know.
+func (m *Mesh) initiateSeed(w *worker, s *seed, addr path, now int64) {
+	h, msg := m.newInitiation(now)
+	if h == nil {
+		return
+	}
+	h.seed, h.path = s, addr
+	m.mu.Lock()
+	if s.hs != nil {
+		m.dropIndex(s.hs.local)
+	}
+	s.hs = h
+	s.attempts++
+	s.lastInit = now
+	m.mu.Unlock()
+	m.sendRaw(w, addr, msg)
+}
+
+func (m *Mesh) handleInit(w *worker, b []byte, from path, now int64) {
+	msg, err := wire.ParseHandshakeInit(b)
+	if err != nil {
+		m.drop(dropMalformed)
+		return
+	}
+	m.idxMu.RLock()
+	full := len(m.index) >= maxPendingHandshakes
+	m.idxMu.RUnlock()
+	if full {
+		m.drop(dropHandshakeRate)
+		return
+	}
+	st, err := m.newNoise(false)
+	if err != nil {
+		return
+	}
+	if _, _, _, err := st.ReadMessage(nil, msg.Noise); err != nil {
+		m.drop(dropHandshakeAuth)
+		return
+	}
+	m.mu.Lock()
+	info := m.info
+	m.mu.Unlock()
+	n, _, _, err := st.WriteMessage(nil, info)
+	if err != nil {
+		m.drop(dropHandshakeAuth)
+		return
+	}
+	h := &handshake{state: st, remote: msg.Sender, path: from, created: now}
+	h.local = m.newIndex(indexEntry{hs: h})
+	out, err := wire.HandshakeResp{Sender: h.local, Receiver: msg.Sender, Noise: n}.Append(nil)
+	if err != nil {
+		m.dropIndex(h.local)
+		return
+	}
+	m.sendRaw(w, from, out)
+}
+
+func (m *Mesh) handleResp(w *worker, b []byte, from path, now int64) {
+	msg, err := wire.ParseHandshakeResp(b)
+	if err != nil {
+		m.drop(dropMalformed)
+		return
+	}
+	h := m.lookupIndex(msg.Receiver).hs
+	if h == nil || !h.initiator {
+		m.drop(dropUnknownIndex)
+		return
+	}
+	// A failed read leaves the Noise state unusable: forget the attempt,
+	// the timer retries.
+	m.dropIndex(h.local)
+	payload, _, _, err := h.state.ReadMessage(nil, msg.Noise)
+	if err != nil {
+		m.drop(dropHandshakeAuth)
+		return
+	}
+	remote := Key(h.state.PeerStatic())
+	if remote == m.pub {
+		m.markSelf(h)
+		return
+	}
+	info, err := wire.ParseNodeInfo(payload)
+	if err != nil {
+		m.drop(dropMalformed)
+		return
+	}
+	m.mu.Lock()
+	own := m.info
+	m.mu.Unlock()
+	n, cs1, cs2, err := h.state.WriteMessage(nil, own)
+	if err != nil || cs1 == nil {
+		m.drop(dropHandshakeAuth)
+		return
+	}
+	out, err := wire.HandshakeFinal{Receiver: msg.Sender, Noise: n}.Append(nil)
+	if err != nil {
+		return
+	}
+	kp, err := newKeypair(cs1, cs2, now, int64(m.opts.RejectAfter))
+	if err != nil {
+		return
+	}
+	kp.local, kp.remote, kp.initiator = h.local, msg.Sender, true
+	m.sendRaw(w, from, out)
+	if s := h.seed; s != nil {
+		m.mu.Lock()
+		s.key, s.hasKey, s.attempts = remote, true, 0
+		if s.hs == h {
+			s.hs = nil
+		}
+		m.mu.Unlock()
+	}
+	m.install(w, remote, kp, info, from, h, now)
+}
+
+func (m *Mesh) handleFinal(w *worker, b []byte, from path, now int64) {
+	msg, err := wire.ParseHandshakeFinal(b)
+	if err != nil {
+		m.drop(dropMalformed)
+		return
+	}
+	h := m.lookupIndex(msg.Receiver).hs
+	if h == nil || h.initiator {
+		m.drop(dropUnknownIndex)
+		return
+	}
+	m.dropIndex(h.local)
+	payload, cs1, cs2, err := h.state.ReadMessage(nil, msg.Noise)
+	if err != nil || cs1 == nil {
+		m.drop(dropHandshakeAuth)
+		return
+	}
+	remote := Key(h.state.PeerStatic())
+	if remote == m.pub {
+		return
+	}
+	info, err := wire.ParseNodeInfo(payload)
+	if err != nil {
+		m.drop(dropMalformed)
+		return
+	}
+	kp, err := newKeypair(cs2, cs1, now, int64(m.opts.RejectAfter))
+	if err != nil {
+		return
+	}
+	kp.local, kp.remote = h.local, h.remote
+	kp.confirmed.Store(true) // message 3 proves the initiator holds it
+	p := m.install(w, remote, kp, info, from, nil, now)
+	// tell the initiator we have the session, so it starts using it
+	m.sendSealed(w, p, kp, wire.TypeData, nil, nil)
+}
+
+func (m *Mesh) markSelf(h *handshake) {
+	if s := h.seed; s != nil {
+		m.mu.Lock()
+		if !s.self {
+			s.self = true
+			m.log.WithField("peer", s.hostport).Info("peer address is this node; ignoring it")
+		}
+		m.mu.Unlock()
+	}
+}
+
+// install makes kp the current session with the peer holding key remote.
+func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, from path, h *handshake, now int64) *peer {
+	m.mu.Lock()
+	p := m.peerLocked(remote, true)
+	m.mu.Unlock()
+	kp.peer = p
+	m.setIndex(kp.local, indexEntry{kp: kp})
+	m.stats.handshakes.Add(1)
+
+	p.mu.Lock()
+	old := p.previous
+	p.previous, p.current = p.current, kp
+	p.replacedAt = now
+	p.lastHandshake = time.Now()
+	p.handshakedAt = now
+	p.seen = now
+	if p.hs != nil && (p.hs == h || kp.initiator) {
+		if p.hs != h {
+			m.dropIndex(p.hs.local)
+		}
+		p.hs = nil
+	}
+	p.attempts = 0
+	if from.via == nil {
+		p.endpoint = from.ep
+		p.lastDirectRx.Store(now)
+	} else {
+		p.via = from.via
+		p.lastRelayRx.Store(now)
+	}
+	m.setPathLocked(p, m.choosePathLocked(p, now))
+	p.prefixes = info.Prefixes
+	p.updateSendLocked(now)
+	queue := p.queue
+	p.queue = nil
+	p.gossipDue = true
+	p.mu.Unlock()
+	if old != nil {
+		m.dropIndex(old.local)
+	}
+	if h != nil && h.peer != nil && h.peer != p {
+		// we dialled one key and found another at that address
+		h.peer.mu.Lock()
+		if h.peer.hs == h {
+			h.peer.hs = nil
+		}
+		h.peer.mu.Unlock()
+	}
+	m.log.WithFields(logrus.Fields{"peer": p.key.Short(), "initiator": kp.initiator, "relayed": from.via != nil}).Debug("session established")
+	m.rebuildRoutes()
+	if skp := p.sendable(now); skp != nil {
+		for _, b := range queue {
+			m.sealTo(w, p, skp, wire.TypeData, b[:cap(b)], len(b)-headroom, now)
+		}
+	}
+	m.kickTimer()
+	return p
+}

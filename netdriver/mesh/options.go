@@ -1,0 +1,121 @@
+package mesh
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/netdriver/conn"
+	"github.com/homeswarm/homeswarm/netdriver/tun"
+)
+
+// Resolver resolves peer host names; *net.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Options configure a Mesh. Every field documents its zero value.
+type Options struct {
+	// PrivateKey is this node's static X25519 private key, its identity.
+	// Zero: New fails with ErrNoPrivateKey. See LoadOrCreatePrivateKey.
+	PrivateKey Key
+
+	// ClusterKey is the cluster secret (MESH_KEY). Only nodes holding the
+	// same secret complete a handshake. Empty: New fails with ErrNoClusterKey.
+	ClusterKey []byte
+
+	// Addr is this node's address on the mesh with the mesh's prefix
+	// length, e.g. 10.254.0.1/24. Peers route Addr's host address (/32) to
+	// this node. Zero: the node has no mesh address and only relays and
+	// routes Prefixes.
+	Addr netip.Prefix
+
+	// Prefixes are extra prefixes this node announces, e.g. container
+	// subnets. Zero: none. See also AddPrefix.
+	Prefixes []netip.Prefix
+
+	// Peers are bootstrap peers as "host:port"; host names are re-resolved
+	// every ResolveInterval. Zero: the node only answers others.
+	Peers []string
+
+	// TUN carries IP packets to and from the kernel. Required. Close
+	// closes it.
+	TUN tun.Device
+
+	// Bind is the UDP socket. Required. Close closes it.
+	Bind conn.Bind
+
+	// Resolver resolves Peers. Zero: net.DefaultResolver.
+	Resolver Resolver
+
+	// Logger receives events (never keys, never one line per packet).
+	// Zero: logs are discarded.
+	Logger *logrus.Entry
+
+	// KeepaliveInterval is how long a session may go without sending
+	// before a keepalive is sent, holding NAT mappings open. Zero: 20s.
+	KeepaliveInterval time.Duration
+
+	// RekeyAfter is the session age at which its initiator starts a new
+	// handshake. Zero: 2 minutes.
+	RekeyAfter time.Duration
+
+	// RejectAfter is the age at which a session is no longer used in
+	// either direction. Zero: RekeyAfter + RekeyAfter/2.
+	RejectAfter time.Duration
+
+	// RekeyAfterMessages is the number of sent packets after which a
+	// session is rekeyed. Zero: 2^60.
+	RekeyAfterMessages uint64
+
+	// HandshakeTimeout is how long to wait for a handshake answer before
+	// retrying (alternating direct and relayed paths), and how long a
+	// replaced session keeps accepting packets. Zero: 5s.
+	HandshakeTimeout time.Duration
+
+	// GossipInterval is how often each peer is told the peers we reach.
+	// Zero: 30s.
+	GossipInterval time.Duration
+
+	// ResolveInterval is how often Peers host names are resolved. Zero: 60s.
+	ResolveInterval time.Duration
+
+	// HandshakeRate is how many handshake messages per second one source
+	// IP address may make us process (burst twice that). Zero: 20.
+	HandshakeRate float64
+
+	// OnRoutesChanged, if set, is called with the complete, sorted list of
+	// prefixes routed to peers whenever it changes, from a goroutine of the
+	// mesh, never concurrently with itself. The caller installs kernel
+	// routes for prefixes outside Addr. Zero: not called.
+	OnRoutesChanged func(remote []netip.Prefix)
+}
+
+func (o *Options) setDefaults() {
+	if o.KeepaliveInterval <= 0 {
+		o.KeepaliveInterval = 20 * time.Second
+	}
+	if o.RekeyAfter <= 0 {
+		o.RekeyAfter = 2 * time.Minute
+	}
+	if o.RejectAfter <= 0 {
+		o.RejectAfter = o.RekeyAfter + o.RekeyAfter/2
+	}
+	if o.RekeyAfterMessages == 0 {
+		o.RekeyAfterMessages = 1 << 60
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 5 * time.Second
+	}
+	if o.GossipInterval <= 0 {
+		o.GossipInterval = 30 * time.Second
+	}
+	if o.ResolveInterval <= 0 {
+		o.ResolveInterval = time.Minute
+	}
+	if o.HandshakeRate <= 0 {
+		o.HandshakeRate = 20
+	}
+}

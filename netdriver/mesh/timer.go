@@ -1,0 +1,331 @@
+package mesh
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/netdriver/conn"
+	"github.com/homeswarm/homeswarm/netdriver/wire"
+)
+
+// tickInterval is how often the timer goroutine runs without being kicked.
+func (m *Mesh) tickInterval() time.Duration {
+	d := min(m.opts.HandshakeTimeout, m.opts.KeepaliveInterval, m.opts.RekeyAfter) / 5
+	return min(max(d, 5*time.Millisecond), time.Second)
+}
+
+// timerLoop runs handshakes, rekeys, keepalives, gossip and expiry.
+func (m *Mesh) timerLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.tickInterval())
+	defer t.Stop()
+	w := &worker{out: make([]conn.Message, 0, 16)}
+	lastPrune := int64(0)
+	for {
+		select {
+		case <-m.closing:
+			return
+		case <-t.C:
+		case <-m.kick:
+		}
+		now := m.now()
+		m.tick(w, now)
+		m.flush(w)
+		if now-lastPrune > int64(time.Second) {
+			m.limiter.prune(now)
+			m.pruneHandshakes(now)
+			lastPrune = now
+		}
+		m.mu.Lock()
+		hook, pending, routes := m.opts.OnRoutesChanged, m.routesPending, m.remoteRoutes
+		m.routesPending = false
+		m.mu.Unlock()
+		if hook != nil && pending {
+			hook(slices.Clone(routes))
+		}
+	}
+}
+
+func (m *Mesh) tick(w *worker, now int64) {
+	m.mu.Lock()
+	peers := make([]*peer, 0, len(m.peers))
+	for _, p := range m.peers {
+		peers = append(peers, p)
+	}
+	type dial struct {
+		s  *seed
+		pt path
+	}
+	var dials []dial
+	for _, s := range m.seeds {
+		if s.self || len(s.addrs) == 0 {
+			continue
+		}
+		if s.hasKey {
+			// DNS is the truth for a peer we cannot reach
+			if p := m.peers[s.key]; p != nil {
+				p.mu.Lock()
+				if p.current == nil && p.hs == nil && !slices.Contains(s.addrs, p.endpoint) {
+					p.endpoint = s.addrs[0]
+					m.setPathLocked(p, m.choosePathLocked(p, now))
+				}
+				p.mu.Unlock()
+				continue
+			}
+		}
+		if s.hs != nil && now-s.hs.created < int64(m.opts.HandshakeTimeout) {
+			continue
+		}
+		if now-s.lastInit < m.backoff(s.attempts) {
+			continue
+		}
+		dials = append(dials, dial{s, path{ep: s.addrs[s.attempts%len(s.addrs)]}})
+	}
+	m.mu.Unlock()
+	for _, d := range dials {
+		m.initiateSeed(w, d.s, d.pt, now)
+	}
+	changed := false
+	for _, p := range peers {
+		if m.tickPeer(w, p, now) {
+			changed = true
+		}
+	}
+	if changed {
+		m.rebuildRoutes()
+	}
+}
+
+// backoff is the pause before handshake attempt n+1 to an unresponsive peer.
+func (m *Mesh) backoff(attempts int) int64 {
+	d := m.opts.HandshakeTimeout
+	if attempts > 4 {
+		d *= time.Duration(min(1<<((attempts-4)/2), 6))
+	}
+	return int64(d)
+}
+
+// tickPeer does one peer's periodic work and reports whether its routes
+// may have changed.
+func (m *Mesh) tickPeer(w *worker, p *peer, now int64) bool {
+	p.mu.Lock()
+	// expire sessions
+	if prev := p.previous; prev != nil {
+		cur := p.current
+		if prev.expired(now) || (cur != nil && cur.confirmed.Load() && now-p.replacedAt > int64(m.opts.HandshakeTimeout)) {
+			m.dropIndex(prev.local)
+			p.previous = nil
+		}
+	}
+	if cur := p.current; cur != nil && cur.expired(now) {
+		m.dropIndex(cur.local)
+		p.current = nil
+		m.log.WithField("peer", p.key.Short()).Info("session expired")
+	}
+	p.updateSendLocked(now)
+	if p.hs != nil && now-p.hs.created >= int64(m.opts.HandshakeTimeout) {
+		m.dropIndex(p.hs.local)
+		p.hs = nil
+	}
+	// decide on a handshake
+	need := false
+	cur := p.current
+	switch {
+	case cur == nil:
+		need = p.endpoint.IsValid() || len(p.relays) > 0 || p.via != nil
+	case now-cur.created >= int64(m.opts.RekeyAfter) && cur.initiator:
+		need = true
+	case now-cur.created >= int64(m.opts.RekeyAfter+m.opts.HandshakeTimeout):
+		need = true // the initiator did not rekey; do it ourselves
+	case cur.sendNonce.Load() >= m.opts.RekeyAfterMessages:
+		need = true
+	case cur.initiator && !cur.confirmed.Load() && now-cur.created >= int64(m.opts.HandshakeTimeout):
+		need = true // our final message may be lost
+	}
+	switch {
+	case !need || p.hs != nil:
+		need = false
+	case cur == nil && now-p.lastInit < m.backoff(p.attempts):
+		need = false
+	case cur != nil && now-p.lastInit < int64(m.opts.HandshakeTimeout):
+		need = false
+	}
+	// refresh the path from what has recently worked
+	m.setPathLocked(p, m.choosePathLocked(p, now))
+	relayed := false
+	if pt := p.path.Load(); pt != nil && pt.via != nil {
+		relayed = true
+	}
+	ep := p.endpoint
+	gossip := p.gossipDue || now-p.lastGossip >= int64(m.opts.GossipInterval)
+	p.mu.Unlock()
+
+	if need {
+		m.initiate(w, p, now)
+	}
+	kp := p.sendable(now)
+	if kp == nil {
+		return false
+	}
+	if now-p.lastTx.Load() >= int64(m.opts.KeepaliveInterval) {
+		m.sendSealed(w, p, kp, wire.TypeData, nil, nil)
+		if relayed && ep.IsValid() {
+			// probe the direct path: if it works again the peer answers directly
+			m.sendSealed(w, p, kp, wire.TypeData, nil, &path{ep: ep})
+		}
+	}
+	if gossip {
+		m.sendGossip(w, p, kp, now)
+	}
+	return false
+}
+
+// pruneHandshakes forgets responder handshakes that never finished.
+func (m *Mesh) pruneHandshakes(now int64) {
+	limit := int64(2 * m.opts.HandshakeTimeout)
+	m.idxMu.Lock()
+	for i, e := range m.index {
+		if e.hs != nil && now-e.hs.created > limit {
+			delete(m.index, i)
+		}
+	}
+	m.idxMu.Unlock()
+}
+
+// resolveLoop resolves bootstrap host names now and every ResolveInterval.
+func (m *Mesh) resolveLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.opts.ResolveInterval)
+	defer t.Stop()
+	for {
+		m.resolve()
+		select {
+		case <-m.closing:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Mesh) resolve() {
+	m.mu.Lock()
+	seeds := slices.Clone(m.seeds)
+	m.mu.Unlock()
+	for _, s := range seeds {
+		if _, err := netip.ParseAddr(s.host); err == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		go func() {
+			select {
+			case <-m.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		ips, err := m.opts.Resolver.LookupNetIP(ctx, "ip4", s.host)
+		cancel()
+		if err != nil {
+			m.log.WithFields(logrus.Fields{"peer": s.hostport}).WithError(err).Warn("resolve peer")
+			continue
+		}
+		addrs := make([]netip.AddrPort, 0, len(ips))
+		for _, ip := range ips {
+			addrs = append(addrs, netip.AddrPortFrom(ip.Unmap(), s.port))
+		}
+		m.mu.Lock()
+		if !slices.Equal(addrs, s.addrs) {
+			m.log.WithFields(logrus.Fields{"peer": s.hostport, "addrs": addrs}).Info("peer address resolved")
+			s.addrs = addrs
+			if s.self {
+				s.self = false // the name may now point elsewhere
+			}
+			s.attempts = 0
+			s.lastInit = 0
+		}
+		m.mu.Unlock()
+	}
+	m.kickTimer()
+}
+
+// sendGossip tells p our prefixes and the peers we reach directly.
+func (m *Mesh) sendGossip(w *worker, p *peer, kp *keypair, now int64) {
+	m.mu.Lock()
+	entries := []wire.GossipEntry{{Key: m.pub, Prefixes: m.prefixes}}
+	for _, q := range m.peers {
+		if q == p {
+			continue
+		}
+		pt := q.path.Load()
+		if q.sendable(now) == nil || pt == nil || pt.via != nil || now-q.lastDirectRx.Load() >= m.pathTimeout {
+			continue
+		}
+		entries = append(entries, wire.GossipEntry{Key: q.key, Endpoint: pt.ep})
+	}
+	m.mu.Unlock()
+	for len(entries) > 0 {
+		n := min(len(entries), wire.MaxGossipEntries)
+		b, err := wire.Gossip{Entries: entries[:n]}.Append(nil)
+		entries = entries[n:]
+		if err != nil {
+			m.log.WithError(err).Error("encode gossip")
+			return
+		}
+		m.sendSealed(w, p, kp, wire.TypeGossip, b, nil)
+	}
+	p.mu.Lock()
+	p.gossipDue = false
+	p.lastGossip = now
+	p.mu.Unlock()
+}
+
+// handleGossip merges what from tells us.
+func (m *Mesh) handleGossip(from *peer, pt []byte, now int64) {
+	g, err := wire.ParseGossip(pt)
+	if err != nil {
+		m.drop(dropMalformed)
+		return
+	}
+	routes := false
+	learned := false
+	m.mu.Lock()
+	for _, e := range g.Entries {
+		k := Key(e.Key)
+		switch {
+		case k == from.key:
+			from.mu.Lock()
+			if !slices.Equal(from.prefixes, e.Prefixes) {
+				from.prefixes = e.Prefixes
+				routes = true
+			}
+			from.mu.Unlock()
+		case k == m.pub:
+			if e.Endpoint.IsValid() {
+				m.publicEP = e.Endpoint
+			}
+		default:
+			q := m.peerLocked(k, true)
+			q.mu.Lock()
+			if q.relays[from] == 0 {
+				learned = true
+			}
+			q.relays[from] = now
+			q.seen = now
+			if e.Endpoint.IsValid() && q.current == nil && now-q.lastDirectRx.Load() >= m.pathTimeout {
+				q.endpoint = e.Endpoint
+			}
+			q.mu.Unlock()
+		}
+	}
+	m.mu.Unlock()
+	if routes {
+		m.rebuildRoutes()
+	}
+	if learned {
+		m.kickTimer()
+	}
+}
