@@ -86,20 +86,26 @@ func TestTraefikAppliesRoutes(t *testing.T) {
 	if _, err := out.Write(builder.Table{}); err != nil {
 		t.Fatal(err)
 	}
-	tr := traefiktest.Start(t, dir)
+	// An ACME resolver whose CA is a closed local port: Traefik accepts the
+	// routes that use it and serves them with its default certificate.
+	tr := traefiktest.Start(t, dir,
+		"--certificatesResolvers.le.acme.caServer=https://127.0.0.1:1/directory",
+		"--certificatesResolvers.le.acme.storage="+t.TempDir()+"/acme.json",
+		"--certificatesResolvers.le.acme.httpChallenge.entryPoint=web")
 	c := tr.Client()
 	be := backend(t)
-	opts := builder.Options{BackendURL: func(string, string, int) string { return be }}
+	opts := builder.Options{BackendURL: func(string, string, int) string { return be }, CertResolver: "le"}
 
 	base := []builder.Service{
 		svc("v1", "traefik.frontend.rule", "Host:v1.test,v1b.test;PathPrefix:/api", "traefik.port", "8080"),
 		svc("v2", "traefik.http.routers.r.rule", "Host(`v2.test`)",
 			"traefik.http.services.s.loadbalancer.server.port", "8080"),
-		svc("secure", "edge.host", "secure.test", "edge.port", "80", "edge.tls", "true"),
+		svc("secure", "edge.host", "secure.test", "edge.port", "80"),
+		svc("plain", "edge.host", "plain.test", "edge.port", "80", "edge.tls", "false"),
 		svc("broken", "edge.host", "broken.test", "edge.port", "http"),
 	}
 	table, diags := builder.Build(base, opts)
-	if len(table.Routes) != 3 || len(diags) != 1 {
+	if len(table.Routes) != 4 || len(diags) != 1 {
 		t.Fatalf("table %+v, diags %v", table, diags)
 	}
 	if _, err := out.Write(table); err != nil {
@@ -110,11 +116,12 @@ func TestTraefikAppliesRoutes(t *testing.T) {
 		url, body string
 		code      int
 	}{
-		{"http://v1.test/api/x", "backend saw v1.test/api/x", 200},
-		{"http://v1b.test/api", "backend saw v1b.test/api", 200},
-		{"http://v1.test/other", "", 404},
+		{"https://v1.test/api/x", "backend saw v1.test/api/x", 200},
+		{"https://v1b.test/api", "backend saw v1b.test/api", 200},
+		{"https://v1.test/other", "", 404},
 		{"http://v2.test/", "backend saw v2.test/", 200},
 		{"https://secure.test/", "backend saw secure.test/", 200},
+		{"http://plain.test/", "backend saw plain.test/", 200},
 		{"http://broken.test/", "", 404},
 	} {
 		code, body, _ := status(c, tc.url)
@@ -129,7 +136,7 @@ func TestTraefikAppliesRoutes(t *testing.T) {
 	// Add and remove a route several times; time each apply.
 	var adds, removes []time.Duration
 	for i := 0; i < 5; i++ {
-		with := append(append([]builder.Service(nil), base...), svc("app", "edge.host", "app.test", "edge.port", "80"))
+		with := append(append([]builder.Service(nil), base...), svc("app", "edge.host", "app.test", "edge.port", "80", "edge.tls", "false"))
 		tb, _ := builder.Build(with, opts)
 		if changed, err := out.Write(tb); err != nil || !changed {
 			t.Fatalf("Write = %v, %v", changed, err)
@@ -144,6 +151,11 @@ func TestTraefikAppliesRoutes(t *testing.T) {
 	// The other routes never went away.
 	if code, _, _ := status(c, "http://v2.test/"); code != 200 {
 		t.Errorf("v2.test = %d after the churn", code)
+	}
+	for _, l := range tr.Errors() {
+		if !strings.Contains(l, "ACME") && !strings.Contains(l, "acme") && !strings.Contains(l, "use of closed network connection") {
+			t.Errorf("Traefik logged an error: %s", l)
+		}
 	}
 	t.Logf("Traefik %s file provider apply latency, write to first 200: %s", traefiktest.Version, summary(adds))
 	t.Logf("Traefik %s file provider apply latency, write to first 404: %s", traefiktest.Version, summary(removes))

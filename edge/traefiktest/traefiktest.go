@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -66,6 +67,17 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.t.logs.Write(p)
 }
 
+// Errors returns the error lines Traefik logged so far.
+func (t *Traefik) Errors() []string {
+	var errs []string
+	for _, l := range strings.Split(t.Logs(), "\n") {
+		if strings.Contains(l, " ERR ") {
+			errs = append(errs, l)
+		}
+	}
+	return errs
+}
+
 // Logs returns what Traefik printed so far.
 func (t *Traefik) Logs() string {
 	t.mu.Lock()
@@ -85,15 +97,16 @@ func freeAddr(tb testing.TB) string {
 // Start runs Traefik watching dir, or skips tb when no binary is available.
 // It waits until the web entry point answers and stops Traefik in cleanup.
 // Traefik's providersThrottleDuration is 0: edge debounces itself. Traefik
-// is told never to phone home.
-func Start(tb testing.TB, dir string) *Traefik {
+// is told never to phone home; args are extra static configuration flags,
+// which must not make it contact anything but 127.0.0.1.
+func Start(tb testing.TB, dir string, args ...string) *Traefik {
 	tb.Helper()
 	bin, err := Binary()
 	if err != nil {
 		tb.Skip(err)
 	}
 	t := &Traefik{HTTP: freeAddr(tb), HTTPS: freeAddr(tb), Dir: dir}
-	t.cmd = exec.Command(bin,
+	t.cmd = exec.Command(bin, append([]string{
 		"--global.checkNewVersion=false",
 		"--global.sendAnonymousUsage=false",
 		"--entryPoints.web.address="+t.HTTP,
@@ -101,8 +114,9 @@ func Start(tb testing.TB, dir string) *Traefik {
 		"--providers.file.directory="+dir,
 		"--providers.file.watch=true",
 		"--providers.providersThrottleDuration=0s",
-		"--log.level=DEBUG",
-	)
+		"--log.level=INFO",
+		"--log.noColor=true",
+	}, args...)...)
 	t.cmd.Dir = tb.TempDir()
 	t.cmd.Stdout = lockedWriter{t}
 	t.cmd.Stderr = lockedWriter{t}
