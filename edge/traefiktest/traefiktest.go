@@ -109,9 +109,9 @@ func Start(tb testing.TB, dir string, args ...string) *Traefik {
 	t.cmd = exec.Command(bin, append([]string{
 		"--global.checkNewVersion=false",
 		"--global.sendAnonymousUsage=false",
-		"--entryPoints.web.address="+t.HTTP,
-		"--entryPoints.websecure.address="+t.HTTPS,
-		"--providers.file.directory="+dir,
+		"--entryPoints.web.address=" + t.HTTP,
+		"--entryPoints.websecure.address=" + t.HTTPS,
+		"--providers.file.directory=" + dir,
 		"--providers.file.watch=true",
 		"--providers.providersThrottleDuration=0s",
 		"--log.level=INFO",
