@@ -160,9 +160,11 @@ func New(opts Options) (*Mesh, error) {
 	}
 	opts.setDefaults()
 	m := &Mesh{
-		opts:    opts,
-		log:     opts.Logger,
-		epoch:   time.Now(),
+		opts: opts,
+		log:  opts.Logger,
+		// The clock starts a day in the past so that a zero timestamp
+		// ("never") is always long ago.
+		epoch:   time.Now().Add(-24 * time.Hour),
 		limiter: newLimiter(opts.HandshakeRate),
 		kick:    make(chan struct{}, 1),
 		peers:   map[Key]*peer{},

@@ -80,7 +80,7 @@ func (m *Mesh) tick(w *worker, now int64) {
 		if s.hs != nil && now-s.hs.created < int64(m.opts.HandshakeTimeout) {
 			continue
 		}
-		if now-s.lastInit < m.backoff(s.attempts) {
+		if s.attempts > 0 && now-s.lastInit < m.backoff(s.attempts) {
 			continue
 		}
 		dials = append(dials, dial{s, path{ep: s.addrs[s.attempts%len(s.addrs)]}})
@@ -149,7 +149,7 @@ func (m *Mesh) tickPeer(w *worker, p *peer, now int64) bool {
 	switch {
 	case !need || p.hs != nil:
 		need = false
-	case cur == nil && now-p.lastInit < m.backoff(p.attempts):
+	case cur == nil && p.attempts > 0 && now-p.lastInit < m.backoff(p.attempts):
 		need = false
 	case cur != nil && now-p.lastInit < int64(m.opts.HandshakeTimeout):
 		need = false
@@ -256,6 +256,10 @@ func (m *Mesh) resolve() {
 func (m *Mesh) sendGossip(w *worker, p *peer, kp *keypair, now int64) {
 	m.mu.Lock()
 	entries := []wire.GossipEntry{{Key: m.pub, Prefixes: m.prefixes}}
+	if pt := p.path.Load(); pt != nil && pt.via == nil {
+		// tell p how we see it: behind NAT, that is its public endpoint
+		entries = append(entries, wire.GossipEntry{Key: p.key, Endpoint: pt.ep})
+	}
 	for _, q := range m.peers {
 		if q == p {
 			continue

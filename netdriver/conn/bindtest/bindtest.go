@@ -23,7 +23,7 @@ type Network struct {
 	mu     sync.Mutex
 	binds  map[netip.AddrPort]*Bind
 	nats   []*NAT
-	filter func(from, to netip.AddrPort) bool
+	filter func(from, to netip.AddrPort, b []byte) bool
 	pool   sync.Pool
 
 	// Delivered and Dropped count datagrams.
@@ -38,8 +38,10 @@ func NewNetwork() *Network {
 }
 
 // SetFilter installs f, called with the sending and receiving Binds' own
-// addresses; a datagram is dropped when f returns false. nil allows all.
-func (n *Network) SetFilter(f func(from, to netip.AddrPort) bool) {
+// addresses and the datagram (which f must not keep or modify); the
+// datagram is dropped when f returns false. nil allows all. f may be used
+// to capture traffic.
+func (n *Network) SetFilter(f func(from, to netip.AddrPort, b []byte) bool) {
 	n.mu.Lock()
 	n.filter = f
 	n.mu.Unlock()
@@ -213,7 +215,7 @@ func (b *Bind) WriteBatch(msgs []conn.Message) error {
 		to, src := b.net.routeLocked(b, m.Addr)
 		f := b.net.filter
 		b.net.mu.Unlock()
-		if to == nil || (f != nil && !f(b.addr, to.addr)) {
+		if to == nil || (f != nil && !f(b.addr, to.addr, m.Buf)) {
 			b.net.Dropped.Add(1)
 			continue
 		}
