@@ -114,7 +114,7 @@ func TestDaemon(t *testing.T) {
 	fake.SetServices() // would remove every route if it were listed
 	fake.SetDown(true)
 	waitFor(t, "Docker down in status", 2*time.Second, func() bool {
-		return strings.Contains(httpGet(t, base+"/"), "Docker UNREACHABLE")
+		return strings.Contains(httpGet(t, base+"/"), "Docker UNUSABLE")
 	})
 	time.Sleep(100 * time.Millisecond)
 	if read() != before {

@@ -153,7 +153,7 @@ func (s *Server) writeText(w io.Writer) {
 		if d.Connected {
 			io.WriteString(w, "; Docker connected")
 		} else {
-			fmt.Fprintf(w, "; Docker UNREACHABLE (%s), keeping the last routes", d.LastError)
+			fmt.Fprintf(w, "; Docker UNUSABLE (%s), keeping the last routes", d.LastError)
 		}
 	}
 	io.WriteString(w, "\n\nROUTES\n")

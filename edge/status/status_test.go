@@ -52,7 +52,7 @@ func TestPages(t *testing.T) {
 		contains           []string
 	}{
 		{"text", "GET", "/", 200, []string{
-			"edge: 1 routes, 2 diagnostics, updated 2s ago; Docker UNREACHABLE (connection refused), keeping the last routes",
+			"edge: 1 routes, 2 diagnostics, updated 2s ago; Docker UNUSABLE (connection refused), keeping the last routes",
 			"gogs", "Host(`gogs.example.org`)", "acme:le (redirect from web)", "http://gogs:3000",
 			`service blog: label edge.port="http": invalid port (route skipped)`,
 		}},

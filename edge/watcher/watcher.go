@@ -124,6 +124,7 @@ func (w *Watcher) Stats() Stats {
 // events, and every Resync period.
 func (w *Watcher) Run(ctx context.Context) error {
 	backoff := w.o.MinBackoff
+	failures := 0 // consecutive failed sessions
 	for {
 		synced, err := w.session(ctx)
 		if ctx.Err() != nil {
@@ -131,18 +132,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if synced {
 			backoff = w.o.MinBackoff
+			failures = 0
 		}
+		failures++
 		w.mu.Lock()
-		wasUp := w.stats.Connected
 		w.stats.Connected = false
 		w.stats.SyncErrors++
 		w.stats.LastError = err.Error()
 		w.mu.Unlock()
 		log := w.log.WithError(err).WithField("retry_in", backoff)
-		if wasUp {
-			log.Warn("lost Docker; keeping the last routes")
+		if failures == 1 {
+			log.Warn("cannot use Docker; keeping the last routes and retrying")
 		} else {
-			log.Debug("Docker still unreachable; keeping the last routes")
+			log.Debug("Docker still unusable; keeping the last routes")
 		}
 		t := time.NewTimer(backoff)
 		select {
