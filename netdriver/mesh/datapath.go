@@ -269,6 +269,7 @@ func (m *Mesh) handleTransport(w *worker, b []byte, src netip.AddrPort, relay *p
 		return
 	}
 	p := kp.peer
+	kp.lastRx.Store(now)
 	if !kp.confirmed.Load() {
 		kp.confirmed.Store(true)
 		p.mu.Lock()

@@ -66,7 +66,8 @@ type keypair struct {
 	created    int64
 	deadline   int64 // created + RejectAfter
 	initiator  bool
-	confirmed  atomic.Bool // we have received a packet on it
+	confirmed  atomic.Bool  // we have received a packet on it
+	lastRx     atomic.Int64 // when we last received on it
 	peer       *peer
 
 	replayMu sync.Mutex

@@ -116,7 +116,11 @@ func (m *Mesh) tickPeer(w *worker, p *peer, now int64) bool {
 	// expire sessions
 	if prev := p.previous; prev != nil {
 		cur := p.current
-		if prev.expired(now) || (cur != nil && cur.confirmed.Load() && now-p.replacedAt > int64(m.opts.HandshakeTimeout)) {
+		// A replaced session keeps receiving for a grace period, and for
+		// as long as the peer still sends on it: after simultaneous
+		// handshakes the two sides may each prefer a different session.
+		grace := int64(m.opts.HandshakeTimeout)
+		if prev.expired(now) || (cur != nil && cur.confirmed.Load() && now-p.replacedAt > grace && now-prev.lastRx.Load() > grace) {
 			m.dropIndex(prev.local)
 			p.previous = nil
 		}
