@@ -1,0 +1,105 @@
+//go:build linux
+
+// Package nstest creates throwaway network namespaces for tests that need a
+// real kernel, so they never touch the host's own interfaces. Namespaces are
+// named with the prefix "mt-" and deleted when the test ends.
+package nstest
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Skip skips t unless it runs as root with /dev/net/tun.
+func Skip(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("needs /dev/net/tun")
+	}
+}
+
+// NS is a named network namespace.
+type NS struct {
+	Name   string
+	Handle netns.NsHandle
+	NL     *netlink.Handle // netlink handle inside the namespace
+}
+
+// New creates the namespace "mt-<suffix>-<pid>" with lo up, and deletes it
+// when t ends.
+func New(t testing.TB, suffix string) *NS {
+	t.Helper()
+	name := fmt.Sprintf("mt-%s-%d", suffix, os.Getpid())
+	_ = netns.DeleteNamed(name) // leftover of a killed run
+	var h netns.NsHandle
+	err := onThread(func() error {
+		var err error
+		h, err = netns.NewNamed(name)
+		return err
+	})
+	if err != nil {
+		t.Skipf("cannot create network namespace: %v", err)
+	}
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &NS{Name: name, Handle: h, NL: nl}
+	t.Cleanup(func() {
+		nl.Close()
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete namespace %s: %v", name, err)
+		}
+	})
+	lo, err := nl.LinkByName("lo")
+	if err == nil {
+		err = nl.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// Do runs f on an OS thread that is inside the namespace. Sockets and TUN
+// devices created by f stay in the namespace whichever thread uses them later.
+func (ns *NS) Do(f func() error) error {
+	return onThread(func() error {
+		if err := netns.Set(ns.Handle); err != nil {
+			return fmt.Errorf("enter %s: %w", ns.Name, err)
+		}
+		return f()
+	})
+}
+
+// onThread runs f on a fresh locked OS thread and restores the thread's
+// namespace afterwards; if it cannot, the thread is thrown away.
+func onThread(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return // thread discarded: still locked
+		}
+		defer orig.Close()
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			errc <- fmt.Errorf("restore namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
