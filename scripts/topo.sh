@@ -20,11 +20,13 @@
 #   topo.sh netem [delay 20ms] [loss 1%]…    shape the WAN links (vps and homegw); `netem off` clears
 #   topo.sh cut NODE | heal NODE             take NODE's uplink down / up
 #   topo.sh wan-address ADDR                 give the NAT box a new public address (dyndns case)
+#   topo.sh install-plugins [NODE…]         reinstall the built plugins (make plugins first)
 #   topo.sh engine-stop NODE [--kill]        stop (or SIGKILL) NODE's dockerd
 #   topo.sh engine-start NODE                start it again
 #   topo.sh add-node NAME                    one more home node on the LAN (home4 → 192.168.50.14); no Swarm join
 #
-# Environment: TOPO_PREFIX (hs), TOPO_ROOT (/var/lib/homeswarm-topo),
+# Environment: TOPO_CLUSTER_KEY (syncvol's key; default a random one per
+# topology, kept in $TOPO_ROOT/cluster.key), TOPO_PREFIX (hs), TOPO_ROOT (/var/lib/homeswarm-topo),
 # TOPO_RUN (/run/hs), MESH_PORT (3210), TOPO_STORAGE_DRIVER (vfs),
 # PLUGIN_SETTINGS_syncvol / PLUGIN_SETTINGS_meshnet (extra settings per node,
 # %NODE% replaced by the node name).
@@ -247,11 +249,22 @@ busybox_image() {
   dk "$1" import -c 'ENV PATH=/bin' "$tarball" busybox:latest >/dev/null
 }
 
+# cluster_key prints the topology's syncvol key (TOPO_CLUSTER_KEY wins).
+cluster_key() {
+  if [ -n "${TOPO_CLUSTER_KEY:-}" ]; then echo "$TOPO_CLUSTER_KEY"; return; fi
+  [ -f "$ROOT/cluster.key" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$ROOT/cluster.key"
+  cat "$ROOT/cluster.key"
+}
+
 install_plugins() {
   local n=$1 p extra
   for p in $(cd "$REPO/build" && ls -d syncvol meshnet 2>/dev/null); do
     local settings=()
-    [ "$p" = syncvol ] && settings+=("state.source=$ROOT/$n/syncvol")
+    if [ "$p" = syncvol ]; then
+      # One cluster key per topology; home nodes know only the VPS.
+      settings+=("state.source=$ROOT/$n/syncvol" "CLUSTER_KEY=$(cluster_key)" "ADVERTISE=$(ip_of "$n")")
+      [ "$n" = vps ] || settings+=("PEERS=$(ip_of vps)")
+    fi
     extra="PLUGIN_SETTINGS_$p"
     [ -n "${!extra:-}" ] && settings+=(${!extra//%NODE%/$n})
     mkdir -p "$ROOT/$n/syncvol"
@@ -358,6 +371,9 @@ case $cmd in
     nsx homegw ip addr add "$1/24" dev wan0
     nsx homegw ip addr del "$old" dev wan0
     nsx homegw conntrack -F 2>/dev/null || true
+    ;;
+  install-plugins)
+    for n in "${@:-${ENGINE_NODES[@]}}"; do install_plugins "$n"; done
     ;;
   engine-stop) if [ "${2:-}" = --kill ]; then engine_stop "$1" KILL; else engine_stop "$1"; fi ;;
   engine-start) engine_start "$1" ;;

@@ -27,6 +27,9 @@ type Config struct {
 	Peers []string
 	// ListenPort is the replication port (TCP), default 22000.
 	ListenPort int
+	// Advertise are the host[:port] addresses peers should dial to reach
+	// this node; empty means every interface address.
+	Advertise []string
 	// MountTimeout bounds Mount's wait for a replica to catch up (30s).
 	MountTimeout time.Duration
 	// FlushTimeout bounds the last Unmount's wait for a peer (30s).
@@ -59,6 +62,18 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.ClusterKey != "" && len(c.ClusterKey) < MinClusterKeyLen {
 		return c, fmt.Errorf("%w: CLUSTER_KEY must be at least %d characters (try: openssl rand -hex 32)", ErrConfig, MinClusterKeyLen)
 	}
+	if v := getenv("LISTEN_PORT"); v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			return c, fmt.Errorf("%w: LISTEN_PORT=%q is not a port number (1-65535)", ErrConfig, v)
+		}
+		c.ListenPort = p
+	}
+	adv, err := ParsePeers(getenv("ADVERTISE"), c.ListenPort)
+	if err != nil {
+		return c, fmt.Errorf("%w (in ADVERTISE)", err)
+	}
+	c.Advertise = adv
 	peers, err := ParsePeers(getenv("PEERS"), c.ListenPort)
 	if err != nil {
 		return c, err
@@ -66,13 +81,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.Peers = peers
 	if len(c.Peers) > 0 && c.ClusterKey == "" {
 		return c, fmt.Errorf("%w: PEERS is set but CLUSTER_KEY is empty; set the cluster's key too", ErrConfig)
-	}
-	if v := getenv("LISTEN_PORT"); v != "" {
-		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
-			return c, fmt.Errorf("%w: LISTEN_PORT=%q is not a port number (1-65535)", ErrConfig, v)
-		}
-		c.ListenPort = p
 	}
 	for _, d := range []struct {
 		key string

@@ -35,9 +35,10 @@ import (
 // calls it with its own deadlines; implementations must honour ctx.
 // syncengine.Engine is the real one; a nil Replicator means local-only.
 type Replicator interface {
-	// AddVolume starts replicating the volume whose folder root is dir.
-	// It is idempotent and registers the volume cluster-wide.
-	AddVolume(name, dir string, share []string) error
+	// AddVolume starts replicating the volume whose folder root is dir,
+	// also with the plain Syncthing devices in share. It is idempotent and
+	// registers the volume cluster-wide with its options.
+	AddVolume(name, dir string, share []string, options map[string]string) error
 	// RemoveVolume stops replicating the volume here; everywhere also
 	// deletes it on every node.
 	RemoveVolume(name string, everywhere bool) error
@@ -125,6 +126,7 @@ type entry struct {
 
 // Store is the set of volumes of one node. It is safe for concurrent use.
 type Store struct {
+	Layout
 	opts Options
 	log  *logrus.Entry
 
@@ -153,7 +155,7 @@ func New(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
-	s := &Store{opts: opts, log: opts.Logger, vols: map[string]*entry{}}
+	s := &Store{Layout: Layout(opts.Root), opts: opts, log: opts.Logger, vols: map[string]*entry{}}
 	for _, d := range []string{s.volumesDir(), opts.MountRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -165,17 +167,20 @@ func New(opts Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) volumesDir() string           { return filepath.Join(s.opts.Root, "volumes") }
-func (s *Store) volumeDir(name string) string { return filepath.Join(s.volumesDir(), name) }
-func (s *Store) recordPath(name string) string {
-	return filepath.Join(s.volumeDir(name), "volume.json")
+// Layout names the paths below a state directory (see the package doc).
+type Layout string
+
+func (l Layout) volumesDir() string           { return filepath.Join(string(l), "volumes") }
+func (l Layout) volumeDir(name string) string { return filepath.Join(l.volumesDir(), name) }
+func (l Layout) recordPath(name string) string {
+	return filepath.Join(l.volumeDir(name), "volume.json")
 }
 
 // ReplicaDir is the replicated folder root of a volume.
-func (s *Store) ReplicaDir(name string) string { return filepath.Join(s.volumeDir(name), "replica") }
+func (l Layout) ReplicaDir(name string) string { return filepath.Join(l.volumeDir(name), "replica") }
 
 // DataDir is what containers see of a volume.
-func (s *Store) DataDir(name string) string { return filepath.Join(s.ReplicaDir(name), "data") }
+func (l Layout) DataDir(name string) string { return filepath.Join(l.ReplicaDir(name), "data") }
 
 // MountPoint is where a volume is mounted while in use.
 func (s *Store) MountPoint(name string) string { return filepath.Join(s.opts.MountRoot, name) }
@@ -194,7 +199,8 @@ func (s *Store) load() error {
 		}
 		b, err := os.ReadFile(s.recordPath(name))
 		if err != nil {
-			s.log.WithField("volume", name).WithError(err).Warn("skipping volume without a readable record")
+			// A replica the cluster made before Docker asked for it here.
+			s.log.WithField("volume", name).WithError(err).Debug("replica without a local record")
 			continue
 		}
 		var rec record
@@ -209,7 +215,7 @@ func (s *Store) load() error {
 		}
 		s.vols[name] = &entry{rec: rec, opts: vo}
 		if r := s.opts.Replicator; r != nil {
-			if err := r.AddVolume(name, s.ReplicaDir(name), vo.Share); err != nil {
+			if err := r.AddVolume(name, s.ReplicaDir(name), vo.Share, rec.Options); err != nil {
 				s.log.WithField("volume", name).WithError(err).Warn("cannot resume replication")
 			}
 		}
@@ -345,7 +351,7 @@ func (s *Store) createOnDisk(e *entry) error {
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
 	if r := s.opts.Replicator; r != nil {
-		if err := r.AddVolume(name, s.ReplicaDir(name), e.opts.Share); err != nil {
+		if err := r.AddVolume(name, s.ReplicaDir(name), e.opts.Share, e.rec.Options); err != nil {
 			return fmt.Errorf("create volume %s: start replication: %w", name, err)
 		}
 	}
@@ -382,6 +388,15 @@ func (s *Store) clusterVolume(name string) (ClusterVolume, bool) {
 // mount with an error saying how far behind it is, so Swarm retries it.
 func (s *Store) Mount(name, id string) (string, error) {
 	e, err := s.lookup(name)
+	if errors.Is(err, ErrNotFound) {
+		// Docker found the volume in the cluster's list and mounts it
+		// here without a Create: adopt the cluster's volume.
+		if _, ok := s.clusterVolume(name); ok {
+			if err = s.Create(name, nil); err == nil {
+				e, err = s.lookup(name)
+			}
+		}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -493,6 +508,11 @@ func (s *Store) Unmount(name, id string) error {
 // volume that still has users here is refused.
 func (s *Store) Remove(name string) error {
 	e, err := s.lookup(name)
+	if errors.Is(err, ErrNotFound) {
+		if _, ok := s.clusterVolume(name); ok {
+			return nil // no replica here: nothing local to drop
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -549,9 +569,9 @@ func (s *Store) Get(name string) (Volume, error) {
 			return Volume{}, fmt.Errorf("%w: %s", ErrNotFound, name)
 		}
 		v = Volume{Name: name, CreatedAt: cv.CreatedAt, Options: cv.Options,
-			Status: map[string]string{"replica": "none on this node yet; created on first use"}}
+			Status: map[string]string{"replica": "kept in sync; not yet used by Docker on this node"}}
 	}
-	if r := s.opts.Replicator; r != nil && v.Local {
+	if r := s.opts.Replicator; r != nil {
 		for k, val := range r.Status(name) {
 			v.Status[k] = val
 		}

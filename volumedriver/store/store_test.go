@@ -66,7 +66,7 @@ func newFakeReplicator() *fakeReplicator {
 	return &fakeReplicator{added: map[string]string{}, removed: map[string]bool{}}
 }
 
-func (f *fakeReplicator) AddVolume(name, dir string, share []string) error {
+func (f *fakeReplicator) AddVolume(name, dir string, share []string, options map[string]string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.added[name] = dir
@@ -358,6 +358,11 @@ func TestClusterVolumesAreListed(t *testing.T) {
 	if err != nil || v.Local || !v.CreatedAt.Equal(created) {
 		t.Fatalf("Get(remote) = %+v, %v", v, err)
 	}
+	// Mounting it without a Create (Docker saw it in List) adopts it.
+	if _, err := s.Mount("remote", "c1"); err != nil {
+		t.Fatalf("Mount of a cluster volume: %v", err)
+	}
+	s.Unmount("remote", "c1")
 	// Creating it here takes the cluster's options and creation time.
 	if err := s.Create("remote", nil); err != nil {
 		t.Fatal(err)

@@ -35,10 +35,14 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	repl, err := startReplicator(ctx, cfg, log)
+	// The store's layout decides where replicas live; the engine is told
+	// before the store opens, so that volumes it resumes find their replicas.
+	replicaDir := func(name string) string { return store.Layout(cfg.StateDir).ReplicaDir(name) }
+	repl, closeRepl, err := startReplicator(ctx, cfg, log, replicaDir)
 	if err != nil {
 		return err
 	}
+	defer closeRepl()
 	st, err := store.New(store.Options{
 		Root:         cfg.StateDir,
 		MountRoot:    cfg.MountRoot,
