@@ -100,12 +100,19 @@ func TestTraefikAppliesRoutes(t *testing.T) {
 		svc("v1", "traefik.frontend.rule", "Host:v1.test,v1b.test;PathPrefix:/api", "traefik.port", "8080"),
 		svc("v2", "traefik.http.routers.r.rule", "Host(`v2.test`)",
 			"traefik.http.services.s.loadbalancer.server.port", "8080"),
+		svc("v2r", // the usual v2 pattern: a redirecting router on web, a TLS one on websecure
+			"traefik.http.middlewares.to-https.redirectscheme.scheme", "https",
+			"traefik.http.routers.http.rule", "Host(`v2r.test`)", "traefik.http.routers.http.entrypoints", "web",
+			"traefik.http.routers.http.middlewares", "to-https",
+			"traefik.http.routers.https.rule", "Host(`v2r.test`)", "traefik.http.routers.https.entrypoints", "websecure",
+			"traefik.http.routers.https.tls.certresolver", "le",
+			"traefik.http.services.s.loadbalancer.server.port", "8080"),
 		svc("secure", "edge.host", "secure.test", "edge.port", "80"),
 		svc("plain", "edge.host", "plain.test", "edge.port", "80", "edge.tls", "false"),
 		svc("broken", "edge.host", "broken.test", "edge.port", "http"),
 	}
 	table, diags := builder.Build(base, opts)
-	if len(table.Routes) != 4 || len(diags) != 1 {
+	if len(table.Routes) != 6 || len(diags) != 1 {
 		t.Fatalf("table %+v, diags %v", table, diags)
 	}
 	if _, err := out.Write(table); err != nil {
@@ -121,6 +128,7 @@ func TestTraefikAppliesRoutes(t *testing.T) {
 		{"https://v1.test/other", "", 404},
 		{"http://v2.test/", "backend saw v2.test/", 200},
 		{"https://secure.test/", "backend saw secure.test/", 200},
+		{"https://v2r.test/", "backend saw v2r.test/", 200},
 		{"http://plain.test/", "backend saw plain.test/", 200},
 		{"http://broken.test/", "", 404},
 	} {
@@ -129,8 +137,10 @@ func TestTraefikAppliesRoutes(t *testing.T) {
 			t.Errorf("GET %s = %d %q, want %d %q", tc.url, code, body, tc.code, tc.body)
 		}
 	}
-	if code, _, loc := status(c, "http://secure.test/x"); (code != 301 && code != 308) || loc != "https://secure.test/x" {
-		t.Errorf("plain HTTP to a TLS route = %d Location %q, want a permanent redirect to https", code, loc)
+	for _, h := range []string{"secure.test", "v1.test", "v2r.test"} {
+		if code, _, loc := status(c, "http://"+h+"/api"); (code != 301 && code != 308) || loc != "https://"+h+"/api" {
+			t.Errorf("plain HTTP to %s = %d Location %q, want a permanent redirect to https", h, code, loc)
+		}
 	}
 
 	// Add and remove a route several times; time each apply.

@@ -130,6 +130,11 @@ type Route struct {
 	URL string `json:"url,omitempty"`
 }
 
+// RedirectMiddleware is the Traefik middleware that redirects plain HTTP to
+// HTTPS. The sink defines it next to the routes; other configuration in
+// Traefik's directory may use it as edge-redirect-https@file.
+const RedirectMiddleware = "edge-redirect-https"
+
 // RedirectRouterName is the name of the router that redirects plain HTTP to
 // HTTPS for the route named name. Build reserves it.
 func RedirectRouterName(name string) string { return name + "-redirect-https" }
@@ -180,7 +185,7 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 		t        Table
 		diags    []Diagnostic
 		names    = map[string]string{} // router name -> service that owns it
-		rules    = map[string]string{} // rule -> service that owns it
+		rules    = map[string]string{} // entry point, priority, rule -> service that owns it
 		backends = map[string]string{} // backend -> owner key
 	)
 	for _, s := range svcs {
@@ -196,9 +201,9 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 					continue routes
 				}
 			}
-			if owner, ok := rules[r.Rule]; ok {
+			if owner, ep, taken := ruleTaken(rules, r); taken {
 				diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
-					Reason: fmt.Sprintf("rule %s is already routed to service %s; give each service its own host or path", r.Rule, owner)})
+					Reason: fmt.Sprintf("rule %s on entry point %s is already routed to service %s; give each service its own host or path", r.Rule, ep, owner)})
 				continue
 			}
 			key := b.backendOwner(r)
@@ -210,12 +215,38 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 			backends[r.Backend] = key
 			names[r.Name] = s.Name
 			names[RedirectRouterName(r.Name)] = s.Name
-			rules[r.Rule] = s.Name
+			for _, k := range ruleKeys(r) {
+				rules[k.key] = s.Name
+			}
 			t.Routes = append(t.Routes, r)
 		}
 	}
 	sort.SliceStable(t.Routes, func(i, j int) bool { return t.Routes[i].Name < t.Routes[j].Name })
 	return t, diags
+}
+
+type ruleKey struct{ ep, key string }
+
+// ruleKeys are the (entry point, priority, rule) slots a route occupies,
+// its redirect router included. Two routers in one slot would leave the
+// choice to Traefik.
+func ruleKeys(r Route) []ruleKey {
+	var keys []ruleKey
+	for _, eps := range [][]string{r.EntryPoints, r.RedirectFrom} {
+		for _, ep := range eps {
+			keys = append(keys, ruleKey{ep, fmt.Sprintf("%s\x00%d\x00%s", ep, r.Priority, r.Rule)})
+		}
+	}
+	return keys
+}
+
+func ruleTaken(rules map[string]string, r Route) (owner, ep string, taken bool) {
+	for _, k := range ruleKeys(r) {
+		if owner, ok := rules[k.key]; ok {
+			return owner, k.ep, true
+		}
+	}
+	return "", "", false
 }
 
 // svcBuild holds the state of building one service's routes.
@@ -277,7 +308,10 @@ func (b *svcBuild) label(key string) (k, v string, ok bool) {
 }
 
 func (b *svcBuild) build() {
-	hasEdge := len(b.sortedKeys("edge.")) > 0
+	hasEdge := false // edge.enable alone selects no dialect
+	for _, k := range b.sortedKeys("edge.") {
+		hasEdge = hasEdge || !strings.EqualFold(k, "edge.enable")
+	}
 	hasV2 := len(b.sortedKeys("traefik.http.")) > 0
 	hasV1 := b.hasV1()
 

@@ -33,7 +33,8 @@ type v2Service struct {
 func (b *svcBuild) buildV2() {
 	routers := map[string]*v2Router{}
 	services := map[string]*v2Service{}
-	labelMiddlewares := map[string]bool{}
+	labelMiddlewares := map[string]bool{} // defined by labels, unsupported
+	mwLabels := map[string][]string{}     // middleware name -> its label keys
 	router := func(n string) *v2Router {
 		if routers[n] == nil {
 			routers[n] = &v2Router{name: n}
@@ -117,10 +118,7 @@ func (b *svcBuild) buildV2() {
 				s.bad = true
 			}
 		case "middlewares":
-			if !labelMiddlewares[name] {
-				labelMiddlewares[name] = true
-				b.ignore(k, "middlewares defined in labels are not supported by edge; define %s in Traefik's file provider and reference it as %s@file", name, name)
-			}
+			mwLabels[name] = append(mwLabels[name], k)
 			continue
 		default:
 			err = fmt.Errorf("unknown Traefik HTTP label; edge reads traefik.http.routers.* and traefik.http.services.*")
@@ -129,6 +127,8 @@ func (b *svcBuild) buildV2() {
 			b.skip(k, "%v", err)
 		}
 	}
+
+	redirects := b.v2Middlewares(mwLabels, labelMiddlewares)
 
 	if len(routers) == 0 {
 		b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Skipped: true,
@@ -163,6 +163,7 @@ func (b *svcBuild) buildV2() {
 			Middlewares: r.middlewares,
 			Priority:    r.priority,
 		}
+		route.Middlewares = replaceRedirects(route.Middlewares, redirects)
 		if m := labelMiddlewareIn(r.middlewares, labelMiddlewares); m != "" {
 			b.skip(prefix+n+".middlewares", "router %s uses middleware %s, which is defined by labels; define it in Traefik's file provider and reference it as %s@file", n, m, m)
 			continue
@@ -219,13 +220,82 @@ func (b *svcBuild) buildV2() {
 		}
 		b.routes = append(b.routes, route)
 	}
+	// A router of the service's own for the same rule on the HTTP entry
+	// point (the usual v2 pattern: one router redirects, one serves TLS)
+	// replaces the automatic redirect.
+	for i := range b.routes {
+		r := &b.routes[i]
+		if len(r.RedirectFrom) == 0 {
+			continue
+		}
+		for _, o := range b.routes {
+			if o.Rule == r.Rule && o.Name != r.Name && containsFold(o.EntryPoints, b.o.httpEP()) {
+				r.RedirectFrom = nil
+				break
+			}
+		}
+	}
+}
+
+// v2Middlewares sorts the middlewares the labels define: a plain redirect
+// to HTTPS (redirectscheme.scheme=https, the usual v2 pattern) becomes edge's
+// own redirect middleware; any other is reported and marked unsupported.
+func (b *svcBuild) v2Middlewares(mwLabels map[string][]string, unsupported map[string]bool) (redirects map[string]bool) {
+	redirects = map[string]bool{}
+	names := make([]string, 0, len(mwLabels))
+	for n := range mwLabels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		keys := mwLabels[name]
+		ok, scheme := true, false
+		for _, k := range keys {
+			attr := strings.ToLower(strings.Join(strings.Split(k, ".")[4:], "."))
+			v := strings.TrimSpace(b.svc.Labels[k])
+			switch {
+			case attr == "redirectscheme.scheme" && strings.EqualFold(v, "https"):
+				scheme = true
+			case attr == "redirectscheme.permanent":
+				_, err := parseBool(v)
+				ok = ok && err == nil
+			default:
+				ok = false
+			}
+		}
+		if ok && scheme {
+			redirects[name] = true
+			continue
+		}
+		unsupported[name] = true
+		b.ignore(keys[0], "middlewares defined in labels are not supported by edge, except redirectscheme.scheme=https; define %s in Traefik's file provider and reference it as %s@file", name, name)
+	}
+	return redirects
+}
+
+// middlewareBase strips the provider suffixes that name the labels' own
+// middlewares.
+func middlewareBase(m string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(m, "@swarm"), "@docker")
+}
+
+func replaceRedirects(refs []string, redirects map[string]bool) []string {
+	if len(redirects) == 0 || refs == nil {
+		return refs
+	}
+	out := make([]string, len(refs))
+	for i, m := range refs {
+		out[i] = m
+		if redirects[middlewareBase(m)] {
+			out[i] = RedirectMiddleware
+		}
+	}
+	return out
 }
 
 func labelMiddlewareIn(refs []string, defined map[string]bool) string {
 	for _, m := range refs {
-		base := strings.TrimSuffix(m, "@swarm")
-		base = strings.TrimSuffix(base, "@docker")
-		if defined[base] {
+		if base := middlewareBase(m); defined[base] {
 			return base
 		}
 	}

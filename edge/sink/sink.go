@@ -25,9 +25,8 @@ import (
 )
 
 // RedirectMiddleware is the name of the middleware the rendered file defines
-// to redirect plain HTTP to HTTPS. Other Traefik configuration may use it as
-// edge-redirect-https@file.
-const RedirectMiddleware = "edge-redirect-https"
+// to redirect plain HTTP to HTTPS.
+const RedirectMiddleware = builder.RedirectMiddleware
 
 // DefaultFile is the file name [File] writes when Options.File is empty.
 const DefaultFile = "edge.yml"
