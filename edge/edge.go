@@ -4,7 +4,7 @@
 // It exists to wire the three engines together and own their goroutines:
 // watcher (Docker events only trigger a full listing), builder (a pure
 // function from services to routes) and sink (Traefik's file provider), plus
-// the status server. Walk [Daemon.apply] to see what happens to a Swarm
+// the status server. Walk Daemon.apply to see what happens to a Swarm
 // event.
 package edge
 
@@ -64,6 +64,7 @@ type Daemon struct {
 
 	mu         sync.Mutex
 	lastDiags  []builder.Diagnostic
+	lastNames  map[string]bool // route names last written
 	applies    uint64
 	changes    uint64
 	sinkErrors uint64
@@ -129,12 +130,19 @@ func (d *Daemon) apply(st watcher.State) {
 	table, diags := builder.Build(services, d.o.Build)
 	changed, err := d.o.Sink.Write(table)
 
+	names := make(map[string]bool, len(table.Routes))
+	for _, r := range table.Routes {
+		names[r.Name] = true
+	}
 	d.mu.Lock()
 	d.applies++
 	newDiags := !slices.Equal(diags, d.lastDiags)
 	d.lastDiags = diags
+	var added, removed []string
 	if changed {
 		d.changes++
+		added, removed = diffNames(d.lastNames, names)
+		d.lastNames = names
 	}
 	if err != nil {
 		d.sinkErrors++
@@ -156,9 +164,28 @@ func (d *Daemon) apply(st watcher.State) {
 		// The sink keeps the previous routes; the next sync retries.
 		d.log.WithError(err).Error("could not update Traefik's routes; keeping the previous ones")
 	case changed:
-		d.log.WithFields(logrus.Fields{"routes": len(table.Routes), "took": time.Since(start).Round(time.Microsecond)}).Info("routes updated")
+		d.log.WithFields(logrus.Fields{"routes": len(table.Routes), "added": added, "removed": removed,
+			"took": time.Since(start).Round(time.Microsecond)}).Info("routes updated")
 	}
 	d.status.Publish(status.Report{Routes: table.Routes, Skipped: diags, UpdatedAt: time.Now()})
+}
+
+// diffNames returns the names in now but not in before, and the reverse,
+// sorted.
+func diffNames(before, now map[string]bool) (added, removed []string) {
+	for n := range now {
+		if !before[n] {
+			added = append(added, n)
+		}
+	}
+	for n := range before {
+		if !now[n] {
+			removed = append(removed, n)
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	return added, removed
 }
 
 func (d *Daemon) docker() status.Docker {

@@ -58,8 +58,7 @@ type File struct {
 	dir  string
 	base string
 
-	mu   sync.Mutex
-	last []byte // content of the file as last written or read; nil: unknown
+	mu sync.Mutex // serializes replacements
 
 	writes, unchanged, errs atomic.Uint64
 }
@@ -93,7 +92,9 @@ func (f *File) Path() string { return f.path }
 // rename is atomic (same file system).
 func (f *File) tempPattern() string { return "." + f.base + ".tmp-*" }
 
-// Write renders t and replaces the file if its content differs. It reports
+// Write renders t and replaces the file if its content differs from what is
+// on disk (so a restarted edge does not rewrite its own file, and a file
+// deleted or edited by hand is restored at the next listing). It reports
 // whether the file changed. On error the previous file stays in place.
 func (f *File) Write(t builder.Table) (changed bool, err error) {
 	data, err := Render(t)
@@ -103,12 +104,7 @@ func (f *File) Write(t builder.Table) (changed bool, err error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.last == nil {
-		if cur, err := os.ReadFile(f.path); err == nil {
-			f.last = cur
-		}
-	}
-	if f.last != nil && bytes.Equal(f.last, data) {
+	if cur, err := os.ReadFile(f.path); err == nil && bytes.Equal(cur, data) {
 		f.unchanged.Add(1)
 		return false, nil
 	}
@@ -116,7 +112,6 @@ func (f *File) Write(t builder.Table) (changed bool, err error) {
 		f.errs.Add(1)
 		return false, err
 	}
-	f.last = data
 	f.writes.Add(1)
 	return true, nil
 }

@@ -157,6 +157,15 @@ func TestWriteOnlyWhenChanged(t *testing.T) {
 	if changed, err := f2.Write(table("b.example.org")); err != nil || changed {
 		t.Errorf("after restart Write = %v, %v; want unchanged", changed, err)
 	}
+	// A file deleted or edited by hand is restored.
+	os.Remove(f.Path())
+	if changed, err := f2.Write(table("b.example.org")); err != nil || !changed {
+		t.Errorf("after delete Write = %v, %v; want changed", changed, err)
+	}
+	os.WriteFile(f.Path(), []byte("http: {}\n"), 0o644)
+	if changed, err := f2.Write(table("b.example.org")); err != nil || !changed {
+		t.Errorf("after edit Write = %v, %v; want changed", changed, err)
+	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 || entries[0].Name() != DefaultFile {
 		t.Errorf("directory holds %v, want only %s", entries, DefaultFile)
