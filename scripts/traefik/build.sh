@@ -18,7 +18,9 @@ mkdir -p "$cache"
 tmp=$bin.tmp.$$
 trap 'rm -f "$tmp"' EXIT INT TERM
 start=$(date +%s)
-(cd "$here" && CGO_ENABLED=0 go build -trimpath -o "$tmp" github.com/traefik/traefik/v3/cmd/traefik)
+(cd "$here" && CGO_ENABLED=0 go build -trimpath \
+	-ldflags "-X github.com/traefik/traefik/v3/pkg/version.Version=$version" \
+	-o "$tmp" github.com/traefik/traefik/v3/cmd/traefik)
 mv -f "$tmp" "$bin"
 echo "traefik $version built in $(( $(date +%s) - start ))s" >&2
 echo "$bin"
