@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +105,24 @@ func TestKernelTwoNodes(t *testing.T) {
 	if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
 		t.Fatalf("received %d bytes, err %v, checksum ok %v", r.n, r.err, r.sum == sha256.Sum256(data))
 	}
+	for _, ns := range []*nstest.NS{nsA, nsB} {
+		ns.Do(func() error {
+			b, err := os.ReadFile("/proc/thread-self/net/snmp")
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "Udp:") || strings.HasPrefix(l, "Tcp:") {
+					t.Logf("%s %s", ns.Name, l)
+				}
+			}
+			return err
+		})
+	}
+	for _, ns := range []*nstest.NS{nsA, nsB} {
+		if l, err := ns.NL.LinkByName("mesh0"); err == nil {
+			t.Logf("%s mesh0 %+v", ns.Name, *l.Attrs().Statistics)
+		}
+	}
+	t.Logf("A: %+v", a.Status().Drops)
+	t.Logf("B: %+v", b.Status().Drops)
 	t.Logf("TCP %d MiB through the mesh in %v: %.0f Mbit/s (under -race if enabled)", len(data)>>20, elapsed, float64(len(data))*8/elapsed.Seconds()/1e6)
 
 	// UDP from B back to A

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -21,10 +23,18 @@ import (
 // Create time, and stays there whichever thread later reads or writes.
 type Native struct {
 	f         *os.File
+	rc        syscall.RawConn
+	readFn    func(fd uintptr) bool // preallocated: no closure per Read
+	rbufs     [][]byte
+	rsizes    []int
+	roffset   int
+	rn        int
+	rerr      error
 	name      string
 	mtu       int
 	closeOnce sync.Once
 	closeErr  error
+	closed    atomic.Bool
 }
 
 var _ Device = (*Native)(nil)
@@ -47,6 +57,11 @@ func Create(name string, mtu int) (*Native, error) {
 		return nil, fmt.Errorf("create tun %q: %w", name, err)
 	}
 	d := &Native{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name(), mtu: mtu}
+	if d.rc, err = d.f.SyscallConn(); err != nil {
+		d.f.Close()
+		return nil, fmt.Errorf("tun %s: %w", d.name, err)
+	}
+	d.readFn = d.readBatch
 	if mtu > 0 {
 		if err := setMTU(d.name, mtu); err != nil {
 			d.Close()
@@ -67,17 +82,47 @@ func setMTU(name string, mtu int) error {
 	return nil
 }
 
-// Read implements Device. It reads one packet per call (no offloads yet).
+// Read implements Device. It blocks for the first packet, then takes
+// whatever else is already queued, up to len(bufs), without blocking: one
+// wake-up moves a burst, and the mesh can send it with one sendmmsg.
 func (d *Native) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := d.f.Read(bufs[0][offset:])
+	d.rbufs, d.rsizes, d.roffset, d.rn, d.rerr = bufs, sizes, offset, 0, nil
+	err := d.rc.Read(d.readFn)
+	n, rerr := d.rn, d.rerr
+	d.rbufs, d.rsizes = nil, nil
+	if n > 0 {
+		return n, nil
+	}
+	if err == nil {
+		err = rerr
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrClosed) {
+		if d.closed.Load() || errors.Is(err, os.ErrClosed) {
 			return 0, fmt.Errorf("read %s: %w", d.name, ErrClosed)
 		}
 		return 0, fmt.Errorf("read %s: %w", d.name, err)
 	}
-	sizes[0] = n
-	return 1, nil
+	return 0, nil
+}
+
+// readBatch runs inside RawConn.Read; returning false waits for readability.
+func (d *Native) readBatch(fd uintptr) bool {
+	for d.rn < len(d.rbufs) {
+		n, err := unix.Read(int(fd), d.rbufs[d.rn][d.roffset:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return d.rn > 0
+		}
+		if err != nil {
+			d.rerr = err
+			return true
+		}
+		d.rsizes[d.rn] = n
+		d.rn++
+	}
+	return true
 }
 
 // Write implements Device.
@@ -104,12 +149,15 @@ func (d *Native) MTU() int { return d.mtu }
 func (d *Native) Name() string { return d.name }
 
 // BatchSize implements Device.
-func (d *Native) BatchSize() int { return 1 }
+func (d *Native) BatchSize() int { return 64 }
 
 // Close implements Device. The interface disappears with its last file
 // descriptor unless it was made persistent by someone else.
 func (d *Native) Close() error {
-	d.closeOnce.Do(func() { d.closeErr = d.f.Close() })
+	d.closeOnce.Do(func() {
+		d.closed.Store(true)
+		d.closeErr = d.f.Close()
+	})
 	return d.closeErr
 }
 
@@ -122,7 +170,7 @@ func handle(h *netlink.Handle) *netlink.Handle {
 
 // ConfigureLink gives the link name the address addr (e.g. 10.254.0.1/24,
 // which also routes the whole /24 to it), the MTU mtu (0 leaves it), and
-// brings it up. h selects the network namespace; nil means the calling
+// brings it up with a transmit queue of at least MinTxQueueLen. h selects the network namespace; nil means the calling
 // thread's. It is idempotent.
 func ConfigureLink(h *netlink.Handle, name string, addr netip.Prefix, mtu int) error {
 	h = handle(h)
@@ -141,11 +189,21 @@ func ConfigureLink(h *netlink.Handle, name string, addr netip.Prefix, mtu int) e
 			return fmt.Errorf("add address %v to %s: %w", addr, name, err)
 		}
 	}
+	if link.Attrs().TxQLen < MinTxQueueLen {
+		// the default (500) overflows under a TCP burst before the mesh
+		// drains it, and TCP reads the drops as congestion
+		if err := h.LinkSetTxQLen(link, MinTxQueueLen); err != nil {
+			return fmt.Errorf("set txqueuelen on %s: %w", name, err)
+		}
+	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up %s: %w", name, err)
 	}
 	return nil
 }
+
+// MinTxQueueLen is the queue length ConfigureLink gives a shorter-queued link.
+const MinTxQueueLen = 2000
 
 // AddRoute routes dst to the link name (replacing any route to dst).
 func AddRoute(h *netlink.Handle, name string, dst netip.Prefix) error {
