@@ -1,7 +1,7 @@
 // Module traefik pins the Traefik release that edge's integration tests and
 // the e2e topology run. It is a tools module of its own so that Traefik's
 // replace directives (which make `go install …@version` refuse it) apply,
-// and so that /work/main's `go test ./...` never descends into it.
+// and so that the main module's `go test ./...` never descends into it.
 module github.com/homeswarm/homeswarm/scripts/traefik
 
 go 1.22
