@@ -65,6 +65,7 @@ type Daemon struct {
 	mu         sync.Mutex
 	lastDiags  []builder.Diagnostic
 	lastNames  map[string]bool // route names last written
+	lastGood   builder.Table   // table last written successfully
 	applies    uint64
 	changes    uint64
 	sinkErrors uint64
@@ -139,10 +140,15 @@ func (d *Daemon) apply(st watcher.State) {
 	newDiags := !slices.Equal(diags, d.lastDiags)
 	d.lastDiags = diags
 	var added, removed []string
-	if changed {
-		d.changes++
-		added, removed = diffNames(d.lastNames, names)
-		d.lastNames = names
+	shown := table
+	if err == nil {
+		if changed {
+			d.changes++
+			added, removed = diffNames(d.lastNames, names)
+		}
+		d.lastGood, d.lastNames = table, names
+	} else {
+		shown = d.lastGood
 	}
 	if err != nil {
 		d.sinkErrors++
@@ -167,7 +173,11 @@ func (d *Daemon) apply(st watcher.State) {
 		d.log.WithFields(logrus.Fields{"routes": len(table.Routes), "added": added, "removed": removed,
 			"took": time.Since(start).Round(time.Microsecond)}).Info("routes updated")
 	}
-	d.status.Publish(status.Report{Routes: table.Routes, Skipped: diags, UpdatedAt: time.Now()})
+	rep := status.Report{Routes: shown.Routes, Skipped: diags, UpdatedAt: time.Now()}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	d.status.Publish(rep)
 }
 
 // diffNames returns the names in now but not in before, and the reverse,

@@ -6,16 +6,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/swarm"
 	"github.com/sirupsen/logrus"
 
 	"github.com/homeswarm/homeswarm/edge/builder"
 	"github.com/homeswarm/homeswarm/edge/sink"
+	"github.com/homeswarm/homeswarm/edge/watcher"
 	"github.com/homeswarm/homeswarm/edge/watcher/dockertest"
 )
 
@@ -28,6 +31,15 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+func watcherState(s []swarm.Service) watcher.State { return watcher.State{Services: s} }
+
+func get(t *testing.T, h http.Handler, path string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	return rec.Body.String()
 }
 
 func quietLog() *logrus.Entry {
@@ -134,5 +146,43 @@ func TestNewRequiresDockerAndSink(t *testing.T) {
 	t.Parallel()
 	if _, err := New(Options{}); !errors.Is(err, ErrOptions) {
 		t.Errorf("New(zero) = %v, want ErrOptions", err)
+	}
+}
+
+// flakySink fails while broken is set.
+type flakySink struct {
+	broken bool
+	writes int
+}
+
+func (s *flakySink) Write(builder.Table) (bool, error) {
+	if s.broken {
+		return false, errors.New("disk full")
+	}
+	s.writes++
+	return true, nil
+}
+
+func TestSinkErrorKeepsLastGoodRoutesInStatus(t *testing.T) {
+	t.Parallel()
+	fake := dockertest.New(nil)
+	sk := &flakySink{}
+	d, err := New(Options{Docker: fake, Sink: sk, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.SetServices(dockertest.Service("a", nil, "edge.host", "a.example.org", "edge.port", "80"))
+	st, _ := fake.Services(context.Background())
+	d.apply(watcherState(st))
+	sk.broken = true
+	d.apply(watcherState(nil))
+	page := get(t, d.Status(), "/")
+	for _, want := range []string{"edge: 1 routes", "ERROR: disk full; Traefik keeps the routes below", "a.example.org"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status lacks %q:\n%s", want, page)
+		}
+	}
+	if m := get(t, d.Status(), "/metrics"); !strings.Contains(m, "edge_sink_errors_total 1\n") {
+		t.Errorf("metrics:\n%s", m)
 	}
 }

@@ -30,6 +30,9 @@ type Report struct {
 	Routes    []builder.Route      `json:"routes"`
 	Skipped   []builder.Diagnostic `json:"diagnostics"`
 	UpdatedAt time.Time            `json:"updatedAt"`
+	// Error, when set, says the last table could not be handed to Traefik;
+	// Routes are then those of the last successful update.
+	Error string `json:"error,omitempty"`
 }
 
 // Docker is the state of edge's connection to Docker.
@@ -155,6 +158,9 @@ func (s *Server) writeText(w io.Writer) {
 		} else {
 			fmt.Fprintf(w, "; Docker UNUSABLE (%s), keeping the last routes", d.LastError)
 		}
+	}
+	if rep.Error != "" {
+		fmt.Fprintf(w, "\nERROR: %s; Traefik keeps the routes below", rep.Error)
 	}
 	io.WriteString(w, "\n\nROUTES\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
