@@ -20,6 +20,7 @@
 #   topo.sh netem [delay 20ms] [loss 1%]…    shape the WAN links (vps and homegw); `netem off` clears
 #   topo.sh cut NODE | heal NODE             take NODE's uplink down / up
 #   topo.sh wan-address ADDR                 give the NAT box a new public address (dyndns case)
+#   topo.sh add-host nas                     a plain host on the home LAN (192.168.50.30), no engine
 #   topo.sh install-plugins [NODE…]         reinstall the built plugins (make plugins first)
 #   topo.sh engine-stop NODE [--kill]        stop (or SIGKILL) NODE's dockerd
 #   topo.sh engine-start NODE                start it again
@@ -57,6 +58,7 @@ ip_of() {
     vps) echo "$WAN_NET.10" ;;
     homegw) echo "$WAN_NET.20" ;;
     home*) echo "$LAN_NET.$((10 + ${1#home}))" ;;
+    nas) echo "$LAN_NET.30" ;;
     *) die "unknown node $1" ;;
   esac
 }
@@ -218,8 +220,10 @@ engine_stop() {
   local pid
   pid=$(cat "$pidf")
   if [ "$sig" = KILL ]; then
-    # A crash: the engine and everything it runs die at once.
-    kill -KILL $(descendants "$pid") 2>/dev/null || true
+    # A crash: the engine and everything it runs die at once — containerd,
+    # the shims (re-parented away from dockerd, but in the node's network
+    # namespace), plugins and containers (the shims' children).
+    kill -KILL $(descendants $(ip netns pids "$(ns "$n")") "$pid") 2>/dev/null || true
   else
     kill -TERM "$pid" 2>/dev/null || true
   fi
@@ -371,6 +375,10 @@ case $cmd in
     nsx homegw ip addr add "$1/24" dev wan0
     nsx homegw ip addr del "$old" dev wan0
     nsx homegw conntrack -F 2>/dev/null || true
+    ;;
+  add-host)
+    # A plain host on the home LAN, no engine (e.g. nas, for a real Syncthing).
+    home_link_up "$1"
     ;;
   install-plugins)
     for n in "${@:-${ENGINE_NODES[@]}}"; do install_plugins "$n"; done

@@ -79,7 +79,7 @@ var optionHelp = map[string]string{
 	"mode":          "mode=<octal, e.g. 0750>",
 	"remove":        "remove=local|everywhere",
 	"mount-timeout": "mount-timeout=<duration, e.g. 45s>",
-	"share":         "share=<syncthing device ID>[,<device ID>…]",
+	"share":         "share=<syncthing device ID>[@host:port][,…]",
 }
 
 // ValidOptions is the sorted list of option forms, for error messages and docs.
@@ -97,8 +97,9 @@ func ValidOptions() string {
 }
 
 // deviceIDRE matches a Syncthing device ID: 56 base32 characters, grouped
-// by 7 with dashes (the canonical form) or not.
-var deviceIDRE = regexp.MustCompile(`^[A-Z2-7]{7}(-?[A-Z2-7]{7}){7}$`)
+// by 7 with dashes (the canonical form) or not, optionally followed by
+// @host:port, an address to dial it at.
+var deviceIDRE = regexp.MustCompile(`^[A-Z2-7]{7}(-?[A-Z2-7]{7}){7}(@[A-Za-z0-9.:\[\]_-]+)?$`)
 
 // ParseOptions validates raw `-o` options. Unknown keys and malformed values
 // are errors that name the valid options; nothing is half-applied.
@@ -155,7 +156,12 @@ func ParseOptions(raw map[string]string) (VolumeOptions, error) {
 			o.MountTimeout = d
 		case "share":
 			for _, id := range strings.Split(v, ",") {
-				id = strings.ToUpper(strings.TrimSpace(id))
+				id = strings.TrimSpace(id)
+				if at := strings.IndexByte(id, '@'); at >= 0 {
+					id = strings.ToUpper(id[:at]) + id[at:]
+				} else {
+					id = strings.ToUpper(id)
+				}
 				if !deviceIDRE.MatchString(id) {
 					return o, bad(k, v, "is not a comma-separated list of Syncthing device IDs")
 				}

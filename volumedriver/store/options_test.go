@@ -67,6 +67,9 @@ func TestParseOptions(t *testing.T) {
 		{name: "bad remove", raw: map[string]string{"remove": "all"}, wantErr: "local or everywhere"},
 		{name: "bad timeout", raw: map[string]string{"mount-timeout": "soon"}, wantErr: "duration"},
 		{name: "huge timeout", raw: map[string]string{"mount-timeout": "1h"}, wantErr: "duration"},
+		{name: "share with address", raw: map[string]string{"share": strings.ToLower(devA) + "@nas.lan:22000"},
+			want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Share: []string{devA + "@nas.lan:22000"}}},
+		{name: "bad device address", raw: map[string]string{"share": devA + "@bad address"}, wantErr: "device IDs"},
 		{name: "bad device", raw: map[string]string{"share": "NOTADEVICE"}, wantErr: "device IDs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
