@@ -289,7 +289,7 @@ func TestReplicationSyncthingInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	logf, _ := os.Create(filepath.Join(home, "syncthing.log"))
-	st1 := exec.Command("ip", "netns", "exec", "hs-nas", "syncthing", "serve", "--home="+home, "--no-browser", "--no-restart", "--no-upgrade")
+	st1 := exec.Command("ip", "netns", "exec", envOr("TOPO_PREFIX", "hs")+"-nas", "syncthing", "serve", "--home="+home, "--no-browser", "--no-restart", "--no-upgrade")
 	st1.Stdout, st1.Stderr = logf, logf
 	st1.Env = append(os.Environ(), "STNODEFAULTFOLDER=1", "STNOUPGRADE=1")
 	if err := st1.Start(); err != nil {
