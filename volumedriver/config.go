@@ -1,14 +1,14 @@
 package volumedriver
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/internal/settings"
 )
 
 // Config is the plugin's settings, read from the environment that
@@ -41,7 +41,7 @@ type Config struct {
 }
 
 // ErrConfig marks a setting that cannot be used.
-var ErrConfig = errors.New("invalid plugin setting")
+var ErrConfig = settings.ErrInvalid
 
 // MinClusterKeyLen keeps CLUSTER_KEY out of brute-force reach.
 const MinClusterKeyLen = 16
@@ -69,12 +69,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.ListenPort = p
 	}
-	adv, err := ParsePeers(getenv("ADVERTISE"), c.ListenPort)
+	adv, err := settings.ParsePeers("ADVERTISE", getenv("ADVERTISE"), c.ListenPort)
 	if err != nil {
-		return c, fmt.Errorf("%w (in ADVERTISE)", err)
+		return c, err
 	}
 	c.Advertise = adv
-	peers, err := ParsePeers(getenv("PEERS"), c.ListenPort)
+	peers, err := settings.ParsePeers("PEERS", getenv("PEERS"), c.ListenPort)
 	if err != nil {
 		return c, err
 	}
@@ -103,50 +103,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		c.LogLevel = l
 	}
 	return c, nil
-}
-
-// ParsePeers splits a PEERS value (commas or spaces) into host:port
-// strings, adding defaultPort where none is given. Hosts may be names, IPv4
-// or bracketed IPv6 addresses.
-func ParsePeers(v string, defaultPort int) ([]string, error) {
-	var out []string
-	for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
-		host, port := p, strconv.Itoa(defaultPort)
-		if h, pt, err := net.SplitHostPort(p); err == nil {
-			host, port = h, pt
-		} else if strings.Count(p, ":") > 1 && !strings.HasPrefix(p, "[") {
-			host = p // bare IPv6 address
-		}
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("%w: PEERS entry %q has a bad port; use host[:port], several separated by commas", ErrConfig, p)
-		}
-		if host == "" || !validHost(host) {
-			return nil, fmt.Errorf("%w: PEERS entry %q is not host[:port]; use a DNS name or an IP address", ErrConfig, p)
-		}
-		out = append(out, net.JoinHostPort(host, port))
-	}
-	return out, nil
-}
-
-func validHost(h string) bool {
-	if net.ParseIP(h) != nil {
-		return true
-	}
-	if len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func orDefault(v, d string) string {
