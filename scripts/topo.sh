@@ -42,6 +42,7 @@ MESH_PORT=${MESH_PORT:-3210}
 DRIVER=${TOPO_STORAGE_DRIVER:-vfs}
 WAN_NET=203.0.113
 LAN_NET=192.168.50
+MESH_NET=10.254.0
 HOME_NODES=(home1 home2 home3)
 ENGINE_NODES=(vps "${HOME_NODES[@]}")
 
@@ -260,6 +261,26 @@ cluster_key() {
   cat "$ROOT/cluster.key"
 }
 
+# mesh_key prints the topology's meshnet key (TOPO_MESH_KEY wins).
+mesh_key() {
+  if [ -n "${TOPO_MESH_KEY:-}" ]; then echo "$TOPO_MESH_KEY"; return; fi
+  [ -f "$ROOT/mesh.key" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$ROOT/mesh.key"
+  cat "$ROOT/mesh.key"
+}
+
+# mesh_ip NODE prints NODE's address on the mesh.
+mesh_ip() {
+  case $1 in
+    vps) echo "$MESH_NET.1" ;;
+    home*) echo "$MESH_NET.$((10 + ${1#home}))" ;;
+    *) die "no mesh address for $1" ;;
+  esac
+}
+
+# use_mesh: the Swarm runs over meshnet when its plugin is built and
+# installed (TOPO_MESH=0 keeps it on the plain addresses).
+use_mesh() { [ "${TOPO_MESH:-1}" = 1 ] && [ -f "$REPO/build/meshnet/config.json" ]; }
+
 install_plugins() {
   local n=$1 p extra
   for p in $(cd "$REPO/build" && ls -d syncvol meshnet 2>/dev/null); do
@@ -269,24 +290,47 @@ install_plugins() {
       settings+=("state.source=$ROOT/$n/syncvol" "CLUSTER_KEY=$(cluster_key)" "ADVERTISE=$(ip_of "$n")")
       [ "$n" = vps ] || settings+=("PEERS=$(ip_of vps)")
     fi
+    if [ "$p" = meshnet ]; then
+      # The mesh: home nodes know the VPS's public address; the VPS learns
+      # them as they come (home1 is also reachable through the NAT box's
+      # forwarded port).
+      settings+=("state.source=$ROOT/$n/meshnet" "MESH_KEY=$(mesh_key)" "MESH_ADDR=$(mesh_ip "$n")/24" "MESH_PORT=$MESH_PORT")
+      [ "$n" = vps ] || settings+=("MESH_PEERS=$(ip_of vps):$MESH_PORT")
+    fi
     extra="PLUGIN_SETTINGS_$p"
     [ -n "${!extra:-}" ] && settings+=(${!extra//%NODE%/$n})
-    mkdir -p "$ROOT/$n/syncvol"
+    mkdir -p "$ROOT/$n/syncvol" "$ROOT/$n/meshnet"
     DOCKER_HOST="unix://$(sock "$n")" make -s -C "$REPO" install "SETTINGS_$p=${settings[*]}" PLUGINS="$p" >/dev/null \
       || die "plugin $p did not install on $n"
   done
 }
 
+# swarm_addr NODE: the address NODE's engine advertises to the Swarm.
+swarm_addr() { if use_mesh; then mesh_ip "$1"; else ip_of "$1"; fi; }
+
 swarm_up() {
-  dk vps swarm init --advertise-addr "$(ip_of vps)" >/dev/null
+  dk vps swarm init --advertise-addr "$(swarm_addr vps)" >/dev/null
   local token
   token=$(dk vps swarm join-token -q worker)
   for n in "${HOME_NODES[@]}"; do swarm_join "$n" "$token"; done
 }
 
+# mesh_wait NODE: until NODE reaches the VPS through the mesh.
+mesh_wait() {
+  local deadline=$((SECONDS + 30))
+  until nsx "$1" busybox ping -c1 -W1 "$(mesh_ip vps)" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$1 does not reach the VPS through the mesh"
+  done
+}
+
 swarm_join() {
   local n=$1 token=$2
-  dk "$n" swarm join --token "$token" "$(ip_of vps):2377" >/dev/null
+  local adv=()
+  if use_mesh; then
+    mesh_wait "$n"
+    adv=(--advertise-addr "$(mesh_ip "$n")")
+  fi
+  dk "$n" swarm join --token "$token" "${adv[@]}" "$(swarm_addr vps):2377" >/dev/null
   local deadline=$((SECONDS + 60))
   until [ "$(dk vps node inspect "$n" --format '{{.Status.State}}' 2>/dev/null)" = ready ]; do
     [ $SECONDS -lt $deadline ] || die "$n did not become ready in the Swarm"
@@ -326,7 +370,7 @@ up() {
     done
   fi
   if [ $swarm = 1 ]; then
-    say "swarm: vps manager, ${HOME_NODES[*]} workers (location=home)"
+    say "swarm: vps manager, ${HOME_NODES[*]} workers (location=home), over $(use_mesh && echo "the mesh ($MESH_NET.0/24)" || echo "plain addresses")"
     swarm_up
   fi
   say "up: $(status_line)"

@@ -1,0 +1,171 @@
+// Command meshnet is the meshnet managed plugin: it brings up the host's
+// mesh interface (MESH_ADDR on mesh0), runs the encrypted UDP mesh on
+// MESH_PORT, and serves Docker's network-driver API on
+// /run/docker/plugins/meshnet.sock. Its status is written every few seconds
+// to status.json in its state directory (host: /var/lib/meshnet).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/network"
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/netdriver"
+	"github.com/homeswarm/homeswarm/netdriver/conn"
+	"github.com/homeswarm/homeswarm/netdriver/mesh"
+	"github.com/homeswarm/homeswarm/netdriver/tun"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "meshnet:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := netdriver.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	logrus.SetLevel(cfg.LogLevel)
+	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	log := logrus.WithField("plugin", "meshnet")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	priv, err := mesh.LoadOrCreatePrivateKey(filepath.Join(cfg.StateDir, "private.key"))
+	if err != nil {
+		return err
+	}
+	dev, err := tun.Create(cfg.Interface, cfg.MTU)
+	if err != nil {
+		return err
+	}
+	if err := tun.ConfigureLink(nil, cfg.Interface, cfg.Addr, cfg.MTU); err != nil {
+		dev.Close()
+		return err
+	}
+	bind, err := conn.Listen(cfg.Port)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	routes := &routeSync{ifname: cfg.Interface, own: cfg.Addr.Masked(), log: log}
+	m, err := mesh.New(mesh.Options{
+		PrivateKey:      priv,
+		ClusterKey:      []byte(cfg.Key),
+		Addr:            cfg.Addr,
+		Peers:           cfg.Peers,
+		TUN:             dev,
+		Bind:            bind,
+		Logger:          log.WithField("part", "mesh"),
+		OnRoutesChanged: routes.set,
+	})
+	if err != nil {
+		dev.Close()
+		bind.Close()
+		return err
+	}
+	if err := m.Start(); err != nil {
+		return err
+	}
+	defer m.Close()
+	log.WithFields(logrus.Fields{"addr": cfg.Addr, "port": cfg.Port, "interface": cfg.Interface,
+		"mtu": cfg.MTU, "peers": cfg.Peers, "public_key": m.PublicKey().String()}).Info("mesh up")
+
+	go writeStatus(ctx, m, filepath.Join(cfg.StateDir, "status.json"), log)
+
+	h := network.NewHandler(netdriver.Driver{})
+	errc := make(chan error, 1)
+	go func() { errc <- h.ServeUnix("meshnet", 0) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-m.Done():
+		return m.Err()
+	case <-ctx.Done():
+		log.Info("stopping")
+		return nil
+	}
+}
+
+// routeSync installs kernel routes through the mesh interface for the
+// prefixes peers announce outside the mesh's own subnet (container
+// networks), and removes those that go away.
+type routeSync struct {
+	ifname string
+	own    netip.Prefix
+	log    *logrus.Entry
+	have   []netip.Prefix
+}
+
+func (r *routeSync) set(remote []netip.Prefix) {
+	var want []netip.Prefix
+	for _, p := range remote {
+		if !r.own.Contains(p.Addr()) {
+			want = append(want, p)
+		}
+	}
+	for _, p := range r.have {
+		if !slices.Contains(want, p) {
+			if err := tun.DelRoute(nil, r.ifname, p); err != nil {
+				r.log.WithError(err).Warn("cannot remove route")
+			}
+		}
+	}
+	for _, p := range want {
+		if !slices.Contains(r.have, p) {
+			if err := tun.AddRoute(nil, r.ifname, p); err != nil {
+				r.log.WithError(err).Warn("cannot add route")
+			}
+		}
+	}
+	r.have = want
+}
+
+// writeStatus replaces path with the mesh's status every 2 s, and logs a
+// one-line summary per peer every minute, so `cat status.json` and the
+// engine's log both show peers, their state, last handshake, bytes and drops.
+func writeStatus(ctx context.Context, m *mesh.Mesh, path string, log *logrus.Entry) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	last := time.Time{}
+	for {
+		st := m.Status()
+		if b, err := json.MarshalIndent(st, "", "  "); err == nil {
+			tmp := path + ".tmp"
+			if err := os.WriteFile(tmp, b, 0o644); err == nil {
+				os.Rename(tmp, path)
+			}
+		}
+		if time.Since(last) >= time.Minute {
+			last = time.Now()
+			for _, p := range st.Peers {
+				log.WithFields(logrus.Fields{"peer": p.PublicKey[:8], "endpoint": p.Endpoint, "via": p.Via,
+					"state": p.State, "last_handshake": p.LastHandshake.Format(time.RFC3339),
+					"rx": p.RxBytes, "tx": p.TxBytes}).Info("peer")
+			}
+			log.WithField("drops", st.Drops).WithField("handshakes", st.Handshakes).Info("mesh")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
