@@ -116,6 +116,9 @@ func (u *UDP) WriteBatch(msgs []Message) error {
 				}
 				sent = 1 // skip the datagram that failed
 			}
+			if sent <= 0 {
+				sent = 1 // never spin on a batch the kernel refuses
+			}
 			off += sent
 		}
 	}

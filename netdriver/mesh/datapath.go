@@ -270,6 +270,7 @@ func (m *Mesh) handleTransport(w *worker, b []byte, src netip.AddrPort, relay *p
 	}
 	p := kp.peer
 	kp.lastRx.Store(now)
+	p.lastRx.Store(now)
 	if !kp.confirmed.Load() {
 		kp.confirmed.Store(true)
 		p.mu.Lock()

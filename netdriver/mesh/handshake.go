@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -248,8 +249,13 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 	m.stats.handshakes.Add(1)
 
 	p.mu.Lock()
-	old := p.previous
-	p.previous, p.current = p.current, kp
+	// Keep as previous whichever older session the peer used last: after
+	// crossing handshakes it may still be sending on either.
+	old, keep := p.previous, p.current
+	if old != nil && (keep == nil || old.lastRx.Load() > keep.lastRx.Load()) {
+		old, keep = keep, old
+	}
+	p.previous, p.current = keep, kp
 	p.replacedAt = now
 	p.lastHandshake = time.Now()
 	p.handshakedAt = now
@@ -279,10 +285,16 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 		m.dropIndex(old.local)
 	}
 	if h != nil && h.peer != nil && h.peer != p {
-		// we dialled one key and found another at that address
+		// We dialled one key and found another at that address (a node
+		// reinstalled, or a name now pointing elsewhere): stop dialling
+		// the old key there.
 		h.peer.mu.Lock()
 		if h.peer.hs == h {
 			h.peer.hs = nil
+		}
+		if from.via == nil && h.peer.endpoint == from.ep {
+			h.peer.endpoint = netip.AddrPort{}
+			m.setPathLocked(h.peer, m.choosePathLocked(h.peer, now))
 		}
 		h.peer.mu.Unlock()
 	}

@@ -70,6 +70,7 @@ func TestKernelTwoNodes(t *testing.T) {
 			return
 		}
 		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
 		h := sha256.New()
 		n, err := io.Copy(h, c)
 		var r result
@@ -89,10 +90,11 @@ func TestKernelTwoNodes(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
 	data := bytes.Repeat([]byte("meshnet kernel test "), 32<<20/20)
 	start := time.Now()
 	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
+		t.Fatalf("write: %v\nA: %+v\nB: %+v", err, a.Status(), b.Status())
 	}
 	c.Close()
 	var r result

@@ -32,6 +32,7 @@ type peer struct {
 	txBytes      atomic.Uint64
 	roams        atomic.Uint64
 	lastTx       atomic.Int64
+	lastRx       atomic.Int64 // any authenticated packet
 	lastDirectRx atomic.Int64
 	lastRelayRx  atomic.Int64
 

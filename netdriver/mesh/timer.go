@@ -149,6 +149,11 @@ func (m *Mesh) tickPeer(w *worker, p *peer, now int64) bool {
 		need = true
 	case cur.initiator && !cur.confirmed.Load() && now-cur.created >= int64(m.opts.HandshakeTimeout):
 		need = true // our final message may be lost
+	case now-p.lastRx.Load() > m.pathTimeout && now-cur.created > int64(m.opts.HandshakeTimeout):
+		// Both sides send keepalives, so silence means the peer does not
+		// use this session (it lost it, or after crossing handshakes it
+		// prefers one we dropped) or the path is gone: start afresh.
+		need = true
 	}
 	switch {
 	case !need || p.hs != nil:
