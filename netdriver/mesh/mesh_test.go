@@ -496,3 +496,18 @@ func TestLoadOrCreatePrivateKey(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestIdlePeerForgotten(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	exp := func(o *Options) {
+		o.PeerExpiry = 300 * time.Millisecond
+		o.RekeyAfter = 200 * time.Millisecond
+		o.RejectAfter = 300 * time.Millisecond
+	}
+	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, exp)
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"}, exp)
+	ping(t, a, b, 5*time.Second)
+	a.m.Close() // A disappears for good
+	waitFor(t, 5*time.Second, "B forgets A", func() bool { return len(b.m.Status().Peers) == 0 && len(b.m.Routes()) == 0 })
+}

@@ -86,6 +86,11 @@ type Options struct {
 	// IP address may make us process (burst twice that). Zero: 20.
 	HandshakeRate float64
 
+	// PeerExpiry is how long a peer learned from gossip is remembered
+	// without any session or mention before it is forgotten. Peers from
+	// Peers are kept as long as their address is. Zero: 10 minutes.
+	PeerExpiry time.Duration
+
 	// OnRoutesChanged, if set, is called with the complete, sorted list of
 	// prefixes routed to peers whenever it changes, from a goroutine of the
 	// mesh, never concurrently with itself. The caller installs kernel
@@ -114,6 +119,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ResolveInterval <= 0 {
 		o.ResolveInterval = time.Minute
+	}
+	if o.PeerExpiry <= 0 {
+		o.PeerExpiry = 10 * time.Minute
 	}
 	if o.HandshakeRate <= 0 {
 		o.HandshakeRate = 20

@@ -95,9 +95,62 @@ func (m *Mesh) tick(w *worker, now int64) {
 			changed = true
 		}
 	}
+	if m.expirePeers(now) {
+		changed = true
+	}
 	if changed {
 		m.rebuildRoutes()
 	}
+}
+
+// expirePeers forgets peers that have had no session and no mention for
+// PeerExpiry, unless a configured peer address belongs to them.
+func (m *Mesh) expirePeers(now int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var gone []*peer
+	for k, p := range m.peers {
+		p.mu.Lock()
+		idle := p.current == nil && p.previous == nil && now-p.seen > int64(m.opts.PeerExpiry) &&
+			now-p.lastRx.Load() > int64(m.opts.PeerExpiry)
+		if idle {
+			for _, s := range m.seeds {
+				if s.hasKey && s.key == k {
+					idle = false
+				}
+			}
+		}
+		if idle {
+			if p.hs != nil {
+				m.dropIndex(p.hs.local)
+				p.hs = nil
+			}
+			p.queue = nil
+			gone = append(gone, p)
+		}
+		p.mu.Unlock()
+	}
+	for _, p := range gone {
+		delete(m.peers, p.key)
+		if m.byID[p.id] == p {
+			delete(m.byID, p.id)
+		}
+		m.log.WithField("peer", p.key.Short()).Info("forgot idle peer")
+	}
+	if len(gone) > 0 {
+		for _, q := range m.peers {
+			q.mu.Lock()
+			for _, p := range gone {
+				delete(q.relays, p)
+				if q.via == p {
+					q.via = nil
+					m.setPathLocked(q, m.choosePathLocked(q, now))
+				}
+			}
+			q.mu.Unlock()
+		}
+	}
+	return len(gone) > 0
 }
 
 // backoff is the pause before handshake attempt n+1 to an unresponsive peer.
