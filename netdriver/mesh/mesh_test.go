@@ -511,3 +511,43 @@ func TestIdlePeerForgotten(t *testing.T) {
 	a.m.Close() // A disappears for good
 	waitFor(t, 5*time.Second, "B forgets A", func() bool { return len(b.m.Status().Peers) == 0 && len(b.m.Routes()) == 0 })
 }
+
+func TestHandshakeRateLimited(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, func(o *Options) { o.HandshakeRate = 5 })
+	// a flood of well-formed but unauthenticated handshake inits from one address
+	flood := net.Bind(ap("198.51.100.7:999"))
+	init, _ := wire.HandshakeInit{Sender: 1, Noise: make([]byte, wire.InitNoiseLen)}.Append(nil)
+	msgs := make([]conn.Message, 100)
+	for i := range msgs {
+		msgs[i] = conn.Message{Buf: init, Addr: ap("192.0.2.2:3210")}
+	}
+	flood.WriteBatch(msgs)
+	waitFor(t, 3*time.Second, "flood processed", func() bool {
+		d := b.m.Status().Drops
+		return d["handshake_rate"]+d["handshake_auth"] == 100
+	})
+	if d := b.m.Status().Drops; d["handshake_auth"] > 15 || d["handshake_rate"] < 85 {
+		t.Fatalf("rate limit not applied: %v", d)
+	}
+	// another source is not affected
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"})
+	ping(t, a, b, 5*time.Second)
+}
+
+func TestKeepalivesWhenIdle(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"})
+	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil)
+	ping(t, a, b, 5*time.Second)
+	pa, _ := a.peerStatus(b.m.PublicKey())
+	pb, _ := b.peerStatus(a.m.PublicKey())
+	// no traffic: keepalives (every 150ms here) must still flow both ways
+	waitFor(t, 3*time.Second, "keepalives both ways", func() bool {
+		qa, _ := a.peerStatus(b.m.PublicKey())
+		qb, _ := b.peerStatus(a.m.PublicKey())
+		return qa.RxBytes >= pa.RxBytes+3*wire.TransportMinLen && qb.RxBytes >= pb.RxBytes+3*wire.TransportMinLen
+	})
+}
