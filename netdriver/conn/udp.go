@@ -16,21 +16,21 @@ const BatchSize = 64
 // UDP is an IPv4 UDP Bind using recvmmsg/sendmmsg on Linux (and one
 // datagram per syscall elsewhere). IPv6 endpoints are not supported yet.
 //
-// Reads allocate one small address value per datagram (x/net returns a
-// *net.UDPAddr); writes reuse pooled scratch and do not allocate.
+// On Linux neither reads nor writes allocate per datagram.
 type UDP struct {
 	c    *net.UDPConn
 	pc   *ipv4.PacketConn
 	port uint16
 
 	rmsgs []ipv4.Message // reader scratch; ReadBatch is single-caller
+	fast  *mmsgReader    // allocation-free recvmmsg where available
 	wpool sync.Pool      // *writeScratch
 }
 
 type writeScratch struct {
 	msgs  []ipv4.Message
 	addrs []net.UDPAddr
-	ips   [][4]byte
+	ips   [][16]byte // 16-byte form: net.IP.To16 on it does not allocate
 }
 
 var _ Bind = (*UDP)(nil)
@@ -49,8 +49,9 @@ func Listen(port int) (*UDP, error) {
 	for i := range u.rmsgs {
 		u.rmsgs[i].Buffers = make([][]byte, 1)
 	}
+	u.initFastRead()
 	u.wpool.New = func() any {
-		s := &writeScratch{msgs: make([]ipv4.Message, BatchSize), addrs: make([]net.UDPAddr, BatchSize), ips: make([][4]byte, BatchSize)}
+		s := &writeScratch{msgs: make([]ipv4.Message, BatchSize), addrs: make([]net.UDPAddr, BatchSize), ips: make([][16]byte, BatchSize)}
 		for i := range s.msgs {
 			s.msgs[i].Buffers = make([][]byte, 1)
 		}
@@ -61,6 +62,9 @@ func Listen(port int) (*UDP, error) {
 
 // ReadBatch implements Bind.
 func (u *UDP) ReadBatch(msgs []Message) (int, error) {
+	if u.fast != nil {
+		return u.readFast(msgs)
+	}
 	n := min(len(msgs), len(u.rmsgs))
 	rm := u.rmsgs[:n]
 	for i := range rm {
@@ -98,7 +102,7 @@ func (u *UDP) WriteBatch(msgs []Message) error {
 				}
 				continue
 			}
-			s.ips[n] = a.As4()
+			s.ips[n] = netip.AddrFrom4(a.As4()).As16()
 			s.addrs[n] = net.UDPAddr{IP: s.ips[n][:], Port: int(m.Addr.Port())}
 			s.msgs[n].Buffers[0] = m.Buf
 			s.msgs[n].Addr = &s.addrs[n]

@@ -1,0 +1,104 @@
+package conn_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/homeswarm/homeswarm/netdriver/conn"
+)
+
+func TestUDPBatch(t *testing.T) {
+	t.Parallel()
+	a, err := conn.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := conn.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if a.LocalPort() == 0 || a.BatchSize() < 2 {
+		t.Fatalf("port %d batch %d", a.LocalPort(), a.BatchSize())
+	}
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), b.LocalPort())
+	const n = 100 // more than one batch
+	out := make([]conn.Message, n)
+	for i := range out {
+		out[i] = conn.Message{Buf: fmt.Appendf(nil, "datagram %03d", i), Addr: to}
+	}
+	if err := a.WriteBatch(out); err != nil {
+		t.Fatal(err)
+	}
+	in := make([]conn.Message, 16)
+	for i := range in {
+		in[i].Buf = make([]byte, 2048)
+	}
+	got := 0
+	for got < n {
+		k, err := b.ReadBatch(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range in[:k] {
+			if want := fmt.Sprintf("datagram %03d", got); string(m.Buf[:m.N]) != want {
+				t.Fatalf("got %q want %q", m.Buf[:m.N], want)
+			}
+			if m.Addr != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.LocalPort()) {
+				t.Fatalf("source %v", m.Addr)
+			}
+			got++
+		}
+	}
+	if err := a.WriteBatch([]conn.Message{{Buf: []byte("x")}}); !errors.Is(err, conn.ErrNoAddr) {
+		t.Fatalf("write without address: %v", err)
+	}
+	// Close unblocks a pending read
+	errc := make(chan error, 1)
+	go func() { _, err := b.ReadBatch(in); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	b.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read after close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock ReadBatch")
+	}
+}
+
+func BenchmarkUDPWriteBatch(b *testing.B) {
+	a, _ := conn.Listen(0)
+	defer a.Close()
+	sink, _ := conn.Listen(0)
+	defer sink.Close()
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), sink.LocalPort())
+	msgs := make([]conn.Message, 32)
+	for i := range msgs {
+		msgs[i] = conn.Message{Buf: make([]byte, 1424), Addr: to}
+	}
+	go func() {
+		in := make([]conn.Message, 32)
+		for i := range in {
+			in[i].Buf = make([]byte, 2048)
+		}
+		for {
+			if _, err := sink.ReadBatch(in); err != nil {
+				return
+			}
+		}
+	}()
+	b.SetBytes(32 * 1424)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.WriteBatch(msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
