@@ -44,6 +44,17 @@
 // fragmentation, relayed or not: 1492 - 20 (IPv4) - 8 (UDP) - 16 (our
 // header) - 16 (tag) = 1432 bytes for a direct packet, and another 16+8+16
 // for a relay envelope: 1492 - 28 - 72 = 1392. DefaultMTU is 1392.
+//
+// # Limits
+//
+//   - Every cluster member is trusted: a node holding the cluster key may
+//     announce any IPv4 prefix except this node's own, and may relay.
+//   - Nodes behind one NAT reach each other through a public peer's relay
+//     unless the NAT hairpins, or they list each other's LAN address in
+//     Peers (then they talk directly).
+//   - Relaying is one hop; the outer transport is IPv4 (conn.UDP).
+//   - Each direction's crypto runs on one goroutine (TUN reader, UDP
+//     reader); TUN offloads (IFF_VNET_HDR, GSO/GRO) are not used yet.
 package mesh
 
 import (
