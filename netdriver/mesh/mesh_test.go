@@ -551,3 +551,24 @@ func TestKeepalivesWhenIdle(t *testing.T) {
 		return qa.RxBytes >= pa.RxBytes+3*wire.TransportMinLen && qb.RxBytes >= pb.RxBytes+3*wire.TransportMinLen
 	})
 }
+
+func TestRecoversAfterLinkCut(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	short := func(o *Options) { o.RekeyAfter = 300 * time.Millisecond; o.RejectAfter = 500 * time.Millisecond }
+	nat := net.NewNAT(netip.MustParseAddr("203.0.113.1"))
+	vps := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, short)
+	home := newNode(t, nat.Bind(ap("192.168.1.10:3210")), "10.254.0.10/24", []string{"192.0.2.2:3210"}, short)
+	ping(t, home, vps, 5*time.Second)
+	// cut the WAN link for longer than a session lives
+	var cut atomic.Bool
+	cut.Store(true)
+	net.SetFilter(func(_, _ netip.AddrPort, _ []byte) bool { return !cut.Load() })
+	waitFor(t, 5*time.Second, "sessions to expire", func() bool {
+		ps, _ := vps.peerStatus(home.m.PublicKey())
+		return ps.State != "up"
+	})
+	cut.Store(false)
+	ping(t, vps, home, 10*time.Second)
+	ping(t, home, vps, 5*time.Second)
+}
