@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -170,6 +171,8 @@ type Engine struct {
 	cfgErr     error
 	// partitioned pauses every device (tests simulate a network split).
 	partitioned bool
+	// recvLimit overrides MaxRecvKbps when positive (tests).
+	recvLimit atomic.Int64
 }
 
 type verifiedDevice struct {
@@ -433,6 +436,10 @@ func (e *Engine) enforce(c *config.Configuration) {
 		o.ReconnectIntervalS = 1
 	}
 	o.MaxRecvKbps = e.opts.MaxRecvKbps
+	if v := e.recvLimit.Load(); v > 0 {
+		o.MaxRecvKbps = int(v)
+	}
+	o.LimitBandwidthInLan = o.MaxRecvKbps > 0
 	o.RawStunServers = []string{}
 	c.GUI.Enabled = false
 

@@ -45,7 +45,7 @@ func (e *Engine) handleEvent(ev events.Event) {
 		e.mu.Lock()
 		e.peers[id] = &peerState{connectedAt: now}
 		e.mu.Unlock()
-		e.admit(id, data["deviceName"], data["addr"], "connected")
+		e.admit(id, data["deviceName"], data["addr"], "", "connected")
 	case events.DeviceDisconnected:
 		data, _ := ev.Data.(map[string]string)
 		if id, err := protocol.DeviceIDFromString(data["id"]); err == nil {
@@ -61,7 +61,7 @@ func (e *Engine) handleEvent(ev events.Event) {
 			if err != nil {
 				continue
 			}
-			e.admit(id, m["name"], m["address"], "pending")
+			e.admit(id, m["name"], m["address"], "", "pending")
 		}
 	case events.ClusterConfigReceived:
 		data, ok := ev.Data.(model.ClusterConfigReceivedEventData)
@@ -69,8 +69,8 @@ func (e *Engine) handleEvent(ev events.Event) {
 			return
 		}
 		e.mu.Lock()
-		if p := e.peers[data.Device]; p != nil {
-			p.ccAt = now
+		if p := e.peers[data.Device]; p != nil && p.ccAt.IsZero() {
+			p.ccAt = now // the first one after connecting starts the index exchange
 		}
 		e.mu.Unlock()
 	case events.RemoteIndexUpdated:
@@ -99,8 +99,9 @@ func (e *Engine) handleEvent(ev events.Event) {
 // admit decides about a device that connected or asked to: members that
 // prove the cluster key are added and get every folder; plain Syncthing
 // devices named in a volume's share list are left to that volume; anyone
-// else is refused and the refusal logged once.
-func (e *Engine) admit(id protocol.DeviceID, name, addr, how string) {
+// else is refused and the refusal logged once. addr is where the device
+// was seen; dialAddr, if set, is a configured address to reach it.
+func (e *Engine) admit(id protocol.DeviceID, name, addr, dialAddr, how string) {
 	if id == e.myID {
 		return
 	}
@@ -116,6 +117,12 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, how string) {
 		e.refuse(id, addr, "it was removed from the cluster")
 		return
 	}
+	if name == "" {
+		// Syncthing only sends its name to devices it knows: an empty
+		// name means the other side does not know us yet (it will reject
+		// this connection itself). Nothing to verify either way.
+		return
+	}
 	port, ok := verifyMemberName(e.key, id, name)
 	if !ok {
 		if shared {
@@ -125,7 +132,9 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, how string) {
 		return
 	}
 	var addrs []string
-	if host, _, err := net.SplitHostPort(addr); err == nil && port > 0 {
+	if dialAddr != "" {
+		addrs = append(addrs, "tcp://"+dialAddr)
+	} else if host, _, err := net.SplitHostPort(addr); err == nil && port > 0 {
 		addrs = append(addrs, "tcp://"+net.JoinHostPort(host, strconv.Itoa(port)))
 	}
 	e.mu.Lock()
@@ -173,9 +182,12 @@ func (e *Engine) isShareDeviceLocked(id protocol.DeviceID) bool {
 	return false
 }
 
-// peerLoop dials one configured peer address now and then, learns the
-// device ID behind it from its certificate and presents our proof in our
-// Hello, so the peer admits us without anyone copying device IDs.
+// peerLoop dials one configured peer address now and then. Each probe
+// presents our proof in our Hello, so the peer admits us (it then dials
+// us), and reads the peer's Hello: once the peer knows us its name carries
+// its own proof, and we admit it with this address (which Syncthing
+// re-resolves at every dial). A peer is never added before it proved the
+// key, so a wrong-key node gets no connection at all.
 func (e *Engine) peerLoop(peer string) {
 	addr := peer
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -183,8 +195,8 @@ func (e *Engine) peerLoop(peer string) {
 	}
 	log := e.log.WithField("peer_addr", addr)
 	delay := time.Duration(0)
-	failures := 0
-	everOK := false
+	failures, unnamed := 0, 0
+	verified := false
 	for {
 		select {
 		case <-e.ctx.Done():
@@ -205,38 +217,38 @@ func (e *Engine) peerLoop(peer string) {
 				log.Info("peer reachable again")
 			}
 			failures = 0
-			everOK = true
-			e.learnPeer(id, name, addr)
+			if name == "" {
+				unnamed++ // it does not know us yet; our Hello just told it
+			} else {
+				verified = e.learnPeer(id, name, addr)
+			}
 		}
-		delay = e.opts.PeerProbeInterval
-		if !everOK {
+		switch {
+		case verified:
+			delay = e.opts.PeerProbeInterval
+		case err == nil && unnamed < 20:
+			delay = 250 * time.Millisecond
+		default:
 			delay = 2 * time.Second
 		}
 	}
 }
 
-func (e *Engine) learnPeer(id protocol.DeviceID, name, addr string) {
+// learnPeer admits a probed peer that proved the key and reports whether
+// it did.
+func (e *Engine) learnPeer(id protocol.DeviceID, name, addr string) bool {
 	e.mu.Lock()
 	_, refused := e.refused[id]
 	e.mu.Unlock()
 	if refused {
-		return
+		return false
 	}
-	if name != "" {
-		if _, ok := verifyMemberName(e.key, id, name); !ok {
-			e.refuse(id, addr, "it did not prove the cluster key (wrong CLUSTER_KEY, or not a syncvol node)")
-			return
-		}
+	if _, ok := verifyMemberName(e.key, id, name); !ok {
+		e.refuse(id, addr, "it did not prove the cluster key (wrong CLUSTER_KEY, or not a syncvol node)")
+		return false
 	}
-	url := "tcp://" + addr
-	e.mu.Lock()
-	old := e.probed[id]
-	e.probed[id] = mergeAddrs(old, []string{url})
-	changed := len(old) != len(e.probed[id])
-	e.mu.Unlock()
-	if changed {
-		e.triggerReconcile()
-	}
+	e.admit(id, name, addr, addr, "probe")
+	return true
 }
 
 // probe opens a BEP TLS session to addr, exchanges Hellos and closes. It

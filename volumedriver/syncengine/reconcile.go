@@ -382,7 +382,7 @@ func (e *Engine) enforceCheck(c *config.Configuration, changed *bool) {
 	d, _, _ := c.Device(e.myID)
 	if !slices.Equal(o.RawListenAddresses, c.Options.RawListenAddresses) || o.GlobalAnnEnabled || o.LocalAnnEnabled ||
 		o.RelaysEnabled || o.NATEnabled || o.URAccepted != -1 || o.AutoUpgradeIntervalH != 0 || o.CREnabled ||
-		o.SetLowPriority || o.ReconnectIntervalS != c.Options.ReconnectIntervalS || o.MaxRecvKbps != c.Options.MaxRecvKbps ||
+		o.SetLowPriority || o.ReconnectIntervalS != c.Options.ReconnectIntervalS || o.MaxRecvKbps != c.Options.MaxRecvKbps || o.LimitBandwidthInLan != c.Options.LimitBandwidthInLan ||
 		gui || myName != d.Name || !hadReg {
 		*changed = true
 	}

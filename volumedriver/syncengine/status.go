@@ -42,8 +42,12 @@ type behind struct {
 }
 
 func (b behind) String() string {
-	if b.waiting != "" {
+	if b.waiting != "" && b.state == "" {
 		return b.waiting
+	}
+	if b.waiting != "" {
+		return fmt.Sprintf("at least %d files (%s) behind its %d connected peer(s), state %s, %s",
+			b.files, humanBytes(b.bytes), b.connected, b.state, b.waiting)
 	}
 	return fmt.Sprintf("%d files (%s) behind its %d connected peer(s), state %s",
 		b.files, humanBytes(b.bytes), b.connected, b.state)
@@ -63,6 +67,14 @@ func (e *Engine) syncCheck(folder string) (bool, behind) {
 		}
 		return false, behind{waiting: "waiting for peers to connect"}
 	}
+	state, _, _ := e.st.FolderState(folder)
+	snap, err := e.st.DBSnapshot(folder)
+	if err != nil {
+		return false, behind{waiting: "folder not running: " + err.Error()}
+	}
+	need := snap.NeedSize(protocol.LocalDeviceID)
+	snap.Release()
+	b := behind{files: need.TotalItems(), bytes: need.Bytes, state: state, connected: len(connected)}
 	sharing := 0
 	for _, p := range connected {
 		comp, err := e.st.Completion(p, folder)
@@ -79,27 +91,25 @@ func (e *Engine) syncCheck(folder string) (bool, behind) {
 		e.mu.Unlock()
 		switch comp.RemoteState.String() {
 		case "valid":
+			// After its cluster config the peer sends its index (or only
+			// what changed since we last met). Wait for the first index
+			// message, or 3×SettleTime if it had nothing to send.
 			sharing++
-			if ccAt.IsZero() || now.Sub(ccAt) < e.opts.SettleTime || now.Sub(lastIdx) < 200*time.Millisecond {
-				return false, behind{waiting: "waiting for the index of peer " + p.Short().String(), connected: len(connected)}
+			if ccAt.IsZero() || now.Sub(ccAt) < e.opts.SettleTime ||
+				(!lastIdx.After(ccAt) && now.Sub(ccAt) < 3*e.opts.SettleTime) {
+				b.waiting = "waiting for the index of peer " + p.Short().String()
+				return false, b
 			}
 		case "unknown":
 			if !connAt.IsZero() && now.Sub(connAt) < e.opts.ConnectGrace {
-				return false, behind{waiting: "waiting for the cluster config of peer " + p.Short().String(), connected: len(connected)}
+				b.waiting = "waiting for the cluster config of peer " + p.Short().String()
+				return false, b
 			}
 		}
 	}
 	if sharing == 0 {
 		return true, behind{}
 	}
-	state, _, _ := e.st.FolderState(folder)
-	snap, err := e.st.DBSnapshot(folder)
-	if err != nil {
-		return false, behind{waiting: "folder not running: " + err.Error()}
-	}
-	need := snap.NeedSize(protocol.LocalDeviceID)
-	snap.Release()
-	b := behind{files: need.TotalItems(), bytes: need.Bytes, state: state, connected: len(connected)}
 	return b.files == 0 && state == "idle", b
 }
 

@@ -15,6 +15,8 @@ import (
 // folder is scanned.
 const maxPendingPaths = 256
 
+var debugScan = os.Getenv("SYNCENGINE_DEBUG_SCAN") != ""
+
 // watcher is the fast path of one folder: inotify events and Touched hints
 // are collected for ScanDebounce and handed to ScanFolderSubdirs at once,
 // instead of waiting for Syncthing's watcher (whole seconds at best).
@@ -114,7 +116,7 @@ func (w *watcher) collect(ctx context.Context) {
 				rel == ".stfolder" || strings.HasPrefix(rel, ".stfolder"+string(filepath.Separator)) {
 				continue
 			}
-			if ev.Event() == notify.Create {
+			if ev.Event() == notify.Create && createdByOpen(ev) {
 				if fi, err := os.Lstat(ev.Path()); err == nil && fi.Mode().IsRegular() {
 					continue // wait for close-after-write
 				}
@@ -151,6 +153,9 @@ func (w *watcher) scanLoop(ctx context.Context) {
 		w.mu.Unlock()
 		if !full && len(subs) == 0 {
 			continue
+		}
+		if debugScan {
+			w.e.log.Infof("fast-path scan %s full=%v subs=%v", w.folder, full, subs)
 		}
 		for attempt := 0; attempt < 10; attempt++ {
 			err := w.e.st.ScanFolderSubdirs(w.folder, subs)

@@ -1,9 +1,21 @@
 package syncengine
 
-import "github.com/syncthing/notify"
+import (
+	"github.com/syncthing/notify"
+	"golang.org/x/sys/unix"
+)
 
 // watchEvents are the inotify events that hint a change worth scanning. A
 // regular file's Create is ignored (its close-after-write follows) so a file
 // being written is not hashed half-way; Syncthing's own watcher still
 // covers files written without closing.
 var watchEvents = []notify.Event{notify.Create, notify.Remove, notify.Rename, notify.InCloseWrite, notify.InAttrib}
+
+// createdByOpen reports whether a Create event comes from creating a new
+// inode (open/mkdir) rather than from a rename into the watched tree.
+func createdByOpen(ev notify.EventInfo) bool {
+	if s, ok := ev.Sys().(*unix.InotifyEvent); ok {
+		return s.Mask&unix.IN_CREATE != 0
+	}
+	return false
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package syncengine
+
+const raceEnabled = false
