@@ -93,3 +93,8 @@ demo-down:
 
 clean:
 	rm -rf $(BUILD)
+
+# Static images by `docker import` into $(DOCKER_HOST): homeswarm/edge, homeswarm/traefik, homeswarm/web.
+.PHONY: images
+images:
+	scripts/images.sh
