@@ -5,6 +5,7 @@ package mesh_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -30,6 +31,12 @@ func TestKernelTwoNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
+	for _, gro := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gro=%v", gro), func(t *testing.T) { kernelTwoNodes(t, gro) })
+	}
+}
+
+func kernelTwoNodes(t *testing.T, gro bool) {
 	nsA, nsB := nstest.New(t, "a"), nstest.New(t, "b")
 
 	// veth pair: mtva in A (192.168.77.1), mtvb in B (192.168.77.2)
@@ -48,8 +55,8 @@ func TestKernelTwoNodes(t *testing.T) {
 	}
 
 	key := []byte("kernel test cluster key")
-	a := startKernelNode(t, nsA, "10.254.0.1/24", []string{"192.168.77.2:3210"}, key)
-	b := startKernelNode(t, nsB, "10.254.0.2/24", nil, key)
+	a := startKernelNode(t, nsA, "10.254.0.1/24", []string{"192.168.77.2:3210"}, key, gro)
+	b := startKernelNode(t, nsB, "10.254.0.2/24", nil, key, gro)
 
 	// TCP from A to B's mesh address, 8 MiB, checked end to end
 	var ln net.Listener
@@ -161,12 +168,16 @@ func TestKernelTwoNodes(t *testing.T) {
 	}
 }
 
-func startKernelNode(t *testing.T, ns *nstest.NS, addr string, peers []string, key []byte) *mesh.Mesh {
+func startKernelNode(t *testing.T, ns *nstest.NS, addr string, peers []string, key []byte, gro bool) *mesh.Mesh {
 	t.Helper()
 	var dev *tun.Native
 	var bind *conn.UDP
 	err := ns.Do(func() (err error) {
-		if dev, err = tun.Create("mesh0", mesh.DefaultMTU); err != nil {
+		create := tun.Create
+		if gro {
+			create = tun.CreateGRO
+		}
+		if dev, err = create("mesh0", mesh.DefaultMTU); err != nil {
 			return err
 		}
 		bind, err = conn.Listen(3210)

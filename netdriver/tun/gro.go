@@ -1,0 +1,192 @@
+package tun
+
+import (
+	"bytes"
+	"encoding/binary"
+)
+
+// VirtioNetHdrLen is the size of the virtio_net_hdr that precedes every
+// packet on a TUN opened with IFF_VNET_HDR.
+const VirtioNetHdrLen = 10
+
+const (
+	virtioNetHdrFNeedsCsum = 1
+	virtioNetHdrGSONone    = 0
+	virtioNetHdrGSOTCPv4   = 1
+
+	maxCoalescedLen = 65535
+	tcpFlagFIN      = 0x01
+	tcpFlagSYN      = 0x02
+	tcpFlagRST      = 0x04
+	tcpFlagPSH      = 0x08
+	tcpFlagACK      = 0x10
+)
+
+// putVirtioHdr writes a virtio_net_hdr (little endian, as the host) into b.
+func putVirtioHdr(b []byte, flags, gsoType uint8, hdrLen, gsoSize, csumStart, csumOffset uint16) {
+	b[0], b[1] = flags, gsoType
+	binary.LittleEndian.PutUint16(b[2:], hdrLen)
+	binary.LittleEndian.PutUint16(b[4:], gsoSize)
+	binary.LittleEndian.PutUint16(b[6:], csumStart)
+	binary.LittleEndian.PutUint16(b[8:], csumOffset)
+}
+
+// tcpSeg describes an IPv4 TCP packet that may be coalesced.
+type tcpSeg struct {
+	pkt     []byte
+	hdrLen  int // IP + TCP header
+	payload int
+	seq     uint32
+	flags   byte
+}
+
+// parseTCP4 returns the segment if pkt is a plain IPv4 TCP packet that GRO
+// may merge: no IP options, not fragmented, only ACK (and PSH) set.
+func parseTCP4(pkt []byte) (tcpSeg, bool) {
+	if len(pkt) < 40 || pkt[0] != 0x45 || pkt[9] != 6 {
+		return tcpSeg{}, false
+	}
+	if int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
+		return tcpSeg{}, false
+	}
+	if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 { // MF or fragment offset
+		return tcpSeg{}, false
+	}
+	thl := int(pkt[32]>>4) * 4
+	if thl < 20 || 20+thl > len(pkt) {
+		return tcpSeg{}, false
+	}
+	flags := pkt[33]
+	if flags&^(tcpFlagACK|tcpFlagPSH) != 0 || flags&tcpFlagACK == 0 {
+		return tcpSeg{}, false
+	}
+	return tcpSeg{pkt: pkt, hdrLen: 20 + thl, payload: len(pkt) - 20 - thl, seq: binary.BigEndian.Uint32(pkt[24:]), flags: flags}, true
+}
+
+// canFollow reports whether s continues the flow of first directly after
+// a group whose next expected sequence number is next.
+func canFollow(first, s tcpSeg, next uint32) bool {
+	a, b := first.pkt, s.pkt
+	return s.hdrLen == first.hdrLen && s.seq == next && s.payload > 0 &&
+		s.payload <= first.payload &&
+		a[1] == b[1] && a[8] == b[8] && // TOS, TTL
+		a[6]&0x40 == b[6]&0x40 && // DF
+		bytes.Equal(a[12:24], b[12:24]) && // addresses and ports
+		bytes.Equal(a[28:32], b[28:32]) && // ack number
+		bytes.Equal(a[34:36], b[34:36]) && // window
+		bytes.Equal(a[40:first.hdrLen], b[40:s.hdrLen]) // TCP options
+}
+
+// coalescer merges runs of consecutive in-order TCP segments of one flow
+// into GSO super-packets, so the kernel receives one large segment instead
+// of dozens: the receive-side half of TUN offloads (GRO).
+type coalescer struct {
+	scratch []byte // one super-packet being built, with its virtio header
+}
+
+// groups splits pkts into runs that can be written as one packet each and
+// calls emit for every run (a single packet or a merged group).
+func (c *coalescer) groups(pkts [][]byte, offset int, emit func(run [][]byte, segs []tcpSeg) error) error {
+	var run [][]byte
+	var segs []tcpSeg
+	var runBuf [64][]byte
+	var segBuf [64]tcpSeg
+	next := uint32(0)
+	total := 0
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		err := emit(run, segs)
+		run, segs = runBuf[:0], segBuf[:0]
+		return err
+	}
+	run, segs = runBuf[:0], segBuf[:0]
+	for _, b := range pkts {
+		p := b[offset:]
+		s, ok := parseTCP4(p)
+		if !ok {
+			if err := flush(); err != nil {
+				return err
+			}
+			run = append(run, p)
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(segs) > 0 {
+			first, last := segs[0], segs[len(segs)-1]
+			if len(run) < len(runBuf) && last.flags&tcpFlagPSH == 0 && last.payload == first.payload &&
+				total+s.payload <= maxCoalescedLen && canFollow(first, s, next) {
+				run = append(run, p)
+				segs = append(segs, s)
+				next += uint32(s.payload)
+				total += s.payload
+				continue
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		run = append(run, p)
+		segs = append(segs, s)
+		next = s.seq + uint32(s.payload)
+		total = len(p)
+	}
+	return flush()
+}
+
+// build assembles a merged group into c.scratch: virtio header, the first
+// segment's headers with lengths and checksums fixed for GSO, then every
+// payload. The kernel splits it again only if it must forward it.
+func (c *coalescer) build(segs []tcpSeg) []byte {
+	first := segs[0]
+	n := VirtioNetHdrLen + first.hdrLen
+	for _, s := range segs {
+		n += s.payload
+	}
+	if cap(c.scratch) < n {
+		c.scratch = make([]byte, n, maxCoalescedLen+VirtioNetHdrLen+64)
+	}
+	b := c.scratch[:n]
+	pkt := b[VirtioNetHdrLen:]
+	copy(pkt, first.pkt[:first.hdrLen])
+	off := first.hdrLen
+	for _, s := range segs {
+		off += copy(pkt[off:], s.pkt[s.hdrLen:])
+	}
+	// IPv4 header: total length and checksum
+	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+	pkt[10], pkt[11] = 0, 0
+	binary.BigEndian.PutUint16(pkt[10:], ^checksum(pkt[:20], 0))
+	// TCP: PSH from the last segment; checksum field holds the pseudo-header
+	// sum, the kernel completes it (CHECKSUM_PARTIAL)
+	if segs[len(segs)-1].flags&tcpFlagPSH != 0 {
+		pkt[33] |= tcpFlagPSH
+	}
+	tcpLen := len(pkt) - 20
+	var ph [12]byte
+	copy(ph[0:8], pkt[12:20])
+	ph[9] = 6
+	binary.BigEndian.PutUint16(ph[10:], uint16(tcpLen))
+	binary.BigEndian.PutUint16(pkt[36:], checksum(ph[:], 0))
+	putVirtioHdr(b, virtioNetHdrFNeedsCsum, virtioNetHdrGSOTCPv4, uint16(first.hdrLen), uint16(first.payload), 20, 16)
+	return b
+}
+
+// checksum returns the folded ones' complement sum of b added to initial.
+func checksum(b []byte, initial uint32) uint16 {
+	sum := initial
+	for len(b) >= 2 {
+		sum += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return uint16(sum)
+}
