@@ -5,7 +5,6 @@ package mesh_test
 import (
 	"bytes"
 	"crypto/sha256"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -31,12 +30,12 @@ func TestKernelTwoNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	for _, gro := range []bool{false, true} {
-		t.Run(fmt.Sprintf("gro=%v", gro), func(t *testing.T) { kernelTwoNodes(t, gro) })
+	for _, mode := range []string{"plain", "gro", "offload"} {
+		t.Run(mode, func(t *testing.T) { kernelTwoNodes(t, mode) })
 	}
 }
 
-func kernelTwoNodes(t *testing.T, gro bool) {
+func kernelTwoNodes(t *testing.T, mode string) {
 	nsA, nsB := nstest.New(t, "a"), nstest.New(t, "b")
 
 	// veth pair: mtva in A (192.168.77.1), mtvb in B (192.168.77.2)
@@ -55,8 +54,8 @@ func kernelTwoNodes(t *testing.T, gro bool) {
 	}
 
 	key := []byte("kernel test cluster key")
-	a := startKernelNode(t, nsA, "10.254.0.1/24", []string{"192.168.77.2:3210"}, key, gro)
-	b := startKernelNode(t, nsB, "10.254.0.2/24", nil, key, gro)
+	a := startKernelNode(t, nsA, "10.254.0.1/24", []string{"192.168.77.2:3210"}, key, mode)
+	b := startKernelNode(t, nsB, "10.254.0.2/24", nil, key, mode)
 
 	// TCP from A to B's mesh address, 8 MiB, checked end to end
 	var ln net.Listener
@@ -168,15 +167,14 @@ func kernelTwoNodes(t *testing.T, gro bool) {
 	}
 }
 
-func startKernelNode(t *testing.T, ns *nstest.NS, addr string, peers []string, key []byte, gro bool) *mesh.Mesh {
+func startKernelNode(t *testing.T, ns *nstest.NS, addr string, peers []string, key []byte, mode string) *mesh.Mesh {
 	t.Helper()
 	var dev *tun.Native
 	var bind *conn.UDP
 	err := ns.Do(func() (err error) {
-		create := tun.Create
-		if gro {
-			create = tun.CreateGRO
-		}
+		create := map[string]func(string, int) (*tun.Native, error){
+			"plain": tun.Create, "gro": tun.CreateGRO, "offload": tun.CreateOffload,
+		}[mode]
 		if dev, err = create("mesh0", mesh.DefaultMTU); err != nil {
 			return err
 		}

@@ -37,6 +37,9 @@ type Native struct {
 	closed    atomic.Bool
 
 	vnet    bool      // IFF_VNET_HDR: merge TCP segments on Write (GRO)
+	tso     bool      // kernel sends TCP super-packets (TSO) for us to split
+	big     []byte    // TSO read buffer
+	seg     segmenter // TSO split state, kept across Reads
 	coal    coalescer // Write's scratch; Write is single-caller
 	wbuf    []byte
 	wn      int
@@ -48,16 +51,22 @@ var _ Device = (*Native)(nil)
 
 // Create creates (or attaches to) the TUN interface name and sets its MTU.
 // It does not bring the link up or add addresses: see ConfigureLink.
-func Create(name string, mtu int) (*Native, error) { return create(name, mtu, false) }
+func Create(name string, mtu int) (*Native, error) { return create(name, mtu, false, false) }
 
 // CreateGRO is Create with receive offload: the device is opened with
 // IFF_VNET_HDR and Write merges runs of in-order segments of one TCP flow
 // into one GSO packet, so the kernel's TCP stack handles a 64 KiB segment
 // where it would handle dozens of small ones. Packets read are unchanged
 // (no TSO is requested from the kernel).
-func CreateGRO(name string, mtu int) (*Native, error) { return create(name, mtu, true) }
+func CreateGRO(name string, mtu int) (*Native, error) { return create(name, mtu, true, false) }
 
-func create(name string, mtu int, vnet bool) (*Native, error) {
+// CreateOffload is CreateGRO plus transmit offload: the kernel hands Read
+// TCP segments of up to 64 KiB with checksums left undone (TSO and
+// checksum offload), and Read splits them into MTU-sized packets with
+// complete checksums. Both halves cut the kernel's per-packet work.
+func CreateOffload(name string, mtu int) (*Native, error) { return create(name, mtu, true, true) }
+
+func create(name string, mtu int, vnet, tso bool) (*Native, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
@@ -82,7 +91,16 @@ func create(name string, mtu int, vnet bool) (*Native, error) {
 			return nil, fmt.Errorf("tun %q: set vnet header size: %w", name, err)
 		}
 	}
-	d := &Native{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name(), mtu: mtu, vnet: vnet}
+	if tso {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("tun %q: enable offloads: %w", name, err)
+		}
+	}
+	d := &Native{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name(), mtu: mtu, vnet: vnet, tso: tso}
+	if tso {
+		d.big = make([]byte, VirtioNetHdrLen+maxCoalescedLen+1)
+	}
 	d.writeFn = d.writeRaw
 	if d.rc, err = d.f.SyscallConn(); err != nil {
 		d.f.Close()
@@ -137,6 +155,9 @@ func (d *Native) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 // readBatch runs inside RawConn.Read; returning false waits for readability.
 func (d *Native) readBatch(fd uintptr) bool {
+	if d.tso {
+		return d.readBatchTSO(fd)
+	}
 	hdr := 0
 	if d.vnet {
 		hdr = VirtioNetHdrLen
@@ -158,6 +179,36 @@ func (d *Native) readBatch(fd uintptr) bool {
 		}
 		d.rsizes[d.rn] = n - hdr
 		d.rn++
+	}
+	return true
+}
+
+// readBatchTSO reads into a 64 KiB buffer and splits GSO packets.
+func (d *Native) readBatchTSO(fd uintptr) bool {
+	for d.rn < len(d.rbufs) {
+		if d.seg.pending() {
+			d.rn = d.seg.fill(d.rbufs, d.rsizes, d.roffset, d.rn)
+			continue
+		}
+		n, err := unix.Read(int(fd), d.big)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return d.rn > 0
+		}
+		if err != nil {
+			d.rerr = err
+			return true
+		}
+		pkt, ok := d.seg.load(d.big[:n])
+		if !ok || (pkt != nil && len(pkt) > len(d.rbufs[d.rn])-d.roffset) {
+			continue
+		}
+		if pkt != nil {
+			d.rsizes[d.rn] = copy(d.rbufs[d.rn][d.roffset:], pkt)
+			d.rn++
+		}
 	}
 	return true
 }
