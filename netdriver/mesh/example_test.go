@@ -21,7 +21,10 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	dev, err := tun.Create("meshnet0", mesh.DefaultMTU)
+	dev, err := tun.CreateOffload("meshnet0", mesh.DefaultMTU) // TSO + GRO
+	if err != nil {
+		dev, err = tun.Create("meshnet0", mesh.DefaultMTU) // kernel without offloads
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
