@@ -6,9 +6,14 @@
 package nstest
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -38,7 +43,8 @@ type NS struct {
 func New(t testing.TB, suffix string) *NS {
 	t.Helper()
 	name := fmt.Sprintf("mt-%s-%d", suffix, os.Getpid())
-	_ = netns.DeleteNamed(name) // leftover of a killed run
+	_ = netns.DeleteNamed(name)
+	removeStale()
 	var h netns.NsHandle
 	err := onThread(func() error {
 		var err error
@@ -68,6 +74,23 @@ func New(t testing.TB, suffix string) *NS {
 		t.Fatal(err)
 	}
 	return ns
+}
+
+// removeStale deletes namespaces "mt-<suffix>-<pid>" left by test
+// processes that were killed before their cleanup ran.
+func removeStale() {
+	names, _ := filepath.Glob("/var/run/netns/mt-*-*")
+	for _, p := range names {
+		name := filepath.Base(p)
+		i := strings.LastIndexByte(name, '-')
+		pid, err := strconv.Atoi(name[i+1:])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = netns.DeleteNamed(name)
+		}
+	}
 }
 
 // Do runs f on an OS thread that is inside the namespace. Sockets and TUN
