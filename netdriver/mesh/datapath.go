@@ -127,10 +127,9 @@ func (m *Mesh) sealTo(w *worker, p *peer, kp *keypair, typ byte, buf []byte, n i
 	m.stats.txBytes.Add(uint64(len(out)))
 }
 
-// wrapRelay wraps the packet at buf[relayHdr:relayHdr+n] in a relay-forward
-// envelope for via, in place, and queues it.
+// wrapRelay wraps the packet at buf[HeaderLen+PeerIDLen:][:n] in a
+// relay-forward envelope for via, in place, and queues it.
 func (m *Mesh) wrapRelay(w *worker, via *peer, id uint64, buf []byte, n int, now int64) bool {
-	const relayHdr = wire.HeaderLen + wire.PeerIDLen
 	vkp := via.sendable(now)
 	vpt := via.path.Load()
 	if vkp == nil || vpt == nil || vpt.via != nil {
@@ -143,7 +142,6 @@ func (m *Mesh) wrapRelay(w *worker, via *peer, id uint64, buf []byte, n int, now
 		m.drop(dropRelay)
 		return false
 	}
-	_ = relayHdr
 	w.out = append(w.out, conn.Message{Buf: out, Addr: vpt.ep})
 	via.lastTx.Store(now)
 	return true
