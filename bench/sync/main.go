@@ -1,0 +1,752 @@
+// Command sync measures syncvol's replication side by side with its anchors
+// in one run, on this machine over loopback (127.0.0.1 only):
+//
+//   - syncvol: two syncengine.Engine instances (node A, node B) sharing one
+//     volume. Small files are written on A one at a time; each one's
+//     propagation latency is the time from the start of its write until B's
+//     copy has the right content (B's directory polled every -poll). Then a
+//     large file is written on A and timed until it is complete on B.
+//   - plain Syncthing: a pair of /usr/bin/syncthing processes (Debian's
+//     package) with generated homes sharing one folder, first at their
+//     defaults (fsWatcherDelayS=10), then tuned (fsWatcherDelayS=1), same
+//     small-file method; the tuned pair also moves the large file.
+//   - rsync: the large file pushed to an rsync daemon on 127.0.0.1.
+//
+// Every latency is measured the same way: write one file, wait until it is
+// on the other side, pause -gap (as an application between requests), next.
+// The result is written as JSON in the shared bench schema (see
+// bench/README.md). Everything runs in a temporary directory that is removed
+// at the end; every child process is killed when the bench ends or dies.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/volumedriver/syncengine"
+)
+
+const (
+	anchorDefaults = "syncthing defaults"
+	anchorTuned    = "syncthing fsWatcherDelayS=1"
+	anchorRsync    = "rsync daemon"
+)
+
+type config struct {
+	out         string
+	nSyncvol    int
+	nDefaults   int
+	nTuned      int
+	gap         time.Duration
+	poll        time.Duration
+	smallSize   int
+	largeMiB    int
+	largeRuns   int
+	rsyncRuns   int
+	syncthing   string
+	rsync       string
+	keep        bool
+	skipDefault bool
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.out, "out", "bench/results/sync.json", "where to write the JSON result")
+	flag.IntVar(&c.nSyncvol, "n", 60, "small files written on syncvol")
+	flag.IntVar(&c.nDefaults, "n-defaults", 10, "small files for plain Syncthing at defaults (~10 s each)")
+	flag.IntVar(&c.nTuned, "n-tuned", 50, "small files for plain Syncthing with fsWatcherDelayS=1")
+	flag.DurationVar(&c.gap, "gap", 150*time.Millisecond, "pause between two small-file writes")
+	flag.DurationVar(&c.poll, "poll", 5*time.Millisecond, "poll interval of the receiving directory")
+	flag.IntVar(&c.smallSize, "small-size", 1024, "size of a small file in bytes")
+	flag.IntVar(&c.largeMiB, "large-mib", 256, "size of the large file in MiB")
+	flag.IntVar(&c.largeRuns, "large-runs", 2, "large-file runs on syncvol and tuned Syncthing")
+	flag.IntVar(&c.rsyncRuns, "rsync-runs", 3, "large-file runs on rsync")
+	flag.StringVar(&c.syncthing, "syncthing", "/usr/bin/syncthing", "plain Syncthing binary")
+	flag.StringVar(&c.rsync, "rsync", "rsync", "rsync binary")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (for debugging)")
+	flag.BoolVar(&c.skipDefault, "skip-defaults", false, "skip plain Syncthing at defaults (saves ~2 min)")
+	flag.Parse()
+	log.SetFlags(log.Ltime | log.Lmicroseconds)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c); err != nil {
+		log.Printf("bench sync: %v", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// result is the shared bench schema (bench/README.md).
+type result struct {
+	Bench   string `json:"bench"`
+	Rows    []row  `json:"rows"`
+	Machine string `json:"machine"`
+	Date    string `json:"date"`
+}
+
+type row struct {
+	Name        string    `json:"name"`
+	Metric      string    `json:"metric"`
+	Unit        string    `json:"unit"`
+	Value       float64   `json:"value"`
+	Anchor      string    `json:"anchor,omitempty"`
+	AnchorValue float64   `json:"anchor_value,omitempty"`
+	Ratio       float64   `json:"ratio,omitempty"`
+	Target      string    `json:"target,omitempty"`
+	Samples     []float64 `json:"samples,omitempty"`
+	Note        string    `json:"note,omitempty"`
+}
+
+func run(ctx context.Context, c config) error {
+	work, err := os.MkdirTemp("", "bs-sync-")
+	if err != nil {
+		return err
+	}
+	if c.keep {
+		log.Printf("work dir %s kept", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	// The embedded Syncthing logs to stdout (captured at its init): send
+	// that to a file; the bench itself logs to stderr.
+	engineLog := filepath.Join(work, "engine.log")
+	if f, err := os.Create(engineLog); err == nil {
+		_ = syscall.Dup3(int(f.Fd()), 1, 0)
+		f.Close()
+	}
+	large := make([]byte, c.largeMiB<<20)
+	fillRandom(large)
+	largeSum := sha256.Sum256(large)
+	chk := func(path string) error { return sameSum(path, largeSum) }
+
+	started := time.Now()
+	// a) syncvol.
+	log.Printf("syncvol: starting two engines on 127.0.0.1")
+	svLat, svTput, err := benchSyncvol(ctx, c, filepath.Join(work, "syncvol"), large, chk)
+	if err != nil {
+		if out, rerr := os.ReadFile(engineLog); rerr == nil {
+			log.Printf("engine log:\n%s", tail(out, 4000))
+		}
+		return fmt.Errorf("syncvol: %w", err)
+	}
+	log.Printf("syncvol: small p50=%.3fs p99=%.3fs; large %.1f MB/s", pct(svLat, 50), pct(svLat, 99), median(svTput))
+
+	// b) plain Syncthing, defaults then tuned.
+	var defLat []float64
+	if !c.skipDefault {
+		log.Printf("syncthing defaults: %d small files (~10 s each)", c.nDefaults)
+		defLat, _, err = benchSyncthing(ctx, c, filepath.Join(work, "st-defaults"), 0, c.nDefaults, nil, nil)
+		if err != nil {
+			return fmt.Errorf("syncthing defaults: %w", err)
+		}
+		log.Printf("syncthing defaults: p50=%.3fs p99=%.3fs", pct(defLat, 50), pct(defLat, 99))
+	}
+	log.Printf("syncthing fsWatcherDelayS=1: %d small files, then the large file", c.nTuned)
+	tunLat, tunTput, err := benchSyncthing(ctx, c, filepath.Join(work, "st-tuned"), 1, c.nTuned, large, chk)
+	if err != nil {
+		return fmt.Errorf("syncthing tuned: %w", err)
+	}
+	log.Printf("syncthing tuned: p50=%.3fs p99=%.3fs; large %.1f MB/s", pct(tunLat, 50), pct(tunLat, 99), median(tunTput))
+
+	// c) rsync daemon.
+	rsTput, err := benchRsync(ctx, c, filepath.Join(work, "rsync"), large, chk)
+	if err != nil {
+		return fmt.Errorf("rsync: %w", err)
+	}
+	log.Printf("rsync daemon: %.1f MB/s", median(rsTput))
+	log.Printf("total bench time %v", time.Since(started).Round(time.Second))
+
+	res := result{Bench: "sync", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339)}
+	res.Rows = buildRows(c, svLat, defLat, tunLat, svTput, tunTput, rsTput)
+	return writeJSON(c.out, res)
+}
+
+// buildRows turns the measurements into the schema's rows: one per
+// (metric, anchor) pair, then the anchors' raw figures.
+func buildRows(c config, svLat, defLat, tunLat, svTput, tunTput, rsTput []float64) []row {
+	lat := func(p float64, anchor string, anchorLat []float64, target, note string) row {
+		v, a := pct(svLat, p), pct(anchorLat, p)
+		return row{Name: "syncvol small-file propagation", Metric: fmt.Sprintf("p%g", p), Unit: "s",
+			Value: round(v, 4), Anchor: anchor, AnchorValue: round(a, 4), Ratio: round(a/v, 2),
+			Target: target, Samples: svLat, Note: note}
+	}
+	method := fmt.Sprintf("%d × %d B files written one at a time on A, %v apart; latency = write start → right content on B (polled every %v)",
+		len(svLat), c.smallSize, c.gap, c.poll)
+	var rows []row
+	if len(defLat) > 0 {
+		rows = append(rows, lat(50, anchorDefaults, defLat, "p50 < 0.2 s", method))
+	}
+	rows = append(rows, lat(50, anchorTuned, tunLat, "p50 < 0.2 s", method))
+	if len(defLat) > 0 {
+		rows = append(rows, lat(99, anchorDefaults, defLat, "p99 < 1 s", ""))
+	}
+	rows = append(rows, lat(99, anchorTuned, tunLat, "p99 < 1 s", ""))
+
+	sv, rs, tun := median(svTput), median(rsTput), median(tunTput)
+	tputNote := fmt.Sprintf("one %d MiB file; write start on A → complete on B; median of %d runs (fsync on, as shipped); rsync: median of %d pushes to a daemon on 127.0.0.1 (no fsync)",
+		c.largeMiB, len(svTput), len(rsTput))
+	rows = append(rows,
+		row{Name: "syncvol large-file throughput", Metric: "throughput", Unit: "MB/s", Value: round(sv, 1),
+			Anchor: anchorRsync, AnchorValue: round(rs, 1), Ratio: round(sv/rs, 2), Target: "≥ 0.8× rsync",
+			Samples: svTput, Note: tputNote},
+		row{Name: "syncvol large-file throughput", Metric: "throughput", Unit: "MB/s", Value: round(sv, 1),
+			Anchor: anchorTuned, AnchorValue: round(tun, 1), Ratio: round(sv/tun, 2), Samples: svTput},
+	)
+
+	raw := func(name, metric, unit string, v float64, samples []float64, note string) row {
+		return row{Name: name, Metric: metric, Unit: unit, Value: round(v, 4), Samples: samples, Note: note}
+	}
+	if len(defLat) > 0 {
+		note := fmt.Sprintf("anchor: %d samples only (each waits the 10 s watcher delay), so p99 is the maximum", len(defLat))
+		rows = append(rows,
+			raw("syncthing defaults small-file propagation", "p50", "s", pct(defLat, 50), defLat, note),
+			raw("syncthing defaults small-file propagation", "p99", "s", pct(defLat, 99), nil, ""))
+	}
+	rows = append(rows,
+		raw("syncthing fsWatcherDelayS=1 small-file propagation", "p50", "s", pct(tunLat, 50), tunLat,
+			fmt.Sprintf("anchor: %d samples, same method as syncvol", len(tunLat))),
+		raw("syncthing fsWatcherDelayS=1 small-file propagation", "p99", "s", pct(tunLat, 99), nil, ""),
+		raw("syncthing fsWatcherDelayS=1 large-file throughput", "throughput", "MB/s", round(tun, 1), tunTput, ""),
+		raw("rsync daemon large-file throughput", "throughput", "MB/s", round(rs, 1), rsTput, ""),
+	)
+	return rows
+}
+
+// ---------------------------------------------------------------- syncvol
+
+func benchSyncvol(ctx context.Context, c config, dir string, large []byte, chk func(string) error) (lat, tput []float64, err error) {
+	lg := logrus.New()
+	lg.SetLevel(logrus.WarnLevel)
+	newNode := func(name string, peers ...string) (*syncengine.Engine, error) {
+		d := filepath.Join(dir, name)
+		e, err := syncengine.New(syncengine.Options{
+			StateDir:          filepath.Join(d, "state"),
+			ListenAddr:        "127.0.0.1:0",
+			ClusterKey:        "bench-sync-key",
+			Peers:             peers,
+			DeviceName:        name,
+			VolumeDir:         func(v string) string { return filepath.Join(d, "vols", v) },
+			Logger:            lg.WithField("node", name),
+			ReconnectInterval: time.Second,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return e, e.Start(ctx)
+	}
+	a, err := newNode("a")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer a.Close()
+	b, err := newNode("b", a.ListenAddr())
+	if err != nil {
+		return nil, nil, err
+	}
+	defer b.Close()
+
+	const vol = "bench"
+	aDir, bDir := filepath.Join(dir, "a", "vols", vol), filepath.Join(dir, "b", "vols", vol)
+	if err := writeFile(filepath.Join(aDir, "warmup"), []byte("warm")); err != nil {
+		return nil, nil, err
+	}
+	if err := a.AddVolume(vol, aDir, nil); err != nil {
+		return nil, nil, err
+	}
+	if _, err := waitContent(ctx, filepath.Join(bDir, "warmup"), []byte("warm"), c.poll, 60*time.Second); err != nil {
+		return nil, nil, fmt.Errorf("volume never reached B: %w", err)
+	}
+	if lat, err = smallFiles(ctx, c, aDir, bDir, c.nSyncvol, 15*time.Second); err != nil {
+		return nil, nil, err
+	}
+	for i := 0; i < c.largeRuns; i++ {
+		name := fmt.Sprintf("large-%d.bin", i)
+		s, err := largeFile(ctx, c, filepath.Join(aDir, name), filepath.Join(bDir, name), large, chk)
+		if err != nil {
+			return nil, nil, err
+		}
+		tput = append(tput, s)
+		_ = os.Remove(filepath.Join(aDir, name)) // keep the disk footprint bounded
+	}
+	return lat, tput, nil
+}
+
+// smallFiles writes n files in src one at a time and times each until it is
+// in dst with the right content.
+func smallFiles(ctx context.Context, c config, src, dst string, n int, timeout time.Duration) ([]float64, error) {
+	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	var out []float64
+	for i := 0; i < n; i++ {
+		rel := filepath.Join(fmt.Sprintf("d%d", i%4), fmt.Sprintf("f%03d.txt", i))
+		data := make([]byte, c.smallSize)
+		for j := range data {
+			data[j] = 'a' + byte(rnd.IntN(26))
+		}
+		start := time.Now()
+		if err := writeFile(filepath.Join(src, rel), data); err != nil {
+			return nil, err
+		}
+		if _, err := waitContent(ctx, filepath.Join(dst, rel), data, c.poll, timeout); err != nil {
+			return nil, fmt.Errorf("small file %d: %w", i, err)
+		}
+		out = append(out, round(time.Since(start).Seconds(), 4))
+		if err := sleep(ctx, c.gap); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// largeFile writes data to src and times it until dst has its full size;
+// the receivers (Syncthing, rsync) write a temporary name and rename it at
+// the end, so the full-size final name means complete. The content is
+// verified after the clock stops. It returns MB/s (10^6 bytes).
+func largeFile(ctx context.Context, c config, src, dst string, data []byte, chk func(string) error) (float64, error) {
+	start := time.Now()
+	if err := writeFile(src, data); err != nil {
+		return 0, err
+	}
+	if err := waitSize(ctx, dst, int64(len(data)), c.poll, 3*time.Minute); err != nil {
+		return 0, fmt.Errorf("large file: %w", err)
+	}
+	d := time.Since(start)
+	if err := chk(dst); err != nil {
+		return 0, err
+	}
+	mbs := float64(len(data)) / 1e6 / d.Seconds()
+	log.Printf("  large file %s: %v, %.1f MB/s", filepath.Base(dst), d.Round(time.Millisecond), mbs)
+	return round(mbs, 1), nil
+}
+
+// ------------------------------------------------------- plain Syncthing
+
+type stNode struct {
+	home, dir string
+	id        string
+	port      int
+	cmd       *exec.Cmd
+	logf      *os.File
+}
+
+// benchSyncthing runs a pair of plain Syncthing processes sharing one
+// folder with the given fsWatcherDelayS (0: left at its default) and
+// measures n small files, then (if large is set) the large file.
+func benchSyncthing(ctx context.Context, c config, dir string, delayS, n int, large []byte, chk func(string) error) (lat, tput []float64, err error) {
+	nodes := []*stNode{{home: filepath.Join(dir, "a")}, {home: filepath.Join(dir, "b")}}
+	version := ""
+	for _, nd := range nodes {
+		nd.dir = filepath.Join(nd.home, "folder")
+		if nd.id, version, err = stGenerate(ctx, c.syncthing, nd.home); err != nil {
+			return nil, nil, err
+		}
+		if nd.port, err = freePort(); err != nil {
+			return nil, nil, err
+		}
+		if err := os.MkdirAll(filepath.Join(nd.dir, ".stfolder"), 0o755); err != nil {
+			return nil, nil, err
+		}
+	}
+	a, b := nodes[0], nodes[1]
+	for i, nd := range nodes {
+		peer := nodes[1-i]
+		if err := os.WriteFile(filepath.Join(nd.home, "config.xml"), []byte(stConfig(version, nd, peer, delayS)), 0o600); err != nil {
+			return nil, nil, err
+		}
+	}
+	// The warm-up file is found by the initial scan, so its arrival proves
+	// the pair is connected and the folder running.
+	if err := writeFile(filepath.Join(a.dir, "warmup"), []byte("warm")); err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		for _, nd := range nodes {
+			nd.stop()
+		}
+		if err != nil {
+			for _, nd := range nodes {
+				if out, rerr := os.ReadFile(filepath.Join(nd.home, "syncthing.log")); rerr == nil {
+					log.Printf("syncthing log %s:\n%s", nd.home, tail(out, 3000))
+				}
+			}
+		}
+	}()
+	for _, nd := range nodes {
+		if err := nd.start(c.syncthing); err != nil {
+			return nil, nil, err
+		}
+	}
+	if _, err := waitContent(ctx, filepath.Join(b.dir, "warmup"), []byte("warm"), c.poll, 90*time.Second); err != nil {
+		return nil, nil, fmt.Errorf("pair never synced: %w", err)
+	}
+	// Let the watcher settle after the initial scan.
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return nil, nil, err
+	}
+	if lat, err = smallFiles(ctx, c, a.dir, b.dir, n, 90*time.Second); err != nil {
+		return nil, nil, err
+	}
+	if large != nil {
+		for i := 0; i < c.largeRuns; i++ {
+			name := fmt.Sprintf("large-%d.bin", i)
+			s, err := largeFile(ctx, c, filepath.Join(a.dir, name), filepath.Join(b.dir, name), large, chk)
+			if err != nil {
+				return nil, nil, err
+			}
+			tput = append(tput, s)
+			_ = os.Remove(filepath.Join(a.dir, name))
+		}
+	}
+	return lat, tput, nil
+}
+
+var (
+	deviceIDRe   = regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`)
+	cfgVersionRe = regexp.MustCompile(`<configuration version="(\d+)"`)
+)
+
+// stGenerate creates a Syncthing home (key, certificate, default config)
+// and returns the device ID and the config version this Syncthing writes.
+func stGenerate(ctx context.Context, bin, home string) (id, version string, err error) {
+	out, err := exec.CommandContext(ctx, bin, "generate", "--home="+home, "--no-default-folder").CombinedOutput()
+	if err != nil {
+		return "", "", fmt.Errorf("syncthing generate: %w: %s", err, out)
+	}
+	m := deviceIDRe.FindSubmatch(out)
+	if m == nil {
+		return "", "", fmt.Errorf("syncthing generate: no device ID in %q", out)
+	}
+	cfg, err := os.ReadFile(filepath.Join(home, "config.xml"))
+	if err != nil {
+		return "", "", err
+	}
+	v := cfgVersionRe.FindSubmatch(cfg)
+	if v == nil {
+		return "", "", errors.New("syncthing generate: no config version")
+	}
+	return string(m[1]), string(v[1]), nil
+}
+
+// stConfig is a minimal config: the shared folder at its defaults (but
+// fsWatcherDelayS when delayS > 0), the peer at its loopback address, and
+// no GUI, discovery, relays, NAT traversal, usage reporting or upgrades.
+// reconnectionIntervalS=1 only shortens connection set-up.
+func stConfig(version string, self, peer *stNode, delayS int) string {
+	delay := ""
+	if delayS > 0 {
+		delay = fmt.Sprintf(` fsWatcherDelayS="%d"`, delayS)
+	}
+	return fmt.Sprintf(`<configuration version="%[1]s">
+    <folder id="bench" label="bench" path="%[2]s" type="sendreceive" fsWatcherEnabled="true"%[3]s>
+        <device id="%[4]s"></device>
+        <device id="%[5]s"></device>
+    </folder>
+    <device id="%[4]s" name="self"><address>dynamic</address></device>
+    <device id="%[5]s" name="peer"><address>tcp://127.0.0.1:%[6]d</address></device>
+    <gui enabled="false"></gui>
+    <options>
+        <listenAddress>tcp://127.0.0.1:%[7]d</listenAddress>
+        <globalAnnounceEnabled>false</globalAnnounceEnabled>
+        <localAnnounceEnabled>false</localAnnounceEnabled>
+        <relaysEnabled>false</relaysEnabled>
+        <natEnabled>false</natEnabled>
+        <urAccepted>-1</urAccepted>
+        <autoUpgradeIntervalH>0</autoUpgradeIntervalH>
+        <crashReportingEnabled>false</crashReportingEnabled>
+        <startBrowser>false</startBrowser>
+        <reconnectionIntervalS>1</reconnectionIntervalS>
+    </options>
+</configuration>
+`, version, self.dir, delay, self.id, peer.id, peer.port, self.port)
+}
+
+func (n *stNode) start(bin string) error {
+	f, err := os.Create(filepath.Join(n.home, "syncthing.log"))
+	if err != nil {
+		return err
+	}
+	n.logf = f
+	n.cmd = exec.Command(bin, "serve", "--home="+n.home, "--no-browser", "--no-restart", "--no-upgrade", "--no-default-folder")
+	n.cmd.Env = append(os.Environ(), "HOME="+n.home, "STNOUPGRADE=1", "STNORESTART=1", "STNODEFAULTFOLDER=1")
+	n.cmd.Stdout, n.cmd.Stderr = f, f
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	return n.cmd.Start()
+}
+
+func (n *stNode) stop() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		_ = n.cmd.Wait()
+	}
+	if n.logf != nil {
+		n.logf.Close()
+	}
+}
+
+// ------------------------------------------------------------------ rsync
+
+// benchRsync pushes the large file to an rsync daemon on 127.0.0.1, into an
+// empty directory each time (no delta basis), and returns MB/s per run.
+func benchRsync(ctx context.Context, c config, dir string, large []byte, chk func(string) error) ([]float64, error) {
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	for _, d := range []string{src, dst} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeFile(filepath.Join(src, "large.bin"), large); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "rsyncd.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`use chroot = no
+uid = %d
+gid = %d
+log file = %s
+[bench]
+    path = %s
+    read only = false
+`, os.Getuid(), os.Getgid(), filepath.Join(dir, "rsyncd.log"), dst)), 0o600); err != nil {
+		return nil, err
+	}
+	d := exec.Command(c.rsync, "--daemon", "--no-detach", "--config="+conf, "--address=127.0.0.1", "--port="+strconv.Itoa(port))
+	d.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := d.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		_ = syscall.Kill(-d.Process.Pid, syscall.SIGKILL)
+		_ = d.Wait()
+	}()
+	if err := waitListen(ctx, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second); err != nil {
+		return nil, err
+	}
+	var out []float64
+	for i := 0; i < c.rsyncRuns; i++ {
+		target := filepath.Join(dst, "large.bin")
+		_ = os.Remove(target)
+		start := time.Now()
+		cmd := exec.CommandContext(ctx, c.rsync, "-a", filepath.Join(src, "large.bin"), fmt.Sprintf("rsync://127.0.0.1:%d/bench/", port))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("rsync push: %w: %s", err, b)
+		}
+		el := time.Since(start)
+		if err := chk(target); err != nil {
+			return nil, err
+		}
+		mbs := float64(len(large)) / 1e6 / el.Seconds()
+		log.Printf("  rsync run %d: %v, %.1f MB/s", i, el.Round(time.Millisecond), mbs)
+		out = append(out, round(mbs, 1))
+	}
+	return out, nil
+}
+
+// ---------------------------------------------------------------- helpers
+
+func writeFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// poll calls cond every interval until it is true, ctx ends or timeout.
+func poll(ctx context.Context, interval, timeout time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for %s", timeout, what)
+		}
+		if err := sleep(ctx, interval); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitContent(ctx context.Context, path string, want []byte, interval, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	err := poll(ctx, interval, timeout, path, func() bool {
+		got, err := os.ReadFile(path)
+		return err == nil && bytes.Equal(got, want)
+	})
+	return time.Since(start), err
+}
+
+func waitSize(ctx context.Context, path string, size int64, interval, timeout time.Duration) error {
+	return poll(ctx, interval, timeout, path, func() bool {
+		fi, err := os.Stat(path)
+		return err == nil && fi.Size() == size
+	})
+}
+
+func waitListen(ctx context.Context, addr string, timeout time.Duration) error {
+	return poll(ctx, 20*time.Millisecond, timeout, addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+func sameSum(path string, want [32]byte) error {
+	got, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if sha256.Sum256(got) != want {
+		return fmt.Errorf("%s: content differs from the source", path)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// fillRandom fills b with incompressible bytes, fast.
+func fillRandom(b []byte) {
+	var seed [32]byte
+	binaryPutTime(seed[:])
+	r := rand.NewChaCha8(seed)
+	_, _ = r.Read(b)
+}
+
+func binaryPutTime(b []byte) {
+	t := time.Now().UnixNano()
+	for i := 0; i < 8; i++ {
+		b[i] = byte(t >> (8 * i))
+	}
+}
+
+// pct is the nearest-rank percentile p (0–100) of xs.
+func pct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func round(x float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func machine() string {
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(l[strings.Index(l, ":")+1:])
+				break
+			}
+		}
+	}
+	var u syscall.Utsname
+	kernel := ""
+	if syscall.Uname(&u) == nil {
+		kernel = utsString(u.Release[:])
+	}
+	st, _ := exec.Command("/usr/bin/syncthing", "--version").Output()
+	stv := strings.Fields(string(st))
+	ver := ""
+	if len(stv) > 1 {
+		ver = stv[1]
+	}
+	return fmt.Sprintf("%s/%s, %d CPUs (%s), Linux %s, %s, loopback 127.0.0.1; anchors: syncthing %s, rsync daemon",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpu, kernel, runtime.Version(), ver)
+}
+
+func utsString(b []int8) string {
+	var s []byte
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s = append(s, byte(c))
+	}
+	return string(s)
+}
+
+func writeJSON(path string, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	log.Printf("wrote %s", path)
+	return os.Rename(tmp, path)
+}
