@@ -85,7 +85,7 @@ build_web() {
     mkdir -p "$t/www"
     cat > "$t/web.sh" <<'EOF'
 #!/bin/sh
-# Serve $WEB_TEXT (default: hostname) on $WEB_PORT (default 8080), every path.
+# Serve $WEB_TEXT (default: hostname) at / on $WEB_PORT (default 8080).
 text=${WEB_TEXT:-$(hostname)}
 echo "$text" > /www/index.html
 trap 'kill $pid 2>/dev/null; exit 0' TERM INT
