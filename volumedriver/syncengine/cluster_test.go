@@ -9,12 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"github.com/syncthing/syncthing/lib/protocol"
 )
 
 const testKey = "test-cluster-key"
@@ -204,6 +204,22 @@ func TestCluster(t *testing.T) {
 		t.Logf("rename + recursive delete reached b in %v", time.Since(start))
 	})
 
+	t.Run("file written and kept open propagates once quiet", func(t *testing.T) {
+		f, err := os.Create(filepath.Join(a.vol("web"), "open.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		start := time.Now()
+		if _, err := f.Write([]byte("line 1\n")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "open.log on b", func() bool {
+			return hasContent(filepath.Join(b.vol("web"), "open.log"), []byte("line 1\n"))
+		})
+		t.Logf("open file reached b in %v", time.Since(start))
+	})
+
 	t.Run("flush returns once a peer holds the change", func(t *testing.T) {
 		data := make([]byte, 1<<20)
 		rand.Read(data)
@@ -226,6 +242,9 @@ func TestCluster(t *testing.T) {
 		size := 64 << 20
 		if raceEnabled {
 			size = 16 << 20
+		}
+		if mb, err := strconv.Atoi(os.Getenv("SYNCENGINE_LARGE_MB")); err == nil && mb > 0 {
+			size = mb << 20
 		}
 		data := make([]byte, size)
 		rand.Read(data)
@@ -429,5 +448,17 @@ func (e *Engine) setPartitioned(p bool) {
 	e.reconcile()
 }
 
-// keep protocol imported for helpers used by other test files.
-var _ = protocol.LocalDeviceID
+// replicator is the interface the volume plugin glue uses; the engine
+// must keep satisfying it.
+type replicator interface {
+	AddVolume(name, dir string, share []string) error
+	RemoveVolume(name string, everywhere bool) error
+	WaitSynced(ctx context.Context, name string) error
+	Flush(ctx context.Context, name string) error
+	Touched(name string, subdirs ...string)
+	Status(name string) map[string]string
+	Volumes() []VolumeRecord
+	Close() error
+}
+
+var _ replicator = (*Engine)(nil)

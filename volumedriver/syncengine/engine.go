@@ -22,7 +22,10 @@
 // Propagation is fast because the engine does not wait for Syncthing's
 // watcher (whole seconds at best): an inotify watch of each folder tree and
 // the glue's Touched hints trigger ScanFolderSubdirs within tens of
-// milliseconds.
+// milliseconds. Syncthing's own watcher is turned off: the fast path covers
+// what it did (files modified without close are scanned after WriteSettle)
+// and its v1.30.0 aggregator has a data race on config changes. A periodic
+// full rescan (RescanInterval) is the safety net.
 package syncengine
 
 import (
@@ -107,8 +110,12 @@ type Options struct {
 	// ScanDebounce is how long the fast path collects change hints before
 	// scanning. Zero: 20ms.
 	ScanDebounce time.Duration
-	// RescanInterval is Syncthing's periodic full rescan, a safety net
-	// behind the watchers. Zero: 1h.
+	// WriteSettle is how long a file modified but not closed (a log, a
+	// database) must stay quiet before it is scanned. Zero: 1s.
+	WriteSettle time.Duration
+	// RescanInterval is Syncthing's periodic full rescan, the safety net
+	// behind the inotify fast path (lost events, queue overflow). Zero:
+	// 10m.
 	RescanInterval time.Duration
 	// ConnectGrace is how long WaitSynced waits for a first peer to
 	// connect after Start before deciding no peer is reachable. Zero: 5s.
@@ -136,9 +143,14 @@ type Engine struct {
 	port     int
 	advAddrs []string
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// ctx/cancel/wg own the engine's own loops; stCtx/stCancel/stWG the
+	// event logger and config service Syncthing needs until it stopped.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stCtx    context.Context
+	stCancel context.CancelFunc
+	stWG     sync.WaitGroup
 
 	evLogger events.Logger
 	cfg      config.Wrapper
@@ -213,7 +225,8 @@ func New(opts Options) (*Engine, error) {
 	setDur(&opts.PeerProbeInterval, 30*time.Second)
 	setDur(&opts.ReconnectInterval, 5*time.Second)
 	setDur(&opts.ScanDebounce, 20*time.Millisecond)
-	setDur(&opts.RescanInterval, time.Hour)
+	setDur(&opts.WriteSettle, time.Second)
+	setDur(&opts.RescanInterval, 10*time.Minute)
 	setDur(&opts.ConnectGrace, 5*time.Second)
 	setDur(&opts.SettleTime, 500*time.Millisecond)
 
@@ -341,8 +354,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Unlock()
 
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.stCtx, e.stCancel = context.WithCancel(context.Background())
 	e.evLogger = events.NewLogger()
-	e.goRun(func() { _ = e.evLogger.Serve(e.ctx) })
+	e.stGo(func() { _ = e.evLogger.Serve(e.stCtx) })
 	e.sub = e.evLogger.Subscribe(events.DeviceConnected | events.DeviceDisconnected |
 		events.PendingDevicesChanged | events.ClusterConfigReceived |
 		events.LocalIndexUpdated | events.RemoteIndexUpdated)
@@ -356,6 +370,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.goRun(e.eventLoop)
+	e.reconcile() // Volumes() and the folders are current when Start returns
 	e.goRun(e.reconcileLoop)
 	for _, p := range e.opts.Peers {
 		p := p
@@ -373,6 +388,14 @@ func (e *Engine) goRun(f func()) {
 	}()
 }
 
+func (e *Engine) stGo(f func()) {
+	e.stWG.Add(1)
+	go func() {
+		defer e.stWG.Done()
+		f()
+	}()
+}
+
 func (e *Engine) startSyncthing() error {
 	cfgPath := filepath.Join(e.opts.StateDir, "config.xml")
 	wrapper, _, err := config.Load(cfgPath, e.myID, e.evLogger)
@@ -386,7 +409,7 @@ func (e *Engine) startSyncthing() error {
 	e.enforce(&raw)
 	wrapper = config.Wrap(cfgPath, raw, e.myID, e.evLogger)
 	e.cfg = wrapper
-	e.goRun(func() { _ = e.cfg.Serve(e.ctx) })
+	e.stGo(func() { _ = e.cfg.Serve(e.stCtx) })
 	if err := wrapper.Save(); err != nil {
 		return fmt.Errorf("syncengine: save config: %w", err)
 	}
@@ -476,7 +499,10 @@ func (e *Engine) newFolder(c *config.Configuration, id, label, path string) conf
 // tuneFolder sets the folder parameters the engine owns.
 func (e *Engine) tuneFolder(f *config.FolderConfiguration) {
 	f.RescanIntervalS = int(e.opts.RescanInterval / time.Second)
-	f.FSWatcherEnabled = true
+	// Syncthing's own watcher is off: the engine's inotify fast path
+	// replaces it (see watcher), and in v1.30.0 its aggregator races with
+	// config updates (watchaggregator notifyDelay, caught by -race).
+	f.FSWatcherEnabled = false
 	f.FSWatcherDelayS = 1
 	f.MaxConflicts = -1
 	f.Paused = false
@@ -504,6 +530,8 @@ func (e *Engine) Close() error {
 	return nil
 }
 
+// shutdown stops inputs first (watchers, our loops, which may be waiting
+// on the config service), then Syncthing, then the services it needs.
 func (e *Engine) shutdown() {
 	e.mu.Lock()
 	ws := e.watchers
@@ -512,14 +540,16 @@ func (e *Engine) shutdown() {
 	for _, w := range ws {
 		w.stop()
 	}
+	e.cancel()
+	e.wg.Wait()
 	if e.app != nil {
 		e.app.Stop(svcutil.ExitSuccess)
 	}
 	if e.sub != nil {
 		e.sub.Unsubscribe()
 	}
-	e.cancel()
-	e.wg.Wait()
+	e.stCancel()
+	e.stWG.Wait()
 }
 
 // running returns ErrNotStarted or ErrClosed unless the engine runs.

@@ -34,6 +34,9 @@ func (e *Engine) eventLoop() {
 }
 
 func (e *Engine) handleEvent(ev events.Event) {
+	if debugScan {
+		e.log.Infof("event %v %v", ev.Type, ev.Data)
+	}
 	now := time.Now()
 	switch ev.Type {
 	case events.DeviceConnected:

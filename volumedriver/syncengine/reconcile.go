@@ -128,9 +128,14 @@ func (e *Engine) volumeOfFolder(id string, vols map[string]VolumeRecord) string 
 	return ""
 }
 
-func (e *Engine) volumeDir(name string, s desiredState) string {
+// volumeDir picks a volume's local data dir: the one AddVolume gave, else
+// the one already configured (it survives restarts), else VolumeDir.
+func (e *Engine) volumeDir(c *config.Configuration, name string, s desiredState) string {
 	if d := s.localDirs[name]; d != "" {
 		return d
+	}
+	if f, _, ok := c.Folder(FolderID(name)); ok && f.Path != "" {
+		return f.Path
 	}
 	if e.opts.VolumeDir != nil {
 		if d := e.opts.VolumeDir(name); d != "" {
@@ -274,7 +279,7 @@ func (e *Engine) apply(c *config.Configuration, s desiredState) bool {
 	for _, name := range active {
 		devs := append(append([]protocol.DeviceID(nil), members...), volShares[name]...)
 		id := FolderID(name)
-		wantFolders[id] = e.folderFrom(c, id, name, e.volumeDir(name, s), devs)
+		wantFolders[id] = e.folderFrom(c, id, name, e.volumeDir(c, name, s), devs)
 	}
 	var newFolders []config.FolderConfiguration
 	for _, f := range c.Folders {

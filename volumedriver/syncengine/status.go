@@ -83,6 +83,11 @@ func (e *Engine) syncCheck(folder string) (bool, behind) {
 		}
 		e.mu.Lock()
 		ps := e.peers[p]
+		if ps == nil {
+			// Connected before we handled its event: start its clock now.
+			ps = &peerState{connectedAt: now}
+			e.peers[p] = ps
+		}
 		var ccAt, connAt time.Time
 		if ps != nil {
 			ccAt, connAt = ps.ccAt, ps.connectedAt
@@ -101,7 +106,8 @@ func (e *Engine) syncCheck(folder string) (bool, behind) {
 				return false, b
 			}
 		case "unknown":
-			if !connAt.IsZero() && now.Sub(connAt) < e.opts.ConnectGrace {
+			// No cluster config yet: the peer may well share the folder.
+			if connAt.IsZero() || now.Sub(connAt) < e.opts.ConnectGrace {
 				b.waiting = "waiting for the cluster config of peer " + p.Short().String()
 				return false, b
 			}

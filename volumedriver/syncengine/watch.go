@@ -29,6 +29,7 @@ type watcher struct {
 	mu      sync.Mutex
 	pending map[string]struct{}
 	full    bool
+	writing map[string]time.Time // modified, not yet closed: last event
 
 	kick   chan struct{}
 	evs    chan notify.EventInfo
@@ -41,6 +42,7 @@ func (e *Engine) newWatcher(folder, dir string) *watcher {
 	w := &watcher{
 		e: e, folder: folder, dir: dir, real: dir,
 		pending: map[string]struct{}{},
+		writing: map[string]time.Time{},
 		kick:    make(chan struct{}, 1),
 		cancel:  cancel,
 	}
@@ -83,6 +85,7 @@ func (w *watcher) hint(paths ...string) {
 			continue
 		}
 		w.pending[p] = struct{}{}
+		delete(w.writing, p)
 	}
 	if len(w.pending) > maxPendingPaths {
 		w.full = true
@@ -116,7 +119,13 @@ func (w *watcher) collect(ctx context.Context) {
 				rel == ".stfolder" || strings.HasPrefix(rel, ".stfolder"+string(filepath.Separator)) {
 				continue
 			}
-			if ev.Event() == notify.Create && createdByOpen(ev) {
+			switch {
+			case ev.Event() == notify.Write:
+				w.mu.Lock()
+				w.writing[filepath.Clean(rel)] = time.Now()
+				w.mu.Unlock()
+				continue
+			case ev.Event() == notify.Create && createdByOpen(ev):
 				if fi, err := os.Lstat(ev.Path()); err == nil && fi.Mode().IsRegular() {
 					continue // wait for close-after-write
 				}
@@ -128,11 +137,16 @@ func (w *watcher) collect(ctx context.Context) {
 
 func (w *watcher) scanLoop(ctx context.Context) {
 	defer w.done.Done()
+	settle := time.NewTicker(w.e.opts.WriteSettle / 4)
+	defer settle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.kick:
+		case <-settle.C:
+			w.settleWrites()
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -169,6 +183,23 @@ func (w *watcher) scanLoop(ctx context.Context) {
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
+	}
+}
+
+// settleWrites hints files that were modified without being closed and
+// have been quiet for WriteSettle.
+func (w *watcher) settleWrites() {
+	var quiet []string
+	now := time.Now()
+	w.mu.Lock()
+	for p, t := range w.writing {
+		if now.Sub(t) >= w.e.opts.WriteSettle {
+			quiet = append(quiet, p)
+		}
+	}
+	w.mu.Unlock()
+	if len(quiet) > 0 {
+		w.hint(quiet...)
 	}
 }
 

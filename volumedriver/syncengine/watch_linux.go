@@ -7,9 +7,9 @@ import (
 
 // watchEvents are the inotify events that hint a change worth scanning. A
 // regular file's Create is ignored (its close-after-write follows) so a file
-// being written is not hashed half-way; Syncthing's own watcher still
-// covers files written without closing.
-var watchEvents = []notify.Event{notify.Create, notify.Remove, notify.Rename, notify.InCloseWrite, notify.InAttrib}
+// being written is not hashed half-way; a Write (modify) without close is
+// scanned once the file stayed quiet for WriteSettle.
+var watchEvents = []notify.Event{notify.Create, notify.Remove, notify.Rename, notify.Write, notify.InCloseWrite, notify.InAttrib}
 
 // createdByOpen reports whether a Create event comes from creating a new
 // inode (open/mkdir) rather than from a rename into the watched tree.
