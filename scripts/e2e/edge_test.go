@@ -1,0 +1,318 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/homeswarm/homeswarm/internal/netns"
+	"github.com/homeswarm/homeswarm/internal/nxdns"
+)
+
+// The edge tests run Traefik (file provider, no docker.sock) and edge (the
+// only holder of docker.sock) as Swarm services on the VPS, and web services
+// labelled in each dialect, and send requests through Traefik from the VPS's
+// network namespace.
+//
+// Web services are constrained by EDGE_E2E_CONSTRAINT, node.role==manager
+// by default: Traefik on the VPS reaches a service over a Docker overlay
+// network, and overlay traffic between the VPS and the home nodes behind the
+// NAT needs the mesh (meshnet). Once the Swarm's overlay runs over it, set
+// EDGE_E2E_CONSTRAINT=node.labels.location==home.
+//
+// Web services use --endpoint-mode dnsrr: this kernel has no IPVS, so Swarm
+// VIPs do not answer here; with dnsrr the service name resolves to its
+// tasks, which is what edge's route (http://<service>:<port>) needs.
+var (
+	edgeConstraint = envOr("EDGE_E2E_CONSTRAINT", "node.role==manager")
+	topoPrefix     = envOr("TOPO_PREFIX", "hs")
+	topoRun        = envOr("TOPO_RUN", "/run/"+topoPrefix)
+)
+
+const vpsAddr = "203.0.113.10"
+
+// edgeStack is Traefik and edge running on the topology.
+type edgeStack struct {
+	client *http.Client
+	routes string // host directory edge writes and Traefik watches
+}
+
+// startEdgeStack imports the images, starts the services and returns when
+// Traefik answers; everything is removed when t ends.
+func startEdgeStack(t *testing.T) *edgeStack {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repo, "scripts/images.sh"), "vps")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("images: %v: %s", err, out)
+	}
+	if !strings.Contains(edgeConstraint, "manager") {
+		cmd := exec.Command(filepath.Join(repo, "scripts/images.sh"), "home1", "home2", "home3")
+		cmd.Env = append(os.Environ(), "IMAGES=web")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("images: %v: %s", err, out)
+		}
+	}
+	vpsNS := netns.Path(topoPrefix + "-vps")
+	// The VPS's upstream resolver (see package nxdns): Traefik asks Docker's
+	// DNS for a dnsrr service before its task is up.
+	dns, err := nxdns.Listen(vpsNS, vpsAddr+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dns.Close() })
+
+	s := &edgeStack{routes: filepath.Join(topoRoot, "vps", "edge-routes")}
+	if err := os.MkdirAll(s.routes, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dk("vps", "network", "rm", "web") // leftovers of an interrupted run
+	mustDk(t, "vps", "network", "create", "-d", "overlay", "--attachable", "web")
+	t.Cleanup(func() {
+		for _, svc := range []string{"edge", "traefik"} {
+			removeService(svc)
+		}
+		eventually(t, 30*time.Second, "network web removed", func() error {
+			_, err := dk("vps", "network", "rm", "web")
+			return err
+		})
+		os.RemoveAll(s.routes)
+	})
+	createService(t, "traefik", "--constraint", "node.role==manager", "--network", "web",
+		"--dns", vpsAddr,
+		"--publish", "mode=host,published=80,target=80",
+		"--mount", "type=bind,source="+s.routes+",target=/routes,readonly",
+		"homeswarm/traefik",
+		"--entryPoints.web.address=:80", "--providers.file.directory=/routes",
+		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level=INFO")
+	createService(t, "edge", "--constraint", "node.role==manager", "--network", "host",
+		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
+		"--mount", "type=bind,source="+s.routes+",target=/routes",
+		"--env", "EDGE_NETWORK=web", "--env", "EDGE_LISTEN=127.0.0.1:8089",
+		"homeswarm/edge")
+
+	d := &netns.Dialer{Path: vpsNS}
+	d.Timeout = 2 * time.Second
+	s.client = &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	eventually(t, 60*time.Second, "Traefik answering on the VPS", func() error {
+		code, _, err := s.get("nothing.e2e.test")
+		if err == nil && code != http.StatusNotFound {
+			err = fmt.Errorf("status %d, want 404", code)
+		}
+		return err
+	})
+	eventually(t, 60*time.Second, "edge writing its file", func() error {
+		_, err := os.Stat(filepath.Join(s.routes, "edge.yml"))
+		return err
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, svc := range []string{"edge", "traefik"} {
+				out, _ := dk("vps", "service", "logs", "--tail", "30", svc)
+				t.Logf("%s logs:\n%s", svc, out)
+			}
+			b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
+			t.Logf("edge.yml:\n%s", b)
+		}
+	})
+	return s
+}
+
+// get sends GET / with Host: host to Traefik on the VPS.
+func (s *edgeStack) get(host string) (code int, body string, err error) {
+	req, _ := http.NewRequest("GET", "http://"+vpsAddr+"/", nil)
+	req.Host = host
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), err
+}
+
+// waitFor polls host until it answers want (and, for 200, the body text)
+// and returns how long that took.
+func (s *edgeStack) waitFor(t *testing.T, host string, want int, text string, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(d)
+	var last string
+	for {
+		code, body, err := s.get(host)
+		if err == nil && code == want && (text == "" || body == text) {
+			return time.Since(start)
+		}
+		last = fmt.Sprintf("status %d body %q err %v", code, body, err)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %d (%q) within %s; last: %s", host, want, text, d, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitRouted polls host until Traefik has a route for it (anything but its
+// 404: a 502 while the task starts, or a 200) and returns how long that took.
+func (s *edgeStack) waitRouted(t *testing.T, host string, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		code, _, err := s.get(host)
+		if err == nil && code != http.StatusNotFound {
+			return time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("%s: no route within %s (status %d, %v)", host, d, code, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// webService creates a labelled web service answering text on its port.
+func webService(t *testing.T, name, text string, args ...string) {
+	t.Helper()
+	base := []string{"--endpoint-mode", "dnsrr", "--network", "web", "--constraint", edgeConstraint,
+		"--env", "WEB_TEXT=" + text}
+	createService(t, name, append(append(base, args...), "homeswarm/web")...)
+}
+
+func TestEdge(t *testing.T) {
+	s := startEdgeStack(t)
+
+	t.Run("EdgeLabels", func(t *testing.T) {
+		// Route up: `service create` returned → first 200 through Traefik.
+		webService(t, "e2e-edge", "edge-8080", "--label", "edge.host=edge.e2e.test", "--label", "edge.port=8080")
+		start := time.Now()
+		seen := s.waitRouted(t, "edge.e2e.test", 10*time.Second)
+		up := time.Since(start) + s.waitFor(t, "edge.e2e.test", http.StatusOK, "edge-8080", 30*time.Second)
+		t.Logf("route up: first 200 %.0f ms after `service create` returned (target < 1 s); route in Traefik (first answer other than 404; 502 until the task serves) after %.0f ms",
+			up.Seconds()*1000, seen.Seconds()*1000)
+		if seen > time.Second {
+			t.Errorf("route reached Traefik %s after service create, want < 1 s", seen)
+		}
+		if up > 15*time.Second {
+			t.Errorf("first 200 %s after service create: no better than Traefik's 15 s poll", up)
+		}
+
+		// The port changes: the route follows (the old port no longer answers).
+		mustDk(t, "vps", "service", "update", "-q", "--detach", "--env-add", "WEB_PORT=8081",
+			"--env-add", "WEB_TEXT=edge-8081", "--label-add", "edge.port=8081", "e2e-edge")
+		d := s.waitFor(t, "edge.e2e.test", http.StatusOK, "edge-8081", 30*time.Second)
+		t.Logf("port 8080 → 8081: served by the new port after %.0f ms", d.Seconds()*1000)
+		if b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml")); !strings.Contains(string(b), "http://e2e-edge:8081") {
+			t.Errorf("edge.yml does not point at port 8081:\n%s", b)
+		}
+
+		// The host changes: the new name answers, the old one is gone.
+		mustDk(t, "vps", "service", "update", "-q", "--detach", "--label-add", "edge.host=edge2.e2e.test", "e2e-edge")
+		d = s.waitFor(t, "edge2.e2e.test", http.StatusOK, "edge-8081", 10*time.Second)
+		s.waitFor(t, "edge.e2e.test", http.StatusNotFound, "", 5*time.Second)
+		t.Logf("host edge → edge2: new host answers after %.0f ms, old host 404", d.Seconds()*1000)
+
+		// Removed: 404.
+		mustDk(t, "vps", "service", "rm", "e2e-edge")
+		d = s.waitFor(t, "edge2.e2e.test", http.StatusNotFound, "", 5*time.Second)
+		t.Logf("route down: first 404 %.0f ms after `service rm` returned", d.Seconds()*1000)
+		if d > time.Second {
+			t.Errorf("route removed %s after service rm, want < 1 s", d)
+		}
+	})
+
+	t.Run("TraefikV1Labels", func(t *testing.T) {
+		webService(t, "e2e-v1", "v1", "--label", "traefik.frontend.rule=Host:v1.e2e.test",
+			"--label", "traefik.port=8080")
+		d := s.waitFor(t, "v1.e2e.test", http.StatusOK, "v1", 30*time.Second)
+		t.Logf("v1 labels: first 200 after %.0f ms", d.Seconds()*1000)
+		mustDk(t, "vps", "service", "rm", "e2e-v1")
+		s.waitFor(t, "v1.e2e.test", http.StatusNotFound, "", 5*time.Second)
+	})
+
+	t.Run("TraefikV2Labels", func(t *testing.T) {
+		webService(t, "e2e-v2", "v2", "--label", "traefik.http.routers.site.rule=Host(`v2.e2e.test`)",
+			"--label", "traefik.http.services.site.loadbalancer.server.port=8080")
+		d := s.waitFor(t, "v2.e2e.test", http.StatusOK, "v2", 30*time.Second)
+		t.Logf("v2/v3 labels: first 200 after %.0f ms", d.Seconds()*1000)
+		mustDk(t, "vps", "service", "rm", "e2e-v2")
+		s.waitFor(t, "v2.e2e.test", http.StatusNotFound, "", 5*time.Second)
+	})
+
+	t.Run("RestartKeepsRoutes", func(t *testing.T) {
+		hosts := map[string]string{"r1.e2e.test": "r1", "r2.e2e.test": "r2", "r3.e2e.test": "r3"}
+		webService(t, "e2e-r1", "r1", "--label", "edge.host=r1.e2e.test", "--label", "edge.port=8080")
+		webService(t, "e2e-r2", "r2", "--label", "traefik.frontend.rule=Host:r2.e2e.test", "--label", "traefik.port=8080")
+		webService(t, "e2e-r3", "r3", "--label", "traefik.http.routers.r.rule=Host(`r3.e2e.test`)",
+			"--label", "traefik.http.services.r.loadbalancer.server.port=8080")
+		for h, text := range hosts {
+			s.waitFor(t, h, http.StatusOK, text, 30*time.Second)
+		}
+		before, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
+
+		// Poll every route while edge restarts, and for a while after.
+		ctx, cancel := context.WithCancel(context.Background())
+		var mu sync.Mutex
+		var bad []string
+		requests := 0
+		var wg sync.WaitGroup
+		for h, text := range hosts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					code, body, err := s.get(h)
+					mu.Lock()
+					requests++
+					if err != nil || code != http.StatusOK || body != text {
+						bad = append(bad, fmt.Sprintf("%s %s: %d %q %v", time.Now().Format("15:04:05.000"), h, code, body, err))
+					}
+					mu.Unlock()
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+		}
+		oldTask, _ := dk("vps", "service", "ps", "-q", "--filter", "desired-state=running", "edge")
+		start := time.Now()
+		out, err := dk("vps", "service", "update", "--force", "--detach=false", "edge")
+		restart := time.Since(start)
+		newTask, _ := dk("vps", "service", "ps", "-q", "--filter", "desired-state=running", "edge")
+		time.Sleep(3 * time.Second) // the new edge has listed and compared by now
+		cancel()
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("edge restart: %v: %s", err, out)
+		}
+		if oldTask == newTask {
+			t.Fatalf("edge task %s was not replaced", oldTask)
+		}
+		t.Logf("edge restarted (task %s → %s) in %.1f s; %d requests during and after, %d not 200",
+			oldTask, newTask, restart.Seconds(), requests, len(bad))
+		if len(bad) > 0 {
+			t.Errorf("routes failed during the restart:\n%s", strings.Join(bad, "\n"))
+		}
+		after, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
+		if string(before) != string(after) {
+			t.Errorf("edge.yml changed across the restart:\n%s\n---\n%s", before, after)
+		}
+
+		// The restarted edge follows changes.
+		webService(t, "e2e-r4", "r4", "--label", "edge.host=r4.e2e.test", "--label", "edge.port=8080")
+		s.waitFor(t, "r4.e2e.test", http.StatusOK, "r4", 30*time.Second)
+		mustDk(t, "vps", "service", "rm", "e2e-r1")
+		s.waitFor(t, "r1.e2e.test", http.StatusNotFound, "", 5*time.Second)
+		t.Logf("after the restart: a new service is routed and a removed one is gone")
+	})
+}
