@@ -174,7 +174,8 @@ type Engine struct {
 	members    map[protocol.DeviceID]memberRecord
 	verified   map[protocol.DeviceID]verifiedDevice
 	probed     map[protocol.DeviceID][]string
-	refused    map[protocol.DeviceID]string // device → reason, logged once
+	refused    map[protocol.DeviceID]refusal // devices kept out of the config
+	refusedLog map[protocol.DeviceID]bool    // refusals already logged
 	peers      map[protocol.DeviceID]*peerState
 	lastIdx    map[string]time.Time // folder + "/" + device → last remote index
 	lastChange map[string]time.Time // folder → last local or remote index change
@@ -191,6 +192,20 @@ type verifiedDevice struct {
 	name  string
 	addrs []string
 }
+
+// refusal keeps a device out: until a time for a failed proof (so a node
+// whose key is fixed gets back in without restarting everyone), forever
+// (zero until) for a member removed from the cluster.
+type refusal struct {
+	why   string
+	until time.Time
+}
+
+func (r refusal) active(now time.Time) bool { return r.why != "" && (r.until.IsZero() || now.Before(r.until)) }
+
+// refusalHold is how long a device that failed to prove the key stays out
+// before a new proof is considered.
+const refusalHold = time.Minute
 
 type peerState struct {
 	connectedAt time.Time
@@ -259,7 +274,8 @@ func New(opts Options) (*Engine, error) {
 		members:      map[protocol.DeviceID]memberRecord{},
 		verified:     map[protocol.DeviceID]verifiedDevice{},
 		probed:       map[protocol.DeviceID][]string{},
-		refused:      map[protocol.DeviceID]string{},
+		refused:      map[protocol.DeviceID]refusal{},
+		refusedLog:   map[protocol.DeviceID]bool{},
 		peers:        map[protocol.DeviceID]*peerState{},
 		lastIdx:      map[string]time.Time{},
 		lastChange:   map[string]time.Time{},

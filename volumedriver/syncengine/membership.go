@@ -109,7 +109,7 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, dialAddr, how string) {
 		return
 	}
 	e.mu.Lock()
-	_, refused := e.refused[id]
+	refused := e.refused[id].active(time.Now())
 	rec, known := e.members[id]
 	shared := e.isShareDeviceLocked(id)
 	e.mu.Unlock()
@@ -117,7 +117,7 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, dialAddr, how string) {
 		return
 	}
 	if known && rec.Removed {
-		e.refuse(id, addr, "it was removed from the cluster")
+		e.refuse(id, addr, "it was removed from the cluster", true)
 		return
 	}
 	if name == "" {
@@ -131,7 +131,7 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, dialAddr, how string) {
 		if shared {
 			return // a plain Syncthing device shared with a volume
 		}
-		e.refuse(id, addr, "it did not prove the cluster key (wrong CLUSTER_KEY, or not a syncvol node)")
+		e.refuse(id, addr, errNoProof, false)
 		return
 	}
 	var addrs []string
@@ -151,11 +151,19 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, dialAddr, how string) {
 	e.triggerReconcile()
 }
 
-// refuse drops a device and logs why, once per device.
-func (e *Engine) refuse(id protocol.DeviceID, addr, why string) {
+const errNoProof = "it did not prove the cluster key (wrong CLUSTER_KEY, or not a syncvol node)"
+
+// refuse drops a device and logs why, once per device. A removed member
+// stays out for good; a failed proof for refusalHold.
+func (e *Engine) refuse(id protocol.DeviceID, addr, why string, forever bool) {
 	e.mu.Lock()
-	_, logged := e.refused[id]
-	e.refused[id] = why
+	logged := e.refusedLog[id]
+	e.refusedLog[id] = true
+	r := refusal{why: why}
+	if !forever {
+		r.until = time.Now().Add(refusalHold)
+	}
+	e.refused[id] = r
 	delete(e.verified, id)
 	delete(e.probed, id)
 	e.mu.Unlock()
@@ -241,13 +249,13 @@ func (e *Engine) peerLoop(peer string) {
 // it did.
 func (e *Engine) learnPeer(id protocol.DeviceID, name, addr string) bool {
 	e.mu.Lock()
-	_, refused := e.refused[id]
+	refused := e.refused[id].active(time.Now())
 	e.mu.Unlock()
 	if refused {
 		return false
 	}
 	if _, ok := verifyMemberName(e.key, id, name); !ok {
-		e.refuse(id, addr, "it did not prove the cluster key (wrong CLUSTER_KEY, or not a syncvol node)")
+		e.refuse(id, addr, errNoProof, false)
 		return false
 	}
 	e.admit(id, name, addr, addr, "probe")

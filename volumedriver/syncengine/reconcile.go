@@ -44,7 +44,7 @@ type desiredState struct {
 	members    map[protocol.DeviceID]memberRecord
 	verified   map[protocol.DeviceID]verifiedDevice
 	probed     map[protocol.DeviceID][]string
-	refused    map[protocol.DeviceID]string
+	refused    map[protocol.DeviceID]refusal
 	localDirs  map[string]string
 	localShare map[string][]string
 	detached   map[string]bool
@@ -64,12 +64,18 @@ func (e *Engine) reconcile() {
 	e.members = members
 	for id, r := range members {
 		if r.Removed && id != e.myID {
-			if _, ok := e.refused[id]; !ok {
-				e.refused[id] = "it was removed from the cluster"
+			if r, ok := e.refused[id]; !ok || !r.until.IsZero() {
+				e.refused[id] = refusal{why: "it was removed from the cluster"}
 				delete(e.verified, id)
 				delete(e.probed, id)
 				e.log.WithField("peer", id.String()).Info("member removed from the cluster; forgetting it")
 			}
+		}
+	}
+	now := time.Now()
+	for id, r := range e.refused {
+		if !r.active(now) {
+			delete(e.refused, id)
 		}
 	}
 	s := desiredState{
