@@ -201,7 +201,9 @@ type refusal struct {
 	until time.Time
 }
 
-func (r refusal) active(now time.Time) bool { return r.why != "" && (r.until.IsZero() || now.Before(r.until)) }
+func (r refusal) active(now time.Time) bool {
+	return r.why != "" && (r.until.IsZero() || now.Before(r.until))
+}
 
 // refusalHold is how long a device that failed to prove the key stays out
 // before a new proof is considered.
