@@ -150,8 +150,31 @@ func TestSyncvolVolumeCLI(t *testing.T) {
 	if _, err := os.Stat(filepath.Dir(replicaFile(node, "e2e-cli", "x"))); !os.IsNotExist(err) {
 		t.Fatalf("replica still on disk after rm: %v", err)
 	}
-	if out, _ := dk(node, "volume", "ls", "-q"); strings.Contains(out, "e2e-cli") {
-		t.Fatalf("volume still listed: %q", out)
+	// remove=local (the default): the other nodes keep the volume, so the
+	// cluster still lists it.
+	if out, _ := dk("home1", "volume", "ls", "-q"); !strings.Contains(out, "e2e-cli") {
+		t.Fatalf("local rm on %s removed the volume elsewhere: %q", node, out)
+	}
+
+	// remove=everywhere: the volume goes from every node.
+	const gone = "e2e-cli-gone"
+	mustDk(t, node, "volume", "create", "-d", "syncvol", "-o", "remove=everywhere", gone)
+	mustDk(t, node, "run", "--rm", "-v", gone+":/vol", "busybox", "sh", "-c", "echo x > /vol/x")
+	eventually(t, 30*time.Second, "volume on home1", func() error {
+		_, err := os.Stat(replicaFile("home1", gone, "x"))
+		return err
+	})
+	mustDk(t, node, "volume", "rm", gone)
+	for _, n := range []string{"vps", "home1", "home2", "home3"} {
+		eventually(t, 30*time.Second, "volume gone from "+n, func() error {
+			if out, _ := dk(n, "volume", "ls", "-q"); strings.Contains(out, gone) {
+				return fmt.Errorf("still listed on %s", n)
+			}
+			if _, err := os.Stat(replicaFile(n, gone, "x")); err == nil {
+				return fmt.Errorf("data still on %s", n)
+			}
+			return nil
+		})
 	}
 
 	for _, tc := range []struct {
