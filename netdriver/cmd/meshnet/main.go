@@ -52,7 +52,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	dev, err := tun.Create(cfg.Interface, cfg.MTU)
+	// TSO/GRO offloads move 64 KiB segments per read; kernels without
+	// them get the plain device.
+	dev, err := tun.CreateOffload(cfg.Interface, cfg.MTU)
+	if err != nil {
+		log.WithError(err).Info("TUN offloads unavailable; using a plain TUN device")
+		dev, err = tun.Create(cfg.Interface, cfg.MTU)
+	}
 	if err != nil {
 		return err
 	}
