@@ -19,6 +19,16 @@
 // same way. Members publish themselves in the registry, so a node added
 // later becomes known to all.
 //
+// The registry is an ordinary Syncthing folder (ID RegistryFolderID, in
+// StateDir/registry) shared with verified members only:
+//
+//	volumes/<name>.json      VolumeRecord: options, share list, created, deleted
+//	members/<deviceID>.json  name with proof, addresses; removed=true forgets it
+//
+// Every node replicates every volume the registry lists (unless removed
+// locally with RemoveVolume(name, false)); a volume marked deleted is
+// dropped and wiped everywhere.
+//
 // Propagation is fast because the engine does not wait for Syncthing's
 // watcher (whole seconds at best): an inotify watch of each folder tree and
 // the glue's Touched hints trigger ScanFolderSubdirs within tens of

@@ -27,6 +27,8 @@ func (e *Engine) triggerReconcile() {
 func (e *Engine) reconcileLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	clean := time.NewTicker(time.Minute)
+	defer clean.Stop()
 	for {
 		e.reconcile()
 		select {
@@ -34,6 +36,8 @@ func (e *Engine) reconcileLoop() {
 			return
 		case <-e.reconcileNow:
 		case <-t.C:
+		case <-clean.C:
+			e.cleanRegistryConflicts()
 		}
 	}
 }

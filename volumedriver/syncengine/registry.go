@@ -76,6 +76,24 @@ func (e *Engine) readRegistry() (map[string]VolumeRecord, map[protocol.DeviceID]
 	return vols, members
 }
 
+// cleanRegistryConflicts removes conflict copies of registry records older
+// than a minute: two nodes writing one record at once is expected (the
+// record read back is the winner), so the copies carry nothing of value.
+func (e *Engine) cleanRegistryConflicts() {
+	for _, sub := range []string{"volumes", "members"} {
+		dir := filepath.Join(e.registryDir(), sub)
+		ents, _ := os.ReadDir(dir)
+		for _, ent := range ents {
+			if !strings.Contains(ent.Name(), conflictMarker) {
+				continue
+			}
+			if fi, err := ent.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
+				_ = os.Remove(filepath.Join(dir, ent.Name()))
+			}
+		}
+	}
+}
+
 type jsonFile struct {
 	name string
 	data []byte

@@ -92,6 +92,9 @@ func (e *Engine) syncCheck(folder string) (bool, behind) {
 		if ps != nil {
 			ccAt, connAt = ps.ccAt, ps.connectedAt
 		}
+		if ccAt.IsZero() && now.Sub(connAt) >= e.opts.ConnectGrace {
+			ccAt = connAt // its cluster config event was lost; do not wait forever
+		}
 		lastIdx := e.lastIdx[folder+"/"+p.String()]
 		e.mu.Unlock()
 		switch comp.RemoteState.String() {

@@ -54,6 +54,9 @@ func (e *Engine) AddVolumeWithOptions(name, dir string, share []string, opts map
 		return fmt.Errorf("add volume %s: %w", name, derr)
 	}
 
+	// Let the registry catch up first (bounded), so a volume another node
+	// created is found here and not mistaken for a brand-new, empty one.
+	e.waitRegistry(registryWait)
 	rec, err := e.readVolumeRecord(name)
 	switch {
 	case errors.Is(err, os.ErrNotExist) || (err == nil && rec.Deleted):
@@ -84,6 +87,19 @@ func (e *Engine) AddVolumeWithOptions(name, dir string, share []string, opts map
 		return fmt.Errorf("add volume %s: folder not configured (see logs)", name)
 	}
 	return nil
+}
+
+// registryWait bounds how long AddVolume waits for the registry to sync.
+const registryWait = 2 * time.Second
+
+func (e *Engine) waitRegistry(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		if ok, _ := e.syncCheck(RegistryFolderID); ok || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(pollInterval)
+	}
 }
 
 func (e *Engine) readVolumeRecord(name string) (VolumeRecord, error) {
