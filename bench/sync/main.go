@@ -81,7 +81,7 @@ func main() {
 	flag.DurationVar(&c.poll, "poll", 5*time.Millisecond, "poll interval of the receiving directory")
 	flag.IntVar(&c.smallSize, "small-size", 1024, "size of a small file in bytes")
 	flag.IntVar(&c.largeMiB, "large-mib", 256, "size of the large file in MiB")
-	flag.IntVar(&c.largeRuns, "large-runs", 2, "large-file runs on syncvol and tuned Syncthing")
+	flag.IntVar(&c.largeRuns, "large-runs", 3, "large-file runs on syncvol and tuned Syncthing")
 	flag.IntVar(&c.rsyncRuns, "rsync-runs", 3, "large-file runs on rsync")
 	flag.StringVar(&c.syncthing, "syncthing", "/usr/bin/syncthing", "plain Syncthing binary")
 	flag.StringVar(&c.rsync, "rsync", "rsync", "rsync binary")
@@ -145,7 +145,7 @@ func run(ctx context.Context, c config) error {
 	started := time.Now()
 	// a) syncvol.
 	log.Printf("syncvol: starting two engines on 127.0.0.1")
-	svLat, svTput, err := benchSyncvol(ctx, c, filepath.Join(work, "syncvol"), large, chk)
+	svLat, svTput, err := benchSyncvol(ctx, c, filepath.Join(work, "syncvol"), large, chk, false, c.nSyncvol)
 	if err != nil {
 		if out, rerr := os.ReadFile(engineLog); rerr == nil {
 			log.Printf("engine log:\n%s", tail(out, 4000))
@@ -153,6 +153,13 @@ func run(ctx context.Context, c config) error {
 		return fmt.Errorf("syncvol: %w", err)
 	}
 	log.Printf("syncvol: small p50=%.3fs p99=%.3fs; large %.1f MB/s", pct(svLat, 50), pct(svLat, 99), median(svTput))
+	// Diagnostic: the same large file with fsync off, to tell the cost of
+	// durability from the rest of the pipeline.
+	_, svNoSync, err := benchSyncvol(ctx, c, filepath.Join(work, "syncvol-nofsync"), large, chk, true, 0)
+	if err != nil {
+		return fmt.Errorf("syncvol (fsync off): %w", err)
+	}
+	log.Printf("syncvol, fsync off: large %.1f MB/s", median(svNoSync))
 
 	// b) plain Syncthing, defaults then tuned.
 	var defLat []float64
@@ -172,21 +179,27 @@ func run(ctx context.Context, c config) error {
 	log.Printf("syncthing tuned: p50=%.3fs p99=%.3fs; large %.1f MB/s", pct(tunLat, 50), pct(tunLat, 99), median(tunTput))
 
 	// c) rsync daemon.
-	rsTput, err := benchRsync(ctx, c, filepath.Join(work, "rsync"), large, chk)
+	rsTput, rsFsync, err := benchRsync(ctx, c, filepath.Join(work, "rsync"), large, chk)
 	if err != nil {
 		return fmt.Errorf("rsync: %w", err)
 	}
-	log.Printf("rsync daemon: %.1f MB/s", median(rsTput))
+	log.Printf("rsync daemon: %.1f MB/s; with --fsync %.1f MB/s", median(rsTput), median(rsFsync))
 	log.Printf("total bench time %v", time.Since(started).Round(time.Second))
 
 	res := result{Bench: "sync", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339)}
-	res.Rows = buildRows(c, svLat, defLat, tunLat, svTput, tunTput, rsTput)
+	res.Rows = buildRows(c, measures{svLat, defLat, tunLat, svTput, svNoSync, tunTput, rsTput, rsFsync})
 	return writeJSON(c.out, res)
 }
 
 // buildRows turns the measurements into the schema's rows: one per
 // (metric, anchor) pair, then the anchors' raw figures.
-func buildRows(c config, svLat, defLat, tunLat, svTput, tunTput, rsTput []float64) []row {
+type measures struct {
+	svLat, defLat, tunLat                      []float64 // small-file latencies, s
+	svTput, svNoSync, tunTput, rsTput, rsFsync []float64 // large-file MB/s
+}
+
+func buildRows(c config, m measures) []row {
+	svLat, defLat, tunLat := m.svLat, m.defLat, m.tunLat
 	lat := func(p float64, anchor string, anchorLat []float64, target, note string) row {
 		v, a := pct(svLat, p), pct(anchorLat, p)
 		return row{Name: "syncvol small-file propagation", Metric: fmt.Sprintf("p%g", p), Unit: "s",
@@ -205,7 +218,9 @@ func buildRows(c config, svLat, defLat, tunLat, svTput, tunTput, rsTput []float6
 	}
 	rows = append(rows, lat(99, anchorTuned, tunLat, "p99 < 1 s", ""))
 
+	svTput, tunTput, rsTput := m.svTput, m.tunTput, m.rsTput
 	sv, rs, tun := median(svTput), median(rsTput), median(tunTput)
+	svNo, rsF := median(m.svNoSync), median(m.rsFsync)
 	tputNote := fmt.Sprintf("one %d MiB file; write start on A → complete on B; median of %d runs (fsync on, as shipped); rsync: median of %d pushes to a daemon on 127.0.0.1 (no fsync)",
 		c.largeMiB, len(svTput), len(rsTput))
 	rows = append(rows,
@@ -213,7 +228,13 @@ func buildRows(c config, svLat, defLat, tunLat, svTput, tunTput, rsTput []float6
 			Anchor: anchorRsync, AnchorValue: round(rs, 1), Ratio: round(sv/rs, 2), Target: "≥ 0.8× rsync",
 			Samples: svTput, Note: tputNote},
 		row{Name: "syncvol large-file throughput", Metric: "throughput", Unit: "MB/s", Value: round(sv, 1),
+			Anchor: anchorRsync + " --fsync", AnchorValue: round(rsF, 1), Ratio: round(sv/rsF, 2), Samples: svTput,
+			Note: "informative: rsync made as durable as syncvol (fsync after each file)"},
+		row{Name: "syncvol large-file throughput", Metric: "throughput", Unit: "MB/s", Value: round(sv, 1),
 			Anchor: anchorTuned, AnchorValue: round(tun, 1), Ratio: round(sv/tun, 2), Samples: svTput},
+		row{Name: "syncvol large-file throughput, fsync off", Metric: "throughput", Unit: "MB/s", Value: round(svNo, 1),
+			Anchor: anchorRsync, AnchorValue: round(rs, 1), Ratio: round(svNo/rs, 2), Samples: m.svNoSync,
+			Note: "diagnostic: engines with DisableFsync, to separate the cost of fsync from the rest of the pipeline"},
 	)
 
 	raw := func(name, metric, unit string, v float64, samples []float64, note string) row {
@@ -231,13 +252,14 @@ func buildRows(c config, svLat, defLat, tunLat, svTput, tunTput, rsTput []float6
 		raw("syncthing fsWatcherDelayS=1 small-file propagation", "p99", "s", pct(tunLat, 99), nil, ""),
 		raw("syncthing fsWatcherDelayS=1 large-file throughput", "throughput", "MB/s", round(tun, 1), tunTput, ""),
 		raw("rsync daemon large-file throughput", "throughput", "MB/s", round(rs, 1), rsTput, ""),
+		raw("rsync daemon --fsync large-file throughput", "throughput", "MB/s", round(rsF, 1), m.rsFsync, ""),
 	)
 	return rows
 }
 
 // ---------------------------------------------------------------- syncvol
 
-func benchSyncvol(ctx context.Context, c config, dir string, large []byte, chk func(string) error) (lat, tput []float64, err error) {
+func benchSyncvol(ctx context.Context, c config, dir string, large []byte, chk func(string) error, noFsync bool, nSmall int) (lat, tput []float64, err error) {
 	lg := logrus.New()
 	lg.SetLevel(logrus.WarnLevel)
 	newNode := func(name string, peers ...string) (*syncengine.Engine, error) {
@@ -251,6 +273,7 @@ func benchSyncvol(ctx context.Context, c config, dir string, large []byte, chk f
 			VolumeDir:         func(v string) string { return filepath.Join(d, "vols", v) },
 			Logger:            lg.WithField("node", name),
 			ReconnectInterval: time.Second,
+			DisableFsync:      noFsync,
 		})
 		if err != nil {
 			return nil, err
@@ -279,7 +302,7 @@ func benchSyncvol(ctx context.Context, c config, dir string, large []byte, chk f
 	if _, err := waitContent(ctx, filepath.Join(bDir, "warmup"), []byte("warm"), c.poll, 60*time.Second); err != nil {
 		return nil, nil, fmt.Errorf("volume never reached B: %w", err)
 	}
-	if lat, err = smallFiles(ctx, c, aDir, bDir, c.nSyncvol, 15*time.Second); err != nil {
+	if lat, err = smallFiles(ctx, c, aDir, bDir, nSmall, 15*time.Second); err != nil {
 		return nil, nil, err
 	}
 	for i := 0; i < c.largeRuns; i++ {
@@ -356,10 +379,9 @@ type stNode struct {
 // measures n small files, then (if large is set) the large file.
 func benchSyncthing(ctx context.Context, c config, dir string, delayS, n int, large []byte, chk func(string) error) (lat, tput []float64, err error) {
 	nodes := []*stNode{{home: filepath.Join(dir, "a")}, {home: filepath.Join(dir, "b")}}
-	version := ""
 	for _, nd := range nodes {
 		nd.dir = filepath.Join(nd.home, "folder")
-		if nd.id, version, err = stGenerate(ctx, c.syncthing, nd.home); err != nil {
+		if nd.id, err = stGenerate(ctx, c.syncthing, nd.home); err != nil {
 			return nil, nil, err
 		}
 		if nd.port, err = freePort(); err != nil {
@@ -372,7 +394,16 @@ func benchSyncthing(ctx context.Context, c config, dir string, delayS, n int, la
 	a, b := nodes[0], nodes[1]
 	for i, nd := range nodes {
 		peer := nodes[1-i]
-		if err := os.WriteFile(filepath.Join(nd.home, "config.xml"), []byte(stConfig(version, nd, peer, delayS)), 0o600); err != nil {
+		path := filepath.Join(nd.home, "config.xml")
+		gen, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg, err := stConfig(string(gen), nd, peer, delayS)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -422,64 +453,77 @@ func benchSyncthing(ctx context.Context, c config, dir string, delayS, n int, la
 	return lat, tput, nil
 }
 
-var (
-	deviceIDRe   = regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`)
-	cfgVersionRe = regexp.MustCompile(`<configuration version="(\d+)"`)
-)
+var deviceIDRe = regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`)
 
 // stGenerate creates a Syncthing home (key, certificate, default config)
-// and returns the device ID and the config version this Syncthing writes.
-func stGenerate(ctx context.Context, bin, home string) (id, version string, err error) {
+// and returns the device ID.
+func stGenerate(ctx context.Context, bin, home string) (string, error) {
 	out, err := exec.CommandContext(ctx, bin, "generate", "--home="+home, "--no-default-folder").CombinedOutput()
 	if err != nil {
-		return "", "", fmt.Errorf("syncthing generate: %w: %s", err, out)
+		return "", fmt.Errorf("syncthing generate: %w: %s", err, out)
 	}
 	m := deviceIDRe.FindSubmatch(out)
 	if m == nil {
-		return "", "", fmt.Errorf("syncthing generate: no device ID in %q", out)
+		return "", fmt.Errorf("syncthing generate: no device ID in %q", out)
 	}
-	cfg, err := os.ReadFile(filepath.Join(home, "config.xml"))
-	if err != nil {
-		return "", "", err
-	}
-	v := cfgVersionRe.FindSubmatch(cfg)
-	if v == nil {
-		return "", "", errors.New("syncthing generate: no config version")
-	}
-	return string(m[1]), string(v[1]), nil
+	return string(m[1]), nil
 }
 
-// stConfig is a minimal config: the shared folder at its defaults (but
-// fsWatcherDelayS when delayS > 0), the peer at its loopback address, and
-// no GUI, discovery, relays, NAT traversal, usage reporting or upgrades.
-// reconnectionIntervalS=1 only shortens connection set-up.
-func stConfig(version string, self, peer *stNode, delayS int) string {
-	delay := ""
-	if delayS > 0 {
-		delay = fmt.Sprintf(` fsWatcherDelayS="%d"`, delayS)
+var defaultFolderRe = regexp.MustCompile(`(?s)<defaults>\s*(<folder id="" label="" path="~".*?</folder>)`)
+
+// stConfig edits the config Syncthing generated: a folder made from the
+// generated folder defaults (only fsWatcherDelayS changed, when delayS > 0)
+// shared with the peer at its loopback address; options: listen on
+// loopback, no GUI, discovery, relays, NAT traversal, usage reporting,
+// crash reports or upgrades, and reconnectionIntervalS=1 (connection
+// set-up only). Everything else stays at Syncthing's defaults.
+func stConfig(generated string, self, peer *stNode, delayS int) (string, error) {
+	m := defaultFolderRe.FindStringSubmatch(generated)
+	if m == nil {
+		return "", errors.New("syncthing config: no folder defaults")
 	}
-	return fmt.Sprintf(`<configuration version="%[1]s">
-    <folder id="bench" label="bench" path="%[2]s" type="sendreceive" fsWatcherEnabled="true"%[3]s>
-        <device id="%[4]s"></device>
-        <device id="%[5]s"></device>
-    </folder>
-    <device id="%[4]s" name="self"><address>dynamic</address></device>
-    <device id="%[5]s" name="peer"><address>tcp://127.0.0.1:%[6]d</address></device>
-    <gui enabled="false"></gui>
-    <options>
-        <listenAddress>tcp://127.0.0.1:%[7]d</listenAddress>
-        <globalAnnounceEnabled>false</globalAnnounceEnabled>
-        <localAnnounceEnabled>false</localAnnounceEnabled>
-        <relaysEnabled>false</relaysEnabled>
-        <natEnabled>false</natEnabled>
-        <urAccepted>-1</urAccepted>
-        <autoUpgradeIntervalH>0</autoUpgradeIntervalH>
-        <crashReportingEnabled>false</crashReportingEnabled>
-        <startBrowser>false</startBrowser>
-        <reconnectionIntervalS>1</reconnectionIntervalS>
-    </options>
-</configuration>
-`, version, self.dir, delay, self.id, peer.id, peer.port, self.port)
+	folder := strings.Replace(m[1], `id="" label="" path="~"`,
+		fmt.Sprintf(`id="bench" label="bench" path="%s"`, self.dir), 1)
+	if delayS > 0 {
+		folder = strings.Replace(folder, `fsWatcherDelayS="10"`, fmt.Sprintf(`fsWatcherDelayS="%d"`, delayS), 1)
+	}
+	folder = strings.Replace(folder, "<filesystemType>",
+		fmt.Sprintf(`<device id="%s" introducedBy=""></device><filesystemType>`, peer.id), 1)
+	if !strings.Contains(folder, `fsWatcherEnabled="true"`) || !strings.Contains(folder, self.id) {
+		return "", fmt.Errorf("syncthing config: unexpected folder defaults %q", m[1])
+	}
+	peerDev := fmt.Sprintf(`<device id="%s" name="peer" compression="metadata"><address>tcp://127.0.0.1:%d</address></device>`, peer.id, peer.port)
+	cfg := strings.Replace(generated, "\n    <device ", "\n    "+folder+"\n    "+peerDev+"\n    <device ", 1)
+	set := func(tag, val string) error {
+		re := regexp.MustCompile(`<` + tag + `>[^<]*</` + tag + `>`)
+		if !re.MatchString(cfg) {
+			return fmt.Errorf("syncthing config: no <%s>", tag)
+		}
+		cfg = re.ReplaceAllLiteralString(cfg, "<"+tag+">"+val+"</"+tag+">")
+		return nil
+	}
+	for _, kv := range [][2]string{
+		{"listenAddress", fmt.Sprintf("tcp://127.0.0.1:%d", self.port)},
+		{"globalAnnounceEnabled", "false"},
+		{"localAnnounceEnabled", "false"},
+		{"relaysEnabled", "false"},
+		{"natEnabled", "false"},
+		{"urAccepted", "-1"},
+		{"autoUpgradeIntervalH", "0"},
+		{"crashReportingEnabled", "false"},
+		{"startBrowser", "false"},
+		{"reconnectionIntervalS", "1"},
+	} {
+		if err := set(kv[0], kv[1]); err != nil {
+			return "", err
+		}
+	}
+	gui := regexp.MustCompile(`<gui enabled="true"`)
+	if !gui.MatchString(cfg) {
+		return "", errors.New("syncthing config: no <gui>")
+	}
+	cfg = gui.ReplaceAllLiteralString(cfg, `<gui enabled="false"`)
+	return cfg, nil
 }
 
 func (n *stNode) start(bin string) error {
@@ -508,20 +552,21 @@ func (n *stNode) stop() {
 // ------------------------------------------------------------------ rsync
 
 // benchRsync pushes the large file to an rsync daemon on 127.0.0.1, into an
-// empty directory each time (no delta basis), and returns MB/s per run.
-func benchRsync(ctx context.Context, c config, dir string, large []byte, chk func(string) error) ([]float64, error) {
+// empty directory each time (no delta basis), and returns MB/s per run, at
+// rsync's defaults and with --fsync.
+func benchRsync(ctx context.Context, c config, dir string, large []byte, chk func(string) error) (plain, fsync []float64, err error) {
 	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
 	for _, d := range []string{src, dst} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := writeFile(filepath.Join(src, "large.bin"), large); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	port, err := freePort()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	conf := filepath.Join(dir, "rsyncd.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`use chroot = no
@@ -532,38 +577,47 @@ log file = %s
     path = %s
     read only = false
 `, os.Getuid(), os.Getgid(), filepath.Join(dir, "rsyncd.log"), dst)), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := exec.Command(c.rsync, "--daemon", "--no-detach", "--config="+conf, "--address=127.0.0.1", "--port="+strconv.Itoa(port))
 	d.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := d.Start(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		_ = syscall.Kill(-d.Process.Pid, syscall.SIGKILL)
 		_ = d.Wait()
 	}()
 	if err := waitListen(ctx, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []float64
-	for i := 0; i < c.rsyncRuns; i++ {
-		target := filepath.Join(dst, "large.bin")
-		_ = os.Remove(target)
-		start := time.Now()
-		cmd := exec.CommandContext(ctx, c.rsync, "-a", filepath.Join(src, "large.bin"), fmt.Sprintf("rsync://127.0.0.1:%d/bench/", port))
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("rsync push: %w: %s", err, b)
+	push := func(args ...string) ([]float64, error) {
+		var out []float64
+		for i := 0; i < c.rsyncRuns; i++ {
+			target := filepath.Join(dst, "large.bin")
+			_ = os.Remove(target)
+			start := time.Now()
+			argv := append(slices.Clone(args), filepath.Join(src, "large.bin"), fmt.Sprintf("rsync://127.0.0.1:%d/bench/", port))
+			if b, err := exec.CommandContext(ctx, c.rsync, argv...).CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("rsync push: %w: %s", err, b)
+			}
+			el := time.Since(start)
+			if err := chk(target); err != nil {
+				return nil, err
+			}
+			mbs := float64(len(large)) / 1e6 / el.Seconds()
+			log.Printf("  rsync %v run %d: %v, %.1f MB/s", args, i, el.Round(time.Millisecond), mbs)
+			out = append(out, round(mbs, 1))
 		}
-		el := time.Since(start)
-		if err := chk(target); err != nil {
-			return nil, err
-		}
-		mbs := float64(len(large)) / 1e6 / el.Seconds()
-		log.Printf("  rsync run %d: %v, %.1f MB/s", i, el.Round(time.Millisecond), mbs)
-		out = append(out, round(mbs, 1))
+		return out, nil
 	}
-	return out, nil
+	if plain, err = push("-a"); err != nil {
+		return nil, nil, err
+	}
+	if fsync, err = push("-a", "--fsync"); err != nil {
+		return nil, nil, err
+	}
+	return plain, fsync, nil
 }
 
 // ---------------------------------------------------------------- helpers
