@@ -283,12 +283,24 @@ use_mesh() { [ "${TOPO_MESH:-1}" = 1 ] && [ -f "$REPO/build/meshnet/config.json"
 
 install_plugins() {
   local n=$1 p extra
-  for p in $(cd "$REPO/build" && ls -d syncvol meshnet 2>/dev/null); do
+  # meshnet first: syncvol's peers are reached through it.
+  for p in $(cd "$REPO/build" && ls -d meshnet syncvol 2>/dev/null); do
     local settings=()
     if [ "$p" = syncvol ]; then
       # One cluster key per topology; home nodes know only the VPS.
-      settings+=("state.source=$ROOT/$n/syncvol" "CLUSTER_KEY=$(cluster_key)" "ADVERTISE=$(ip_of "$n")")
-      [ "$n" = vps ] || settings+=("PEERS=$(ip_of vps)")
+      # Over the mesh when there is one, so the WAN carries nothing but
+      # the mesh's UDP; home nodes also advertise their LAN address, the
+      # direct path between them.
+      if use_mesh; then
+        local adv
+        adv=$(mesh_ip "$n")
+        [ "$n" = vps ] || adv="$(ip_of "$n"),$adv"
+        settings+=("state.source=$ROOT/$n/syncvol" "CLUSTER_KEY=$(cluster_key)" "ADVERTISE=$adv")
+        [ "$n" = vps ] || settings+=("PEERS=$(mesh_ip vps)")
+      else
+        settings+=("state.source=$ROOT/$n/syncvol" "CLUSTER_KEY=$(cluster_key)" "ADVERTISE=$(ip_of "$n")")
+        [ "$n" = vps ] || settings+=("PEERS=$(ip_of vps)")
+      fi
     fi
     if [ "$p" = meshnet ]; then
       # The mesh: home nodes know the VPS's public address; the VPS learns

@@ -1,0 +1,265 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var prefix = envOr("TOPO_PREFIX", "hs")
+
+// meshStatus reads node's meshnet status.json (written every 2 s).
+type meshStatus struct {
+	Addr  string `json:"addr"`
+	Peers []struct {
+		PublicKey, Endpoint, Via, State string
+		Prefixes                        []string
+	} `json:"peers"`
+	Drops map[string]uint64 `json:"drops"`
+}
+
+func readMeshStatus(t *testing.T, node string) meshStatus {
+	t.Helper()
+	var st meshStatus
+	b, err := os.ReadFile(filepath.Join(topoRoot, node, "meshnet", "status.json"))
+	if err != nil {
+		t.Fatalf("meshnet status of %s: %v", node, err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("meshnet status of %s: %v", node, err)
+	}
+	return st
+}
+
+func needMesh(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(topoRoot, "vps", "meshnet", "status.json")); err != nil {
+		t.Skip("the topology runs without meshnet (TOPO_MESH=0 or no build/meshnet)")
+	}
+}
+
+// meshPing pings a mesh address from node's namespace.
+func meshPing(node, addr string) error {
+	_, err := topo("exec", node, "busybox", "ping", "-c1", "-W1", addr)
+	return err
+}
+
+// allReady waits until every Swarm node is Ready.
+func allReady(t *testing.T, d time.Duration) {
+	t.Helper()
+	eventually(t, d, "all Swarm nodes ready", func() error {
+		out, err := dk("vps", "node", "ls", "--format", "{{.Hostname}} {{.Status}}")
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if !strings.HasSuffix(l, " Ready") {
+				return fmt.Errorf("%q", out)
+			}
+		}
+		return nil
+	})
+}
+
+// TestMeshCarriesTheSwarm: the Swarm runs on mesh addresses across the
+// NAT, and a capture on the WAN link sees nothing but the mesh's UDP.
+func TestMeshCarriesTheSwarm(t *testing.T) {
+	needMesh(t)
+	allReady(t, 30*time.Second)
+	for _, n := range []string{"vps", "home1", "home2", "home3"} {
+		addr := mustDk(t, "vps", "node", "inspect", n, "--format", "{{.Status.Addr}}")
+		if !strings.HasPrefix(addr, "10.254.0.") {
+			t.Errorf("node %s advertises %s, not a mesh address", n, addr)
+		}
+	}
+	// Capture on the "internet" bridge while the Swarm works: a service is
+	// scheduled at home and a volume replicated.
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+	defer cancel()
+	capture := exec.CommandContext(ctx, "ip", "netns", "exec", prefix+"-wan", "tcpdump", "-i", "br0", "-nn", "-q", "-l", "ip")
+	var out strings.Builder
+	capture.Stdout = &out
+	if err := capture.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	createService(t, "e2e-mesh", append([]string{"--constraint", "node.labels.location==home", "--replicas", "3",
+		"--mount", "type=volume,source=e2e-mesh,target=/data,volume-driver=syncvol",
+		"busybox"}, loop("hostname >> /data/hosts")...)...)
+	eventually(t, 10*time.Second, "3 replicas running", func() error {
+		out, err := dk("vps", "service", "ls", "--filter", "name=e2e-mesh", "--format", "{{.Replicas}}")
+		if err != nil || out != "3/3" {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
+	capture.Wait()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) < 20 {
+		t.Fatalf("capture saw only %d packets: %q", len(lines), out.String())
+	}
+	for _, l := range lines {
+		// "IP 203.0.113.20.17517 > 203.0.113.10.3210: UDP, length 96"
+		if !strings.Contains(l, "UDP") || !(strings.Contains(l, ".3210 >") || strings.Contains(l, ".3210:")) {
+			t.Errorf("clear traffic on the WAN link: %s", l)
+		}
+	}
+	t.Logf("WAN capture: %d packets, all UDP to or from the mesh port", len(lines))
+}
+
+// TestMeshFollowsNewPublicAddress: the NAT box's public address changes
+// (the dyndns case) and the WAN link is cut and restored; the mesh and
+// the Swarm recover without touching any node.
+func TestMeshFollowsNewPublicAddress(t *testing.T) {
+	needMesh(t)
+	if _, err := topo("wan-address", "203.0.113.21"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo("wan-address", "203.0.113.20") })
+	start := time.Now()
+	for _, n := range []string{"home1", "home2", "home3"} {
+		eventually(t, 60*time.Second, n+" reaches the VPS over the mesh", func() error { return meshPing(n, "10.254.0.1") })
+	}
+	t.Logf("mesh back %s after the address change", time.Since(start).Round(time.Millisecond))
+	eventually(t, 30*time.Second, "VPS sees the new address", func() error {
+		for _, p := range readMeshStatus(t, "vps").Peers {
+			if strings.HasPrefix(p.Endpoint, "203.0.113.21:") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no peer at the new address yet")
+	})
+	allReady(t, 60*time.Second)
+
+	if _, err := topo("cut", "homegw"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(8 * time.Second)
+	if err := meshPing("home2", "10.254.0.1"); err == nil {
+		t.Fatal("mesh still reaches the VPS with the WAN link cut")
+	}
+	if _, err := topo("heal", "homegw"); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	for _, n := range []string{"home1", "home2", "home3"} {
+		eventually(t, 90*time.Second, n+" reaches the VPS after the cut", func() error { return meshPing(n, "10.254.0.1") })
+	}
+	t.Logf("mesh back %s after the link came back", time.Since(start).Round(time.Millisecond))
+	allReady(t, 90*time.Second)
+}
+
+// TestMeshRefusesStrangers: a node with a wrong MESH_KEY never joins, and
+// replayed or forged packets sent to the VPS's mesh port are dropped and
+// counted.
+func TestMeshRefusesStrangers(t *testing.T) {
+	needMesh(t)
+	before := readMeshStatus(t, "vps")
+	cmd := exec.Command(filepath.Join(repo, "scripts/topo.sh"), "add-node", "home6")
+	cmd.Env = append(os.Environ(), "TOPO_MESH_KEY=not-the-mesh-key-at-all")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("add-node home6: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, "the VPS counts refused handshakes", func() error {
+		if readMeshStatus(t, "vps").Drops["handshake_auth"] <= before.Drops["handshake_auth"] {
+			return fmt.Errorf("handshake_auth drops still %d", before.Drops["handshake_auth"])
+		}
+		return nil
+	})
+	if err := meshPing("home6", "10.254.0.1"); err == nil {
+		t.Fatal("a node with the wrong key reaches the VPS through the mesh")
+	}
+	for _, p := range readMeshStatus(t, "vps").Peers {
+		for _, pr := range p.Prefixes {
+			if pr == "10.254.0.16/32" {
+				t.Fatalf("the VPS lists the wrong-key node as a peer: %+v", p)
+			}
+		}
+	}
+
+	// Forged packets: random bytes shaped like each packet type, from a
+	// home node to the VPS's mesh port.
+	st := readMeshStatus(t, "vps")
+	forged := func(typ byte, n int) string {
+		b := make([]byte, n)
+		rand.Read(b)
+		b[0] = typ
+		f := filepath.Join(t.TempDir(), fmt.Sprintf("pkt%d", typ))
+		os.WriteFile(f, b, 0o644)
+		return f
+	}
+	for typ := byte(1); typ <= 8; typ++ {
+		f := forged(typ, 200)
+		topo("exec", "home2", "sh", "-c", "busybox nc -u -w1 203.0.113.10 3210 < "+f)
+	}
+	// Replayed packets: capture real mesh packets from home2 and send them
+	// again, as an attacker on the path would.
+	pcap := filepath.Join(t.TempDir(), "replay.pcap")
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	capt := exec.CommandContext(ctx, "ip", "netns", "exec", prefix+"-home2", "tcpdump", "-i", "eth0", "-c", "20", "-w", pcap, "udp and dst port 3210")
+	capt.Start()
+	topo("exec", "home2", "busybox", "ping", "-c", "5", "-i", "0.2", "10.254.0.1")
+	capt.Wait()
+	payloads := udpPayloads(t, pcap)
+	if len(payloads) == 0 {
+		t.Fatal("captured no mesh packet to replay")
+	}
+	for i, p := range payloads {
+		f := filepath.Join(t.TempDir(), fmt.Sprintf("replay%d", i))
+		os.WriteFile(f, p, 0o644)
+		topo("exec", "home2", "sh", "-c", "busybox nc -u -w1 203.0.113.10 3210 < "+f)
+	}
+	eventually(t, 10*time.Second, "forged and replayed packets counted", func() error {
+		after := readMeshStatus(t, "vps")
+		var was, now uint64
+		for _, k := range []string{"malformed", "unknown_index", "auth", "replay", "handshake_auth", "handshake_rate"} {
+			was += st.Drops[k]
+			now += after.Drops[k]
+		}
+		if now-was < 8 {
+			return fmt.Errorf("drops grew by %d, sent %d forged and %d replayed packets (%v)", now-was, 8, len(payloads), after.Drops)
+		}
+		if after.Drops["replay"] <= st.Drops["replay"] {
+			return fmt.Errorf("no replay counted (%v)", after.Drops)
+		}
+		return nil
+	})
+	// And the mesh still works for the real node.
+	if err := meshPing("home2", "10.254.0.1"); err != nil {
+		t.Fatalf("mesh broken after the attack: %v", err)
+	}
+}
+
+// udpPayloads extracts the UDP payloads of an Ethernet pcap file.
+func udpPayloads(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 24 {
+		t.Fatalf("pcap %s: %v", path, err)
+	}
+	var out [][]byte
+	for off := 24; off+16 <= len(b); {
+		incl := int(uint32(b[off+8]) | uint32(b[off+9])<<8 | uint32(b[off+10])<<16 | uint32(b[off+11])<<24)
+		pkt := b[off+16 : min(off+16+incl, len(b))]
+		off += 16 + incl
+		if len(pkt) < 14+20+8 || pkt[12] != 0x08 || pkt[13] != 0x00 {
+			continue
+		}
+		ihl := int(pkt[14]&0x0f) * 4
+		if pkt[14+9] != 17 || len(pkt) < 14+ihl+8 {
+			continue
+		}
+		out = append(out, append([]byte(nil), pkt[14+ihl+8:]...))
+	}
+	return out
+}
