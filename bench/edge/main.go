@@ -1,0 +1,541 @@
+//go:build linux
+
+// Command edge measures, on the one-machine Swarm (scripts/topo.sh), how
+// fast a route follows a Swarm service through Traefik, side by side in one
+// run:
+//
+//   - edge + Traefik's file provider (Traefik without docker.sock),
+//   - Traefik's own swarm provider at its defaults (docker.sock mounted,
+//     refreshSeconds=15: the anchor),
+//   - the swarm provider with refreshSeconds=1.
+//
+// The three Traefiks run as Swarm services on the VPS (entry points on
+// 203.0.113.10:80, :81, :82) and watch the same web services, which carry
+// Traefik v3 labels that both edge and the swarm provider read. Each
+// repetition creates one web service and polls all three Traefiks for its
+// first 200 (timed from `docker service create` returning), then removes it
+// and polls for the first 404 (timed from `docker service rm` returning).
+// Results go to a JSON file (the schema every bench/ program writes) and a
+// table on stdout.
+//
+// Run it with bench/edge.sh, which brings up a topology instance of its own.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/homeswarm/homeswarm/internal/netns"
+	"github.com/homeswarm/homeswarm/internal/nxdns"
+)
+
+const vpsAddr = "203.0.113.10"
+
+// provider is one way of feeding Traefik routes; each has its own Traefik.
+type provider struct {
+	name    string // row name
+	service string // Swarm service of its Traefik
+	port    int    // published entry point on the VPS
+	args    []string
+	sock    bool // docker.sock mounted into Traefik
+	client  *http.Client
+}
+
+// sample is one repetition's figures for one provider, in seconds: route up
+// (create → first 200), route seen (create → first answer but Traefik's 404),
+// route down (rm → first 404), the task's start (create → task running, the
+// same for every provider) and the route's lag behind it (up − task).
+type sample struct{ up, seen, down, task, lag float64 }
+
+type row struct {
+	Name        string    `json:"name"`
+	Metric      string    `json:"metric"`
+	Unit        string    `json:"unit"`
+	Value       float64   `json:"value"`
+	Anchor      string    `json:"anchor"`
+	AnchorValue float64   `json:"anchor_value"`
+	Ratio       float64   `json:"ratio"`
+	Target      string    `json:"target"`
+	Samples     []float64 `json:"samples"`
+}
+
+type report struct {
+	Bench   string `json:"bench"`
+	Rows    []row  `json:"rows"`
+	Machine string `json:"machine"`
+	Date    string `json:"date"`
+	Notes   string `json:"notes,omitempty"`
+}
+
+var (
+	prefix = envOr("TOPO_PREFIX", "hb")
+	root   = envOr("TOPO_ROOT", "/var/lib/homeswarm-topo-"+prefix)
+	run    = envOr("TOPO_RUN", "/run/"+prefix)
+)
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+func main() {
+	n := flag.Int("n", 8, "repetitions (>= 5)")
+	out := flag.String("out", "bench/results/edge.json", "JSON results file")
+	timeout := flag.Duration("timeout", 60*time.Second, "give up on one route change after this long")
+	flag.Parse()
+	if *n < 5 {
+		fail("-n must be at least 5")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b := &bench{timeout: *timeout, routes: filepath.Join(root, "vps", "edge-routes")}
+	err := b.setup(ctx)
+	var samples map[string][]sample
+	if err == nil {
+		samples, err = b.measure(ctx, *n)
+	}
+	b.teardown()
+	if err != nil {
+		fail(err.Error())
+	}
+	rep := b.report(samples)
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		fail(err.Error())
+	}
+	data, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(*out, append(data, '\n'), 0o644); err != nil {
+		fail(err.Error())
+	}
+	printSummary(rep, *out)
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "bench/edge:", msg)
+	os.Exit(1)
+}
+
+type bench struct {
+	timeout   time.Duration
+	routes    string
+	providers []*provider
+	dns       *nxdns.Server
+	services  []string // to remove at the end
+	network   bool
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[bench/edge %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// docker runs the docker CLI against the VPS's engine.
+func docker(args ...string) (string, error) {
+	cmd := exec.Command("docker", append([]string{"-H", "unix://" + filepath.Join(run, "vps", "docker.sock")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func (b *bench) setup(ctx context.Context) error {
+	repo, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	logf("images into the VPS's engine (topology %s)", prefix)
+	cmd := exec.CommandContext(ctx, filepath.Join(repo, "scripts/images.sh"), "vps")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("scripts/images.sh (run from the repository root): %v: %s", err, out)
+	}
+	vpsNS := netns.Path(prefix + "-vps")
+	// The VPS's upstream DNS (package nxdns): without one, Docker's DNS stays
+	// silent for a dnsrr service whose task is not up yet, and Traefik waits
+	// out a 5 s resolver timeout.
+	if b.dns, err = nxdns.Listen(vpsNS, vpsAddr+":53"); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(b.routes, 0o755); err != nil {
+		return err
+	}
+	docker("network", "rm", "web")
+	if _, err := docker("network", "create", "-d", "overlay", "--attachable", "web"); err != nil {
+		return err
+	}
+	b.network = true
+	sock := filepath.Join(run, "vps", "docker.sock")
+	swarm := []string{"--providers.swarm=true", "--providers.swarm.endpoint=unix:///var/run/docker.sock",
+		"--providers.swarm.network=web"}
+	b.providers = []*provider{
+		{name: "edge + traefik file provider", service: "traefik-file", port: 80,
+			args: []string{"--providers.file.directory=/routes", "--providers.file.watch=true",
+				"--providers.providersThrottleDuration=0s"}},
+		{name: "traefik swarm provider (15s poll)", service: "traefik-swarm15", port: 81, sock: true,
+			args: swarm},
+		{name: "traefik swarm provider (1s poll)", service: "traefik-swarm1", port: 82, sock: true,
+			args: append(append([]string(nil), swarm...), "--providers.swarm.refreshSeconds=1")},
+	}
+	for _, p := range b.providers {
+		args := []string{"service", "create", "-q", "--detach", "--no-resolve-image", "--name", p.service,
+			"--constraint", "node.role==manager", "--network", "web", "--dns", vpsAddr,
+			"--publish", fmt.Sprintf("mode=host,published=%d,target=80", p.port)}
+		if p.sock {
+			args = append(args, "--mount", "type=bind,source="+sock+",target=/var/run/docker.sock")
+		} else {
+			args = append(args, "--mount", "type=bind,source="+b.routes+",target=/routes,readonly")
+		}
+		args = append(append(args, "homeswarm/traefik", "--entryPoints.web.address=:80", "--log.level=WARN"), p.args...)
+		if err := b.create(args...); err != nil {
+			return err
+		}
+		d := &netns.Dialer{Path: vpsNS}
+		d.Timeout = 2 * time.Second
+		p.client = &http.Client{
+			Timeout:   2 * time.Second,
+			Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
+		}
+	}
+	if err := b.create("service", "create", "-q", "--detach", "--no-resolve-image", "--name", "edge",
+		"--constraint", "node.role==manager", "--network", "host",
+		"--mount", "type=bind,source="+sock+",target=/var/run/docker.sock",
+		"--mount", "type=bind,source="+b.routes+",target=/routes",
+		"--env", "EDGE_NETWORK=web", "--env", "EDGE_LISTEN=127.0.0.1:8089", "homeswarm/edge"); err != nil {
+		return err
+	}
+	for _, p := range b.providers {
+		if _, err := b.until(ctx, p, "nothing.bench.test", func(code int, _ string) bool { return code == 404 }); err != nil {
+			return fmt.Errorf("%s does not answer: %w", p.service, err)
+		}
+	}
+	deadline := time.Now().Add(b.timeout)
+	for {
+		if _, err := os.Stat(filepath.Join(b.routes, "edge.yml")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("edge wrote no file into %s", b.routes)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	logf("three Traefiks and edge are up")
+	return nil
+}
+
+func (b *bench) create(args ...string) error {
+	name := ""
+	for i, a := range args {
+		if a == "--name" {
+			name = args[i+1]
+		}
+	}
+	docker("service", "rm", name) // leftovers of an interrupted run
+	_, err := docker(args...)
+	if err == nil {
+		b.services = append(b.services, name)
+	}
+	return err
+}
+
+func (b *bench) teardown() {
+	for i := len(b.services) - 1; i >= 0; i-- {
+		docker("service", "rm", b.services[i])
+	}
+	if b.network {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			if _, err := docker("network", "rm", "web"); err == nil {
+				break
+			}
+		}
+	}
+	if b.dns != nil {
+		b.dns.Close()
+	}
+	os.RemoveAll(b.routes)
+}
+
+// get sends GET / with Host: host to p's Traefik.
+func (p *provider) get(ctx context.Context, host string) (int, string, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s:%d/", vpsAddr, p.port), nil)
+	req.Host = host
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body)), err
+}
+
+// until polls p every 20 ms until ok holds and returns the time it took.
+func (b *bench) until(ctx context.Context, p *provider, host string, ok func(int, string) bool) (time.Duration, error) {
+	start := time.Now()
+	for {
+		code, body, err := p.get(ctx, host)
+		if err == nil && ok(code, body) {
+			return time.Since(start), nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if time.Since(start) > b.timeout {
+			return 0, fmt.Errorf("%s via %s: not within %s (last: %d %q %v)", host, p.service, b.timeout, code, body, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// measure runs n repetitions and returns each provider's samples.
+func (b *bench) measure(ctx context.Context, n int) (map[string][]sample, error) {
+	res := map[string][]sample{}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("bench-%d", i)
+		host := name + ".bench.test"
+		s, err := b.once(ctx, name, host)
+		if err != nil {
+			return nil, err
+		}
+		var parts []string
+		for j, p := range b.providers {
+			res[p.name] = append(res[p.name], s[j])
+			parts = append(parts, fmt.Sprintf("%s up %.2fs down %.2fs", p.service, s[j].up, s[j].down))
+			if j == len(b.providers)-1 {
+				parts = append(parts, fmt.Sprintf("task running after %.2fs", s[j].task))
+			}
+		}
+		logf("%d/%d: %s", i, n, strings.Join(parts, ", "))
+	}
+	return res, nil
+}
+
+// once creates one web service, times its route up on every provider,
+// removes it and times its route down.
+func (b *bench) once(ctx context.Context, name, host string) ([]sample, error) {
+	s := make([]sample, len(b.providers))
+	router := strings.ReplaceAll(name, "-", "")
+	// Random pauses before create and rm, so both fall at random phases of
+	// the pollers (otherwise each repetition locks onto the 15 s period).
+	if err := pause(ctx); err != nil {
+		return nil, err
+	}
+	_, err := docker("service", "create", "-q", "--detach", "--no-resolve-image", "--name", name,
+		"--endpoint-mode", "dnsrr", "--network", "web", "--constraint", "node.role==manager",
+		"--stop-grace-period", "2s", "--env", "WEB_TEXT="+name,
+		"--label", "traefik.http.routers."+router+".rule=Host(`"+host+"`)",
+		"--label", "traefik.http.services."+router+".loadbalancer.server.port=8080",
+		"homeswarm/web")
+	if err != nil {
+		return nil, err
+	}
+	created := time.Now()
+	err = b.each(ctx, func(i int, p *provider) error {
+		start := created
+		seen, err := b.until(ctx, p, host, func(code int, _ string) bool { return code != 404 })
+		if err != nil {
+			return err
+		}
+		s[i].seen = seen.Seconds()
+		_, err = b.until(ctx, p, host, func(code int, body string) bool { return code == 200 && body == name })
+		s[i].up = time.Since(start).Seconds()
+		return err
+	})
+	if err != nil {
+		docker("service", "rm", name)
+		return nil, err
+	}
+	running, err := taskRunning(name)
+	if err != nil {
+		docker("service", "rm", name)
+		return nil, err
+	}
+	for i := range s {
+		s[i].task = running.Sub(created).Seconds()
+		s[i].lag = math.Max(0, s[i].up-s[i].task)
+	}
+	if err := pause(ctx); err != nil {
+		docker("service", "rm", name)
+		return nil, err
+	}
+	if _, err := docker("service", "rm", name); err != nil {
+		return nil, err
+	}
+	err = b.each(ctx, func(i int, p *provider) error {
+		d, err := b.until(ctx, p, host, func(code int, _ string) bool { return code == 404 })
+		s[i].down = d.Seconds()
+		return err
+	})
+	return s, err
+}
+
+// pause sleeps a random 0-15 s (one period of Traefik's default poll).
+func pause(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Duration(rand.Int64N(int64(15 * time.Second)))):
+		return nil
+	}
+}
+
+// taskRunning returns when the service's task became running, by the
+// engine's clock (the same machine's).
+func taskRunning(service string) (time.Time, error) {
+	ids, err := docker("service", "ps", "-q", "--filter", "desired-state=running", service)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, id := range strings.Fields(ids) {
+		out, err := docker("inspect", "--format", "{{.Status.State}} {{.Status.Timestamp.Format \"2006-01-02T15:04:05.999999999Z07:00\"}}", id)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if f := strings.Fields(out); len(f) == 2 && f[0] == "running" {
+			return time.Parse(time.RFC3339Nano, f[1])
+		}
+	}
+	return time.Time{}, fmt.Errorf("service %s has no running task", service)
+}
+
+// each runs f for every provider at once and returns the first error.
+func (b *bench) each(ctx context.Context, f func(int, *provider) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(b.providers))
+	for i, p := range b.providers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i, p)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func quantile(xs []float64, q float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	// Nearest rank.
+	k := int(math.Ceil(q*float64(len(s)))) - 1
+	if k < 0 {
+		k = 0
+	}
+	return s[k]
+}
+
+func round(x float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+func (b *bench) report(samples map[string][]sample) report {
+	anchor := b.providers[1].name
+	metrics := []struct {
+		name string
+		pick func(sample) float64
+		q    float64
+	}{
+		{"route up p50", func(s sample) float64 { return s.up }, 0.5},
+		{"route up p90", func(s sample) float64 { return s.up }, 0.9},
+		{"route down p50", func(s sample) float64 { return s.down }, 0.5},
+		{"route down p90", func(s sample) float64 { return s.down }, 0.9},
+		{"route seen p50", func(s sample) float64 { return s.seen }, 0.5},
+		{"route up after task start p50", func(s sample) float64 { return s.lag }, 0.5},
+		{"route up after task start p90", func(s sample) float64 { return s.lag }, 0.9},
+	}
+	targets := map[string]string{
+		"route up p50":                  "< 1 s, >= 10x faster",
+		"route down p50":                "< 1 s, >= 10x faster",
+		"route up after task start p50": "< 1 s, >= 10x faster",
+	}
+	series := func(p string, pick func(sample) float64) []float64 {
+		var xs []float64
+		for _, s := range samples[p] {
+			xs = append(xs, round(pick(s), 3))
+		}
+		return xs
+	}
+	rep := report{Bench: "edge", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339),
+		Notes: "route up: `docker service create` returned -> first 200 through Traefik (includes the task's start); " +
+			"route down: `docker service rm` returned -> first 404; route up after task start: first 200 - the task's running timestamp; route seen: create -> first answer other than Traefik's 404 " +
+			"(a 502 while the task starts). All three Traefiks watch the same services in the same run, polled every 20 ms. " +
+			"Web services run on the VPS with --endpoint-mode dnsrr (no IPVS in this kernel)."}
+	// The web task's own start, the same for every provider: the floor of
+	// "route up" whatever feeds Traefik.
+	task := series(b.providers[0].name, func(s sample) float64 { return s.task })
+	tv := round(quantile(task, 0.5), 3)
+	rep.Rows = append(rep.Rows, row{Name: "web task (reference, all providers)", Metric: "task running p50", Unit: "s",
+		Value: tv, Anchor: "itself", AnchorValue: tv, Ratio: 1, Samples: task})
+	for _, m := range metrics {
+		anchorXs := series(anchor, m.pick)
+		av := round(quantile(anchorXs, m.q), 3)
+		for _, p := range b.providers {
+			xs := series(p.name, m.pick)
+			v := round(quantile(xs, m.q), 3)
+			r := row{Name: p.name, Metric: m.name, Unit: "s", Value: v, Anchor: anchor, AnchorValue: av, Samples: xs}
+			if v > 0 {
+				r.Ratio = round(av/v, 1)
+			}
+			if p == b.providers[0] {
+				r.Target = targets[m.name]
+			}
+			rep.Rows = append(rep.Rows, r)
+		}
+	}
+	return rep
+}
+
+func machine() string {
+	host, _ := os.Hostname()
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	var u syscall.Utsname
+	syscall.Uname(&u)
+	rel := ""
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel += string(rune(c))
+	}
+	tv, _ := exec.Command("docker", "-H", "unix://"+filepath.Join(run, "vps", "docker.sock"), "version", "--format", "{{.Server.Version}}").Output()
+	return fmt.Sprintf("%s: %d cores (%s), Linux %s, Docker %s, Traefik v3.0.0, %s",
+		host, runtime.NumCPU(), model, rel, strings.TrimSpace(string(tv)), runtime.Version())
+}
+
+func printSummary(rep report, out string) {
+	fmt.Printf("edge route latency, %s (%s)\n\n", rep.Date, rep.Machine)
+	fmt.Printf("%-37s %-30s %8s %10s %7s  %s\n", "", "metric", "value", "anchor", "ratio", "target")
+	for _, r := range rep.Rows {
+		fmt.Printf("%-37s %-30s %7.3fs %9.3fs %6.1fx  %s\n", r.Name, r.Metric, r.Value, r.AnchorValue, r.Ratio, r.Target)
+	}
+	fmt.Printf("\nanchor: %s; ratio = anchor / value (times faster)\nwritten: %s\n", rep.Rows[1].Anchor, out)
+}
