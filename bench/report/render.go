@@ -5,6 +5,8 @@ import (
 	"encoding/xml"
 	"fmt"
 	"math"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -27,13 +29,14 @@ func RenderMarkdown(results []Result, chart string) string {
 	var notes []string
 	for _, res := range results {
 		for _, r := range res.Rows {
-			row := r.Name
-			if r.Metric != "" {
-				row += " (" + r.Metric + ")"
-			}
+			row := rowLabel(r)
 			if r.Note != "" {
-				notes = append(notes, r.Note)
-				row += fmt.Sprintf(" [%d]", len(notes))
+				i := slices.Index(notes, r.Note)
+				if i < 0 {
+					notes = append(notes, r.Note)
+					i = len(notes) - 1
+				}
+				row += fmt.Sprintf(" [%d]", i+1)
 			}
 			anchor, anchorVal := "—", "—"
 			if r.Anchor != "" {
@@ -74,16 +77,27 @@ func verdictMark(v Verdict) string {
 	return "—"
 }
 
+// rowLabel is the row's name with its metric, unless the name says it.
+func rowLabel(r Row) string {
+	if r.Metric == "" || strings.Contains(r.Name, r.Metric) {
+		return r.Name
+	}
+	return r.Name + " (" + r.Metric + ")"
+}
+
 // mdCell makes s safe inside a table cell.
 func mdCell(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	return strings.ReplaceAll(mdText(s), "|", `\|`)
 }
 
-// mdText escapes what would otherwise start HTML or emphasis.
+var htmlStart = regexp.MustCompile(`<([A-Za-z/!?])`)
+
+// mdText escapes what would otherwise start HTML or emphasis; a "<" before
+// a space or digit, as in "p50 < 0.2 s", stays readable.
 func mdText(s string) string {
-	r := strings.NewReplacer("<", "&lt;", ">", "&gt;", "*", `\*`, "_", `\_`)
-	return r.Replace(s)
+	s = htmlStart.ReplaceAllString(s, "&lt;$1")
+	return strings.NewReplacer("*", `\*`, "_", `\_`).Replace(s)
 }
 
 // Chart geometry (px).
@@ -123,11 +137,8 @@ func RenderSVG(results []Result) string {
 			if !(r.Ratio > 0) || math.IsInf(r.Ratio, 0) {
 				continue
 			}
-			cr := chartRow{bench: res.Bench, label: r.Name, ratio: r.Ratio, verdict: r.Judge()}
-			if r.Metric != "" {
-				cr.label += " (" + r.Metric + ")"
-			}
-			cr.sub = "vs " + r.Anchor
+			cr := chartRow{bench: res.Bench, label: rowLabel(r), ratio: r.Ratio, verdict: r.Judge()}
+			cr.sub = FormatValue(r.Value, r.Unit) + " vs " + FormatValue(r.AnchorValue, r.Unit) + " " + r.Anchor
 			if r.Target != "" {
 				cr.sub += " · target " + r.Target
 			}

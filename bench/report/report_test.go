@@ -19,7 +19,7 @@ func sample() []Result {
 			{Name: "syncvol small-file propagation", Metric: "p50", Unit: "s", Value: 0.08,
 				Anchor: "syncthing defaults", AnchorValue: 10, Ratio: 125, Target: "p50 < 0.2 s", Note: "60 files"},
 			{Name: "syncvol small-file propagation", Metric: "p99", Unit: "s", Value: 1.5,
-				Anchor: "syncthing fsWatcherDelayS=1", AnchorValue: 1.1, Ratio: 0.73, Target: "p99 < 1 s"},
+				Anchor: "syncthing fsWatcherDelayS=1", AnchorValue: 1.1, Ratio: 0.73, Target: "p99 < 1 s", Note: "60 files"},
 			{Name: "syncvol large-file throughput", Metric: "throughput", Unit: "MB/s", Value: 150,
 				Anchor: "rsync daemon", AnchorValue: 200, Ratio: 0.75, Target: "≥ 0.8× rsync"},
 			{Name: "rsync | daemon", Metric: "throughput", Unit: "MB/s", Value: 200},
@@ -140,13 +140,13 @@ func TestRenderMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"![ratio of every figure to its anchor, log scale](chart.svg)",
 		"| Bench | Row | Value | Anchor | Anchor value | Ratio | Target | Met? |",
-		"| sync | syncvol small-file propagation (p50) [1] | 0.08 s | syncthing defaults | 10 s | 125× | p50 &lt; 0.2 s | ✅ |",
-		"| sync | syncvol small-file propagation (p99) | 1.5 s | syncthing fsWatcherDelayS=1 | 1.1 s | 0.73× | p99 &lt; 1 s | ❌ |",
+		"| sync | syncvol small-file propagation (p50) [1] | 0.08 s | syncthing defaults | 10 s | 125× | p50 < 0.2 s | ✅ |",
+		"| sync | syncvol small-file propagation (p99) [1] | 1.5 s | syncthing fsWatcherDelayS=1 | 1.1 s | 0.73× | p99 < 1 s | ❌ |",
 		"| 150 MB/s | rsync daemon | 200 MB/s | 0.75× | ≥ 0.8× rsync | ❌ |",
 		`| sync | rsync \| daemon (throughput) | 200 MB/s | — | — | — | — | — |`,
 		"| mesh | failover | 9 s | swarm | 8 s | 0.89× | ≤ Swarm reschedule + 2 s | ✅ |",
 		"| mesh | odd | 3 s | — | — | — | fast enough | ? |",
-		"[1] 60 files",
+		"[1] 60 files  \n\n",
 		"* **sync** — 2026-01-02T03:04:05Z, test box",
 	} {
 		if !strings.Contains(md, want) {
@@ -217,6 +217,24 @@ func roundTrip(t *testing.T, svg string) map[string]int {
 	return names
 }
 
+func TestMarkdownEscapes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"p50 < 0.2 s", "p50 < 0.2 s"},
+		{"<script>", "&lt;script>"},
+		{"a | b", `a \| b`},
+		{"fs_watcher *x*", `fs\_watcher \*x\*`},
+		{"two\nlines", "two lines"},
+	} {
+		if got := mdCell(tc.in); got != tc.want {
+			t.Errorf("mdCell(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if got := rowLabel(Row{Name: "x throughput", Metric: "throughput"}); got != "x throughput" {
+		t.Errorf("rowLabel repeats the metric: %q", got)
+	}
+}
+
 func TestRenderSVG(t *testing.T) {
 	t.Parallel()
 	svg := RenderSVG(sample())
@@ -232,7 +250,7 @@ func TestRenderSVG(t *testing.T) {
 	if names["line.target"] != 4 {
 		t.Errorf("%d target marks, want 4", names["line.target"])
 	}
-	if !strings.Contains(svg, "p50 &lt; 0.2 s") {
+	if !strings.Contains(svg, "target p50 &lt; 0.2 s") || !strings.Contains(svg, "0.08 s vs 10 s syncthing defaults") {
 		t.Error("target text not escaped")
 	}
 	empty := roundTrip(t, RenderSVG(nil))
@@ -270,7 +288,7 @@ func TestLoadDirAndRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "README.md"))
-	if err != nil || !strings.Contains(string(md), "| sync | a (p50) | 0.1 s | x | 1 s | 10× | p50 &lt; 0.2 s | ✅ |") {
+	if err != nil || !strings.Contains(string(md), "| sync | a (p50) | 0.1 s | x | 1 s | 10× | p50 < 0.2 s | ✅ |") {
 		t.Errorf("README.md: %v\n%s", err, md)
 	}
 	svg, err := os.ReadFile(filepath.Join(dir, "chart.svg"))

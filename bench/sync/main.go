@@ -143,6 +143,7 @@ func run(ctx context.Context, c config) error {
 	chk := func(path string) error { return sameSum(path, largeSum) }
 
 	started := time.Now()
+	loadStart := loadAvg()
 	// a) syncvol.
 	log.Printf("syncvol: starting two engines on 127.0.0.1")
 	svLat, svTput, err := benchSyncvol(ctx, c, filepath.Join(work, "syncvol"), large, chk, false, c.nSyncvol)
@@ -186,7 +187,8 @@ func run(ctx context.Context, c config) error {
 	log.Printf("rsync daemon: %.1f MB/s; with --fsync %.1f MB/s", median(rsTput), median(rsFsync))
 	log.Printf("total bench time %v", time.Since(started).Round(time.Second))
 
-	res := result{Bench: "sync", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339)}
+	res := result{Bench: "sync", Date: time.Now().UTC().Format(time.RFC3339),
+		Machine: fmt.Sprintf("%s; load average (1 min) %s at start, %s at end (the machine is shared)", machine(), loadStart, loadAvg())}
 	res.Rows = buildRows(c, measures{svLat, defLat, tunLat, svTput, svNoSync, tunTput, rsTput, rsFsync})
 	return writeJSON(c.out, res)
 }
@@ -773,6 +775,16 @@ func machine() string {
 	}
 	return fmt.Sprintf("%s/%s, %d CPUs (%s), Linux %s, %s, loopback 127.0.0.1; anchors: syncthing %s, rsync daemon",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpu, kernel, runtime.Version(), ver)
+}
+
+// loadAvg is the 1-minute load average, since other work on the machine
+// skews every figure.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func utsString(b []int8) string {
