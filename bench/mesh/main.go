@@ -1,0 +1,476 @@
+//go:build linux
+
+// Command mesh measures meshnet's data path side by side with its anchors in
+// one run: TCP throughput, round-trip time and CPU per Gbit/s from home to
+// vps through a masquerading NAT, over
+//
+//   - the bare veth path (home → NAT → WAN bridge → vps),
+//   - wireguard-go (golang.zx2c4.com/wireguard, configured with `wg`), the
+//     userspace Go anchor, and
+//   - meshnet: two netdriver/mesh engines, each run by this program
+//     re-executed as `mesh node` in its namespace, with a real TUN device
+//     (tun.CreateOffload, falling back to tun.Create) and a real UDP socket.
+//
+// The topology (network namespaces <prefix>-home, -nat, -wan, -vps) is built
+// and torn down by bench/mesh.sh, which runs this program; see there. Each
+// round runs one iperf3 client per path (order rotated every round, so slow
+// drift of the machine's load hits every path alike), measuring the CPU
+// time (utime+stime from /proc/<pid>/stat) of both tunnel processes over
+// the run. RTT is busybox ping's average, on idle tunnels. The result is
+// written as JSON in the shared bench schema (bench/README.md).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/homeswarm/homeswarm/netdriver/mesh"
+)
+
+// The three paths, as they are named in the results.
+const (
+	pathBare = "bare veth path"
+	pathWG   = "wireguard-go"
+	pathMesh = "meshnet"
+)
+
+// Tunnel addresses: vps is .1, home is .2.
+const (
+	meshVPS, meshHome = "10.254.0.1", "10.254.0.2"
+	wgVPS, wgHome     = "10.253.0.1", "10.253.0.2"
+	wgPort            = 51820
+	meshDev           = "bmesh0"
+)
+
+type config struct {
+	out         string
+	prefix      string
+	wireguardGo string
+	wanVPS      string
+	meshPort    int
+	runs        int
+	seconds     int
+	omit        int
+	pings       int
+	profile     string
+	plain       bool
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "node" {
+		if err := runNode(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "mesh node: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var c config
+	flag.StringVar(&c.out, "out", "bench/results/mesh.json", "where to write the JSON result")
+	flag.StringVar(&c.prefix, "prefix", "bm", "namespace prefix of the topology (bench/mesh.sh)")
+	flag.StringVar(&c.wireguardGo, "wireguard-go", "/var/cache/homeswarm/wireguard", "wireguard-go binary")
+	flag.StringVar(&c.wanVPS, "wan-vps", "198.51.100.10", "vps's WAN address")
+	flag.IntVar(&c.meshPort, "mesh-port", 3210, "mesh UDP port (the one the NAT forwards)")
+	flag.IntVar(&c.runs, "runs", 3, "iperf3 runs per path")
+	flag.IntVar(&c.seconds, "t", 8, "seconds measured per iperf3 run")
+	flag.IntVar(&c.omit, "omit", 1, "seconds of each iperf3 run left out first (TCP ramp-up)")
+	flag.IntVar(&c.pings, "pings", 50, "pings per path, 50 ms apart")
+	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of both mesh nodes (node-home.pprof, node-vps.pprof) to this directory")
+	flag.BoolVar(&c.plain, "plain", false, "mesh nodes use TUN without offloads")
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("[bench/mesh] ")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c); err != nil {
+		log.Printf("error: %v", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// tunnel is one path under test.
+type tunnel struct {
+	name    string
+	target  string    // vps's address on this path
+	daemons []*daemon // the processes doing the tunnel's work, both ends
+}
+
+func (t *tunnel) pids() []int {
+	var p []int
+	for _, d := range t.daemons {
+		p = append(p, d.pid())
+	}
+	return p
+}
+
+// measured is everything measured on one path.
+type measured struct {
+	gbps    []float64 // per run
+	cpuGbit []float64 // CPU seconds per Gbit, per run (tunnels only)
+	retrans []int
+	wirePkt []float64 // mean bytes per packet (skb) received on vps's WAN link, per run
+	rtts    []float64 // ms
+}
+
+func run(ctx context.Context, c config) error {
+	tp := topo{prefix: c.prefix}
+	for _, n := range []string{"home", "vps"} {
+		if _, err := os.Stat("/run/netns/" + tp.ns(n)); err != nil {
+			return fmt.Errorf("namespace %s missing: run bench/mesh.sh, which builds the topology", tp.ns(n))
+		}
+	}
+	loadStart := loadavg()
+	start := time.Now().UTC()
+	log.Printf("load average %s", loadStart)
+
+	var all []*daemon
+	defer func() {
+		for _, d := range all {
+			d.stop(3 * time.Second)
+		}
+	}()
+
+	srv, err := tp.start("iperf3 server", "vps", nil, "iperf3", "-s")
+	if err != nil {
+		return err
+	}
+	all = append(all, srv)
+
+	wg, wgDaemons, err := startWireGuard(ctx, tp, c)
+	all = append(all, wgDaemons...)
+	if err != nil {
+		return err
+	}
+	mt, err := startMesh(ctx, tp, c)
+	if mt != nil {
+		all = append(all, mt.daemons...)
+	}
+	if err != nil {
+		return err
+	}
+	mode := strings.TrimSpace(strings.TrimPrefix(mt.name, pathMesh))
+	mt.name = pathMesh
+	tunnels := []*tunnel{{name: pathBare, target: c.wanVPS}, wg, mt}
+
+	for _, t := range tunnels {
+		if err := waitPing(ctx, tp, t.target, 20*time.Second); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	log.Printf("all three paths answer; meshnet TUN mode: %s", mode)
+
+	res := map[string]*measured{}
+	for _, t := range tunnels {
+		res[t.name] = &measured{}
+		out, err := tp.run(ctx, "home", "busybox", "ping", "-c", strconv.Itoa(c.pings), "-i", "0.05", "-W", "2", t.target)
+		if err != nil {
+			return fmt.Errorf("ping %s: %w", t.name, err)
+		}
+		res[t.name].rtts = parsePing(out)
+		if len(res[t.name].rtts) == 0 {
+			return fmt.Errorf("ping %s: no replies", t.name)
+		}
+		log.Printf("%-15s RTT avg %.3f ms over %d pings", t.name, mean(res[t.name].rtts), len(res[t.name].rtts))
+	}
+
+	for r := range c.runs {
+		for i := range tunnels {
+			t := tunnels[(i+r)%len(tunnels)]
+			ir, cpu, err := iperf(ctx, tp, c, t)
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", t.name, r+1, err)
+			}
+			m := res[t.name]
+			gbps := ir.BitsPerSecond / 1e9
+			m.gbps = append(m.gbps, gbps)
+			m.retrans = append(m.retrans, ir.Retransmits)
+			m.wirePkt = append(m.wirePkt, ir.WireBytesPerPacket)
+			line := fmt.Sprintf("run %d %-15s %6.2f Gbit/s, %d retransmits, %.0f B per packet into vps", r+1, t.name, gbps, ir.Retransmits, ir.WireBytesPerPacket)
+			if len(t.daemons) > 0 {
+				per := cpu / (ir.Bytes * 8 / 1e9)
+				m.cpuGbit = append(m.cpuGbit, per)
+				line += fmt.Sprintf(", tunnel CPU %.2f cores (%.2f CPU-s per Gbit)", cpu/ir.Seconds, per)
+			}
+			log.Print(line)
+		}
+	}
+
+	// Stop the nodes now to read their counters (and end their profiles).
+	var meshNote []string
+	for _, d := range mt.daemons {
+		for _, l := range d.stop(5 * time.Second) {
+			var st mesh.Status
+			if json.Unmarshal([]byte(l), &st) == nil && st.PublicKey != "" {
+				meshNote = append(meshNote, fmt.Sprintf("%s drops %v", d.name, nonZero(st.Drops)))
+			}
+		}
+	}
+	if c.profile != "" {
+		log.Printf("CPU profiles of the mesh nodes in %s (go tool pprof -top %s)", c.profile, filepath.Join(c.profile, "node-home.pprof"))
+	}
+
+	machine := fmt.Sprintf("%s; load average %s at start, %s at end", machineInfo(), loadStart, loadavg())
+	out := result{Bench: "mesh", Machine: machine, Date: start.Format(time.RFC3339)}
+	out.Rows = rows(res, c, mode, strings.Join(meshNote, "; "))
+	if err := writeJSON(c.out, out); err != nil {
+		return err
+	}
+	printSummary(res, out, c.out)
+	return nil
+}
+
+// startWireGuard starts wireguard-go in home and vps and configures it
+// with wg: vps listens on wgPort; home, behind the NAT, names vps as its
+// endpoint and keeps the mapping open.
+func startWireGuard(ctx context.Context, tp topo, c config) (*tunnel, []*daemon, error) {
+	t := &tunnel{name: pathWG, target: wgVPS}
+	keys := map[string][2]string{} // node → private, public
+	for _, n := range []string{"home", "vps"} {
+		priv, err := cmdOut(ctx, "", "wg", "genkey")
+		if err != nil {
+			return nil, nil, err
+		}
+		pub, err := cmdOut(ctx, priv+"\n", "wg", "pubkey")
+		if err != nil {
+			return nil, nil, err
+		}
+		keys[n] = [2]string{priv, pub}
+	}
+	dir, err := os.MkdirTemp("", "bm-wg")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	for _, x := range []struct{ node, peer, addr, peerAddr string }{
+		{"vps", "home", wgVPS, wgHome},
+		{"home", "vps", wgHome, wgVPS},
+	} {
+		dev := c.prefix + "wg" + x.node[:1] // bmwgv, bmwgh: its UAPI socket is /var/run/wireguard/<dev>.sock
+		d, err := tp.start("wireguard-go "+x.node, x.node, []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"}, c.wireguardGo, "-f", dev)
+		if err != nil {
+			return nil, t.daemons, err
+		}
+		t.daemons = append(t.daemons, d)
+		sock := "/var/run/wireguard/" + dev + ".sock"
+		if err := poll(ctx, 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }); err != nil {
+			return nil, t.daemons, fmt.Errorf("wireguard-go %s: no %s: %s", x.node, sock, d.log.String())
+		}
+		kf := filepath.Join(dir, x.node+".key")
+		if err := os.WriteFile(kf, []byte(keys[x.node][0]+"\n"), 0o600); err != nil {
+			return nil, t.daemons, err
+		}
+		args := []string{"wg", "set", dev, "private-key", kf}
+		if x.node == "vps" {
+			args = append(args, "listen-port", strconv.Itoa(wgPort))
+		}
+		args = append(args, "peer", keys[x.peer][1], "allowed-ips", x.peerAddr+"/32")
+		if x.node == "home" {
+			args = append(args, "endpoint", fmt.Sprintf("%s:%d", c.wanVPS, wgPort), "persistent-keepalive", "25")
+		}
+		for _, argv := range [][]string{
+			args,
+			{"ip", "addr", "add", x.addr + "/24", "dev", dev},
+			{"ip", "link", "set", dev, "up"},
+		} {
+			if _, err := tp.run(ctx, x.node, argv...); err != nil {
+				return nil, t.daemons, err
+			}
+		}
+	}
+	return t, t.daemons, nil
+}
+
+// startMesh starts a mesh node in vps and one in home that names vps as
+// its peer. The tunnel's name carries the TUN mode the nodes got.
+func startMesh(ctx context.Context, tp topo, c config) (*tunnel, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	env := []string{"MESH_KEY=" + base64.StdEncoding.EncodeToString(key)}
+	t := &tunnel{target: meshVPS}
+	modes := map[string]bool{}
+	for _, x := range []struct{ node, addr, peers string }{
+		{"vps", meshVPS, ""},
+		{"home", meshHome, fmt.Sprintf("%s:%d", c.wanVPS, c.meshPort)},
+	} {
+		argv := []string{self, "node", "-addr", x.addr + "/24", "-port", strconv.Itoa(c.meshPort), "-dev", meshDev}
+		if x.peers != "" {
+			argv = append(argv, "-peers", x.peers)
+		}
+		if c.plain {
+			argv = append(argv, "-plain")
+		}
+		if c.profile != "" {
+			if err := os.MkdirAll(c.profile, 0o755); err != nil {
+				return t, err
+			}
+			p, err := filepath.Abs(filepath.Join(c.profile, "node-"+x.node+".pprof"))
+			if err != nil {
+				return t, err
+			}
+			argv = append(argv, "-cpuprofile", p)
+		}
+		d, err := tp.start("meshnet "+x.node, x.node, env, argv...)
+		if err != nil {
+			return t, err
+		}
+		t.daemons = append(t.daemons, d)
+		l, err := d.waitLine(ctx, nodeReady, 10*time.Second)
+		if err != nil {
+			return t, err
+		}
+		modes[strings.TrimSpace(strings.TrimPrefix(l, nodeReady))] = true
+	}
+	var ms []string
+	for m := range modes {
+		ms = append(ms, m)
+	}
+	t.name = pathMesh + " " + strings.Join(ms, "+")
+	return t, nil
+}
+
+// iperf runs one iperf3 client from home to t's target and returns what it
+// measured and the CPU seconds t's processes used meanwhile.
+func iperf(ctx context.Context, tp topo, c config, t *tunnel) (iperfResult, float64, error) {
+	rx0, err := tp.rxCounters(ctx, "vps", "wan0")
+	if err != nil {
+		return iperfResult{}, 0, err
+	}
+	before, err := sumTicks(t.pids())
+	if err != nil {
+		return iperfResult{}, 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(c.seconds+c.omit+20)*time.Second)
+	defer cancel()
+	out, err := tp.run(cctx, "home", "iperf3", "-c", t.target, "-t", strconv.Itoa(c.seconds), "-O", strconv.Itoa(c.omit), "-J")
+	after, err2 := sumTicks(t.pids())
+	if err != nil {
+		if r, perr := parseIperf([]byte(out)); perr != nil {
+			return r, 0, err
+		}
+	}
+	if err2 != nil {
+		return iperfResult{}, 0, err2
+	}
+	r, err := parseIperf([]byte(out))
+	if err != nil {
+		return r, 0, err
+	}
+	rx1, err := tp.rxCounters(ctx, "vps", "wan0")
+	if err != nil {
+		return r, 0, err
+	}
+	if p := rx1.Packets - rx0.Packets; p > 0 {
+		r.WireBytesPerPacket = float64(rx1.Bytes-rx0.Bytes) / float64(p)
+	}
+	// The ticks cover the omitted ramp-up too: scale to the measured part.
+	total := float64(c.seconds + c.omit)
+	cpu := float64(after-before) / clkTck * float64(c.seconds) / total
+	return r, cpu, nil
+}
+
+func waitPing(ctx context.Context, tp topo, target string, timeout time.Duration) error {
+	var last error
+	err := poll(ctx, timeout, func() bool {
+		_, last = tp.run(ctx, "home", "busybox", "ping", "-c", "1", "-W", "1", target)
+		return last == nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s does not answer: %v", target, last)
+	}
+	return nil
+}
+
+func poll(ctx context.Context, timeout time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func cmdOut(ctx context.Context, stdin string, argv ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdin = strings.NewReader(stdin)
+	b, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func nonZero(m map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func machineInfo() string {
+	model := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "?"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s", runtime.NumCPU(), model, kernel, runtime.Version())
+}
+
+func round(x float64, digits int) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 0
+	}
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}

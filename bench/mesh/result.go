@@ -1,0 +1,143 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/homeswarm/homeswarm/netdriver/mesh"
+)
+
+// result and row are the shared bench schema (bench/README.md).
+type result struct {
+	Bench   string `json:"bench"`
+	Rows    []row  `json:"rows"`
+	Machine string `json:"machine"`
+	Date    string `json:"date"`
+}
+
+type row struct {
+	Name        string    `json:"name"`
+	Metric      string    `json:"metric"`
+	Unit        string    `json:"unit"`
+	Value       float64   `json:"value"`
+	Anchor      string    `json:"anchor,omitempty"`
+	AnchorValue float64   `json:"anchor_value,omitempty"`
+	Ratio       float64   `json:"ratio,omitempty"`
+	Target      string    `json:"target,omitempty"`
+	Samples     []float64 `json:"samples,omitempty"`
+	Note        string    `json:"note,omitempty"`
+}
+
+// rows turns the measurements into result rows. Ratios are > 1 when the
+// row beats its anchor: value/anchor for throughput, anchor/value for RTT
+// and CPU.
+func rows(res map[string]*measured, c config, mode, meshNote string) []row {
+	b, w, m := res[pathBare], res[pathWG], res[pathMesh]
+	tput := func(x *measured) float64 { return median(x.gbps) }
+	rtt := func(x *measured) float64 { return mean(x.rtts) }
+	cpu := func(x *measured) float64 { return median(x.cpuGbit) }
+	higher := func(v, a float64) float64 { return round(v/a, 3) }
+	lower := func(v, a float64) float64 { return round(a/v, 3) }
+	r4 := func(xs []float64) []float64 {
+		out := make([]float64, len(xs))
+		for i, x := range xs {
+			out[i] = round(x, 4)
+		}
+		return out
+	}
+
+	tputNote := fmt.Sprintf("iperf3 TCP home→vps through the NAT, median of %d runs of %d s (after %d s left out), paths interleaved in one run; meshnet TUN mode %s, MTU %d; wireguard-go %s at its default MTU 1420",
+		c.runs, c.seconds, c.omit, mode, mesh.DefaultMTU, wgVersion(c.wireguardGo))
+	tputNote += fmt.Sprintf("; bytes per packet arriving on vps's WAN link (a GSO packet carries many datagrams): bare %.0f, wireguard-go %.0f, meshnet %.0f",
+		median(b.wirePkt), median(w.wirePkt), median(m.wirePkt))
+	if meshNote != "" {
+		tputNote += "; " + meshNote
+	}
+	rttNote := fmt.Sprintf("busybox ping home→vps, %d pings 50 ms apart on idle paths, mean", c.pings)
+	cpuNote := "utime+stime of both tunnel processes (home and vps) during each iperf3 run, per Gbit received; median of runs. Kernel work done in softirq context for other processes is not counted for either"
+
+	var rs []row
+	add := func(r row) { rs = append(rs, r) }
+	add(row{Name: "meshnet TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(m), 3),
+		Anchor: pathWG, AnchorValue: round(tput(w), 3), Ratio: higher(tput(m), tput(w)),
+		Target: "≥ 1.0× wireguard-go", Samples: r4(m.gbps), Note: tputNote})
+	add(row{Name: "meshnet TCP throughput vs bare path", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(m), 3),
+		Anchor: pathBare, AnchorValue: round(tput(b), 3), Ratio: higher(tput(m), tput(b)), Samples: r4(b.gbps),
+		Note: "samples are the bare path's"})
+	add(row{Name: "wireguard-go TCP throughput vs bare path", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(w), 3),
+		Anchor: pathBare, AnchorValue: round(tput(b), 3), Ratio: higher(tput(w), tput(b)), Samples: r4(w.gbps)})
+	add(row{Name: "meshnet RTT", Metric: "RTT", Unit: "ms", Value: round(rtt(m), 4),
+		Anchor: pathWG, AnchorValue: round(rtt(w), 4), Ratio: lower(rtt(m), rtt(w)), Samples: r4(m.rtts), Note: rttNote})
+	add(row{Name: "meshnet RTT vs bare path", Metric: "RTT", Unit: "ms", Value: round(rtt(m), 4),
+		Anchor: pathBare, AnchorValue: round(rtt(b), 4), Ratio: lower(rtt(m), rtt(b)), Samples: r4(b.rtts),
+		Note: "samples are the bare path's"})
+	addM, addW := rtt(m)-rtt(b), rtt(w)-rtt(b)
+	added := row{Name: "meshnet added latency", Metric: "RTT − bare RTT", Unit: "ms", Value: round(addM, 4),
+		Anchor: pathWG, AnchorValue: round(addW, 4),
+		Note: "mean RTT through the tunnel minus the bare path's mean RTT"}
+	if addM > 0 && addW > 0 {
+		added.Ratio = lower(addM, addW)
+	}
+	add(added)
+	add(row{Name: "meshnet CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: round(cpu(m), 3),
+		Anchor: pathWG, AnchorValue: round(cpu(w), 3), Ratio: lower(cpu(m), cpu(w)), Samples: r4(m.cpuGbit), Note: cpuNote})
+	add(row{Name: "wireguard-go CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: round(cpu(w), 3),
+		Samples: r4(w.cpuGbit)})
+	return rs
+}
+
+// wgVersion asks the wireguard-go binary its version.
+func wgVersion(bin string) string {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return "?"
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, "v0.") {
+			return f
+		}
+	}
+	return "?"
+}
+
+func writeJSON(path string, r result) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func printSummary(res map[string]*measured, r result, out string) {
+	fmt.Println()
+	fmt.Printf("%-16s %12s %10s %14s\n", "path", "TCP Gbit/s", "RTT ms", "CPU-s/Gbit")
+	for _, p := range []string{pathBare, pathWG, pathMesh} {
+		m := res[p]
+		cpu := "-"
+		if len(m.cpuGbit) > 0 {
+			cpu = fmt.Sprintf("%.3f", median(m.cpuGbit))
+		}
+		fmt.Printf("%-16s %12.3f %10.3f %14s\n", p, median(m.gbps), mean(m.rtts), cpu)
+	}
+	fmt.Println()
+	for _, row := range r.Rows {
+		if row.Ratio == 0 {
+			continue
+		}
+		fmt.Printf("%-42s %8.3f %-10s vs %-15s %8.3f  ratio %.2f× %s\n", row.Name, row.Value, row.Unit, row.Anchor, row.AnchorValue, row.Ratio, row.Target)
+	}
+	fmt.Printf("\nmachine: %s\nwritten: %s\n", r.Machine, out)
+}
