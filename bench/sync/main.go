@@ -64,7 +64,6 @@ type config struct {
 	smallSize   int
 	largeMiB    int
 	largeRuns   int
-	rsyncRuns   int
 	syncthing   string
 	rsync       string
 	keep        bool
@@ -81,8 +80,7 @@ func main() {
 	flag.DurationVar(&c.poll, "poll", 5*time.Millisecond, "poll interval of the receiving directory")
 	flag.IntVar(&c.smallSize, "small-size", 1024, "size of a small file in bytes")
 	flag.IntVar(&c.largeMiB, "large-mib", 256, "size of the large file in MiB")
-	flag.IntVar(&c.largeRuns, "large-runs", 3, "large-file runs on syncvol and tuned Syncthing")
-	flag.IntVar(&c.rsyncRuns, "rsync-runs", 3, "large-file runs on rsync")
+	flag.IntVar(&c.largeRuns, "large-runs", 3, "large-file rounds (each moves a fresh file over every system)")
 	flag.StringVar(&c.syncthing, "syncthing", "/usr/bin/syncthing", "plain Syncthing binary")
 	flag.StringVar(&c.rsync, "rsync", "rsync", "rsync binary")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (for debugging)")
@@ -120,7 +118,7 @@ type row struct {
 	Note        string    `json:"note,omitempty"`
 }
 
-func run(ctx context.Context, c config) error {
+func run(ctx context.Context, c config) (err error) {
 	work, err := os.MkdirTemp("", "bs-sync-")
 	if err != nil {
 		return err
@@ -137,59 +135,102 @@ func run(ctx context.Context, c config) error {
 		_ = syscall.Dup3(int(f.Fd()), 1, 0)
 		f.Close()
 	}
-	large := make([]byte, c.largeMiB<<20)
-	fillRandom(large)
-	largeSum := sha256.Sum256(large)
-	chk := func(path string) error { return sameSum(path, largeSum) }
+	defer func() {
+		if err != nil {
+			if out, rerr := os.ReadFile(engineLog); rerr == nil {
+				log.Printf("engine log:\n%s", tail(out, 4000))
+			}
+		}
+	}()
 
 	started := time.Now()
 	loadStart := loadAvg()
-	// a) syncvol.
+	// a) syncvol: small files on the pair as shipped (fsync on); a second
+	// pair with fsync off joins the large-file rounds as a diagnostic.
 	log.Printf("syncvol: starting two engines on 127.0.0.1")
-	svLat, svTput, err := benchSyncvol(ctx, c, filepath.Join(work, "syncvol"), large, chk, false, c.nSyncvol)
+	sv, err := startSyncvol(ctx, c, filepath.Join(work, "syncvol"), false)
 	if err != nil {
-		if out, rerr := os.ReadFile(engineLog); rerr == nil {
-			log.Printf("engine log:\n%s", tail(out, 4000))
-		}
 		return fmt.Errorf("syncvol: %w", err)
 	}
-	log.Printf("syncvol: small p50=%.3fs p99=%.3fs; large %.1f MB/s", pct(svLat, 50), pct(svLat, 99), median(svTput))
-	// Diagnostic: the same large file with fsync off, to tell the cost of
-	// durability from the rest of the pipeline.
-	_, svNoSync, err := benchSyncvol(ctx, c, filepath.Join(work, "syncvol-nofsync"), large, chk, true, 0)
+	defer sv.close()
+	svLat, err := smallFiles(ctx, c, sv.a, sv.b, c.nSyncvol, 15*time.Second)
+	if err != nil {
+		return fmt.Errorf("syncvol: %w", err)
+	}
+	log.Printf("syncvol: small p50=%.3fs p99=%.3fs", pct(svLat, 50), pct(svLat, 99))
+	svNo, err := startSyncvol(ctx, c, filepath.Join(work, "syncvol-nofsync"), true)
 	if err != nil {
 		return fmt.Errorf("syncvol (fsync off): %w", err)
 	}
-	log.Printf("syncvol, fsync off: large %.1f MB/s", median(svNoSync))
+	defer svNo.close()
 
 	// b) plain Syncthing, defaults then tuned.
 	var defLat []float64
 	if !c.skipDefault {
 		log.Printf("syncthing defaults: %d small files (~10 s each)", c.nDefaults)
-		defLat, _, err = benchSyncthing(ctx, c, filepath.Join(work, "st-defaults"), 0, c.nDefaults, nil, nil)
+		st, err := startSyncthing(ctx, c, filepath.Join(work, "st-defaults"), 0)
+		if err != nil {
+			return fmt.Errorf("syncthing defaults: %w", err)
+		}
+		defLat, err = smallFiles(ctx, c, st.a.dir, st.b.dir, c.nDefaults, 90*time.Second)
+		st.close(err)
 		if err != nil {
 			return fmt.Errorf("syncthing defaults: %w", err)
 		}
 		log.Printf("syncthing defaults: p50=%.3fs p99=%.3fs", pct(defLat, 50), pct(defLat, 99))
 	}
-	log.Printf("syncthing fsWatcherDelayS=1: %d small files, then the large file", c.nTuned)
-	tunLat, tunTput, err := benchSyncthing(ctx, c, filepath.Join(work, "st-tuned"), 1, c.nTuned, large, chk)
+	log.Printf("syncthing fsWatcherDelayS=1: %d small files", c.nTuned)
+	st, err := startSyncthing(ctx, c, filepath.Join(work, "st-tuned"), 1)
 	if err != nil {
 		return fmt.Errorf("syncthing tuned: %w", err)
 	}
-	log.Printf("syncthing tuned: p50=%.3fs p99=%.3fs; large %.1f MB/s", pct(tunLat, 50), pct(tunLat, 99), median(tunTput))
+	defer func() { st.close(err) }()
+	tunLat, err := smallFiles(ctx, c, st.a.dir, st.b.dir, c.nTuned, 90*time.Second)
+	if err != nil {
+		return fmt.Errorf("syncthing tuned: %w", err)
+	}
+	log.Printf("syncthing tuned: p50=%.3fs p99=%.3fs", pct(tunLat, 50), pct(tunLat, 99))
 
-	// c) rsync daemon.
-	rsTput, rsFsync, err := benchRsync(ctx, c, filepath.Join(work, "rsync"), large, chk)
+	// c) rsync daemon, then the large-file rounds: every system moves the
+	// same fresh file in turn, so they share the machine's conditions.
+	rs, err := startRsync(ctx, c, filepath.Join(work, "rsync"))
 	if err != nil {
 		return fmt.Errorf("rsync: %w", err)
 	}
-	log.Printf("rsync daemon: %.1f MB/s; with --fsync %.1f MB/s", median(rsTput), median(rsFsync))
+	defer rs.close()
+	pushers := []struct {
+		name string
+		push func([]byte, [32]byte) (float64, error)
+		out  *[]float64
+	}{
+		{"syncvol", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, sv.a, sv.b, d, h) }, new([]float64)},
+		{"rsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a") }, new([]float64)},
+		{"syncthing tuned", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, st.a.dir, st.b.dir, d, h) }, new([]float64)},
+		{"rsync --fsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a", "--fsync") }, new([]float64)},
+		{"syncvol fsync off", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, svNo.a, svNo.b, d, h) }, new([]float64)},
+	}
+	large := make([]byte, c.largeMiB<<20)
+	for r := 0; r < c.largeRuns; r++ {
+		fillRandom(large) // fresh content: no receiver can reuse blocks
+		sum := sha256.Sum256(large)
+		for _, p := range pushers {
+			mbs, err := p.push(large, sum)
+			if err != nil {
+				return fmt.Errorf("large file, %s: %w", p.name, err)
+			}
+			log.Printf("  round %d %-18s %6.1f MB/s", r, p.name, mbs)
+			*p.out = append(*p.out, mbs)
+		}
+	}
+	for _, p := range pushers {
+		log.Printf("large file %-18s median %.1f MB/s", p.name, median(*p.out))
+	}
 	log.Printf("total bench time %v", time.Since(started).Round(time.Second))
 
 	res := result{Bench: "sync", Date: time.Now().UTC().Format(time.RFC3339),
 		Machine: fmt.Sprintf("%s; load average (1 min) %s at start, %s at end (the machine is shared)", machine(), loadStart, loadAvg())}
-	res.Rows = buildRows(c, measures{svLat, defLat, tunLat, svTput, svNoSync, tunTput, rsTput, rsFsync})
+	res.Rows = buildRows(c, measures{svLat, defLat, tunLat,
+		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out})
 	return writeJSON(c.out, res)
 }
 
@@ -223,8 +264,8 @@ func buildRows(c config, m measures) []row {
 	svTput, tunTput, rsTput := m.svTput, m.tunTput, m.rsTput
 	sv, rs, tun := median(svTput), median(rsTput), median(tunTput)
 	svNo, rsF := median(m.svNoSync), median(m.rsFsync)
-	tputNote := fmt.Sprintf("one %d MiB file; write start on A → complete on B; median of %d runs (fsync on, as shipped); rsync: median of %d pushes to a daemon on 127.0.0.1 (no fsync)",
-		c.largeMiB, len(svTput), len(rsTput))
+	tputNote := fmt.Sprintf("one fresh %d MiB random file per round, moved in turn by every system (syncvol, rsync, Syncthing tuned, rsync --fsync, syncvol fsync off); median of %d rounds. syncvol: write start on A → complete on B, fsync on as shipped; rsync: `rsync -a` push to a daemon on 127.0.0.1, no fsync",
+		c.largeMiB, len(svTput))
 	rows = append(rows,
 		row{Name: "syncvol large-file throughput", Metric: "throughput", Unit: "MB/s", Value: round(sv, 1),
 			Anchor: anchorRsync, AnchorValue: round(rs, 1), Ratio: round(sv/rs, 2), Target: "≥ 0.8× rsync",
@@ -261,9 +302,22 @@ func buildRows(c config, m measures) []row {
 
 // ---------------------------------------------------------------- syncvol
 
-func benchSyncvol(ctx context.Context, c config, dir string, large []byte, chk func(string) error, noFsync bool, nSmall int) (lat, tput []float64, err error) {
+type svPair struct {
+	a, b  string // the volume's directory on node A and node B
+	close func()
+}
+
+// startSyncvol starts two engines on 127.0.0.1, B dialling A, and one
+// volume created on A; it returns once a first file has reached B.
+func startSyncvol(ctx context.Context, c config, dir string, noFsync bool) (*svPair, error) {
 	lg := logrus.New()
 	lg.SetLevel(logrus.WarnLevel)
+	var engines []*syncengine.Engine
+	p := &svPair{close: func() {
+		for _, e := range engines {
+			e.Close()
+		}
+	}}
 	newNode := func(name string, peers ...string) (*syncengine.Engine, error) {
 		d := filepath.Join(dir, name)
 		e, err := syncengine.New(syncengine.Options{
@@ -280,43 +334,32 @@ func benchSyncvol(ctx context.Context, c config, dir string, large []byte, chk f
 		if err != nil {
 			return nil, err
 		}
+		engines = append(engines, e)
 		return e, e.Start(ctx)
+	}
+	fail := func(err error) (*svPair, error) {
+		p.close()
+		return nil, err
 	}
 	a, err := newNode("a")
 	if err != nil {
-		return nil, nil, err
+		return fail(err)
 	}
-	defer a.Close()
-	b, err := newNode("b", a.ListenAddr())
-	if err != nil {
-		return nil, nil, err
+	if _, err := newNode("b", a.ListenAddr()); err != nil {
+		return fail(err)
 	}
-	defer b.Close()
-
 	const vol = "bench"
-	aDir, bDir := filepath.Join(dir, "a", "vols", vol), filepath.Join(dir, "b", "vols", vol)
-	if err := writeFile(filepath.Join(aDir, "warmup"), []byte("warm")); err != nil {
-		return nil, nil, err
+	p.a, p.b = filepath.Join(dir, "a", "vols", vol), filepath.Join(dir, "b", "vols", vol)
+	if err := writeFile(filepath.Join(p.a, "warmup"), []byte("warm")); err != nil {
+		return fail(err)
 	}
-	if err := a.AddVolume(vol, aDir, nil); err != nil {
-		return nil, nil, err
+	if err := a.AddVolume(vol, p.a, nil); err != nil {
+		return fail(err)
 	}
-	if _, err := waitContent(ctx, filepath.Join(bDir, "warmup"), []byte("warm"), c.poll, 60*time.Second); err != nil {
-		return nil, nil, fmt.Errorf("volume never reached B: %w", err)
+	if _, err := waitContent(ctx, filepath.Join(p.b, "warmup"), []byte("warm"), c.poll, 60*time.Second); err != nil {
+		return fail(fmt.Errorf("volume never reached B: %w", err))
 	}
-	if lat, err = smallFiles(ctx, c, aDir, bDir, nSmall, 15*time.Second); err != nil {
-		return nil, nil, err
-	}
-	for i := 0; i < c.largeRuns; i++ {
-		name := fmt.Sprintf("large-%d.bin", i)
-		s, err := largeFile(ctx, c, filepath.Join(aDir, name), filepath.Join(bDir, name), large, chk)
-		if err != nil {
-			return nil, nil, err
-		}
-		tput = append(tput, s)
-		_ = os.Remove(filepath.Join(aDir, name)) // keep the disk footprint bounded
-	}
-	return lat, tput, nil
+	return p, nil
 }
 
 // smallFiles writes n files in src one at a time and times each until it is
@@ -345,25 +388,32 @@ func smallFiles(ctx context.Context, c config, src, dst string, n int, timeout t
 	return out, nil
 }
 
-// largeFile writes data to src and times it until dst has its full size;
-// the receivers (Syncthing, rsync) write a temporary name and rename it at
-// the end, so the full-size final name means complete. The content is
-// verified after the clock stops. It returns MB/s (10^6 bytes).
-func largeFile(ctx context.Context, c config, src, dst string, data []byte, chk func(string) error) (float64, error) {
+// syncPush writes data as a new file in src and times it until the file
+// in dst has its full size: the receivers write a temporary name and rename
+// it at the end, so the full-size final name means complete. The content
+// is verified after the clock stops; then the file is deleted on both
+// sides. It returns MB/s (10^6 bytes).
+func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [32]byte) (float64, error) {
+	const name = "large.bin"
 	start := time.Now()
-	if err := writeFile(src, data); err != nil {
+	if err := writeFile(filepath.Join(src, name), data); err != nil {
 		return 0, err
 	}
-	if err := waitSize(ctx, dst, int64(len(data)), c.poll, 3*time.Minute); err != nil {
-		return 0, fmt.Errorf("large file: %w", err)
+	if err := waitSize(ctx, filepath.Join(dst, name), int64(len(data)), c.poll, 3*time.Minute); err != nil {
+		return 0, err
 	}
 	d := time.Since(start)
-	if err := chk(dst); err != nil {
+	if err := sameSum(filepath.Join(dst, name), sum); err != nil {
 		return 0, err
 	}
-	mbs := float64(len(data)) / 1e6 / d.Seconds()
-	log.Printf("  large file %s: %v, %.1f MB/s", filepath.Base(dst), d.Round(time.Millisecond), mbs)
-	return round(mbs, 1), nil
+	if err := os.Remove(filepath.Join(src, name)); err != nil {
+		return 0, err
+	}
+	err := poll(ctx, 10*time.Millisecond, time.Minute, "deletion of "+name, func() bool {
+		_, err := os.Lstat(filepath.Join(dst, name))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	return round(float64(len(data))/1e6/d.Seconds(), 1), err
 }
 
 // ------------------------------------------------------- plain Syncthing
@@ -376,83 +426,74 @@ type stNode struct {
 	logf      *os.File
 }
 
-// benchSyncthing runs a pair of plain Syncthing processes sharing one
-// folder with the given fsWatcherDelayS (0: left at its default) and
-// measures n small files, then (if large is set) the large file.
-func benchSyncthing(ctx context.Context, c config, dir string, delayS, n int, large []byte, chk func(string) error) (lat, tput []float64, err error) {
-	nodes := []*stNode{{home: filepath.Join(dir, "a")}, {home: filepath.Join(dir, "b")}}
+type stPair struct {
+	a, b *stNode
+}
+
+// startSyncthing starts a pair of plain Syncthing processes sharing one
+// folder with the given fsWatcherDelayS (0: left at its default), and
+// returns once a first file has reached B and the watcher has settled.
+func startSyncthing(ctx context.Context, c config, dir string, delayS int) (p *stPair, err error) {
+	p = &stPair{a: &stNode{home: filepath.Join(dir, "a")}, b: &stNode{home: filepath.Join(dir, "b")}}
+	defer func() {
+		if err != nil {
+			p.close(err)
+		}
+	}()
+	nodes := []*stNode{p.a, p.b}
 	for _, nd := range nodes {
 		nd.dir = filepath.Join(nd.home, "folder")
 		if nd.id, err = stGenerate(ctx, c.syncthing, nd.home); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if nd.port, err = freePort(); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := os.MkdirAll(filepath.Join(nd.dir, ".stfolder"), 0o755); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	a, b := nodes[0], nodes[1]
 	for i, nd := range nodes {
-		peer := nodes[1-i]
 		path := filepath.Join(nd.home, "config.xml")
 		gen, err := os.ReadFile(path)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		cfg, err := stConfig(string(gen), nd, peer, delayS)
+		cfg, err := stConfig(string(gen), nd, nodes[1-i], delayS)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	// The warm-up file is found by the initial scan, so its arrival proves
 	// the pair is connected and the folder running.
-	if err := writeFile(filepath.Join(a.dir, "warmup"), []byte("warm")); err != nil {
-		return nil, nil, err
+	if err := writeFile(filepath.Join(p.a.dir, "warmup"), []byte("warm")); err != nil {
+		return nil, err
 	}
-	defer func() {
-		for _, nd := range nodes {
-			nd.stop()
-		}
-		if err != nil {
-			for _, nd := range nodes {
-				if out, rerr := os.ReadFile(filepath.Join(nd.home, "syncthing.log")); rerr == nil {
-					log.Printf("syncthing log %s:\n%s", nd.home, tail(out, 3000))
-				}
-			}
-		}
-	}()
 	for _, nd := range nodes {
 		if err := nd.start(c.syncthing); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	if _, err := waitContent(ctx, filepath.Join(b.dir, "warmup"), []byte("warm"), c.poll, 90*time.Second); err != nil {
-		return nil, nil, fmt.Errorf("pair never synced: %w", err)
+	if _, err := waitContent(ctx, filepath.Join(p.b.dir, "warmup"), []byte("warm"), c.poll, 90*time.Second); err != nil {
+		return nil, fmt.Errorf("pair never synced: %w", err)
 	}
 	// Let the watcher settle after the initial scan.
-	if err := sleep(ctx, 2*time.Second); err != nil {
-		return nil, nil, err
-	}
-	if lat, err = smallFiles(ctx, c, a.dir, b.dir, n, 90*time.Second); err != nil {
-		return nil, nil, err
-	}
-	if large != nil {
-		for i := 0; i < c.largeRuns; i++ {
-			name := fmt.Sprintf("large-%d.bin", i)
-			s, err := largeFile(ctx, c, filepath.Join(a.dir, name), filepath.Join(b.dir, name), large, chk)
-			if err != nil {
-				return nil, nil, err
+	return p, sleep(ctx, 2*time.Second)
+}
+
+// close stops the pair; after a failure it logs the tail of their logs.
+func (p *stPair) close(failure error) {
+	for _, nd := range []*stNode{p.a, p.b} {
+		nd.stop()
+		if failure != nil {
+			if out, err := os.ReadFile(filepath.Join(nd.home, "syncthing.log")); err == nil {
+				log.Printf("syncthing log %s:\n%s", nd.home, tail(out, 3000))
 			}
-			tput = append(tput, s)
-			_ = os.Remove(filepath.Join(a.dir, name))
 		}
 	}
-	return lat, tput, nil
 }
 
 var deviceIDRe = regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`)
@@ -553,22 +594,24 @@ func (n *stNode) stop() {
 
 // ------------------------------------------------------------------ rsync
 
-// benchRsync pushes the large file to an rsync daemon on 127.0.0.1, into an
-// empty directory each time (no delta basis), and returns MB/s per run, at
-// rsync's defaults and with --fsync.
-func benchRsync(ctx context.Context, c config, dir string, large []byte, chk func(string) error) (plain, fsync []float64, err error) {
-	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
-	for _, d := range []string{src, dst} {
+type rsyncd struct {
+	bin      string
+	src, dst string
+	port     int
+	cmd      *exec.Cmd
+}
+
+// startRsync starts an rsync daemon on 127.0.0.1 with one writable module.
+func startRsync(ctx context.Context, c config, dir string) (*rsyncd, error) {
+	r := &rsyncd{bin: c.rsync, src: filepath.Join(dir, "src"), dst: filepath.Join(dir, "dst")}
+	for _, d := range []string{r.src, r.dst} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	if err := writeFile(filepath.Join(src, "large.bin"), large); err != nil {
-		return nil, nil, err
-	}
-	port, err := freePort()
-	if err != nil {
-		return nil, nil, err
+	var err error
+	if r.port, err = freePort(); err != nil {
+		return nil, err
 	}
 	conf := filepath.Join(dir, "rsyncd.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`use chroot = no
@@ -578,48 +621,46 @@ log file = %s
 [bench]
     path = %s
     read only = false
-`, os.Getuid(), os.Getgid(), filepath.Join(dir, "rsyncd.log"), dst)), 0o600); err != nil {
-		return nil, nil, err
+`, os.Getuid(), os.Getgid(), filepath.Join(dir, "rsyncd.log"), r.dst)), 0o600); err != nil {
+		return nil, err
 	}
-	d := exec.Command(c.rsync, "--daemon", "--no-detach", "--config="+conf, "--address=127.0.0.1", "--port="+strconv.Itoa(port))
-	d.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := d.Start(); err != nil {
-		return nil, nil, err
+	r.cmd = exec.Command(c.rsync, "--daemon", "--no-detach", "--config="+conf, "--address=127.0.0.1", "--port="+strconv.Itoa(r.port))
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := r.cmd.Start(); err != nil {
+		return nil, err
 	}
-	defer func() {
-		_ = syscall.Kill(-d.Process.Pid, syscall.SIGKILL)
-		_ = d.Wait()
-	}()
-	if err := waitListen(ctx, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second); err != nil {
-		return nil, nil, err
+	if err := waitListen(ctx, fmt.Sprintf("127.0.0.1:%d", r.port), 10*time.Second); err != nil {
+		r.close()
+		return nil, err
 	}
-	push := func(args ...string) ([]float64, error) {
-		var out []float64
-		for i := 0; i < c.rsyncRuns; i++ {
-			target := filepath.Join(dst, "large.bin")
-			_ = os.Remove(target)
-			start := time.Now()
-			argv := append(slices.Clone(args), filepath.Join(src, "large.bin"), fmt.Sprintf("rsync://127.0.0.1:%d/bench/", port))
-			if b, err := exec.CommandContext(ctx, c.rsync, argv...).CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("rsync push: %w: %s", err, b)
-			}
-			el := time.Since(start)
-			if err := chk(target); err != nil {
-				return nil, err
-			}
-			mbs := float64(len(large)) / 1e6 / el.Seconds()
-			log.Printf("  rsync %v run %d: %v, %.1f MB/s", args, i, el.Round(time.Millisecond), mbs)
-			out = append(out, round(mbs, 1))
-		}
-		return out, nil
+	return r, nil
+}
+
+func (r *rsyncd) close() {
+	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	_ = r.cmd.Wait()
+}
+
+// push writes data to the source directory (untimed, as the file already
+// exists when one runs rsync), then times `rsync args… file rsync://…`
+// into the module's empty directory (no delta basis). It returns MB/s.
+func (r *rsyncd) push(ctx context.Context, data []byte, sum [32]byte, args ...string) (float64, error) {
+	src, dst := filepath.Join(r.src, "large.bin"), filepath.Join(r.dst, "large.bin")
+	if err := writeFile(src, data); err != nil {
+		return 0, err
 	}
-	if plain, err = push("-a"); err != nil {
-		return nil, nil, err
+	defer os.Remove(src)
+	defer os.Remove(dst)
+	argv := append(slices.Clone(args), src, fmt.Sprintf("rsync://127.0.0.1:%d/bench/", r.port))
+	start := time.Now()
+	if b, err := exec.CommandContext(ctx, r.bin, argv...).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("rsync %v: %w: %s", args, err, b)
 	}
-	if fsync, err = push("-a", "--fsync"); err != nil {
-		return nil, nil, err
+	d := time.Since(start)
+	if err := sameSum(dst, sum); err != nil {
+		return 0, err
 	}
-	return plain, fsync, nil
+	return round(float64(len(data))/1e6/d.Seconds(), 1), nil
 }
 
 // ---------------------------------------------------------------- helpers
