@@ -430,7 +430,11 @@ case $cmd in
     old=$(nsx homegw ip -4 -o addr show dev wan0 | awk '{print $4}')
     nsx homegw ip addr add "$1/24" dev wan0
     nsx homegw ip addr del "$old" dev wan0
-    nsx homegw conntrack -F 2>/dev/null || true
+    # A router whose public address changes starts from fresh NAT state
+    # (a PPPoE reconnect does that); without the flush, the port forward's
+    # entry would keep rewriting home1's packets to the old address.
+    command -v conntrack >/dev/null || die "conntrack not found: apt-get install conntrack"
+    nsx homegw conntrack -F >/dev/null 2>&1 || true
     ;;
   add-host)
     # A plain host on the home LAN, no engine (e.g. nas, for a real Syncthing).
