@@ -35,6 +35,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,6 +71,7 @@ type config struct {
 	pings       int
 	profile     string
 	plain       bool
+	gsoHome     bool
 }
 
 func main() {
@@ -86,12 +88,13 @@ func main() {
 	flag.StringVar(&c.wireguardGo, "wireguard-go", "/var/cache/homeswarm/wireguard", "wireguard-go binary")
 	flag.StringVar(&c.wanVPS, "wan-vps", "198.51.100.10", "vps's WAN address")
 	flag.IntVar(&c.meshPort, "mesh-port", 3210, "mesh UDP port (the one the NAT forwards)")
-	flag.IntVar(&c.runs, "runs", 3, "iperf3 runs per path")
+	flag.IntVar(&c.runs, "runs", 5, "iperf3 runs per path")
 	flag.IntVar(&c.seconds, "t", 8, "seconds measured per iperf3 run")
 	flag.IntVar(&c.omit, "omit", 1, "seconds of each iperf3 run left out first (TCP ramp-up)")
 	flag.IntVar(&c.pings, "pings", 50, "pings per path, 50 ms apart")
 	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of both mesh nodes (node-home.pprof, node-vps.pprof) to this directory")
 	flag.BoolVar(&c.plain, "plain", false, "mesh nodes use TUN without offloads")
+	flag.BoolVar(&c.gsoHome, "experiment-gso", false, "experiment: the home mesh node (the sender) sends with UDP GSO (bench/mesh/gso.go), not the shipped conn.UDP")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("[bench/mesh] ")
@@ -322,6 +325,9 @@ func startMesh(ctx context.Context, tp topo, c config) (*tunnel, error) {
 		if c.plain {
 			argv = append(argv, "-plain")
 		}
+		if c.gsoHome && x.node == "home" {
+			argv = append(argv, "-gso")
+		}
 		if c.profile != "" {
 			if err := os.MkdirAll(c.profile, 0o755); err != nil {
 				return t, err
@@ -347,7 +353,8 @@ func startMesh(ctx context.Context, tp topo, c config) (*tunnel, error) {
 	for m := range modes {
 		ms = append(ms, m)
 	}
-	t.name = pathMesh + " " + strings.Join(ms, "+")
+	slices.Sort(ms)
+	t.name = pathMesh + " " + strings.Join(ms, ", ")
 	return t, nil
 }
 
