@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # edge.sh — edge's route latency vs Traefik's own swarm provider (15 s and 1 s
 # polls), side by side in one run, on a topology instance of its own; writes
 # bench/results/edge.json and prints a table. Root only (network namespaces,
@@ -8,7 +8,7 @@
 # scripts/topo.sh. BENCH_REUSE=1 uses an instance that is already up (and
 # leaves it up); otherwise it is brought up without plugins (edge needs none)
 # and torn down at the end.
-set -euo pipefail
+set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/edge: needs root (network namespaces, dockerd)" >&2; exit 1; }
 export TOPO_PREFIX=${TOPO_PREFIX:-hb}
