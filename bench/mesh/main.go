@@ -9,7 +9,10 @@
 //     userspace Go anchor, and
 //   - meshnet: two netdriver/mesh engines, each run by this program
 //     re-executed as `mesh node` in its namespace, with a real TUN device
-//     (tun.CreateOffload, falling back to tun.Create) and a real UDP socket.
+//     (tun.CreateOffload, falling back to tun.Create) and a real UDP socket,
+//   - and, unless -experiment-gso=false, meshnet with the sender's UDP
+//     socket replaced by gsoBind (gso.go), an experiment showing what UDP
+//     GSO in netdriver/conn would bring; its rows say "(experiment)".
 //
 // The topology (network namespaces <prefix>-home, -nat, -wan, -vps) is built
 // and torn down by bench/mesh.sh, which runs this program; see there. Each
@@ -49,14 +52,17 @@ const (
 	pathBare = "bare veth path"
 	pathWG   = "wireguard-go"
 	pathMesh = "meshnet"
+	// pathMeshGSO is meshnet with the home node sending through gsoBind,
+	// an experiment (-experiment-gso), not the shipped transport.
+	pathMeshGSO = "meshnet+GSO (experiment)"
 )
 
 // Tunnel addresses: vps is .1, home is .2.
 const (
-	meshVPS, meshHome = "10.254.0.1", "10.254.0.2"
-	wgVPS, wgHome     = "10.253.0.1", "10.253.0.2"
-	wgPort            = 51820
-	meshDev           = "bmesh0"
+	meshNet, meshGSONet = "10.254.0", "10.254.1"
+	wgVPS, wgHome       = "10.253.0.1", "10.253.0.2"
+	wgPort              = 51820
+	meshDev             = "bmesh0"
 )
 
 type config struct {
@@ -94,7 +100,7 @@ func main() {
 	flag.IntVar(&c.pings, "pings", 50, "pings per path, 50 ms apart")
 	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of both mesh nodes (node-home.pprof, node-vps.pprof) to this directory")
 	flag.BoolVar(&c.plain, "plain", false, "mesh nodes use TUN without offloads")
-	flag.BoolVar(&c.gsoHome, "experiment-gso", false, "experiment: the home mesh node (the sender) sends with UDP GSO (bench/mesh/gso.go), not the shipped conn.UDP")
+	flag.BoolVar(&c.gsoHome, "experiment-gso", true, "also measure a fourth path: meshnet whose home node (the sender) sends with UDP GSO (bench/mesh/gso.go, an experiment), not the shipped conn.UDP")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("[bench/mesh] ")
@@ -161,23 +167,34 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	mt, err := startMesh(ctx, tp, c)
+	mt, mode, err := startMesh(ctx, tp, c, meshSpec{name: pathMesh, net: meshNet, port: c.meshPort, dev: meshDev})
 	if mt != nil {
 		all = append(all, mt.daemons...)
 	}
 	if err != nil {
 		return err
 	}
-	mode := strings.TrimSpace(strings.TrimPrefix(mt.name, pathMesh))
-	mt.name = pathMesh
 	tunnels := []*tunnel{{name: pathBare, target: c.wanVPS}, wg, mt}
+	meshes := []*tunnel{mt}
+	if c.gsoHome {
+		// Home initiates, so this pair needs no port forwarded by the NAT.
+		mg, _, err := startMesh(ctx, tp, c, meshSpec{name: pathMeshGSO, net: meshGSONet, port: c.meshPort + 1, dev: meshDev + "g", gsoHome: true, profileAs: "-gso"})
+		if mg != nil {
+			all = append(all, mg.daemons...)
+		}
+		if err != nil {
+			return err
+		}
+		tunnels = append(tunnels, mg)
+		meshes = append(meshes, mg)
+	}
 
 	for _, t := range tunnels {
 		if err := waitPing(ctx, tp, t.target, 20*time.Second); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
-	log.Printf("all three paths answer; meshnet TUN mode: %s", mode)
+	log.Printf("all %d paths answer; meshnet TUN mode: %s", len(tunnels), mode)
 
 	res := map[string]*measured{}
 	for _, t := range tunnels {
@@ -190,7 +207,7 @@ func run(ctx context.Context, c config) error {
 		if len(res[t.name].rtts) == 0 {
 			return fmt.Errorf("ping %s: no replies", t.name)
 		}
-		log.Printf("%-15s RTT avg %.3f ms over %d pings", t.name, mean(res[t.name].rtts), len(res[t.name].rtts))
+		log.Printf("%-25s RTT avg %.3f ms over %d pings", t.name, mean(res[t.name].rtts), len(res[t.name].rtts))
 	}
 
 	for r := range c.runs {
@@ -205,7 +222,7 @@ func run(ctx context.Context, c config) error {
 			m.gbps = append(m.gbps, gbps)
 			m.retrans = append(m.retrans, ir.Retransmits)
 			m.wirePkt = append(m.wirePkt, ir.WireBytesPerPacket)
-			line := fmt.Sprintf("run %d %-15s %6.2f Gbit/s, %d retransmits, %.0f B per packet into vps", r+1, t.name, gbps, ir.Retransmits, ir.WireBytesPerPacket)
+			line := fmt.Sprintf("run %d %-25s %6.2f Gbit/s, %d retransmits, %.0f B per packet into vps", r+1, t.name, gbps, ir.Retransmits, ir.WireBytesPerPacket)
 			if len(t.daemons) > 0 {
 				per := cpu / (ir.Bytes * 8 / 1e9)
 				m.cpuGbit = append(m.cpuGbit, per)
@@ -217,11 +234,16 @@ func run(ctx context.Context, c config) error {
 
 	// Stop the nodes now to read their counters (and end their profiles).
 	var meshNote []string
+	for _, t := range meshes[1:] {
+		for _, d := range t.daemons {
+			d.stop(5 * time.Second)
+		}
+	}
 	for _, d := range mt.daemons {
 		for _, l := range d.stop(5 * time.Second) {
 			var st mesh.Status
 			if json.Unmarshal([]byte(l), &st) == nil && st.PublicKey != "" {
-				meshNote = append(meshNote, fmt.Sprintf("%s drops %v", d.name, nonZero(st.Drops)))
+				meshNote = append(meshNote, fmt.Sprintf("%s drops: %s", d.name, formatDrops(st.Drops)))
 			}
 		}
 	}
@@ -300,52 +322,62 @@ func startWireGuard(ctx context.Context, tp topo, c config) (*tunnel, []*daemon,
 	return t, t.daemons, nil
 }
 
+// meshSpec is one pair of mesh nodes.
+type meshSpec struct {
+	name      string // path name
+	net       string // the mesh's /24, e.g. "10.254.0": vps .1, home .2
+	port      int
+	dev       string
+	gsoHome   bool   // the home node sends with gsoBind (experiment)
+	profileAs string // suffix of the profile files' names (-profile)
+}
+
 // startMesh starts a mesh node in vps and one in home that names vps as
-// its peer. The tunnel's name carries the TUN mode the nodes got.
-func startMesh(ctx context.Context, tp topo, c config) (*tunnel, error) {
+// its peer, and returns the tunnel and the TUN mode the nodes got.
+func startMesh(ctx context.Context, tp topo, c config, spec meshSpec) (*tunnel, string, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	env := []string{"MESH_KEY=" + base64.StdEncoding.EncodeToString(key)}
-	t := &tunnel{target: meshVPS}
+	t := &tunnel{name: spec.name, target: spec.net + ".1"}
 	modes := map[string]bool{}
 	for _, x := range []struct{ node, addr, peers string }{
-		{"vps", meshVPS, ""},
-		{"home", meshHome, fmt.Sprintf("%s:%d", c.wanVPS, c.meshPort)},
+		{"vps", spec.net + ".1", ""},
+		{"home", spec.net + ".2", fmt.Sprintf("%s:%d", c.wanVPS, spec.port)},
 	} {
-		argv := []string{self, "node", "-addr", x.addr + "/24", "-port", strconv.Itoa(c.meshPort), "-dev", meshDev}
+		argv := []string{self, "node", "-addr", x.addr + "/24", "-port", strconv.Itoa(spec.port), "-dev", spec.dev}
 		if x.peers != "" {
 			argv = append(argv, "-peers", x.peers)
 		}
 		if c.plain {
 			argv = append(argv, "-plain")
 		}
-		if c.gsoHome && x.node == "home" {
+		if spec.gsoHome && x.node == "home" {
 			argv = append(argv, "-gso")
 		}
 		if c.profile != "" {
 			if err := os.MkdirAll(c.profile, 0o755); err != nil {
-				return t, err
+				return t, "", err
 			}
-			p, err := filepath.Abs(filepath.Join(c.profile, "node-"+x.node+".pprof"))
+			p, err := filepath.Abs(filepath.Join(c.profile, "node-"+x.node+spec.profileAs+".pprof"))
 			if err != nil {
-				return t, err
+				return t, "", err
 			}
 			argv = append(argv, "-cpuprofile", p)
 		}
-		d, err := tp.start("meshnet "+x.node, x.node, env, argv...)
+		d, err := tp.start(spec.name+" "+x.node, x.node, env, argv...)
 		if err != nil {
-			return t, err
+			return t, "", err
 		}
 		t.daemons = append(t.daemons, d)
 		l, err := d.waitLine(ctx, nodeReady, 10*time.Second)
 		if err != nil {
-			return t, err
+			return t, "", err
 		}
 		modes[strings.TrimSpace(strings.TrimPrefix(l, nodeReady))] = true
 	}
@@ -354,8 +386,7 @@ func startMesh(ctx context.Context, tp topo, c config) (*tunnel, error) {
 		ms = append(ms, m)
 	}
 	slices.Sort(ms)
-	t.name = pathMesh + " " + strings.Join(ms, ", ")
-	return t, nil
+	return t, strings.Join(ms, ", "), nil
 }
 
 // iperf runs one iperf3 client from home to t's target and returns what it
@@ -435,14 +466,19 @@ func cmdOut(ctx context.Context, stdin string, argv ...string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-func nonZero(m map[string]uint64) map[string]uint64 {
-	out := map[string]uint64{}
+// formatDrops renders the non-zero drop counters as "reason=n …", sorted.
+func formatDrops(m map[string]uint64) string {
+	var out []string
 	for k, v := range m {
 		if v != 0 {
-			out[k] = v
+			out = append(out, fmt.Sprintf("%s=%d", k, v))
 		}
 	}
-	return out
+	if len(out) == 0 {
+		return "none"
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
 }
 
 func loadavg() string {
