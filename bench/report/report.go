@@ -102,26 +102,36 @@ type Target struct {
 
 var targetRe = regexp.MustCompile(`(<=|>=|≤|≥|<|>)\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(×|x\b)?\s*([A-Za-zµ%/]+)?`)
 
-// ParseTarget reads targets such as "p50 < 0.2 s", "≥ 0.8× rsync",
-// "idle < 60 MiB RSS". ok is false when s holds no comparison with a number.
+// ParseTargets reads every comparison in a target such as "p50 < 0.2 s",
+// "≥ 0.8× rsync", "idle < 60 MiB RSS" or "< 1 s, >= 10x faster" (all must
+// hold). It returns none when s holds no comparison with a number.
+func ParseTargets(s string) []Target {
+	var out []Target
+	for _, m := range targetRe.FindAllStringSubmatch(s, -1) {
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			continue
+		}
+		op := map[string]string{"≤": "<=", "≥": ">="}[m[1]]
+		if op == "" {
+			op = m[1]
+		}
+		t := Target{Op: op, Value: v, Ratio: m[3] != ""}
+		if !t.Ratio {
+			t.Unit = m[4]
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// ParseTarget returns the first comparison of s; ok is false when none.
 func ParseTarget(s string) (t Target, ok bool) {
-	m := targetRe.FindStringSubmatch(s)
-	if m == nil {
+	ts := ParseTargets(s)
+	if len(ts) == 0 {
 		return t, false
 	}
-	v, err := strconv.ParseFloat(m[2], 64)
-	if err != nil {
-		return t, false
-	}
-	op := map[string]string{"≤": "<=", "≥": ">="}[m[1]]
-	if op == "" {
-		op = m[1]
-	}
-	t = Target{Op: op, Value: v, Ratio: m[3] != ""}
-	if !t.Ratio {
-		t.Unit = m[4]
-	}
-	return t, true
+	return ts[0], true
 }
 
 // unitScale gives a unit's dimension and its factor to that dimension's base.
@@ -204,6 +214,7 @@ const (
 
 // Judge returns the row's verdict.
 func (r Row) Judge() Verdict {
+	var ok bool
 	if r.Met != nil {
 		if *r.Met {
 			return Met
@@ -213,21 +224,24 @@ func (r Row) Judge() Verdict {
 	if strings.TrimSpace(r.Target) == "" {
 		return NoTarget
 	}
-	t, ok := ParseTarget(r.Target)
-	if !ok {
+	ts := ParseTargets(r.Target)
+	if len(ts) == 0 {
 		return Unknown
 	}
-	if t.Ratio {
-		if r.Ratio <= 0 {
+	met := true
+	for _, t := range ts {
+		v, tv := r.Value, t.Value
+		if t.Ratio {
+			if r.Ratio <= 0 {
+				return Unknown
+			}
+			v = r.Ratio
+		} else if tv, ok = t.inRowUnit(r.Unit); !ok {
 			return Unknown
 		}
-		return verdict(compare(r.Ratio, t.Op, t.Value))
+		met = met && compare(v, t.Op, tv)
 	}
-	tv, ok := t.inRowUnit(r.Unit)
-	if !ok {
-		return Unknown
-	}
-	return verdict(compare(r.Value, t.Op, tv))
+	return verdict(met)
 }
 
 func verdict(ok bool) Verdict {
@@ -240,23 +254,28 @@ func verdict(ok bool) Verdict {
 // TargetRatio is the ratio to the anchor the row must reach to meet its
 // target, for the chart's target line; ok is false when there is none.
 // For "value < T" (lower is better, ratio = anchor/value) it is anchor/T;
-// for "value > T" it is T/anchor.
+// for "value > T" it is T/anchor; for "≥ N×" it is N. With several
+// comparisons, the most demanding one counts.
 func (r Row) TargetRatio() (float64, bool) {
-	t, ok := ParseTarget(r.Target)
-	if !ok {
-		return 0, false
+	best := 0.0
+	for _, t := range ParseTargets(r.Target) {
+		var need float64
+		if t.Ratio {
+			need = t.Value
+		} else {
+			tv, ok := t.inRowUnit(r.Unit)
+			if !ok || tv <= 0 || r.AnchorValue <= 0 {
+				continue
+			}
+			if t.Op == "<" || t.Op == "<=" {
+				need = r.AnchorValue / tv
+			} else {
+				need = tv / r.AnchorValue
+			}
+		}
+		best = math.Max(best, need)
 	}
-	if t.Ratio {
-		return t.Value, t.Value > 0
-	}
-	tv, ok := t.inRowUnit(r.Unit)
-	if !ok || tv <= 0 || r.AnchorValue <= 0 {
-		return 0, false
-	}
-	if t.Op == "<" || t.Op == "<=" {
-		return r.AnchorValue / tv, true
-	}
-	return tv / r.AnchorValue, true
+	return best, best > 0
 }
 
 // sig formats x with about three significant digits and no trailing zeros.

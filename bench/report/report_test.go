@@ -106,6 +106,9 @@ func TestJudge(t *testing.T) {
 		{"override", Row{Target: "≤ Swarm reschedule + 2 s", Met: boolp(false)}, Missed},
 		{"no target", Row{Value: 1}, NoTarget},
 		{"memory", Row{Unit: "MiB", Value: 40, Target: "idle < 60 MiB RSS"}, Met},
+		{"both met", Row{Unit: "s", Value: 0.3, Ratio: 18, Target: "< 1 s, >= 10x faster"}, Met},
+		{"one of two missed", Row{Unit: "s", Value: 2.9, Ratio: 3.8, Target: "< 1 s, >= 10x faster"}, Missed},
+		{"ratio missed, value met", Row{Unit: "s", Value: 0.5, Ratio: 5, Target: "< 1 s, >= 10x faster"}, Missed},
 	} {
 		if got := tc.row.Judge(); got != tc.want {
 			t.Errorf("%s: Judge = %v, want %v", tc.name, got, tc.want)
@@ -124,6 +127,7 @@ func TestTargetRatio(t *testing.T) {
 		{"latency", Row{Unit: "s", AnchorValue: 10, Target: "p50 < 0.2 s"}, 50, true},
 		{"throughput", Row{Unit: "MB/s", AnchorValue: 100, Target: "> 80 MB/s"}, 0.8, true},
 		{"ratio", Row{Target: "≥ 0.8× rsync"}, 0.8, true},
+		{"most demanding", Row{Unit: "s", AnchorValue: 11.4, Target: "< 1 s, >= 10x faster"}, 11.4, true},
 		{"no anchor", Row{Unit: "s", Target: "< 1 s"}, 0, false},
 		{"none", Row{}, 0, false},
 	} {
