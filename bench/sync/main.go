@@ -576,7 +576,9 @@ func (n *stNode) start(bin string) error {
 	}
 	n.logf = f
 	n.cmd = exec.Command(bin, "serve", "--home="+n.home, "--no-browser", "--no-restart", "--no-upgrade", "--no-default-folder")
-	n.cmd.Env = append(os.Environ(), "HOME="+n.home, "STNOUPGRADE=1", "STNORESTART=1", "STNODEFAULTFOLDER=1")
+	// STMONITORED=yes runs Syncthing itself rather than its monitor, whose
+	// child sits in its own process group and would outlive a kill.
+	n.cmd.Env = append(os.Environ(), "HOME="+n.home, "STNOUPGRADE=1", "STNORESTART=1", "STNODEFAULTFOLDER=1", "STMONITORED=yes")
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	return n.cmd.Start()
