@@ -174,7 +174,10 @@ network_up() {
   nsx homegw ip link set br-lan up
   nsx homegw sysctl -qw net.ipv4.ip_forward=1
   nsx homegw iptables -t nat -A POSTROUTING -o wan0 -j MASQUERADE
-  nsx homegw iptables -t nat -A PREROUTING -i wan0 -p udp --dport "$MESH_PORT" -j DNAT --to-destination "$(ip_of home1):$MESH_PORT"
+  # The forward applies to the box's current public address only, as on a
+  # real router (packets still sent to an old address must not match).
+  nsx homegw iptables -t nat -A PREROUTING -i wan0 -p udp --dport "$MESH_PORT" -m addrtype --dst-type LOCAL \
+    -j DNAT --to-destination "$(ip_of home1):$MESH_PORT"
   for n in "${HOME_NODES[@]}"; do home_link_up "$n"; done
 }
 
@@ -427,9 +430,12 @@ case $cmd in
     case $1 in home*) nsx "$1" ip route replace default via "$LAN_NET.1" ;; esac
     ;;
   wan-address)
-    old=$(nsx homegw ip -4 -o addr show dev wan0 | awk '{print $4}')
+    # Drop the old address first: deleting a primary address also deletes
+    # the secondaries of its subnet.
+    for old in $(nsx homegw ip -4 -o addr show dev wan0 | awk '{print $4}'); do
+      nsx homegw ip addr del "$old" dev wan0
+    done
     nsx homegw ip addr add "$1/24" dev wan0
-    nsx homegw ip addr del "$old" dev wan0
     # A router whose public address changes starts from fresh NAT state
     # (a PPPoE reconnect does that); without the flush, the port forward's
     # entry would keep rewriting home1's packets to the old address.

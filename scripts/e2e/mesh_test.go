@@ -199,7 +199,7 @@ func TestMeshRefusesStrangers(t *testing.T) {
 	}
 	for typ := byte(1); typ <= 8; typ++ {
 		f := forged(typ, 200)
-		topo("exec", "home2", "sh", "-c", "busybox nc -u -w1 203.0.113.10 3210 < "+f)
+		topo("exec", "home2", "bash", "-c", "cat "+f+" > /dev/udp/203.0.113.10/3210")
 	}
 	// Replayed packets: capture real mesh packets from home2 and send them
 	// again, as an attacker on the path would.
@@ -217,7 +217,7 @@ func TestMeshRefusesStrangers(t *testing.T) {
 	for i, p := range payloads {
 		f := filepath.Join(t.TempDir(), fmt.Sprintf("replay%d", i))
 		os.WriteFile(f, p, 0o644)
-		topo("exec", "home2", "sh", "-c", "busybox nc -u -w1 203.0.113.10 3210 < "+f)
+		topo("exec", "home2", "bash", "-c", "cat "+f+" > /dev/udp/203.0.113.10/3210")
 	}
 	eventually(t, 10*time.Second, "forged and replayed packets counted", func() error {
 		after := readMeshStatus(t, "vps")
