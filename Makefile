@@ -20,7 +20,7 @@ CMD_meshnet := ./netdriver/cmd/meshnet
 CMD_edge    := ./edge/cmd/edge
 TAGS_syncvol := noassets
 
-.PHONY: all bins plugins install uninstall test test-unit test-e2e push topo-up topo-down demo demo-down bench clean fmt vet $(PLUGINS) $(DAEMONS)
+.PHONY: all bins plugins install uninstall test test-unit fuzz test-e2e push topo-up topo-down demo demo-down bench clean fmt vet $(PLUGINS) $(DAEMONS)
 
 all: bins
 
@@ -71,7 +71,18 @@ vet:
 
 # Unit tests (fakes, in-process; kernel tests run for real as root), then
 # the end-to-end tests on the scripted multi-engine topology.
-test: fmt vet test-unit test-e2e
+test: fmt vet test-unit fuzz test-e2e
+
+# Every fuzz target of a network parser, a few seconds each (seeded corpora
+# run in test-unit too).
+FUZZTIME ?= 3s
+fuzz:
+	@for pkg in ./netdriver/wire ./edge/builder; do \
+	  for f in $$($(GO) test -tags noassets -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -tags noassets -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || exit 1; \
+	  done; \
+	done
 
 test-unit:
 	CGO_ENABLED=1 $(GO) test -race -tags noassets -timeout 15m ./...
@@ -90,6 +101,10 @@ demo: plugins
 
 demo-down:
 	scripts/topo.sh down
+
+# Every figure side by side with its anchor, into bench/results/ (README.md + chart.svg).
+bench: plugins
+	bench/run.sh
 
 clean:
 	rm -rf $(BUILD)
