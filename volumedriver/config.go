@@ -2,6 +2,7 @@ package volumedriver
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,9 @@ type Config struct {
 	LogLevel logrus.Level
 	// NodeName names this node to its peers; empty means the hostname.
 	NodeName string
+	// Forget lists the device IDs of nodes removed from the cluster; every
+	// node stops trusting them (REMOVED_NODES).
+	Forget []string
 }
 
 // ErrConfig marks a setting that cannot be used.
@@ -95,6 +99,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			*d.dst = t
 		}
 	}
+	for _, id := range strings.FieldsFunc(getenv("REMOVED_NODES"), func(r rune) bool { return r == ',' || r == ' ' }) {
+		if !deviceIDRE.MatchString(strings.ToUpper(id)) {
+			return c, fmt.Errorf("%w: REMOVED_NODES entry %q is not a device ID (see `docker volume inspect` on that node: Status.device)", ErrConfig, id)
+		}
+		c.Forget = append(c.Forget, strings.ToUpper(id))
+	}
 	if v := getenv("LOG_LEVEL"); v != "" {
 		l, err := logrus.ParseLevel(v)
 		if err != nil {
@@ -104,6 +114,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	return c, nil
 }
+
+// deviceIDRE matches a Syncthing device ID, with or without its dashes.
+var deviceIDRE = regexp.MustCompile(`^[A-Z2-7]{7}(-?[A-Z2-7]{7}){7}$`)
 
 func orDefault(v, d string) string {
 	if v == "" {

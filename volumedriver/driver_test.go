@@ -227,6 +227,10 @@ func TestConfigFromEnv(t *testing.T) {
 		{"bad port", env("LISTEN_PORT", "http"), "LISTEN_PORT", nil},
 		{"bad timeout", env("MOUNT_TIMEOUT", "5m"), "MOUNT_TIMEOUT", nil},
 		{"bad level", env("LOG_LEVEL", "loud"), "LOG_LEVEL", nil},
+		{"bad removed node", env("REMOVED_NODES", "home4"), "REMOVED_NODES", nil},
+		{"removed nodes", env("REMOVED_NODES", "mfzwi3d-bonsgyc-yltmrwg-c43enr5-qxgzdmm-fzwi3dp-bonsgyy-ltmrwad"), "", func(c Config) bool {
+			return len(c.Forget) == 1 && c.Forget[0] == "MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-BONSGYY-LTMRWAD"
+		}},
 		{"timeouts", env("MOUNT_TIMEOUT", "45s", "FLUSH_TIMEOUT", "5s", "LOG_LEVEL", "debug"), "", func(c Config) bool {
 			return c.MountTimeout == 45*time.Second && c.FlushTimeout == 5*time.Second && c.LogLevel == logrus.DebugLevel
 		}},

@@ -60,6 +60,11 @@ func startReplicator(ctx context.Context, cfg volumedriver.Config, log *logrus.E
 	if err := eng.Start(ctx); err != nil {
 		return nil, nil, fmt.Errorf("sync engine: %w", err)
 	}
+	for _, id := range cfg.Forget {
+		if err := eng.ForgetMember(id); err != nil {
+			log.WithError(err).WithField("device", id).Warn("cannot forget removed node")
+		}
+	}
 	log.WithField("device", eng.DeviceID()).WithField("listen", eng.ListenAddr()).Info("replication on")
 	return replicator{eng}, eng.Close, nil
 }
