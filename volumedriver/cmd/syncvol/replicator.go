@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -18,8 +19,29 @@ type replicator struct{ *syncengine.Engine }
 
 var _ store.Replicator = replicator{}
 
+// configTimeout bounds the engine's configuration changes, which have no
+// deadline of their own, so Create and Remove always answer dockerd.
+const configTimeout = 20 * time.Second
+
+// bounded runs f, but returns after configTimeout whether or not f is done;
+// f then finishes in the background.
+func bounded(what string, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(configTimeout):
+		return fmt.Errorf("%s: the sync engine did not answer within %s; it goes on in the background, retry", what, configTimeout)
+	}
+}
+
 func (r replicator) AddVolume(name, dir string, share []string, options map[string]string) error {
-	return r.Engine.AddVolumeWithOptions(name, dir, share, options)
+	return bounded("add volume "+name, func() error { return r.Engine.AddVolumeWithOptions(name, dir, share, options) })
+}
+
+func (r replicator) RemoveVolume(name string, everywhere bool) error {
+	return bounded("remove volume "+name, func() error { return r.Engine.RemoveVolume(name, everywhere) })
 }
 
 func (r replicator) Volumes() []store.ClusterVolume {
