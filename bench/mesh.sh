@@ -23,6 +23,8 @@
 # wireguard-go, installed once outside the repo with
 #   GOBIN=/var/cache/homeswarm go install golang.zx2c4.com/wireguard@latest
 # (this script does that when it is missing; WIREGUARD_GO overrides the path).
+# bench/run.sh runs benches with sh: come back to bash.
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/mesh: needs root (network namespaces, TUN)" >&2; exit 1; }
@@ -101,8 +103,13 @@ if [ ! -x "$WIREGUARD_GO" ]; then
 fi
 
 bin=$(mktemp -d "${TMPDIR:-/tmp}/bm-meshbin.XXXXXX")
+child=
 cleanup() {
   local rc=$?
+  if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
   down || rc=1
   rm -rf "$bin"
   exit $rc
@@ -114,5 +121,8 @@ CGO_ENABLED=0 go build -o "$bin/mesh" ./bench/mesh
 down
 up
 say "topology up: home $LAN.11 → nat $WAN.20 → vps $WAN.10"
+# In the background, so that a signal to this script is handled at once.
 "$bin/mesh" -prefix "$P" -wireguard-go "$WIREGUARD_GO" -wan-vps "$WAN.10" -mesh-port "$MESH_PORT" \
-  -out bench/results/mesh.json "$@"
+  -out bench/results/mesh.json "$@" &
+child=$!
+wait "$child"
