@@ -323,8 +323,21 @@ install_plugins() {
 # swarm_addr NODE: the address NODE's engine advertises to the Swarm.
 swarm_addr() { if use_mesh; then mesh_ip "$1"; else ip_of "$1"; fi; }
 
+# swarm_addrs NODE: advertise, listen and data-path flags; over the mesh the
+# engine listens on its mesh address only, so no Swarm port answers on the
+# public one.
+swarm_addrs() {
+  local a
+  a=$(swarm_addr "$1")
+  if use_mesh; then
+    echo "--advertise-addr $a --listen-addr $a:2377 --data-path-addr $a"
+  else
+    echo "--advertise-addr $a"
+  fi
+}
+
 swarm_up() {
-  dk vps swarm init --advertise-addr "$(swarm_addr vps)" >/dev/null
+  dk vps swarm init $(swarm_addrs vps) >/dev/null
   local token
   token=$(dk vps swarm join-token -q worker)
   for n in "${HOME_NODES[@]}"; do swarm_join "$n" "$token"; done
@@ -340,12 +353,8 @@ mesh_wait() {
 
 swarm_join() {
   local n=$1 token=$2
-  local adv=()
-  if use_mesh; then
-    mesh_wait "$n"
-    adv=(--advertise-addr "$(mesh_ip "$n")")
-  fi
-  dk "$n" swarm join --token "$token" "${adv[@]}" "$(swarm_addr vps):2377" >/dev/null
+  use_mesh && mesh_wait "$n"
+  dk "$n" swarm join --token "$token" $(swarm_addrs "$n") "$(swarm_addr vps):2377" >/dev/null
   local deadline=$((SECONDS + 60))
   until [ "$(dk vps node inspect "$n" --format '{{.Status.State}}' 2>/dev/null)" = ready ]; do
     [ $SECONDS -lt $deadline ] || die "$n did not become ready in the Swarm"
