@@ -89,8 +89,22 @@ our_pids() {
     seeds="$seeds $(ip netns pids "$n" 2>/dev/null | tr '\n' ' ')"
   done
   seeds="$seeds $(pgrep -f -- "--exec-root $RUN/" 2>/dev/null | tr '\n' ' ') $(pgrep -f -- "$ROOT/" 2>/dev/null | tr '\n' ' ')"
-  seeds=$(echo $seeds | tr ' ' '\n' | grep -v "^$$\$" | sort -u | tr '\n' ' ')
-  [ -n "${seeds// /}" ] && descendants $seeds || true
+  seeds=$(echo $seeds | tr ' ' '\n' | sort -u | tr '\n' ' ')
+  [ -n "${seeds// /}" ] || return 0
+  spare_callers $(descendants $seeds)
+}
+
+# spare_callers PID… prints the PIDs but ourselves and our callers: a test
+# process may have a thread inside one of our namespaces.
+spare_callers() {
+  local keep=" $$ " p=$$ pid
+  while [ "$p" -gt 1 ] 2>/dev/null; do
+    p=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) || break
+    keep="$keep$p "
+  done
+  for pid in "$@"; do
+    case "$keep" in *" $pid "*) ;; *) echo "$pid" ;; esac
+  done
 }
 
 unmount_under() {
@@ -227,7 +241,7 @@ engine_stop() {
     # A crash: the engine and everything it runs die at once — containerd,
     # the shims (re-parented away from dockerd, but in the node's network
     # namespace), plugins and containers (the shims' children).
-    kill -KILL $(descendants $(ip netns pids "$(ns "$n")") "$pid") 2>/dev/null || true
+    kill -KILL $(spare_callers $(descendants $(ip netns pids "$(ns "$n")") "$pid")) 2>/dev/null || true
   else
     kill -TERM "$pid" 2>/dev/null || true
   fi
