@@ -24,6 +24,7 @@ type UDP struct {
 
 	rmsgs []ipv4.Message // reader scratch; ReadBatch is single-caller
 	fast  *mmsgReader    // allocation-free recvmmsg where available
+	gso   *gsoWriter     // UDP GSO sends where available
 	wpool sync.Pool      // *writeScratch
 }
 
@@ -50,6 +51,7 @@ func Listen(port int) (*UDP, error) {
 		u.rmsgs[i].Buffers = make([][]byte, 1)
 	}
 	u.initFastRead()
+	u.initGSO()
 	u.wpool.New = func() any {
 		s := &writeScratch{msgs: make([]ipv4.Message, BatchSize), addrs: make([]net.UDPAddr, BatchSize), ips: make([][16]byte, BatchSize)}
 		for i := range s.msgs {
@@ -87,8 +89,17 @@ func (u *UDP) ReadBatch(msgs []Message) (int, error) {
 	return got, nil
 }
 
-// WriteBatch implements Bind.
+// WriteBatch implements Bind. Where the kernel can, runs of datagrams to
+// one peer leave as one UDP GSO send; elsewhere as one sendmmsg.
 func (u *UDP) WriteBatch(msgs []Message) error {
+	if u.gso != nil && !u.gso.off.Load() {
+		return u.writeGSO(msgs)
+	}
+	return u.writeMMsg(msgs)
+}
+
+// writeMMsg sends msgs with sendmmsg, BatchSize at a time.
+func (u *UDP) writeMMsg(msgs []Message) error {
 	s := u.wpool.Get().(*writeScratch)
 	defer u.wpool.Put(s)
 	var first error

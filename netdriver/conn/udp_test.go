@@ -102,3 +102,59 @@ func BenchmarkUDPWriteBatch(b *testing.B) {
 		}
 	}
 }
+
+// TestUDPMixedRuns: runs of equal sizes (sent as one GSO send where the
+// kernel can) broken by shorter and longer datagrams and by a second
+// destination arrive whole and in order at each receiver.
+func TestUDPMixedRuns(t *testing.T) {
+	t.Parallel()
+	a, err := conn.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var rx [2]*conn.UDP
+	var to [2]netip.AddrPort
+	for i := range rx {
+		if rx[i], err = conn.Listen(0); err != nil {
+			t.Fatal(err)
+		}
+		defer rx[i].Close()
+		to[i] = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), rx[i].LocalPort())
+	}
+	sizes := []int{1400, 1400, 1400, 700, 1400, 1400, 1500, 1500, 64, 1400}
+	var out []conn.Message
+	var want [2][]string
+	for i := 0; i < 150; i++ {
+		d := 0
+		if i%40 >= 30 {
+			d = 1
+		}
+		buf := make([]byte, sizes[i%len(sizes)])
+		copy(buf, fmt.Sprintf("d%d #%03d", d, i))
+		buf[len(buf)-1] = byte(i)
+		out = append(out, conn.Message{Buf: buf, Addr: to[d]})
+		want[d] = append(want[d], string(buf))
+	}
+	if err := a.WriteBatch(out); err != nil {
+		t.Fatal(err)
+	}
+	in := make([]conn.Message, 16)
+	for i := range in {
+		in[i].Buf = make([]byte, 2048)
+	}
+	for d := range rx {
+		for got := 0; got < len(want[d]); {
+			k, err := rx[d].ReadBatch(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range in[:k] {
+				if string(m.Buf[:m.N]) != want[d][got] {
+					t.Fatalf("receiver %d datagram %d: %d bytes %q…, want %d bytes %q…", d, got, m.N, m.Buf[:8], len(want[d][got]), want[d][got][:8])
+				}
+				got++
+			}
+		}
+	}
+}
