@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/homeswarm/homeswarm/bench/schema"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -63,28 +64,11 @@ type provider struct {
 // same for every provider) and the route's lag behind it (up − task).
 type sample struct{ up, seen, down, task, lag float64 }
 
-// row is one figure in the schema of bench/README.md; a raw figure (the
-// anchor's own, the task's start) has no anchor and no ratio.
-type row struct {
-	Name        string    `json:"name"`
-	Metric      string    `json:"metric"`
-	Unit        string    `json:"unit"`
-	Value       float64   `json:"value"`
-	Anchor      string    `json:"anchor,omitempty"`
-	AnchorValue float64   `json:"anchor_value,omitempty"`
-	Ratio       float64   `json:"ratio,omitempty"`
-	Target      string    `json:"target,omitempty"`
-	Samples     []float64 `json:"samples,omitempty"`
-	Note        string    `json:"note,omitempty"`
-	Met         *bool     `json:"met,omitempty"`
-}
+// row is the shared bench schema (package schema).
+type row = schema.Row
 
-type report struct {
-	Bench   string `json:"bench"`
-	Rows    []row  `json:"rows"`
-	Machine string `json:"machine"`
-	Date    string `json:"date"`
-}
+// report is the shared bench schema (package schema).
+type report = schema.Result
 
 var (
 	prefix = envOr("TOPO_PREFIX", "hb")

@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/homeswarm/homeswarm/bench/schema"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,26 +14,11 @@ import (
 	"github.com/homeswarm/homeswarm/netdriver/mesh"
 )
 
-// result and row are the shared bench schema (bench/README.md).
-type result struct {
-	Bench   string `json:"bench"`
-	Rows    []row  `json:"rows"`
-	Machine string `json:"machine"`
-	Date    string `json:"date"`
-}
+// result is the shared bench schema (package schema).
+type result = schema.Result
 
-type row struct {
-	Name        string    `json:"name"`
-	Metric      string    `json:"metric"`
-	Unit        string    `json:"unit"`
-	Value       float64   `json:"value"`
-	Anchor      string    `json:"anchor,omitempty"`
-	AnchorValue float64   `json:"anchor_value,omitempty"`
-	Ratio       float64   `json:"ratio,omitempty"`
-	Target      string    `json:"target,omitempty"`
-	Samples     []float64 `json:"samples,omitempty"`
-	Note        string    `json:"note,omitempty"`
-}
+// row is the shared bench schema (package schema).
+type row = schema.Row
 
 // rows turns the measurements into result rows. Ratios are > 1 when the
 // row beats its anchor: value/anchor for throughput, anchor/value for RTT

@@ -49,7 +49,7 @@ func RenderMarkdown(results []Result, chart string) string {
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				mdCell(res.Bench), mdCell(row), mdCell(FormatValue(r.Value, r.Unit)), mdCell(anchor),
-				mdCell(anchorVal), FormatRatio(r.Ratio), mdCell(target), verdictMark(r.Judge()))
+				mdCell(anchorVal), FormatRatio(r.Ratio), mdCell(target), verdictMark(Judge(r)))
 		}
 	}
 	if len(notes) > 0 {
@@ -137,12 +137,12 @@ func RenderSVG(results []Result) string {
 			if !(r.Ratio > 0) || math.IsInf(r.Ratio, 0) {
 				continue
 			}
-			cr := chartRow{bench: res.Bench, label: rowLabel(r), ratio: r.Ratio, verdict: r.Judge()}
+			cr := chartRow{bench: res.Bench, label: rowLabel(r), ratio: r.Ratio, verdict: Judge(r)}
 			cr.sub = FormatValue(r.Value, r.Unit) + " vs " + FormatValue(r.AnchorValue, r.Unit) + " " + r.Anchor
 			if r.Target != "" {
 				cr.sub += " · target " + r.Target
 			}
-			if tr, ok := r.TargetRatio(); ok && tr > 0 && !math.IsInf(tr, 0) {
+			if tr, ok := TargetRatio(r); ok && tr > 0 && !math.IsInf(tr, 0) {
 				cr.target = tr
 			}
 			rows = append(rows, cr)

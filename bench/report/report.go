@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/homeswarm/homeswarm/bench/schema"
 	"math"
 	"os"
 	"path/filepath"
@@ -21,31 +22,11 @@ import (
 	"strings"
 )
 
-// Result is one bench's output file.
-type Result struct {
-	Bench   string `json:"bench"`
-	Rows    []Row  `json:"rows"`
-	Machine string `json:"machine"`
-	Date    string `json:"date"`
-}
+// Result is the shared bench schema (package schema).
+type Result = schema.Result
 
-// Row is one figure. Ratio is > 1 when the row beats its anchor: anchor/value
-// for latencies, value/anchor for throughputs; zero when there is no anchor.
-// Met, when set, overrides the verdict parsed from Target (for targets the
-// parser cannot judge, such as "≤ Swarm reschedule + 2 s").
-type Row struct {
-	Name        string    `json:"name"`
-	Metric      string    `json:"metric"`
-	Unit        string    `json:"unit"`
-	Value       float64   `json:"value"`
-	Anchor      string    `json:"anchor,omitempty"`
-	AnchorValue float64   `json:"anchor_value,omitempty"`
-	Ratio       float64   `json:"ratio,omitempty"`
-	Target      string    `json:"target,omitempty"`
-	Samples     []float64 `json:"samples,omitempty"`
-	Note        string    `json:"note,omitempty"`
-	Met         *bool     `json:"met,omitempty"`
-}
+// Row is the shared bench schema (package schema).
+type Row = schema.Row
 
 // benchOrder is the order of the issue's report; other benches follow,
 // sorted by name.
@@ -213,7 +194,7 @@ const (
 )
 
 // Judge returns the row's verdict.
-func (r Row) Judge() Verdict {
+func Judge(r Row) Verdict {
 	var ok bool
 	if r.Met != nil {
 		if *r.Met {
@@ -256,7 +237,7 @@ func verdict(ok bool) Verdict {
 // For "value < T" (lower is better, ratio = anchor/value) it is anchor/T;
 // for "value > T" it is T/anchor; for "≥ N×" it is N. With several
 // comparisons, the most demanding one counts.
-func (r Row) TargetRatio() (float64, bool) {
+func TargetRatio(r Row) (float64, bool) {
 	best := 0.0
 	for _, t := range ParseTargets(r.Target) {
 		var need float64

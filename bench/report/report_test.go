@@ -110,7 +110,7 @@ func TestJudge(t *testing.T) {
 		{"one of two missed", Row{Unit: "s", Value: 2.9, Ratio: 3.8, Target: "< 1 s, >= 10x faster"}, Missed},
 		{"ratio missed, value met", Row{Unit: "s", Value: 0.5, Ratio: 5, Target: "< 1 s, >= 10x faster"}, Missed},
 	} {
-		if got := tc.row.Judge(); got != tc.want {
+		if got := Judge(tc.row); got != tc.want {
 			t.Errorf("%s: Judge = %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -131,7 +131,7 @@ func TestTargetRatio(t *testing.T) {
 		{"no anchor", Row{Unit: "s", Target: "< 1 s"}, 0, false},
 		{"none", Row{}, 0, false},
 	} {
-		got, ok := tc.row.TargetRatio()
+		got, ok := TargetRatio(tc.row)
 		if ok != tc.ok || (ok && (got < tc.want*0.999 || got > tc.want*1.001)) {
 			t.Errorf("%s: TargetRatio = %v, %v; want %v, %v", tc.name, got, ok, tc.want, tc.ok)
 		}

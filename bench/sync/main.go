@@ -27,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/homeswarm/homeswarm/bench/schema"
 	"log"
 	"math"
 	"math/rand/v2"
@@ -97,26 +98,11 @@ func main() {
 	}
 }
 
-// result is the shared bench schema (bench/README.md).
-type result struct {
-	Bench   string `json:"bench"`
-	Rows    []row  `json:"rows"`
-	Machine string `json:"machine"`
-	Date    string `json:"date"`
-}
+// result is the shared bench schema (package schema).
+type result = schema.Result
 
-type row struct {
-	Name        string    `json:"name"`
-	Metric      string    `json:"metric"`
-	Unit        string    `json:"unit"`
-	Value       float64   `json:"value"`
-	Anchor      string    `json:"anchor,omitempty"`
-	AnchorValue float64   `json:"anchor_value,omitempty"`
-	Ratio       float64   `json:"ratio,omitempty"`
-	Target      string    `json:"target,omitempty"`
-	Samples     []float64 `json:"samples,omitempty"`
-	Note        string    `json:"note,omitempty"`
-}
+// row is the shared bench schema (package schema).
+type row = schema.Row
 
 func run(ctx context.Context, c config) (err error) {
 	work, err := os.MkdirTemp("", "bs-sync-")
