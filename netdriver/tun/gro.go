@@ -177,13 +177,27 @@ func (c *coalescer) build(segs []tcpSeg) []byte {
 
 // checksum returns the folded ones' complement sum of b added to initial.
 func checksum(b []byte, initial uint32) uint16 {
-	sum := initial
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
+	// One's-complement addition folds: summing 32-bit words into 64 bits
+	// and folding at the end equals summing 16-bit words, at a quarter of
+	// the additions (this runs over every byte the mesh offloads).
+	sum := uint64(initial)
+	for len(b) >= 32 {
+		sum += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:])) +
+			uint64(binary.BigEndian.Uint32(b[8:])) + uint64(binary.BigEndian.Uint32(b[12:])) +
+			uint64(binary.BigEndian.Uint32(b[16:])) + uint64(binary.BigEndian.Uint32(b[20:])) +
+			uint64(binary.BigEndian.Uint32(b[24:])) + uint64(binary.BigEndian.Uint32(b[28:]))
+		b = b[32:]
+	}
+	for len(b) >= 4 {
+		sum += uint64(binary.BigEndian.Uint32(b))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		sum += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
+		sum += uint64(b[0]) << 8
 	}
 	for sum > 0xffff {
 		sum = sum>>16 + sum&0xffff
