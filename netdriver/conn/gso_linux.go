@@ -101,12 +101,18 @@ func (u *UDP) writeGSO(msgs []Message) error {
 			g.bufs[k] = nil
 		}
 		switch {
-		case errors.Is(err, unix.EIO) && len(run) > 1:
-			// No checksum offload on this route: no GSO from now on.
-			g.off.Store(true)
-			err = u.writeMMsg(run)
+		case err == nil:
 		case errors.Is(err, net.ErrClosed):
 			return fmt.Errorf("udp write: %w", err)
+		case len(run) > 1:
+			// The kernel refused the segmented send. For good when the
+			// route cannot segment (EIO: no checksum offload; EINVAL,
+			// EMSGSIZE: limits of this kernel or path); either way this run
+			// goes out datagram by datagram, never lost to GSO.
+			if errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.EOPNOTSUPP) {
+				g.off.Store(true)
+			}
+			err = u.writeMMsg(run)
 		}
 		if err != nil && first == nil {
 			first = fmt.Errorf("udp write to %v: %w", to, err)
