@@ -2,7 +2,6 @@ package volumedriver
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/homeswarm/homeswarm/internal/settings"
+	"github.com/homeswarm/homeswarm/volumedriver/store"
 )
 
 // Config is the plugin's settings, read from the environment that
@@ -100,7 +100,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	for _, id := range strings.FieldsFunc(getenv("REMOVED_NODES"), func(r rune) bool { return r == ',' || r == ' ' }) {
-		if !deviceIDRE.MatchString(strings.ToUpper(id)) {
+		if !store.IsDeviceID(strings.ToUpper(id)) {
 			return c, fmt.Errorf("%w: REMOVED_NODES entry %q is not a device ID (see `docker volume inspect` on that node: Status.device)", ErrConfig, id)
 		}
 		c.Forget = append(c.Forget, strings.ToUpper(id))
@@ -114,9 +114,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	return c, nil
 }
-
-// deviceIDRE matches a Syncthing device ID, with or without its dashes.
-var deviceIDRE = regexp.MustCompile(`^[A-Z2-7]{7}(-?[A-Z2-7]{7}){7}$`)
 
 func orDefault(v, d string) string {
 	if v == "" {

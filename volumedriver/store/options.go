@@ -96,10 +96,19 @@ func ValidOptions() string {
 	return strings.Join(forms, ", ")
 }
 
-// deviceIDRE matches a Syncthing device ID: 56 base32 characters, grouped
-// by 7 with dashes (the canonical form) or not, optionally followed by
-// @host:port, an address to dial it at.
-var deviceIDRE = regexp.MustCompile(`^[A-Z2-7]{7}(-?[A-Z2-7]{7}){7}(@[A-Za-z0-9.:\[\]_-]+)?$`)
+// deviceID is a Syncthing device ID: 56 base32 characters, grouped by 7
+// with dashes (the canonical form) or not.
+const deviceID = `[A-Z2-7]{7}(-?[A-Z2-7]{7}){7}`
+
+var (
+	deviceIDOnlyRE = regexp.MustCompile(`^` + deviceID + `$`)
+	// deviceIDRE is a share entry: a device ID, optionally followed by
+	// @host:port, an address to dial it at.
+	deviceIDRE = regexp.MustCompile(`^` + deviceID + `(@[A-Za-z0-9.:\[\]_-]+)?$`)
+)
+
+// IsDeviceID reports whether id is a Syncthing device ID in upper case.
+func IsDeviceID(id string) bool { return deviceIDOnlyRE.MatchString(id) }
 
 // ParseOptions validates raw `-o` options. Unknown keys and malformed values
 // are errors that name the valid options; nothing is half-applied.
