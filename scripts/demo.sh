@@ -24,15 +24,7 @@ for n in vps home1 home2 home3; do
 done
 
 step "building the demo service (static Go, docker import) on the home nodes"
-img=$(mktemp -d)
-trap 'rm -rf "$img"' EXIT
-mkdir -p "$img/rootfs/etc" "$img/rootfs/tmp" "$img/rootfs/data"
-CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$img/rootfs/demoapp" ./scripts/demoapp
-echo 'root:x:0:0:root:/:/demoapp' > "$img/rootfs/etc/passwd"
-tar -C "$img/rootfs" -cf "$img/demoapp.tar" .
-for n in home1 home2 home3; do
-  $T docker "$n" import -c 'ENTRYPOINT ["/demoapp"]' "$img/demoapp.tar" homeswarm/demoapp >/dev/null
-done
+IMAGES=demoapp scripts/images.sh home1 home2 home3 2>&1 | sed 's/^/          /'
 # The busybox image serves as a client next to the service.
 
 # task_node prints the node and container of the running task.

@@ -15,6 +15,7 @@
 #   homeswarm/web      a tiny test web server: busybox httpd (Debian's busybox-static) serving
 #                      WEB_TEXT (default: the container's hostname) at / on WEB_PORT
 #                      (default 8080); stops at once on SIGTERM
+#   homeswarm/demoapp  /demoapp, the demo's stateful service (scripts/demoapp), `IMAGES=demoapp`
 #
 # The topology (scripts/topo.sh) honours TOPO_PREFIX / TOPO_ROOT / TOPO_RUN;
 # pass them through to target another instance.
@@ -51,6 +52,16 @@ build_edge() {
   pack edge "$t"
   rm -rf "$t"
   CHANGES_edge=('ENV PATH=/bin' 'ENTRYPOINT ["/edge"]')
+}
+
+build_demoapp() {
+  local t
+  t=$(mktemp -d)
+  skeleton "$t"
+  (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$t/demoapp" ./scripts/demoapp)
+  pack demoapp "$t"
+  rm -rf "$t"
+  CHANGES_demoapp=('ENV PATH=/bin' 'ENTRYPOINT ["/demoapp"]')
 }
 
 build_traefik() {
@@ -115,8 +126,8 @@ load() {
 mkdir -p "$OUT"
 for img in $WANT; do
   case $img in
-    edge | traefik | web) "build_$img" ;;
-    *) die "unknown image $img (edge, traefik, web)" ;;
+    edge | traefik | web | demoapp) "build_$img" ;;
+    *) die "unknown image $img (edge, traefik, web, demoapp)" ;;
   esac
 done
 targets=("$@")
