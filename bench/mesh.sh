@@ -3,8 +3,7 @@
 # one run with wireguard-go (the userspace Go anchor) and the bare veth path,
 # home → vps through a masquerading NAT; writes bench/results/mesh.json and
 # prints a table. Root only (network namespaces, TUN). Takes ~3.5 minutes.
-# Arguments go to the program (bench/mesh): -runs 5, -t 8, -profile DIR,
-# -experiment-gso=false (skip the UDP GSO experiment, ~45 s less), …
+# Arguments go to the program (bench/mesh): -runs 5, -t 8, -profile DIR, …
 #
 # Its own topology of plain network namespaces (no dockerd), prefix bm-:
 #

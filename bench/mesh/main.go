@@ -9,10 +9,8 @@
 //     userspace Go anchor, and
 //   - meshnet: two netdriver/mesh engines, each run by this program
 //     re-executed as `mesh node` in its namespace, with a real TUN device
-//     (tun.CreateOffload, falling back to tun.Create) and a real UDP socket,
-//   - and, unless -experiment-gso=false, meshnet with the sender's UDP
-//     socket replaced by gsoBind (gso.go), an experiment showing what UDP
-//     GSO in netdriver/conn would bring; its rows say "(experiment)".
+//     (tun.CreateOffload, falling back to tun.Create) and the UDP socket
+//     the plugin uses (netdriver/conn, batched and with UDP GSO sends).
 //
 // The topology (network namespaces <prefix>-home, -nat, -wan, -vps) is built
 // and torn down by bench/mesh.sh, which runs this program; see there. Each
@@ -52,17 +50,14 @@ const (
 	pathBare = "bare veth path"
 	pathWG   = "wireguard-go"
 	pathMesh = "meshnet"
-	// pathMeshGSO is meshnet with the home node sending through gsoBind,
-	// an experiment (-experiment-gso), not the shipped transport.
-	pathMeshGSO = "meshnet+GSO (experiment)"
 )
 
 // Tunnel addresses: vps is .1, home is .2.
 const (
-	meshNet, meshGSONet = "10.254.0", "10.254.1"
-	wgVPS, wgHome       = "10.253.0.1", "10.253.0.2"
-	wgPort              = 51820
-	meshDev             = "bmesh0"
+	meshNet       = "10.254.0"
+	wgVPS, wgHome = "10.253.0.1", "10.253.0.2"
+	wgPort        = 51820
+	meshDev       = "bmesh0"
 )
 
 type config struct {
@@ -77,7 +72,6 @@ type config struct {
 	pings       int
 	profile     string
 	plain       bool
-	gsoHome     bool
 }
 
 func main() {
@@ -100,7 +94,6 @@ func main() {
 	flag.IntVar(&c.pings, "pings", 50, "pings per path, 50 ms apart")
 	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of both mesh nodes (node-home.pprof, node-vps.pprof) to this directory")
 	flag.BoolVar(&c.plain, "plain", false, "mesh nodes use TUN without offloads")
-	flag.BoolVar(&c.gsoHome, "experiment-gso", true, "also measure a fourth path: meshnet whose home node (the sender) sends with UDP GSO (bench/mesh/gso.go, an experiment), not the shipped conn.UDP")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("[bench/mesh] ")
@@ -175,19 +168,6 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	tunnels := []*tunnel{{name: pathBare, target: c.wanVPS}, wg, mt}
-	meshes := []*tunnel{mt}
-	if c.gsoHome {
-		// Home initiates, so this pair needs no port forwarded by the NAT.
-		mg, _, err := startMesh(ctx, tp, c, meshSpec{name: pathMeshGSO, net: meshGSONet, port: c.meshPort + 1, dev: meshDev + "g", gsoHome: true, profileAs: "-gso"})
-		if mg != nil {
-			all = append(all, mg.daemons...)
-		}
-		if err != nil {
-			return err
-		}
-		tunnels = append(tunnels, mg)
-		meshes = append(meshes, mg)
-	}
 
 	for _, t := range tunnels {
 		if err := waitPing(ctx, tp, t.target, 20*time.Second); err != nil {
@@ -234,11 +214,6 @@ func run(ctx context.Context, c config) error {
 
 	// Stop the nodes now to read their counters (and end their profiles).
 	var meshNote []string
-	for _, t := range meshes[1:] {
-		for _, d := range t.daemons {
-			d.stop(5 * time.Second)
-		}
-	}
 	for _, d := range mt.daemons {
 		for _, l := range d.stop(5 * time.Second) {
 			var st mesh.Status
@@ -324,12 +299,10 @@ func startWireGuard(ctx context.Context, tp topo, c config) (*tunnel, []*daemon,
 
 // meshSpec is one pair of mesh nodes.
 type meshSpec struct {
-	name      string // path name
-	net       string // the mesh's /24, e.g. "10.254.0": vps .1, home .2
-	port      int
-	dev       string
-	gsoHome   bool   // the home node sends with gsoBind (experiment)
-	profileAs string // suffix of the profile files' names (-profile)
+	name string // path name
+	net  string // the mesh's /24, e.g. "10.254.0": vps .1, home .2
+	port int
+	dev  string
 }
 
 // startMesh starts a mesh node in vps and one in home that names vps as
@@ -357,14 +330,11 @@ func startMesh(ctx context.Context, tp topo, c config, spec meshSpec) (*tunnel, 
 		if c.plain {
 			argv = append(argv, "-plain")
 		}
-		if spec.gsoHome && x.node == "home" {
-			argv = append(argv, "-gso")
-		}
 		if c.profile != "" {
 			if err := os.MkdirAll(c.profile, 0o755); err != nil {
 				return t, "", err
 			}
-			p, err := filepath.Abs(filepath.Join(c.profile, "node-"+x.node+spec.profileAs+".pprof"))
+			p, err := filepath.Abs(filepath.Join(c.profile, "node-"+x.node+".pprof"))
 			if err != nil {
 				return t, "", err
 			}

@@ -3,13 +3,8 @@
 package main
 
 import (
-	"bytes"
-	"net/netip"
 	"slices"
 	"testing"
-	"time"
-
-	"github.com/homeswarm/homeswarm/netdriver/conn"
 )
 
 func TestParsePing(t *testing.T) {
@@ -83,53 +78,5 @@ func TestParseLinkRx(t *testing.T) {
 	}
 	if _, err := parseLinkRx([]byte(`[]`)); err == nil {
 		t.Fatal("no link accepted")
-	}
-}
-
-// TestGSOBind sends runs of datagrams through gsoBind on loopback and
-// checks that they arrive one by one, in order, intact.
-func TestGSOBind(t *testing.T) {
-	b, err := listenGSO(0)
-	if err != nil {
-		t.Skipf("udp: %v", err)
-	}
-	defer b.Close()
-	r, err := listenGSO(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), r.LocalPort())
-	var msgs []conn.Message
-	var want [][]byte
-	for i, n := range []int{1200, 1200, 1200, 1200, 700, 1200, 1300, 1300, 9} {
-		p := bytes.Repeat([]byte{byte(i + 1)}, n)
-		want = append(want, p)
-		msgs = append(msgs, conn.Message{Buf: p, Addr: to})
-	}
-	if err := b.WriteBatch(msgs); err != nil {
-		t.Fatal(err)
-	}
-	rm := make([]conn.Message, len(want))
-	for i := range rm {
-		rm[i].Buf = make([]byte, 2048)
-	}
-	var got [][]byte
-	deadline := time.Now().Add(5 * time.Second)
-	for len(got) < len(want) && time.Now().Before(deadline) {
-		r.c.SetReadDeadline(deadline)
-		n, err := r.ReadBatch(rm[:len(want)-len(got)])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range rm[:n] {
-			got = append(got, bytes.Clone(m.Buf[:m.N]))
-		}
-	}
-	if !slices.EqualFunc(got, want, bytes.Equal) {
-		t.Fatalf("got %d datagrams, want %d, or contents differ", len(got), len(want))
-	}
-	if calls, n := b.stats(); n != uint64(len(want)) || calls >= n {
-		t.Fatalf("%d datagrams in %d sendmsg calls: no GSO", n, calls)
 	}
 }

@@ -36,7 +36,6 @@ func runNode(args []string) error {
 	peers := fs.String("peers", "", "comma-separated host:port peers (MESH_PEERS)")
 	dev := fs.String("dev", "bmesh0", "TUN interface name")
 	plain := fs.Bool("plain", false, "TUN without offloads (tun.Create)")
-	gso := fs.Bool("gso", false, "experiment: send with UDP GSO (gsoBind) instead of conn.Listen's sendmmsg")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the node's whole life to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -81,15 +80,7 @@ func runNode(args []string) error {
 		d.Close()
 		return err
 	}
-	var bind conn.Bind
-	var gb *gsoBind
-	if *gso {
-		gb, err = listenGSO(*port)
-		bind = gb
-		mode += "+gso"
-	} else {
-		bind, err = conn.Listen(*port)
-	}
+	bind, err := conn.Listen(*port)
 	if err != nil {
 		d.Close()
 		return err
@@ -126,9 +117,5 @@ func runNode(args []string) error {
 	<-sig
 	st := m.Status()
 	m.Close()
-	if gb != nil {
-		calls, n := gb.stats()
-		fmt.Fprintf(os.Stderr, "gso: %d datagrams in %d sendmsg calls\n", n, calls)
-	}
 	return json.NewEncoder(os.Stdout).Encode(st)
 }

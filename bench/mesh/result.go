@@ -74,14 +74,6 @@ func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 	add(added)
 	add(row{Name: "meshnet CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: round(cpu(m), 3),
 		Anchor: pathWG, AnchorValue: round(cpu(w), 3), Ratio: lower(cpu(m), cpu(w)), Samples: r4(m.cpuGbit), Note: cpuNote})
-	if g := res[pathMeshGSO]; g != nil {
-		gNote := "not the shipped engine: meshnet whose home node (the sender) sends each run of equal-sized datagrams as one UDP GSO sendmsg (bench/mesh/gso.go), as wireguard-go does; its own node pair (10.254.1.x, port " + fmt.Sprint(c.meshPort+1) + "), measured in the same run, interleaved"
-		add(row{Name: "meshnet+GSO sender TCP throughput (experiment)", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(g), 3),
-			Anchor: pathWG, AnchorValue: round(tput(w), 3), Ratio: higher(tput(g), tput(w)), Samples: r4(g.gbps),
-			Note: gNote + fmt.Sprintf("; %.0f bytes per packet on vps's WAN link", median(g.wirePkt))})
-		add(row{Name: "meshnet+GSO sender CPU per Gbit/s (experiment)", Metric: "CPU", Unit: "CPU-s/Gbit", Value: round(cpu(g), 3),
-			Anchor: pathWG, AnchorValue: round(cpu(w), 3), Ratio: lower(cpu(g), cpu(w)), Samples: r4(g.cpuGbit)})
-	}
 	add(row{Name: "wireguard-go CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: round(cpu(w), 3),
 		Samples: r4(w.cpuGbit)})
 	return rs
@@ -119,7 +111,7 @@ func writeJSON(path string, r result) error {
 func printSummary(res map[string]*measured, r result, out string) {
 	fmt.Println()
 	fmt.Printf("%-26s %12s %10s %14s\n", "path", "TCP Gbit/s", "RTT ms", "CPU-s/Gbit")
-	for _, p := range []string{pathBare, pathWG, pathMesh, pathMeshGSO} {
+	for _, p := range []string{pathBare, pathWG, pathMesh} {
 		m := res[p]
 		if m == nil {
 			continue
