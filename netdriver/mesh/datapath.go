@@ -301,6 +301,9 @@ func (m *Mesh) handleTransport(w *worker, b []byte, src netip.AddrPort, relay *p
 			m.drop(dropSourceNotAllowed)
 			return
 		}
+		if m.opts.Deliver != nil && m.opts.Deliver(pt) {
+			return
+		}
 		w.tunOut = append(w.tunOut, pt)
 	case wire.TypeGossip:
 		m.handleGossip(p, pt, now)

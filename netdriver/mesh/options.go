@@ -96,6 +96,14 @@ type Options struct {
 	// mesh, never concurrently with itself. The caller installs kernel
 	// routes for prefixes outside Addr. Zero: not called.
 	OnRoutesChanged func(remote []netip.Prefix)
+
+	// Deliver, if set, is offered every authenticated data packet before
+	// it is written to TUN (after the check that its source belongs to the
+	// sending peer). It returns true when it took the packet (delivered or
+	// dropped it itself), false to let it go to TUN. pkt is only valid
+	// during the call. It is called from the mesh's receive goroutine and
+	// must not block. Zero: every packet goes to TUN.
+	Deliver func(pkt []byte) bool
 }
 
 func (o *Options) setDefaults() {

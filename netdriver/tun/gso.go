@@ -113,3 +113,23 @@ func (s *segmenter) fill(bufs [][]byte, sizes []int, offset, i int) int {
 	}
 	return i
 }
+
+// Segmenter splits the virtio-net GSO packets a TUN or AF_PACKET socket
+// with a virtio header delivers into MTU-sized IPv4 packets with complete
+// checksums. Offsets in the header (csum_start) must be relative to the IP
+// header, as TUN gives them.
+type Segmenter struct{ s segmenter }
+
+// Load takes one packet, virtio header first. It returns a plain packet
+// to use as is, or nil and true when segments are pending for Fill, or
+// nil and false to drop the packet.
+func (s *Segmenter) Load(b []byte) ([]byte, bool) { return s.s.load(b) }
+
+// Pending reports whether Fill has segments left.
+func (s *Segmenter) Pending() bool { return s.s.pending() }
+
+// Fill writes pending segments into bufs[i][offset:] (lengths in sizes)
+// from index i and returns the next free index.
+func (s *Segmenter) Fill(bufs [][]byte, sizes []int, offset, i int) int {
+	return s.s.fill(bufs, sizes, offset, i)
+}

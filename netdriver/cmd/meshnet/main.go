@@ -9,11 +9,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 
 	"github.com/homeswarm/homeswarm/netdriver"
 	"github.com/homeswarm/homeswarm/netdriver/conn"
+	"github.com/homeswarm/homeswarm/netdriver/dataplane"
 	"github.com/homeswarm/homeswarm/netdriver/mesh"
 	"github.com/homeswarm/homeswarm/netdriver/tun"
 )
@@ -71,20 +70,34 @@ func run() error {
 		dev.Close()
 		return err
 	}
-	routes := &routeSync{ifname: cfg.Interface, own: cfg.Addr.Masked(), log: log}
+	// The container switch and the mesh refer to each other: the mesh
+	// offers it every received packet, it sends through the mesh.
+	var sw *dataplane.Switch
 	m, err := mesh.New(mesh.Options{
-		PrivateKey:      priv,
-		ClusterKey:      []byte(cfg.Key),
-		Addr:            cfg.Addr,
-		Peers:           cfg.Peers,
-		TUN:             dev,
-		Bind:            bind,
-		Logger:          log.WithField("part", "mesh"),
-		OnRoutesChanged: routes.set,
+		PrivateKey: priv,
+		ClusterKey: []byte(cfg.Key),
+		Addr:       cfg.Addr,
+		Peers:      cfg.Peers,
+		TUN:        dev,
+		Bind:       bind,
+		Logger:     log.WithField("part", "mesh"),
+		Deliver:    func(pkt []byte) bool { return sw.Deliver(pkt) },
 	})
 	if err != nil {
 		dev.Close()
 		bind.Close()
+		return err
+	}
+	sw = dataplane.New(dataplane.MeshSender(m), log.WithField("part", "switch"))
+	defer sw.Close()
+	drv, err := netdriver.NewDriver(netdriver.DriverOptions{
+		Links: netdriver.NetlinkLinks{}, Announcer: m, Switch: sw,
+		MeshPrefix: cfg.Addr.Masked(), MTU: cfg.MTU,
+		StateFile: filepath.Join(cfg.StateDir, "networks.json"),
+		Logger:    log.WithField("part", "driver"),
+	})
+	if err != nil {
+		m.Close()
 		return err
 	}
 	if err := m.Start(); err != nil {
@@ -94,9 +107,10 @@ func run() error {
 	log.WithFields(logrus.Fields{"addr": cfg.Addr, "port": cfg.Port, "interface": cfg.Interface,
 		"mtu": cfg.MTU, "peers": cfg.Peers, "public_key": m.PublicKey().String()}).Info("mesh up")
 
-	go writeStatus(ctx, m, filepath.Join(cfg.StateDir, "status.json"), log)
+	go writeStatus(ctx, m, sw, drv, filepath.Join(cfg.StateDir, "status.json"), log)
+	go sweep(ctx, drv)
 
-	h := network.NewHandler(netdriver.Driver{})
+	h := network.NewHandler(drv)
 	errc := make(chan error, 1)
 	go func() { errc <- h.ServeUnix("meshnet", 0) }()
 	select {
@@ -110,50 +124,41 @@ func run() error {
 	}
 }
 
-// routeSync installs kernel routes through the mesh interface for the
-// prefixes peers announce outside the mesh's own subnet (container
-// networks), and removes those that go away.
-type routeSync struct {
-	ifname string
-	own    netip.Prefix
-	log    *logrus.Entry
-	have   []netip.Prefix
+// sweep leaves, every few seconds, the endpoints of containers that died
+// without a Leave (their veth went with their namespace).
+func sweep(ctx context.Context, drv *netdriver.Driver) {
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			drv.Sweep()
+		}
+	}
 }
 
-func (r *routeSync) set(remote []netip.Prefix) {
-	var want []netip.Prefix
-	for _, p := range remote {
-		if !r.own.Contains(p.Addr()) {
-			want = append(want, p)
-		}
-	}
-	for _, p := range r.have {
-		if !slices.Contains(want, p) {
-			if err := tun.DelRoute(nil, r.ifname, p); err != nil {
-				r.log.WithError(err).Warn("cannot remove route")
-			}
-		}
-	}
-	for _, p := range want {
-		if !slices.Contains(r.have, p) {
-			if err := tun.AddRoute(nil, r.ifname, p); err != nil {
-				r.log.WithError(err).Warn("cannot add route")
-			}
-		}
-	}
-	r.have = want
+// status is status.json: the mesh, the container switch, the networks.
+type status struct {
+	mesh.Status
+	Switch    dataplane.Stats      `json:"switch"`
+	Networks  []netdriver.Network  `json:"networks"`
+	Endpoints []netdriver.Endpoint `json:"endpoints"`
 }
 
 // writeStatus replaces path with the mesh's status every 2 s, and logs a
 // one-line summary per peer every minute, so `cat status.json` and the
 // engine's log both show peers, their state, last handshake, bytes and drops.
-func writeStatus(ctx context.Context, m *mesh.Mesh, path string, log *logrus.Entry) {
+func writeStatus(ctx context.Context, m *mesh.Mesh, sw *dataplane.Switch, drv *netdriver.Driver, path string, log *logrus.Entry) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	last := time.Time{}
 	for {
 		st := m.Status()
-		if b, err := json.MarshalIndent(st, "", "  "); err == nil {
+		full := status{Status: st, Switch: sw.Stats()}
+		full.Networks, full.Endpoints = drv.Networks()
+		if b, err := json.MarshalIndent(full, "", "  "); err == nil {
 			tmp := path + ".tmp"
 			if err := os.WriteFile(tmp, b, 0o644); err == nil {
 				os.Rename(tmp, path)
