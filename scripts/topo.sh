@@ -27,7 +27,7 @@
 #   topo.sh add-node NAME                    one more home node on the LAN (home4 → 192.168.50.14); no Swarm join
 #
 # Environment: TOPO_CLUSTER_KEY (syncvol's key; default a random one per
-# topology, kept in $TOPO_ROOT/cluster.key), TOPO_PREFIX (hs), TOPO_ROOT (/var/lib/homeswarm-topo),
+# topology, kept in $TOPO_ROOT/cluster.key), TOPO_PREFIX (hs), TOPO_ROOT (/var/lib/homeswarm-topo, or …-topo-PREFIX),
 # TOPO_RUN (/run/hs), MESH_PORT (3210), TOPO_STORAGE_DRIVER (vfs),
 # PLUGIN_SETTINGS_syncvol / PLUGIN_SETTINGS_meshnet (extra settings per node,
 # %NODE% replaced by the node name).
@@ -36,7 +36,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 P=${TOPO_PREFIX:-hs}
-ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo}
+# another prefix gets its own state root, so two topologies never share
+# (or wipe) each other's files
+if [ "$P" = hs ]; then ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo}; else ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$P}; fi
 RUN=${TOPO_RUN:-/run/$P}
 MESH_PORT=${MESH_PORT:-3210}
 DRIVER=${TOPO_STORAGE_DRIVER:-vfs}
