@@ -1,0 +1,26 @@
+#!/bin/sh
+# failover.sh — how long a service at home takes to come back on another home
+# node with its syncvol volume's data, against Swarm's own reschedule time
+# (a plain service moved by the same event), for a drain and for an engine
+# killed outright, on a topology instance of its own; writes
+# bench/results/failover.json and prints a table. Root only (network
+# namespaces, dockerd). ~5 minutes (3 rounds of each event) plus the
+# topology's start. Arguments go to the program (bench/failover): -rounds 3,
+# -modes drain,kill, -out FILE.
+#
+# The instance: TOPO_PREFIX (default hf), TOPO_ROOT, TOPO_RUN as for
+# scripts/topo.sh. BENCH_REUSE=1 uses an instance that is already up (and
+# leaves it up); otherwise it is brought up (plugins, Swarm over the mesh)
+# and torn down at the end.
+set -eu
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench/failover: needs root (network namespaces, dockerd)" >&2; exit 1; }
+export TOPO_PREFIX=${TOPO_PREFIX:-hf}
+export TOPO_ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$TOPO_PREFIX}
+export TOPO_RUN=${TOPO_RUN:-/run/$TOPO_PREFIX}
+if [ "${BENCH_REUSE:-0}" != 1 ]; then
+  trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
+  make -s plugins >/dev/null
+  scripts/topo.sh up
+fi
+CGO_ENABLED=0 go run ./bench/failover "$@"

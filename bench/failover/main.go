@@ -1,0 +1,467 @@
+//go:build linux
+
+// Command failover measures, on the seed topology (scripts/topo.sh), how long
+// a service at home takes to come back on another home node with its syncvol
+// volume's data readable, side by side with its anchor, Swarm's own
+// reschedule time: a plain service without a volume, moved by the same event
+// in the same round.
+//
+// Each round places both services (busybox, one replica each, constraint
+// node.labels.location==home) on one home node, writes a token into the
+// volume and waits until the other home nodes' replicas hold it, then
+// either drains that node (`docker node update --availability drain`) or
+// kills its engine outright (`scripts/topo.sh engine-stop NODE --kill`:
+// dockerd, containerd, the plugins and the containers, SIGKILL). From the
+// moment the drain or kill is issued, both services are polled in parallel
+// until a task of theirs runs on another node and answers an exec: for the
+// volume's service, `cat /data/token` must print the token (the data
+// followed), for the plain one, any exec (the container runs). The node
+// rounds rotate over the home nodes. Target (issue 7): failover ≤ Swarm's
+// reschedule + 2 s.
+//
+// Run it with bench/failover.sh, which brings up a topology instance of its
+// own (or reuses one, BENCH_REUSE=1). Results go to a JSON file in the
+// shared bench schema (bench/schema) and a table on stdout.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/homeswarm/homeswarm/bench/schema"
+	"github.com/homeswarm/homeswarm/bench/swarmtopo"
+)
+
+var homes = []string{"home1", "home2", "home3"}
+
+// holdLabel keeps the services off the nodes carrying it while they are
+// placed; it is removed before the drain or kill, so every other home node
+// is a candidate for the move.
+const holdLabel = "bench.failover.hold"
+
+// Service options both services share: a short restart delay (Swarm's
+// default is 5 s) and a short stop grace, as the e2e tests use.
+var common = []string{"--restart-delay", "1s", "--stop-grace-period", "5s",
+	"--constraint", "node.labels.location==home", "--constraint", "node.labels." + holdLabel + "!=1"}
+
+type config struct {
+	rounds  int
+	modes   []string
+	out     string
+	timeout time.Duration
+}
+
+func main() {
+	var c config
+	modes := flag.String("modes", "drain,kill", "events to measure, comma-separated: drain, kill")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds per event")
+	flag.StringVar(&c.out, "out", "bench/results/failover.json", "JSON results file")
+	flag.DurationVar(&c.timeout, "timeout", 120*time.Second, "give up on one move after this long")
+	flag.Parse()
+	for _, m := range strings.Split(*modes, ",") {
+		if m != "drain" && m != "kill" {
+			fail("-modes: unknown event %q (drain, kill)", m)
+		}
+		c.modes = append(c.modes, m)
+	}
+	if c.rounds < 1 {
+		fail("-rounds must be at least 1")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b := &bench{t: swarmtopo.FromEnv("hf"), c: c, run: randHex(3)}
+	res, err := b.measure(ctx)
+	b.cleanup()
+	if err != nil {
+		fail("%v", err)
+	}
+	if err := writeJSON(c.out, res); err != nil {
+		fail("%v", err)
+	}
+	printSummary(res, c.out)
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench/failover: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[bench/failover %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+type bench struct {
+	t        swarmtopo.Topo
+	c        config
+	run      string   // distinguishes this run's names from leftovers
+	services []string // to remove at the end
+	killed   []string // engines to start again at the end
+}
+
+// sample is one round: seconds from the event to the service running on
+// another node and answering (for the volume's service: with its data).
+type sample struct {
+	from, to  string
+	withData  float64 // syncvol service: running elsewhere and the token read back
+	plain     float64 // plain service: running elsewhere and answering an exec
+	dataTask  float64 // engine's timestamp of the syncvol task running, from the event
+	plainTask float64 // engine's timestamp of the plain task running, from the event
+}
+
+func (b *bench) measure(ctx context.Context) (schema.Result, error) {
+	start := time.Now().UTC()
+	load0 := swarmtopo.LoadAvg()
+	for _, n := range append([]string{"vps"}, homes...) {
+		if !b.t.Up(ctx, n) {
+			return schema.Result{}, fmt.Errorf("engine %s of topology %s does not answer: run bench/failover.sh, which brings it up", n, b.t.Prefix)
+		}
+	}
+	samples := map[string][]sample{}
+	i := 0
+	for _, mode := range b.c.modes {
+		for r := range b.c.rounds {
+			target := homes[i%len(homes)]
+			i++
+			s, err := b.round(ctx, mode, r, target)
+			if err != nil {
+				return schema.Result{}, fmt.Errorf("%s round %d on %s: %w", mode, r+1, target, err)
+			}
+			logf("%s %d: %s → %s: with data %.2f s, plain %.2f s (tasks running after %.2f / %.2f s)",
+				mode, r+1, s.from, s.to, s.withData, s.plain, s.dataTask, s.plainTask)
+			samples[mode] = append(samples[mode], s)
+		}
+	}
+	machine := fmt.Sprintf("%s; topology %s (scripts/topo.sh, Swarm over meshnet); load average %s at start, %s at end",
+		swarmtopo.Machine(), b.t.Prefix, load0, swarmtopo.LoadAvg())
+	return schema.Result{Bench: "failover", Rows: rows(samples), Machine: machine, Date: start.Format(time.RFC3339)}, nil
+}
+
+// round runs one drain or kill of target with both services on it.
+func (b *bench) round(ctx context.Context, mode string, r int, target string) (sample, error) {
+	id := fmt.Sprintf("%s-%s%d", b.run, mode[:1], r)
+	vol, plain, volume := "fo-data-"+id, "fo-plain-"+id, "fo-"+id
+	token := randHex(8)
+	s := sample{from: target}
+
+	// Place both on target: hold the other home nodes.
+	for _, n := range homes {
+		if n != target {
+			if _, err := b.t.Docker(ctx, "vps", "node", "update", "--label-add", holdLabel+"=1", n); err != nil {
+				return s, err
+			}
+		}
+	}
+	b.services = append(b.services, vol, plain)
+	create := []string{"service", "create", "-q", "--detach", "--no-resolve-image"}
+	args := append(append(append([]string{}, create...), "--name", vol), common...)
+	args = append(args, "--mount", "type=volume,source="+volume+",target=/data,volume-driver=syncvol",
+		"busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done")
+	if _, err := b.t.Docker(ctx, "vps", args...); err != nil {
+		return s, err
+	}
+	args = append(append(append([]string{}, create...), "--name", plain), common...)
+	args = append(args, "busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done")
+	if _, err := b.t.Docker(ctx, "vps", args...); err != nil {
+		return s, err
+	}
+	var c string
+	err := swarmtopo.Poll(ctx, 90*time.Second, 200*time.Millisecond, func() error {
+		if _, err := b.runningOn(ctx, plain, target); err != nil {
+			return err
+		}
+		var err error
+		c, err = b.runningOn(ctx, vol, target)
+		return err
+	})
+	if err != nil {
+		return s, fmt.Errorf("services on %s: %w", target, err)
+	}
+	if _, err := b.t.Docker(ctx, target, "exec", c, "sh", "-c", "echo "+token+" > /data/token && sync"); err != nil {
+		return s, err
+	}
+	// The data is on every other home node before the event: what is
+	// measured is the failover, not the replication of the last write.
+	err = swarmtopo.Poll(ctx, 60*time.Second, 200*time.Millisecond, func() error {
+		for _, n := range homes {
+			p := filepath.Join(b.t.Root, n, "syncvol", "volumes", volume, "replica", "data", "token")
+			if got, err := os.ReadFile(p); err != nil || strings.TrimSpace(string(got)) != token {
+				return fmt.Errorf("%s's replica has no token yet (%v)", n, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return s, err
+	}
+	for _, n := range homes {
+		if n != target {
+			if _, err := b.t.Docker(ctx, "vps", "node", "update", "--label-rm", holdLabel, n); err != nil {
+				return s, err
+			}
+		}
+	}
+
+	// The event, and both services polled from it.
+	t0 := time.Now()
+	switch mode {
+	case "drain":
+		_, err = b.t.Docker(ctx, "vps", "node", "update", "--availability", "drain", target)
+	case "kill":
+		b.killed = append(b.killed, target)
+		_, err = b.t.Script(ctx, "engine-stop", target, "--kill")
+	}
+	if err != nil {
+		return s, err
+	}
+	var wg sync.WaitGroup
+	var errData, errPlain error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.to, s.withData, s.dataTask, errData = b.back(ctx, vol, target, t0, []string{"cat", "/data/token"}, token)
+	}()
+	go func() {
+		defer wg.Done()
+		_, s.plain, s.plainTask, errPlain = b.back(ctx, plain, target, t0, []string{"cat", "/etc/passwd"}, "")
+	}()
+	wg.Wait()
+	if err := errors.Join(errData, errPlain); err != nil {
+		return s, err
+	}
+
+	// Restore: services gone, the node back and active.
+	alive := slices.DeleteFunc(append([]string{"vps"}, homes...), func(n string) bool { return mode == "kill" && n == target })
+	b.t.RemoveService(ctx, vol, alive)
+	b.t.RemoveService(ctx, plain, alive)
+	b.services = slices.DeleteFunc(b.services, func(x string) bool { return x == vol || x == plain })
+	if mode == "kill" {
+		if _, err := b.t.Script(ctx, "engine-start", target); err != nil {
+			return s, err
+		}
+		b.killed = slices.DeleteFunc(b.killed, func(x string) bool { return x == target })
+	}
+	if _, err := b.t.Docker(ctx, "vps", "node", "update", "--availability", "active", target); err != nil {
+		return s, err
+	}
+	if err := b.t.WaitReady(ctx, target, 90*time.Second); err != nil {
+		return s, err
+	}
+	// Let the restarted node's plugins settle before the next round.
+	return s, pause(ctx, 3*time.Second)
+}
+
+// runningOn returns service's container if its task runs on node.
+func (b *bench) runningOn(ctx context.Context, service, node string) (string, error) {
+	ts, err := b.t.RunningTasks(ctx, service)
+	if err != nil {
+		return "", err
+	}
+	for _, t := range ts {
+		if t.Node == node && t.State == "Running" {
+			c, err := b.t.Container(ctx, node, service)
+			if err == nil && c == "" {
+				err = fmt.Errorf("no container of %s on %s yet", service, node)
+			}
+			return c, err
+		}
+	}
+	return "", fmt.Errorf("%s not running on %s: %v", service, node, ts)
+}
+
+// back polls service until a task of it runs on a node other than from and
+// an exec of argv in it prints want (anything when want is empty); it
+// returns that node, the seconds since t0, and the seconds from t0 to the
+// engine's timestamp of the task running.
+func (b *bench) back(ctx context.Context, service, from string, t0 time.Time, argv []string, want string) (string, float64, float64, error) {
+	var node string
+	var ready time.Time
+	var taskID string
+	err := swarmtopo.Poll(ctx, b.c.timeout, 100*time.Millisecond, func() error {
+		ts, err := b.t.RunningTasks(ctx, service)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			if t.Node == from || t.State != "Running" {
+				continue
+			}
+			c, err := b.t.Container(ctx, t.Node, service)
+			if err != nil || c == "" {
+				return fmt.Errorf("no container on %s yet (%v)", t.Node, err)
+			}
+			out, err := b.t.Docker(ctx, t.Node, append([]string{"exec", c}, argv...)...)
+			if err != nil {
+				return err
+			}
+			if want != "" && out != want {
+				return fmt.Errorf("%s on %s reads %q, want %q", service, t.Node, out, want)
+			}
+			node, ready, taskID = t.Node, time.Now(), t.ID
+			return nil
+		}
+		return fmt.Errorf("tasks %v", ts)
+	})
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("%s back on another node: %w", service, err)
+	}
+	task := math.NaN()
+	if ts, err := b.t.Docker(ctx, "vps", "inspect", "--type", "task", "--format", "{{.Status.Timestamp.Format \"2006-01-02T15:04:05.999999999Z07:00\"}}", taskID); err == nil {
+		if at, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			task = at.Sub(t0).Seconds()
+		}
+	}
+	return node, ready.Sub(t0).Seconds(), task, nil
+}
+
+// cleanup removes what a failed run left: services, holds, drained or
+// killed nodes.
+func (b *bench) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, n := range b.killed {
+		b.t.Script(ctx, "engine-start", n)
+	}
+	for _, svc := range b.services {
+		b.t.RemoveService(ctx, svc, append([]string{"vps"}, homes...))
+	}
+	for _, n := range homes {
+		b.t.Docker(ctx, "vps", "node", "update", "--label-rm", holdLabel, n)
+		b.t.Docker(ctx, "vps", "node", "update", "--availability", "active", n)
+	}
+}
+
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// rows turns the rounds into result rows: per event, failover with data
+// against the plain service's reschedule (ratio plain/with-data, > 1 when
+// the data's service is faster), the per-round overhead, and the anchor's
+// own figure.
+func rows(samples map[string][]sample) []schema.Row {
+	var rs []schema.Row
+	for _, mode := range []string{"drain", "kill"} {
+		ss := samples[mode]
+		if len(ss) == 0 {
+			continue
+		}
+		var data, plain, over, dataTask, plainTask []float64
+		var moves []string
+		for _, s := range ss {
+			data = append(data, s.withData)
+			plain = append(plain, s.plain)
+			over = append(over, s.withData-s.plain)
+			dataTask = append(dataTask, s.dataTask)
+			plainTask = append(plainTask, s.plainTask)
+			moves = append(moves, s.from+"→"+s.to)
+		}
+		d, p := median(data), median(plain)
+		event := map[string]string{
+			"drain": "`docker node update --availability drain` issued",
+			"kill":  "`scripts/topo.sh engine-stop NODE --kill` issued (dockerd, containerd, plugins and containers SIGKILLed; Swarm must first notice the node is down)",
+		}[mode]
+		met := d <= p+2
+		anchor := "Swarm reschedule (plain service, " + mode + ")"
+		rs = append(rs,
+			schema.Row{Name: "failover with data, " + mode, Metric: "p50", Unit: "s", Value: round(d, 2),
+				Anchor: anchor, AnchorValue: round(p, 2), Ratio: round(p/d, 3),
+				Target: "≤ Swarm reschedule + 2 s", Met: &met, Samples: roundAll(data),
+				Note: fmt.Sprintf("%d rounds (%s); from %s to the service's task running on another home node and `cat /data/token` in it printing the token written before the event (the syncvol volume followed); anchor: a plain busybox service without a volume on the same node, moved by the same event, polled in parallel until its new task answers an exec. Both: one replica, constraint node.labels.location==home, --restart-delay 1s; engines' timestamps of the tasks running (median) %.2f s with data, %.2f s plain",
+					len(ss), strings.Join(moves, ", "), event, median(dataTask), median(plainTask))},
+			schema.Row{Name: "failover overhead of the data, " + mode, Metric: "p50 of (with data − plain)", Unit: "s",
+				Value: round(median(over), 2), Target: "≤ 2 s", Samples: roundAll(over)},
+			schema.Row{Name: "Swarm reschedule (plain service, " + mode + ")", Metric: "p50", Unit: "s",
+				Value: round(p, 2), Samples: roundAll(plain)},
+		)
+	}
+	return rs
+}
+
+func median(xs []float64) float64 {
+	var v []float64
+	for _, x := range xs {
+		if !math.IsNaN(x) {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func round(x float64, digits int) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 0
+	}
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+func roundAll(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = round(x, 3)
+	}
+	return out
+}
+
+func writeJSON(path string, r schema.Result) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func printSummary(r schema.Result, out string) {
+	fmt.Println()
+	for _, row := range r.Rows {
+		line := fmt.Sprintf("%-46s %-26s %7.2f %s", row.Name, row.Metric, row.Value, row.Unit)
+		if row.Anchor != "" {
+			line += fmt.Sprintf("  vs %s %.2f %s (ratio %.2f×)", row.Anchor, row.AnchorValue, row.Unit, row.Ratio)
+		}
+		if row.Met != nil {
+			line += fmt.Sprintf("  target %s: %v", row.Target, *row.Met)
+		}
+		fmt.Println(line)
+	}
+	fmt.Printf("\nmachine: %s\nwritten: %s\n", r.Machine, out)
+}
