@@ -376,6 +376,10 @@ func (s *Switch) packet(pt *port, buf []byte, n int, snd Sender) {
 		s.drop(dropSpoofed)
 		return
 	}
+	if dst == src {
+		s.drop(dropMalformed) // a kernel sends these over lo, never here
+		return
+	}
 	if !inAny(pt.ep.Pools, dst) {
 		s.drop(dropOtherNetwork)
 		return
