@@ -394,7 +394,7 @@ func rows(samples map[string][]sample) []schema.Row {
 				Target: "≤ Swarm reschedule + 2 s", Met: &met, Samples: roundAll(data),
 				Note: fmt.Sprintf("%d rounds (%s); from %s to the service's task running on another home node and `cat /data/token` in it printing the token written before the event (the syncvol volume followed); anchor: a plain busybox service without a volume on the same node, moved by the same event, polled in parallel until its new task answers an exec. Both: one replica, constraint node.labels.location==home, --restart-delay 1s; engines' timestamps of the tasks running (median) %.2f s with data, %.2f s plain",
 					len(ss), strings.Join(moves, ", "), event, median(dataTask), median(plainTask))},
-			schema.Row{Name: "failover overhead of the data, " + mode, Metric: "p50 of (with data − plain)", Unit: "s",
+			schema.Row{Name: "failover overhead of the data (with data − plain), " + mode, Metric: "p50", Unit: "s",
 				Value: round(median(over), 2), Target: "≤ 2 s", Samples: roundAll(over)},
 			schema.Row{Name: "Swarm reschedule (plain service, " + mode + ")", Metric: "p50", Unit: "s",
 				Value: round(p, 2), Samples: roundAll(plain)},

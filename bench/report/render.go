@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -23,6 +24,17 @@ func RenderMarkdown(results []Result, chart string) string {
 	}
 	if chart != "" {
 		fmt.Fprintf(&b, "![ratio of every figure to its anchor, log scale](%s)\n\n", chart)
+	}
+	b.WriteString(RenderTable(results))
+	return b.String()
+}
+
+// RenderTable is the table itself: one line per row, the rows' notes as
+// numbered footnotes, and each bench's machine and date.
+func RenderTable(results []Result) string {
+	var b strings.Builder
+	if len(results) == 0 {
+		return "No results yet.\n"
 	}
 	b.WriteString("| Bench | Row | Value | Anchor | Anchor value | Ratio | Target | Met? |\n")
 	b.WriteString("|---|---|--:|---|--:|--:|---|:-:|\n")
@@ -63,6 +75,27 @@ func RenderMarkdown(results []Result, chart string) string {
 		fmt.Fprintf(&b, "* **%s** — %s, %s\n", mdText(res.Bench), mdText(res.Date), mdText(res.Machine))
 	}
 	return b.String()
+}
+
+// The markers between which ReplaceSection writes the table into another
+// Markdown file (the top-level README's Benchmarks section).
+const (
+	SectionStart = "<!-- bench/report: table -->"
+	SectionEnd   = "<!-- /bench/report: table -->"
+)
+
+// ErrNoSection means a file lacks the markers ReplaceSection writes between.
+var ErrNoSection = errors.New("no " + SectionStart + " … " + SectionEnd + " markers")
+
+// ReplaceSection returns doc with everything between SectionStart and
+// SectionEnd replaced by section.
+func ReplaceSection(doc, section string) (string, error) {
+	i := strings.Index(doc, SectionStart)
+	j := strings.Index(doc, SectionEnd)
+	if i < 0 || j < i {
+		return "", ErrNoSection
+	}
+	return doc[:i+len(SectionStart)] + "\n" + section + doc[j:], nil
 }
 
 func verdictMark(v Verdict) string {

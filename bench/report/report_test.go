@@ -308,3 +308,58 @@ func TestLoadDirAndRun(t *testing.T) {
 		t.Errorf("LoadDir with a foreign file: %v, want ErrNoBench", err)
 	}
 }
+
+func TestReplaceSection(t *testing.T) {
+	t.Parallel()
+	doc := "# X\n\n## Benchmarks\n\nintro\n\n" + SectionStart + "\nold table\n" + SectionEnd + "\n\n## Tests\n"
+	got, err := ReplaceSection(doc, "\nnew table\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# X\n\n## Benchmarks\n\nintro\n\n" + SectionStart + "\n\nnew table\n" + SectionEnd + "\n\n## Tests\n"
+	if got != want {
+		t.Errorf("ReplaceSection:\n%q\nwant\n%q", got, want)
+	}
+	if _, err := ReplaceSection("no markers", "x"); !errors.Is(err, ErrNoSection) {
+		t.Errorf("without markers: %v, want ErrNoSection", err)
+	}
+	if _, err := ReplaceSection(SectionEnd+SectionStart, "x"); !errors.Is(err, ErrNoSection) {
+		t.Errorf("markers reversed: %v, want ErrNoSection", err)
+	}
+}
+
+func TestWriteSection(t *testing.T) {
+	t.Parallel()
+	top := t.TempDir()
+	dir := filepath.Join(top, "bench", "results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res := `{"bench":"memory","rows":[{"name":"syncvol idle memory","metric":"RSS","unit":"MiB","value":48,"anchor":"syncthing","anchor_value":17,"ratio":0.35,"target":"idle < 60 MiB RSS"}],"machine":"m","date":"d"}`
+	if err := os.WriteFile(filepath.Join(dir, "memory.json"), []byte(res), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	readme := filepath.Join(top, "README.md")
+	if err := os.WriteFile(readme, []byte("## Benchmarks\n"+SectionStart+"\n"+SectionEnd+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(dir, readme); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(readme)
+	for _, want := range []string{
+		"](bench/results/chart.svg)",
+		"| memory | syncvol idle memory (RSS) | 48 MiB | syncthing | 17 MiB | 0.35× | idle < 60 MiB RSS | ✅ |",
+		SectionEnd,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("README lacks %q:\n%s", want, b)
+		}
+	}
+	if err := os.WriteFile(readme, []byte("no section"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(dir, readme); !errors.Is(err, ErrNoSection) {
+		t.Errorf("README without markers: %v, want ErrNoSection", err)
+	}
+}
