@@ -137,6 +137,11 @@ func (b *bench) measure(ctx context.Context) (schema.Result, error) {
 		return schema.Result{}, err
 	}
 
+	// The anchors must be doing their job: connected, handshaken.
+	if err := b.anchorsConnected(ctx); err != nil {
+		return schema.Result{}, err
+	}
+
 	// Every process to sample, by row.
 	targets := map[string][]target{}
 	for _, n := range nodes {
@@ -201,9 +206,12 @@ type target struct {
 // volumesUp creates the volumes on home1 and waits until every node holds
 // a replica of each.
 func (b *bench) volumesUp(ctx context.Context) error {
+	// Fresh names each run: a name removed earlier stays known to the
+	// cluster; remove=everywhere so that cleanup takes them off every node.
+	run := strconv.FormatInt(time.Now().Unix()%100000, 36)
 	for i := range b.c.volumes {
-		v := fmt.Sprintf("bench-mem-%d", i+1)
-		if _, err := b.t.Docker(ctx, "home1", "volume", "create", "-d", "syncvol", v); err != nil {
+		v := fmt.Sprintf("bench-mem-%s-%d", run, i+1)
+		if _, err := b.t.Docker(ctx, "home1", "volume", "create", "-d", "syncvol", "-o", "remove=everywhere", v); err != nil {
 			return err
 		}
 		b.volumes = append(b.volumes, v)
@@ -444,6 +452,39 @@ func (b *bench) wireguardUp(ctx context.Context) (string, error) {
 	return version, nil
 }
 
+// anchorsConnected checks that every Syncthing is connected to its 3 peers
+// (its log says so) and every wireguard-go has handshaken with its 3 peers.
+func (b *bench) anchorsConnected(ctx context.Context) error {
+	n := len(nodes)
+	for i := range n {
+		log, _ := os.ReadFile(filepath.Join(b.dir, fmt.Sprintf("st%d.log", i+1)))
+		peers := map[string]bool{}
+		for _, m := range connected.FindAllSubmatch(log, -1) {
+			peers[string(m[1])] = true
+		}
+		if len(peers) < n-1 {
+			return fmt.Errorf("plain Syncthing %d connected to %d of its %d peers; its log:\n%s", i+1, len(peers), n-1, log)
+		}
+		dev := fmt.Sprintf("%smwg%d", b.t.Prefix, i+1)
+		out, err := output(ctx, "", "ip", "netns", "exec", b.anchorNS, "wg", "show", dev, "latest-handshakes")
+		if err != nil {
+			return err
+		}
+		shaken := 0
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[1] != "0" {
+				shaken++
+			}
+		}
+		if shaken < n-1 {
+			return fmt.Errorf("wireguard-go %s handshaken with %d of its %d peers", dev, shaken, n-1)
+		}
+	}
+	return nil
+}
+
+var connected = regexp.MustCompile(`Established secure connection to ([A-Z0-9]{7})`)
+
 func output(ctx context.Context, stdin string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -495,9 +536,7 @@ func (b *bench) cleanup() {
 		b.t.Docker(ctx, "vps", "network", "rm", b.network)
 	}
 	for _, v := range b.volumes {
-		for _, n := range nodes {
-			b.t.Docker(ctx, n, "volume", "rm", v)
-		}
+		b.t.Docker(ctx, "home1", "volume", "rm", v)
 	}
 }
 
