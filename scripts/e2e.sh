@@ -8,5 +8,6 @@ if [ "$(id -u)" != 0 ]; then
   echo "e2e: skipped, needs root (network namespaces, dockerd)"
   exit 0
 fi
-trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
+# E2E_REUSE=1: a topology the caller brought up; leave it as it is
+[ "${E2E_REUSE:-}" = 1 ] || trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
 CGO_ENABLED=0 go test -tags e2e,noassets -count=1 -v -timeout "${E2E_TIMEOUT:-30m}" ./scripts/e2e/ "$@"
