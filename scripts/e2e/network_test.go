@@ -39,8 +39,8 @@ func createNetwork(t *testing.T, name string, args ...string) {
 func webServers(t *testing.T, name, network string, replicas int, args ...string) {
 	t.Helper()
 	createService(t, name, append(append([]string{"--network", network, "--replicas", fmt.Sprint(replicas),
-		"--replicas-max-per-node", "1", "--constraint", "node.labels.location==home"}, args...),
-		"busybox", "sh", "-c", `trap 'exit 0' TERM; mkdir -p /www; echo "{{.Task.Name}} `+clearMarker+`" > /www/index.html; httpd -f -p 80 -h /www & wait`)...)
+		"--replicas-max-per-node", "1", "--constraint", "node.labels.location==home", "--hostname", "{{.Task.Name}}"}, args...),
+		"busybox", "sh", "-c", `trap 'exit 0' TERM; mkdir -p /www; echo "$(hostname) `+clearMarker+`" > /www/index.html; httpd -f -p 80 -h /www & wait`)...)
 	eventually(t, 60*time.Second, name+" running everywhere", func() error {
 		out, err := dk("vps", "service", "ls", "--filter", "name="+name, "--format", "{{.Replicas}}")
 		if want := fmt.Sprintf("%d/%d", replicas, replicas); err != nil || !strings.HasPrefix(out, want) {
