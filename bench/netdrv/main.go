@@ -156,7 +156,7 @@ func setup(ctx context.Context, t swarmtopo.Topo, c *netCase) error {
 	}
 	// reachable at all?
 	return swarmtopo.Poll(ctx, 20*time.Second, 300*time.Millisecond, func() error {
-		_, err := nsexec(ctx, c.clientPid, "ping", "-c1", "-W1", c.serverIP)
+		_, err := nsexec(ctx, c.clientPid, "busybox", "ping", "-c1", "-W1", c.serverIP)
 		return err
 	})
 }
@@ -182,8 +182,8 @@ func iperf(ctx context.Context, c *netCase, secs int) (float64, error) {
 	err := swarmtopo.Poll(ctx, 10*time.Second, 200*time.Millisecond, func() error {
 		var err error
 		outb, err = nsexec(ctx, c.clientPid, "iperf3", "-c", c.serverIP, "-p", "5201", "-t", strconv.Itoa(secs+1), "-O", "1", "-J")
-		if err != nil && strings.Contains(err.Error(), "Connection refused") {
-			return err
+		if strings.Contains(outb, "unable to connect") || (err != nil && strings.Contains(err.Error(), "Connection refused")) {
+			return fmt.Errorf("server not listening yet: %v", err)
 		}
 		return nil
 	})
@@ -209,7 +209,7 @@ func iperf(ctx context.Context, c *netCase, secs int) (float64, error) {
 
 // ping returns the average round-trip time in ms of 20 pings.
 func ping(ctx context.Context, c *netCase) (float64, error) {
-	out, err := nsexec(ctx, c.clientPid, "ping", "-c", "20", "-i", "0.05", "-q", c.serverIP)
+	out, err := nsexec(ctx, c.clientPid, "busybox", "ping", "-c", "20", "-i", "0.05", "-q", c.serverIP)
 	if err != nil {
 		return 0, err
 	}
@@ -274,7 +274,7 @@ func rows(cases []*netCase, secs int) []schema.Row {
 			"Docker overlay --opt encrypted (IPsec) over the mesh", median(e.gbits), true, "", "overlay's own encryption on top of the mesh's", e.gbits)
 	} else {
 		out = append(out, schema.Row{Name: "Docker overlay --opt encrypted over the mesh", Metric: "throughput", Unit: "Gbit/s",
-			Note: fmt.Sprintf("not measured: %v", e.err)})
+			Note: fmt.Sprintf("not measured: the two containers could not reach each other (%v); overlay's encryption needs the kernel's IPsec (xfrm, ESP)", e.err)})
 	}
 	return out
 }
