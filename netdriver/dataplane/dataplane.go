@@ -120,6 +120,8 @@ type port struct {
 	mac  atomic.Pointer[net.HardwareAddr] // learned from its frames
 	p    Port
 	done chan struct{}
+
+	rx [][]byte // packets from the mesh held until Flush (mesh goroutine only)
 }
 
 // table is an immutable snapshot read by the packet paths.
@@ -150,7 +152,18 @@ type Switch struct {
 
 	toMesh, fromMesh, local, arp atomic.Uint64
 	drops                        [numDrops]atomic.Uint64
+
+	// receive batching (see Batch), touched only by the mesh's goroutine
+	batching bool
+	dirty    []*port
+	coal     tun.Coalescer
 }
+
+// Batch makes Deliver hold packets until Flush, which merges each
+// container's TCP segments into GSO super-packets (one write instead of
+// dozens). Call it before the mesh starts, and only with a mesh that calls
+// Flush after each batch (mesh.Options.DeliverFlush).
+func (s *Switch) Batch() { s.batching = true }
 
 // New returns a switch sending through senders made by newSender (one per
 // endpoint reader). log may be nil.
@@ -420,9 +433,44 @@ func (s *Switch) Deliver(pkt []byte) bool {
 		s.drop(dropOtherNetwork)
 		return true
 	}
-	s.write(to, pkt)
 	s.fromMesh.Add(1)
+	if s.batching && len(to.rx) < batch {
+		if len(to.rx) == 0 {
+			s.dirty = append(s.dirty, to)
+		}
+		to.rx = append(to.rx, pkt)
+		return true
+	}
+	s.write(to, pkt)
 	return true
+}
+
+// Flush writes the packets Deliver held, merged where TCP allows.
+func (s *Switch) Flush() {
+	for _, to := range s.dirty {
+		s.coal.Frames(to.rx, func(f []byte) error {
+			var hdr [frameHdr]byte
+			copy(hdr[:vnetLen], f[:vnetLen])
+			if hdr[0]&1 != 0 { // csum_start: from the IP header to the frame's start
+				binary.LittleEndian.PutUint16(hdr[6:], binary.LittleEndian.Uint16(hdr[6:])+ethLen)
+			}
+			if hdr[1] != 0 { // hdr_len covers the Ethernet header too
+				binary.LittleEndian.PutUint16(hdr[2:], binary.LittleEndian.Uint16(hdr[2:])+ethLen)
+			}
+			eth := hdr[vnetLen:]
+			copy(eth[0:6], *to.mac.Load())
+			copy(eth[6:12], VirtualMAC)
+			binary.BigEndian.PutUint16(eth[12:], etherIPv4)
+			if err := to.p.Write(hdr[:], f[vnetLen:]); err != nil {
+				s.drop(dropWrite)
+			}
+			return nil
+		})
+		clear(to.rx)
+		to.rx = to.rx[:0]
+	}
+	clear(s.dirty)
+	s.dirty = s.dirty[:0]
 }
 
 // write sends an IP packet to an endpoint's container.

@@ -302,3 +302,62 @@ func FuzzFrame(f *testing.F) {
 		}
 	})
 }
+
+// tcpSeg builds an IPv4 TCP ACK segment of the flow 10.0.1.77:1000 →
+// 10.0.1.6:2000 with sequence number seq.
+func tcpSeg(seq uint32, payload []byte) []byte {
+	p := make([]byte, 40+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[6] = 0x40
+	p[8], p[9] = 64, 6
+	copy(p[12:], []byte{10, 0, 1, 77, 10, 0, 1, 6})
+	binary.BigEndian.PutUint16(p[20:], 1000)
+	binary.BigEndian.PutUint16(p[22:], 2000)
+	binary.BigEndian.PutUint32(p[24:], seq)
+	p[32], p[33] = 5<<4, 0x10
+	binary.BigEndian.PutUint16(p[34:], 512)
+	copy(p[40:], payload)
+	return p
+}
+
+// TestSwitchBatch: with Batch, consecutive TCP segments from the mesh
+// reach the container as one GSO frame whose virtio header counts the
+// Ethernet header; other packets go as they are.
+func TestSwitchBatch(t *testing.T) {
+	s := New(func() Sender { return &fakeSender{} }, nil)
+	s.Batch()
+	s.AddNetwork("n1", pool1)
+	pb := newChanPort()
+	must(t, s.Attach(Endpoint{ID: "b", Network: "n1", Addr: netip.MustParseAddr("10.0.1.6"), MAC: macB, Pools: pool1}, pb))
+	defer s.Close()
+	pay := bytes.Repeat([]byte("x"), 1000)
+	for i := range 4 {
+		if !s.Deliver(tcpSeg(uint32(i*1000), pay)) {
+			t.Fatal("not taken")
+		}
+	}
+	s.Deliver(ipv4("10.0.1.77", "10.0.1.6", []byte("udp")))
+	pb.none(t) // held until Flush
+	s.Flush()
+	for range 2 {
+		select {
+		case <-pb.got:
+		case <-time.After(time.Second):
+			t.Fatal("frames not written")
+		}
+	}
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	if len(pb.out) != 2 {
+		t.Fatalf("%d frames, want 2 (one merged TCP, one UDP)", len(pb.out))
+	}
+	g := pb.out[0]
+	if g[1] != 1 || binary.LittleEndian.Uint16(g[4:]) != 1000 || binary.LittleEndian.Uint16(g[6:]) != ethLen+20 ||
+		binary.LittleEndian.Uint16(g[2:]) != ethLen+40 || len(g) != frameHdr+40+4000 || !bytes.Equal(g[vnetLen:vnetLen+6], macB) {
+		t.Fatalf("GSO frame header % x, length %d", g[:frameHdr], len(g))
+	}
+	if u := pb.out[1]; u[1] != 0 || !bytes.HasSuffix(u, []byte("udp")) {
+		t.Fatalf("plain frame % x", u)
+	}
+}

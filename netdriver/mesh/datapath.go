@@ -206,6 +206,9 @@ func (m *Mesh) udpLoop() {
 			m.receive(w, msgs[i].Buf[:msgs[i].N], msgs[i].Addr, nil, 0, now)
 		}
 		m.flush(w)
+		if m.opts.DeliverFlush != nil {
+			m.opts.DeliverFlush()
+		}
 	}
 }
 

@@ -104,6 +104,12 @@ type Options struct {
 	// during the call. It is called from the mesh's receive goroutine and
 	// must not block. Zero: every packet goes to TUN.
 	Deliver func(pkt []byte) bool
+
+	// DeliverFlush, if set, is called by the goroutine that calls Deliver
+	// after each batch of received datagrams. Until then Deliver may keep
+	// the packets it took (no longer): they can be written as a batch.
+	// Zero: Deliver must be done with pkt when it returns.
+	DeliverFlush func()
 }
 
 func (o *Options) setDefaults() {

@@ -204,3 +204,27 @@ func checksum(b []byte, initial uint32) uint16 {
 	}
 	return uint16(sum)
 }
+
+// Coalescer merges runs of consecutive TCP segments of one flow into GSO
+// super-packets, for writers other than a TUN device (a packet socket
+// with a virtio header). Offsets in the header it emits (csum_start) are
+// relative to the IP header.
+type Coalescer struct{ c coalescer }
+
+// Frames calls emit with each packet of pkts or merged run of them, a
+// virtio header first. The frame is only valid during the call.
+func (c *Coalescer) Frames(pkts [][]byte, emit func(frame []byte) error) error {
+	return c.c.groups(pkts, 0, func(run [][]byte, segs []tcpSeg) error {
+		if len(run) > 1 {
+			return emit(c.c.build(segs))
+		}
+		n := VirtioNetHdrLen + len(run[0])
+		if cap(c.c.scratch) < n {
+			c.c.scratch = make([]byte, n, max(n, maxCoalescedLen+VirtioNetHdrLen+64))
+		}
+		b := c.c.scratch[:n]
+		clear(b[:VirtioNetHdrLen])
+		copy(b[VirtioNetHdrLen:], run[0])
+		return emit(b)
+	})
+}

@@ -74,14 +74,15 @@ func run() error {
 	// offers it every received packet, it sends through the mesh.
 	var sw *dataplane.Switch
 	m, err := mesh.New(mesh.Options{
-		PrivateKey: priv,
-		ClusterKey: []byte(cfg.Key),
-		Addr:       cfg.Addr,
-		Peers:      cfg.Peers,
-		TUN:        dev,
-		Bind:       bind,
-		Logger:     log.WithField("part", "mesh"),
-		Deliver:    func(pkt []byte) bool { return sw.Deliver(pkt) },
+		PrivateKey:   priv,
+		ClusterKey:   []byte(cfg.Key),
+		Addr:         cfg.Addr,
+		Peers:        cfg.Peers,
+		TUN:          dev,
+		Bind:         bind,
+		Logger:       log.WithField("part", "mesh"),
+		Deliver:      func(pkt []byte) bool { return sw.Deliver(pkt) },
+		DeliverFlush: func() { sw.Flush() },
 	})
 	if err != nil {
 		dev.Close()
@@ -89,6 +90,7 @@ func run() error {
 		return err
 	}
 	sw = dataplane.New(dataplane.MeshSender(m), log.WithField("part", "switch"))
+	sw.Batch()
 	defer sw.Close()
 	drv, err := netdriver.NewDriver(netdriver.DriverOptions{
 		Links: netdriver.NetlinkLinks{}, Announcer: m, Switch: sw,
