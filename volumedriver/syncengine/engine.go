@@ -178,6 +178,7 @@ type Engine struct {
 	localDirs  map[string]string   // volume → dir given to AddVolume
 	localShare map[string][]string // volume → extra share device IDs
 	detached   map[string]bool     // volumes removed locally (persisted)
+	replicas   map[string]string   // volume → replica dir that may need wiping (persisted; reconcileMu)
 	fresh      map[string]bool     // volumes this engine created from nothing
 	noWipe     map[string]bool     // deleted volumes whose data the glue removes
 	volumes    map[string]VolumeRecord
@@ -280,6 +281,7 @@ func New(opts Options) (*Engine, error) {
 		localDirs:    map[string]string{},
 		localShare:   map[string][]string{},
 		detached:     map[string]bool{},
+		replicas:     map[string]string{},
 		fresh:        map[string]bool{},
 		noWipe:       map[string]bool{},
 		volumes:      map[string]VolumeRecord{},
@@ -298,6 +300,7 @@ func New(opts Options) (*Engine, error) {
 	e.myName = memberName(e.key, e.myID, memberLabel(opts.DeviceName, port))
 	e.advAddrs = advertiseAddrs(opts.AdvertiseAddrs, listen, port)
 	e.loadDetached()
+	e.loadReplicas()
 	return e, nil
 }
 

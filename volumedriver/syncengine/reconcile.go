@@ -114,24 +114,77 @@ func (e *Engine) reconcile() {
 		w.Wait()
 	}
 
-	// Wipe the data of volumes deleted cluster-wide that we replicated.
 	cur := e.cfg.RawCopy()
-	for _, f := range before.Folders {
-		if _, _, still := cur.Folder(f.ID); still || !strings.HasPrefix(f.ID, volumeFolderPrefix) {
-			continue
-		}
-		name := e.volumeOfFolder(f.ID, vols)
-		if r, ok := vols[name]; ok && r.Deleted && !noWipe[name] {
-			e.log.WithField("volume", name).Info("volume deleted cluster-wide; wiping local replica")
-			removeContents(f.Path)
-		}
-	}
+	e.wipeDeleted(before, cur, vols, noWipe, s.detached)
 	e.syncWatchers(cur)
 }
 
-func (e *Engine) volumeOfFolder(id string, vols map[string]VolumeRecord) string {
+// wipeDeleted wipes the local replica of every volume deleted cluster-wide,
+// whatever the order in which this node learnt things: the folder may
+// leave the config in the pass that reads the deleted record, in an
+// earlier pass (its record was unreadable or missing, say after a restart)
+// or before a crash that cut the pass short. So every replica directory
+// the engine has configured is remembered (e.replicas, persisted) until
+// its volume is deleted (wipe it), detached here (the glue removes its
+// data) or configured again. A replica is only wiped once its folder is
+// out of the running config. Called with reconcileMu held.
+func (e *Engine) wipeDeleted(before, cur config.Configuration, vols map[string]VolumeRecord,
+	noWipe, detached map[string]bool) {
+	changed := false
+	remember := func(f config.FolderConfiguration) {
+		name := e.volumeOfFolder(f, vols)
+		if name == "" || f.Path == "" || e.replicas[name] == f.Path {
+			return
+		}
+		e.replicas[name] = f.Path
+		changed = true
+	}
+	// Folders configured before this pass count too: state written by an
+	// engine that did not remember replicas yet, or a folder added and
+	// removed within one pass.
+	for _, f := range before.Folders {
+		if _, ok := e.replicas[e.volumeOfFolder(f, vols)]; !ok {
+			remember(f)
+		}
+	}
+	for _, f := range cur.Folders {
+		remember(f)
+	}
+	for _, name := range sortedKeys(e.replicas) {
+		if _, _, running := cur.Folder(FolderID(name)); running {
+			continue
+		}
+		switch r, ok := vols[name]; {
+		case ok && r.Deleted:
+			if !noWipe[name] {
+				e.log.WithField("volume", name).Info("volume deleted cluster-wide; wiping local replica")
+				removeContents(e.replicas[name])
+			}
+		case detached[name]:
+		default:
+			continue // not deleted (yet): keep remembering it
+		}
+		delete(e.replicas, name)
+		changed = true
+	}
+	if changed {
+		if err := writeJSONAtomic(e.replicasPath(), e.replicas); err != nil {
+			e.log.WithError(err).Warn("cannot save the list of local replicas")
+		}
+	}
+}
+
+// volumeOfFolder returns the volume a folder replicates, "" for a folder
+// that is not a volume's.
+func (e *Engine) volumeOfFolder(f config.FolderConfiguration, vols map[string]VolumeRecord) string {
+	if !strings.HasPrefix(f.ID, volumeFolderPrefix) {
+		return ""
+	}
+	if FolderID(f.Label) == f.ID {
+		return f.Label // folderFrom labels a volume's folder with its name
+	}
 	for n := range vols {
-		if FolderID(n) == id {
+		if FolderID(n) == f.ID {
 			return n
 		}
 	}

@@ -207,3 +207,23 @@ func (e *Engine) saveDetachedLocked() error {
 	slices.Sort(names)
 	return writeJSONAtomic(e.detachedPath(), names)
 }
+
+// Local, non-replicated state: the data directory of every replica this
+// node has configured and not yet wiped or let go (see wipeDeleted).
+
+func (e *Engine) replicasPath() string { return filepath.Join(e.opts.StateDir, "replicas.json") }
+
+func (e *Engine) loadReplicas() {
+	data, err := os.ReadFile(e.replicasPath())
+	if err != nil {
+		return
+	}
+	var m map[string]string
+	if json.Unmarshal(data, &m) == nil {
+		for n, dir := range m {
+			if validVolumeName(n) == nil && dir != "" {
+				e.replicas[n] = dir
+			}
+		}
+	}
+}
