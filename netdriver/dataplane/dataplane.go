@@ -33,6 +33,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -122,6 +124,15 @@ type port struct {
 	done chan struct{}
 
 	rx [][]byte // packets from the mesh held until Flush (mesh goroutine only)
+
+	closed atomic.Bool
+}
+
+func (p *port) closedPort() bool { return p.closed.Load() }
+
+func (p *port) close() {
+	p.closed.Store(true)
+	p.p.Close()
 }
 
 // table is an immutable snapshot read by the packet paths.
@@ -219,6 +230,9 @@ func (s *Switch) RemoveNetwork(id string) {
 	s.mu.Unlock()
 }
 
+// ErrPortClosed is returned by a closed port's Read.
+var ErrPortClosed = errors.New("port closed")
+
 // ErrAddrInUse is returned by Attach when another attached endpoint has
 // the address.
 var ErrAddrInUse = errors.New("address already attached")
@@ -239,7 +253,7 @@ func (s *Switch) Attach(ep Endpoint, p Port) error {
 	s.rebuildLocked()
 	s.mu.Unlock()
 	if old != nil {
-		old.p.Close()
+		old.close()
 		<-old.done
 	}
 	go s.readLoop(pt)
@@ -255,7 +269,7 @@ func (s *Switch) Detach(id string) {
 	s.rebuildLocked()
 	s.mu.Unlock()
 	if pt != nil {
-		pt.p.Close()
+		pt.close()
 		<-pt.done
 	}
 }
@@ -309,8 +323,14 @@ func (s *Switch) readLoop(pt *port) {
 	for {
 		n, err := pt.p.Read(big)
 		if err != nil {
-			s.log.WithError(err).WithField("endpoint", short(pt.ep.ID)).Debug("port closed")
-			return
+			if errors.Is(err, ErrPortClosed) || errors.Is(err, syscall.ENETDOWN) || errors.Is(err, syscall.ENXIO) ||
+				errors.Is(err, syscall.ENODEV) || pt.closedPort() {
+				s.log.WithError(err).WithField("endpoint", short(pt.ep.ID)).Debug("port closed")
+				return
+			}
+			s.log.WithError(err).WithField("endpoint", short(pt.ep.ID)).Debug("port read")
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		s.frame(pt, big[:n], &seg, bufs, sizes, snd)
 		snd.Flush()

@@ -54,8 +54,6 @@ func OpenPort(ifname string) (Port, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// ErrPortClosed is returned by a closed port's Read.
-var ErrPortClosed = errors.New("port closed")
 
 func (p *packetPort) Read(b []byte) (int, error) {
 	var n int
