@@ -35,7 +35,10 @@
 // milliseconds. Syncthing's own watcher is turned off: the fast path covers
 // what it did (files modified without close are scanned after WriteSettle)
 // and its v1.30.0 aggregator has a data race on config changes. A periodic
-// full rescan (RescanInterval) is the safety net.
+// full rescan (RescanInterval) is the safety net. The same watch sees
+// Syncthing write the temporaries of files being pulled, and starts their
+// writeback early (see queueWriteback), so the fsync before a large file is
+// renamed into place only flushes its tail.
 package syncengine
 
 import (
@@ -191,6 +194,9 @@ type Engine struct {
 	lastIdx    map[string]time.Time // folder + "/" + device → last remote index
 	lastChange map[string]time.Time // folder → last local or remote index change
 	watchers   map[string]*watcher  // folder ID → fast-path watcher
+	wbQueue    chan string          // temporaries to start writing out (see queueWriteback)
+	wbMu       sync.Mutex
+	wbLast     map[string]time.Time // temporary → last writeback request
 	conflicts  map[string]conflictCount
 	cfgErr     error
 	// partitioned pauses every device (tests simulate a network split).
@@ -294,6 +300,8 @@ func New(opts Options) (*Engine, error) {
 		lastIdx:      map[string]time.Time{},
 		lastChange:   map[string]time.Time{},
 		watchers:     map[string]*watcher{},
+		wbQueue:      make(chan string, 16),
+		wbLast:       map[string]time.Time{},
 		conflicts:    map[string]conflictCount{},
 	}
 	e.log = opts.Logger.WithField("device", e.myID.Short().String())
@@ -401,6 +409,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.goRun(e.eventLoop)
+	e.goRun(e.writebackLoop)
 	e.reconcile() // Volumes() and the folders are current when Start returns
 	e.goRun(e.reconcileLoop)
 	for _, p := range e.opts.Peers {

@@ -115,6 +115,10 @@ func (w *watcher) collect(ctx context.Context) {
 				}
 			}
 			base := filepath.Base(rel)
+			if ev.Event() == notify.Write && strings.HasPrefix(base, ".syncthing.") && strings.HasSuffix(base, ".tmp") {
+				w.e.queueWriteback(ev.Path()) // a file being pulled
+				continue
+			}
 			if strings.HasPrefix(base, ".syncthing.") || strings.HasPrefix(base, "~syncthing~") ||
 				rel == ".stfolder" || strings.HasPrefix(rel, ".stfolder"+string(filepath.Separator)) {
 				continue
@@ -210,5 +214,56 @@ func (e *Engine) touchFolder(folder string, subdirs ...string) {
 	e.mu.Unlock()
 	if w != nil {
 		w.hint(subdirs...)
+	}
+}
+
+// Early writeback. Syncthing writes a pulled file into a temporary, fsyncs
+// it and renames it into place. Left alone, the kernel keeps the whole file
+// dirty until that fsync (background writeback starts at a share of RAM or
+// after 30 s), so a large file waits for all its data to reach the disk at
+// the very end. Asking the kernel to start writing the temporary out while
+// the pull goes on (sync_file_range WRITE: asynchronous, no durability
+// promise) leaves only the tail for the fsync, which still runs: the
+// durability contract is unchanged.
+
+// writebackEvery is the least time between two writeback requests for one
+// temporary file.
+const writebackEvery = 50 * time.Millisecond
+
+// queueWriteback asks the writeback loop to start writing path out, at
+// most every writebackEvery per file. It never blocks.
+func (e *Engine) queueWriteback(path string) {
+	now := time.Now()
+	e.wbMu.Lock()
+	last, ok := e.wbLast[path]
+	if ok && now.Sub(last) < writebackEvery {
+		e.wbMu.Unlock()
+		return
+	}
+	if len(e.wbLast) > 64 { // forget files no longer written
+		for p, t := range e.wbLast {
+			if now.Sub(t) > time.Minute {
+				delete(e.wbLast, p)
+			}
+		}
+	}
+	e.wbLast[path] = now
+	e.wbMu.Unlock()
+	select {
+	case e.wbQueue <- path:
+	default: // the loop is busy; a later write event asks again
+	}
+}
+
+// writebackLoop starts the writeback of queued temporaries until the
+// engine stops.
+func (e *Engine) writebackLoop() {
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case p := <-e.wbQueue:
+			startWriteback(p)
+		}
 	}
 }

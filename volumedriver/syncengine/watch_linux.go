@@ -1,6 +1,8 @@
 package syncengine
 
 import (
+	"os"
+
 	"github.com/syncthing/notify"
 	"golang.org/x/sys/unix"
 )
@@ -18,4 +20,15 @@ func createdByOpen(ev notify.EventInfo) bool {
 		return s.Mask&unix.IN_CREATE != 0
 	}
 	return false
+}
+
+// startWriteback starts writing the dirty pages of path out to disk and
+// returns without waiting for them (a file gone or renamed is ignored).
+func startWriteback(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	f.Close()
 }

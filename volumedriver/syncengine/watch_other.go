@@ -7,3 +7,5 @@ import "github.com/syncthing/notify"
 var watchEvents = []notify.Event{notify.All}
 
 func createdByOpen(notify.EventInfo) bool { return false }
+
+func startWriteback(string) {}
