@@ -3,6 +3,9 @@
 # plain Syncthing pair (defaults and fsWatcherDelayS=1) and an rsync daemon.
 # Writes bench/results/sync.json. Takes ~4-5 minutes; extra arguments go to
 # the program (e.g. -skip-defaults, -n 80; see `go run ./bench/sync -h`).
+# `bench/sync.sh -large-only -cpuprofile /tmp/sv.prof` runs only the
+# large-file rounds of syncvol and rsync (no JSON written) and profiles the
+# engines while they move the file.
 set -eu
 cd "$(dirname "$0")/.."
 bin=$(mktemp -d "${TMPDIR:-/tmp}/bs-syncbin.XXXXXX")

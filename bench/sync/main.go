@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,8 @@ type config struct {
 	rsync       string
 	keep        bool
 	skipDefault bool
+	largeOnly   bool
+	cpuProfile  string
 }
 
 func main() {
@@ -86,6 +89,8 @@ func main() {
 	flag.StringVar(&c.rsync, "rsync", "rsync", "rsync binary")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (for debugging)")
 	flag.BoolVar(&c.skipDefault, "skip-defaults", false, "skip plain Syncthing at defaults (saves ~2 min)")
+	flag.BoolVar(&c.largeOnly, "large-only", false, "only the large-file rounds of syncvol and rsync (no small files, no plain Syncthing); prints figures, writes no JSON")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write CPU profiles of this process (both syncvol engines) while syncvol moves the large file, one per round: FILE.0, FILE.1, …")
 	flag.Parse()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
 
@@ -139,6 +144,20 @@ func run(ctx context.Context, c config) (err error) {
 		return fmt.Errorf("syncvol: %w", err)
 	}
 	defer sv.close()
+	rs, err := startRsync(ctx, c, filepath.Join(work, "rsync"))
+	if err != nil {
+		return fmt.Errorf("rsync: %w", err)
+	}
+	defer rs.close()
+	svPush := pusher{"syncvol", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, sv.a, sv.b, d, h) }, new([]float64)}
+	rsPush := pusher{"rsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a") }, new([]float64)}
+	if c.largeOnly {
+		if err := largeRounds(c, []pusher{svPush, rsPush}); err != nil {
+			return err
+		}
+		log.Printf("syncvol/rsync = %.2f (medians); total bench time %v", median(*svPush.out)/median(*rsPush.out), time.Since(started).Round(time.Second))
+		return nil
+	}
 	svLat, err := smallFiles(ctx, c, sv.a, sv.b, c.nSyncvol, 15*time.Second)
 	if err != nil {
 		return fmt.Errorf("syncvol: %w", err)
@@ -177,30 +196,56 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	log.Printf("syncthing tuned: p50=%.3fs p99=%.3fs", pct(tunLat, 50), pct(tunLat, 99))
 
-	// c) rsync daemon, then the large-file rounds: every system moves the
-	// same fresh file in turn, so they share the machine's conditions.
-	rs, err := startRsync(ctx, c, filepath.Join(work, "rsync"))
-	if err != nil {
-		return fmt.Errorf("rsync: %w", err)
-	}
-	defer rs.close()
-	pushers := []struct {
-		name string
-		push func([]byte, [32]byte) (float64, error)
-		out  *[]float64
-	}{
-		{"syncvol", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, sv.a, sv.b, d, h) }, new([]float64)},
-		{"rsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a") }, new([]float64)},
+	// c) the large-file rounds: every system moves the same fresh file in
+	// turn, so they share the machine's conditions.
+	pushers := []pusher{
+		svPush,
+		rsPush,
 		{"syncthing tuned", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, st.a.dir, st.b.dir, d, h) }, new([]float64)},
 		{"rsync --fsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a", "--fsync") }, new([]float64)},
 		{"syncvol fsync off", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, svNo.a, svNo.b, d, h) }, new([]float64)},
 	}
+	if err := largeRounds(c, pushers); err != nil {
+		return err
+	}
+	log.Printf("total bench time %v", time.Since(started).Round(time.Second))
+	res := result{Bench: "sync", Date: time.Now().UTC().Format(time.RFC3339),
+		Machine: fmt.Sprintf("%s; load average (1 min) %s at start, %s at end (the machine is shared)", machine(), loadStart, loadAvg())}
+	res.Rows = buildRows(c, measures{svLat, defLat, tunLat,
+		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out})
+	return writeJSON(c.out, res)
+}
+
+// pusher moves one large file with one system and returns MB/s; out
+// collects its rounds.
+type pusher struct {
+	name string
+	push func(data []byte, sum [32]byte) (float64, error)
+	out  *[]float64
+}
+
+// largeRounds moves one fresh large file per round with every pusher in
+// turn (so they share the machine's conditions), appending each MB/s to its
+// out. With -cpuprofile, this process (both engines of the pair) is
+// profiled while the first pusher (syncvol) runs, one file per round
+// (<path>.<round>; `go tool pprof` merges them).
+func largeRounds(c config, pushers []pusher) error {
 	large := make([]byte, c.largeMiB<<20)
 	for r := 0; r < c.largeRuns; r++ {
 		fillRandom(large) // fresh content: no receiver can reuse blocks
 		sum := sha256.Sum256(large)
-		for _, p := range pushers {
+		for i, p := range pushers {
+			var stopProfile func()
+			if c.cpuProfile != "" && i == 0 {
+				var err error
+				if stopProfile, err = startProfile(fmt.Sprintf("%s.%d", c.cpuProfile, r)); err != nil {
+					return err
+				}
+			}
 			mbs, err := p.push(large, sum)
+			if stopProfile != nil {
+				stopProfile()
+			}
 			if err != nil {
 				return fmt.Errorf("large file, %s: %w", p.name, err)
 			}
@@ -211,13 +256,22 @@ func run(ctx context.Context, c config) (err error) {
 	for _, p := range pushers {
 		log.Printf("large file %-18s median %.1f MB/s", p.name, median(*p.out))
 	}
-	log.Printf("total bench time %v", time.Since(started).Round(time.Second))
+	return nil
+}
 
-	res := result{Bench: "sync", Date: time.Now().UTC().Format(time.RFC3339),
-		Machine: fmt.Sprintf("%s; load average (1 min) %s at start, %s at end (the machine is shared)", machine(), loadStart, loadAvg())}
-	res.Rows = buildRows(c, measures{svLat, defLat, tunLat,
-		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out})
-	return writeJSON(c.out, res)
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // buildRows turns the measurements into the schema's rows: one per
@@ -381,25 +435,74 @@ func smallFiles(ctx context.Context, c config, src, dst string, n int, timeout t
 // sides. It returns MB/s (10^6 bytes).
 func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [32]byte) (float64, error) {
 	const name = "large.bin"
+	// Timeline for the log: when B's temporary file first shows (the
+	// sender has scanned and announced the file, the receiver is pulling).
+	tmpSeen := make(chan time.Duration, 1)
+	stopWatch := make(chan struct{})
+	cpu0 := cpuTime()
+	flt0 := minFlt()
 	start := time.Now()
+	go func() {
+		defer close(tmpSeen)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(c.poll):
+			}
+			if ents, err := os.ReadDir(dst); err == nil {
+				for _, e := range ents {
+					if strings.HasPrefix(e.Name(), ".syncthing."+name) || strings.HasPrefix(e.Name(), "~syncthing~"+name) {
+						tmpSeen <- time.Since(start)
+						return
+					}
+				}
+			}
+		}
+	}()
 	if err := writeFile(filepath.Join(src, name), data); err != nil {
+		close(stopWatch)
 		return 0, err
 	}
-	if err := waitSize(ctx, filepath.Join(dst, name), int64(len(data)), c.poll, 3*time.Minute); err != nil {
-		return 0, err
-	}
+	written := time.Since(start)
+	err := waitSize(ctx, filepath.Join(dst, name), int64(len(data)), c.poll, 3*time.Minute)
 	d := time.Since(start)
+	cpu := cpuTime() - cpu0
+	close(stopWatch)
+	if err != nil {
+		return 0, err
+	}
+	tmp := <-tmpSeen
+	log.Printf("    timeline: written %.3fs, receiver's temp file %.3fs, complete %.3fs; CPU of this process %.3fs; minor faults %d", written.Seconds(), tmp.Seconds(), d.Seconds(), cpu.Seconds(), minFlt()-flt0)
 	if err := sameSum(filepath.Join(dst, name), sum); err != nil {
 		return 0, err
 	}
 	if err := os.Remove(filepath.Join(src, name)); err != nil {
 		return 0, err
 	}
-	err := poll(ctx, 10*time.Millisecond, time.Minute, "deletion of "+name, func() bool {
+	err = poll(ctx, 10*time.Millisecond, time.Minute, "deletion of "+name, func() bool {
 		_, err := os.Lstat(filepath.Join(dst, name))
 		return errors.Is(err, os.ErrNotExist)
 	})
 	return round(float64(len(data))/1e6/d.Seconds(), 1), err
+}
+
+// cpuTime is the user+system CPU time this process has used (for a
+// syncvol pair: both engines, plus the bench writing and polling).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// minFlt is this process's count of minor page faults: memory the kernel
+// had to map afresh (the first round of a fresh process pays for its heap).
+func minFlt() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Minflt
 }
 
 // ------------------------------------------------------- plain Syncthing
