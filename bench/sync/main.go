@@ -149,7 +149,8 @@ func run(ctx context.Context, c config) (err error) {
 		return fmt.Errorf("rsync: %w", err)
 	}
 	defer rs.close()
-	svPush := pusher{"syncvol", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, sv.a, sv.b, d, h) }, new([]float64)}
+	var svCPU []float64
+	svPush := pusher{"syncvol", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, sv.a, sv.b, d, h, &svCPU) }, new([]float64)}
 	rsPush := pusher{"rsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a") }, new([]float64)}
 	if c.largeOnly {
 		if err := largeRounds(c, []pusher{svPush, rsPush}); err != nil {
@@ -201,9 +202,9 @@ func run(ctx context.Context, c config) (err error) {
 	pushers := []pusher{
 		svPush,
 		rsPush,
-		{"syncthing tuned", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, st.a.dir, st.b.dir, d, h) }, new([]float64)},
+		{"syncthing tuned", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, st.a.dir, st.b.dir, d, h, nil) }, new([]float64)},
 		{"rsync --fsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a", "--fsync") }, new([]float64)},
-		{"syncvol fsync off", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, svNo.a, svNo.b, d, h) }, new([]float64)},
+		{"syncvol fsync off", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, svNo.a, svNo.b, d, h, nil) }, new([]float64)},
 	}
 	if err := largeRounds(c, pushers); err != nil {
 		return err
@@ -212,7 +213,7 @@ func run(ctx context.Context, c config) (err error) {
 	res := result{Bench: "sync", Date: time.Now().UTC().Format(time.RFC3339),
 		Machine: fmt.Sprintf("%s; load average (1 min) %s at start, %s at end (the machine is shared)", machine(), loadStart, loadAvg())}
 	res.Rows = buildRows(c, measures{svLat, defLat, tunLat,
-		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out})
+		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out, svCPU})
 	return writeJSON(c.out, res)
 }
 
@@ -279,6 +280,7 @@ func startProfile(path string) (stop func(), err error) {
 type measures struct {
 	svLat, defLat, tunLat                      []float64 // small-file latencies, s
 	svTput, svNoSync, tunTput, rsTput, rsFsync []float64 // large-file MB/s
+	svCPU                                      []float64 // syncvol CPU per large file, s
 }
 
 func buildRows(c config, m measures) []row {
@@ -336,6 +338,8 @@ func buildRows(c config, m measures) []row {
 		raw("syncthing fsWatcherDelayS=1 large-file throughput", "throughput", "MB/s", round(tun, 1), tunTput, ""),
 		raw("rsync daemon large-file throughput", "throughput", "MB/s", round(rs, 1), rsTput, ""),
 		raw("rsync daemon --fsync large-file throughput", "throughput", "MB/s", round(rsF, 1), m.rsFsync, ""),
+		raw("syncvol large-file CPU", "CPU per file", "s", round(median(m.svCPU), 2), m.svCPU,
+			"diagnostic: user+system CPU of the bench process (both engines, and the write on A) from write start to complete on B, per large file; median of the rounds"),
 	)
 	return rows
 }
@@ -432,8 +436,10 @@ func smallFiles(ctx context.Context, c config, src, dst string, n int, timeout t
 // in dst has its full size: the receivers write a temporary name and rename
 // it at the end, so the full-size final name means complete. The content
 // is verified after the clock stops; then the file is deleted on both
-// sides. It returns MB/s (10^6 bytes).
-func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [32]byte) (float64, error) {
+// sides. It returns MB/s (10^6 bytes); with cpuOut it appends the CPU
+// seconds this process used until complete (meaningful for syncvol, whose
+// engines run in this process).
+func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [32]byte, cpuOut *[]float64) (float64, error) {
 	const name = "large.bin"
 	// Timeline for the log: when B's temporary file first shows (the
 	// sender has scanned and announced the file, the receiver is pulling).
@@ -473,6 +479,9 @@ func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [
 		return 0, err
 	}
 	tmp := <-tmpSeen
+	if cpuOut != nil {
+		*cpuOut = append(*cpuOut, round(cpu.Seconds(), 3))
+	}
 	log.Printf("    timeline: written %.3fs, receiver's temp file %.3fs, complete %.3fs; CPU of this process %.3fs; minor faults %d", written.Seconds(), tmp.Seconds(), d.Seconds(), cpu.Seconds(), minFlt()-flt0)
 	if err := sameSum(filepath.Join(dst, name), sum); err != nil {
 		return 0, err
