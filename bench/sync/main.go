@@ -149,8 +149,10 @@ func run(ctx context.Context, c config) (err error) {
 		return fmt.Errorf("rsync: %w", err)
 	}
 	defer rs.close()
-	var svCPU []float64
-	svPush := pusher{"syncvol", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, sv.a, sv.b, d, h, &svCPU) }, new([]float64)}
+	var svCPU, svWait []float64
+	svPush := pusher{"syncvol", func(d []byte, h [32]byte) (float64, error) {
+		return syncPush(ctx, c, sv.a, sv.b, d, h, &svCPU, &svWait)
+	}, new([]float64)}
 	rsPush := pusher{"rsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a") }, new([]float64)}
 	if c.largeOnly {
 		if err := largeRounds(c, []pusher{svPush, rsPush}); err != nil {
@@ -202,9 +204,11 @@ func run(ctx context.Context, c config) (err error) {
 	pushers := []pusher{
 		svPush,
 		rsPush,
-		{"syncthing tuned", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, st.a.dir, st.b.dir, d, h, nil) }, new([]float64)},
+		{"syncthing tuned", func(d []byte, h [32]byte) (float64, error) {
+			return syncPush(ctx, c, st.a.dir, st.b.dir, d, h, nil, nil)
+		}, new([]float64)},
 		{"rsync --fsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a", "--fsync") }, new([]float64)},
-		{"syncvol fsync off", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, svNo.a, svNo.b, d, h, nil) }, new([]float64)},
+		{"syncvol fsync off", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, svNo.a, svNo.b, d, h, nil, nil) }, new([]float64)},
 	}
 	if err := largeRounds(c, pushers); err != nil {
 		return err
@@ -213,7 +217,7 @@ func run(ctx context.Context, c config) (err error) {
 	res := result{Bench: "sync", Date: time.Now().UTC().Format(time.RFC3339),
 		Machine: fmt.Sprintf("%s; load average (1 min) %s at start, %s at end (the machine is shared)", machine(), loadStart, loadAvg())}
 	res.Rows = buildRows(c, measures{svLat, defLat, tunLat,
-		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out, svCPU})
+		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out, svCPU, svWait})
 	return writeJSON(c.out, res)
 }
 
@@ -280,7 +284,7 @@ func startProfile(path string) (stop func(), err error) {
 type measures struct {
 	svLat, defLat, tunLat                      []float64 // small-file latencies, s
 	svTput, svNoSync, tunTput, rsTput, rsFsync []float64 // large-file MB/s
-	svCPU                                      []float64 // syncvol CPU per large file, s
+	svCPU, svWait                              []float64 // syncvol CPU and run-queue wait per large file, s
 }
 
 func buildRows(c config, m measures) []row {
@@ -339,7 +343,7 @@ func buildRows(c config, m measures) []row {
 		raw("rsync daemon large-file throughput", "throughput", "MB/s", round(rs, 1), rsTput, ""),
 		raw("rsync daemon --fsync large-file throughput", "throughput", "MB/s", round(rsF, 1), m.rsFsync, ""),
 		raw("syncvol large-file CPU", "CPU per file", "s", round(median(m.svCPU), 2), m.svCPU,
-			"diagnostic: user+system CPU of the bench process (both engines, and the write on A) from write start to complete on B, per large file; median of the rounds"),
+			fmt.Sprintf("diagnostic: user+system CPU of the bench process (both engines, and the write on A) from write start to complete on B, per large file, median of the rounds; its threads also waited a median %.2f s per file for a CPU (run queue), as the machine is shared", median(m.svWait))),
 	)
 	return rows
 }
@@ -436,10 +440,11 @@ func smallFiles(ctx context.Context, c config, src, dst string, n int, timeout t
 // in dst has its full size: the receivers write a temporary name and rename
 // it at the end, so the full-size final name means complete. The content
 // is verified after the clock stops; then the file is deleted on both
-// sides. It returns MB/s (10^6 bytes); with cpuOut it appends the CPU
-// seconds this process used until complete (meaningful for syncvol, whose
-// engines run in this process).
-func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [32]byte, cpuOut *[]float64) (float64, error) {
+// sides. It returns MB/s (10^6 bytes); with cpuOut and waitOut it appends
+// the CPU seconds this process used until complete and the time its threads
+// waited for a CPU (meaningful for syncvol, whose engines run in this
+// process).
+func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [32]byte, cpuOut, waitOut *[]float64) (float64, error) {
 	const name = "large.bin"
 	// Timeline for the log: when B's temporary file first shows (the
 	// sender has scanned and announced the file, the receiver is pulling).
@@ -447,6 +452,7 @@ func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [
 	stopWatch := make(chan struct{})
 	cpu0 := cpuTime()
 	flt0 := minFlt()
+	wait0 := runqWait()
 	start := time.Now()
 	go func() {
 		defer close(tmpSeen)
@@ -473,7 +479,7 @@ func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [
 	written := time.Since(start)
 	err := waitSize(ctx, filepath.Join(dst, name), int64(len(data)), c.poll, 3*time.Minute)
 	d := time.Since(start)
-	cpu := cpuTime() - cpu0
+	cpu, wait := cpuTime()-cpu0, runqWait()-wait0
 	close(stopWatch)
 	if err != nil {
 		return 0, err
@@ -481,8 +487,9 @@ func syncPush(ctx context.Context, c config, src, dst string, data []byte, sum [
 	tmp := <-tmpSeen
 	if cpuOut != nil {
 		*cpuOut = append(*cpuOut, round(cpu.Seconds(), 3))
+		*waitOut = append(*waitOut, round(wait.Seconds(), 3))
 	}
-	log.Printf("    timeline: written %.3fs, receiver's temp file %.3fs, complete %.3fs; CPU of this process %.3fs; minor faults %d", written.Seconds(), tmp.Seconds(), d.Seconds(), cpu.Seconds(), minFlt()-flt0)
+	log.Printf("    timeline: written %.3fs, receiver's temp file %.3fs, complete %.3fs; CPU of this process %.3fs; minor faults %d; runq wait %.3fs", written.Seconds(), tmp.Seconds(), d.Seconds(), cpu.Seconds(), minFlt()-flt0, wait.Seconds())
 	if err := sameSum(filepath.Join(dst, name), sum); err != nil {
 		return 0, err
 	}
@@ -504,6 +511,22 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runqWait is the time this process's threads spent runnable but waiting
+// for a CPU (/proc/self/task/*/schedstat): how much the machine's other
+// work held it back.
+func runqWait() time.Duration {
+	var sum int64
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if f := strings.Fields(string(b)); err == nil && len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += n
+		}
+	}
+	return time.Duration(sum)
 }
 
 // minFlt is this process's count of minor page faults: memory the kernel
