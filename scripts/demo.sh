@@ -15,12 +15,13 @@ cd "$(dirname "$0")/.."
 T=scripts/topo.sh
 T0=$(date +%s.%N)
 
-# ---- The service's network. ONE place chooses its driver: Docker's overlay
-# (VXLAN between the Swarm's addresses, which are mesh addresses, so it runs
-# inside the mesh; MTU 1342 fits mesh0's 1392) until meshnet's own network
-# driver lands; then DEMO_NET_DRIVER=meshnet (and DEMO_NET_OPTS as it needs).
-DEMO_NET_DRIVER=${DEMO_NET_DRIVER:-overlay}
-DEMO_NET_OPTS=${DEMO_NET_OPTS:---opt com.docker.network.driver.mtu=1342}
+# ---- The service's network. ONE place chooses its driver: meshnet's own
+# network driver (a managed plugin's driver is named with its tag), which
+# gives containers on every node one network encrypted by the mesh. Docker's
+# overlay works too (its VXLAN between the Swarm's mesh addresses runs inside
+# the mesh): DEMO_NET_DRIVER=overlay DEMO_NET_OPTS='--opt com.docker.network.driver.mtu=1342'.
+DEMO_NET_DRIVER=${DEMO_NET_DRIVER:-meshnet:latest}
+DEMO_NET_OPTS=${DEMO_NET_OPTS-}
 NET=web
 HOST=demo.example.org # the service's public name, routed by Traefik
 VPS=203.0.113.10      # the VPS's public address (scripts/topo.sh)
