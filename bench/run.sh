@@ -9,14 +9,14 @@
 #   bench/run.sh                 every bench
 #   bench/run.sh memory failover only these (by name), then the report
 #
-# memory and failover both need the seed topology with its plugins: they
+# memory, failover and netdrv need the seed topology with its plugins: they
 # share one instance (TOPO_PREFIX hf), brought up once and torn down after
 # them; memory runs first, while the topology is fresh and idle. Each bench
 # still runs alone (bench/failover.sh brings up its own instance).
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p bench/results
-SWARM_BENCHES="memory failover"
+SWARM_BENCHES="memory failover netdrv"
 want=" ${*:-all} "
 wanted() { case $want in *" all "* | *" $1 "*) return 0 ;; esac; return 1; }
 failed=""
