@@ -75,7 +75,7 @@ descendants() {
     changed=0
     for st in /proc/[0-9]*/stat; do
       local pid ppid
-      read -r pid _ _ ppid _ < "$st" 2>/dev/null || continue
+      { read -r pid _ _ ppid _ < "$st"; } 2>/dev/null || continue
       case "$all" in *" $ppid "*) case "$all" in *" $pid "*) ;; *) all="$all$pid "; changed=1 ;; esac ;; esac
     done
   done
