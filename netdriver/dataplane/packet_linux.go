@@ -54,7 +54,6 @@ func OpenPort(ifname string) (Port, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-
 func (p *packetPort) Read(b []byte) (int, error) {
 	var n int
 	var rerr error
