@@ -23,7 +23,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"github.com/homeswarm/homeswarm/bench/schema"
@@ -105,11 +104,7 @@ func main() {
 		fail(err.Error())
 	}
 	rep := b.report(samples)
-	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-		fail(err.Error())
-	}
-	data, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.WriteFile(*out, append(data, '\n'), 0o644); err != nil {
+	if err := schema.Write(*out, rep); err != nil {
 		fail(err.Error())
 	}
 	printSummary(rep, *out)

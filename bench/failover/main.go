@@ -28,7 +28,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -90,7 +89,7 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	if err := writeJSON(c.out, res); err != nil {
+	if err := schema.Write(c.out, res); err != nil {
 		fail("%v", err)
 	}
 	printSummary(res, c.out)
@@ -434,21 +433,6 @@ func roundAll(xs []float64) []float64 {
 		out[i] = round(x, 3)
 	}
 	return out
-}
-
-func writeJSON(path string, r schema.Result) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func printSummary(r schema.Result, out string) {

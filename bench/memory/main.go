@@ -31,7 +31,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -80,7 +79,7 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	if err := writeJSON(c.out, res); err != nil {
+	if err := schema.Write(c.out, res); err != nil {
 		fail("%v", err)
 	}
 	printSummary(res, c.out)
@@ -608,21 +607,6 @@ func round(x float64, digits int) float64 {
 	}
 	p := math.Pow(10, float64(digits))
 	return math.Round(x*p) / p
-}
-
-func writeJSON(path string, r schema.Result) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func printSummary(r schema.Result, out string) {

@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/homeswarm/homeswarm/bench/schema"
 	"github.com/homeswarm/homeswarm/netdriver/mesh"
 )
 
@@ -229,7 +230,7 @@ func run(ctx context.Context, c config) error {
 	machine := fmt.Sprintf("%s; load average %s at start, %s at end", machineInfo(), loadStart, loadavg())
 	out := result{Bench: "mesh", Machine: machine, Date: start.Format(time.RFC3339)}
 	out.Rows = rows(res, c, mode, strings.Join(meshNote, "; "))
-	if err := writeJSON(c.out, out); err != nil {
+	if err := schema.Write(c.out, out); err != nil {
 		return err
 	}
 	printSummary(res, out, c.out)

@@ -3,12 +3,9 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"github.com/homeswarm/homeswarm/bench/schema"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/homeswarm/homeswarm/netdriver/mesh"
@@ -91,21 +88,6 @@ func wgVersion(bin string) string {
 		}
 	}
 	return "?"
-}
-
-func writeJSON(path string, r result) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func printSummary(res map[string]*measured, r result, out string) {

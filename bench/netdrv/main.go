@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,14 +112,7 @@ func run(rounds, secs int, out string) error {
 		}
 	}
 	res := schema.Result{Bench: "netdrv", Machine: machine, Date: start.Format(time.RFC3339), Rows: rows(cases, secs)}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+	if err := schema.Write(out, res); err != nil {
 		return err
 	}
 	for _, r := range res.Rows {

@@ -3,6 +3,13 @@
 // program writes it and bench/report reads it.
 package schema
 
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+)
+
 // Result is one bench's figures from one run.
 type Result struct {
 	Bench   string `json:"bench"`
@@ -27,4 +34,26 @@ type Row struct {
 	Samples     []float64 `json:"samples,omitempty"`
 	Note        string    `json:"note,omitempty"`
 	Met         *bool     `json:"met,omitempty"`
+}
+
+// Write writes r to path (bench/results/<bench>.json) as indented JSON,
+// creating the directory, through a temporary file renamed into place so
+// a reader never sees half a result. Characters such as < and ≥ in
+// targets are written as they are.
+func Write(path string, r Result) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

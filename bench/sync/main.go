@@ -23,7 +23,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -218,7 +217,11 @@ func run(ctx context.Context, c config) (err error) {
 		Machine: fmt.Sprintf("%s; load average (1 min) %s at start, %s at end (the machine is shared)", machine(), loadStart, loadAvg())}
 	res.Rows = buildRows(c, measures{svLat, defLat, tunLat,
 		*pushers[0].out, *pushers[4].out, *pushers[2].out, *pushers[1].out, *pushers[3].out, svCPU, svWait})
-	return writeJSON(c.out, res)
+	if err := schema.Write(c.out, res); err != nil {
+		return err
+	}
+	log.Printf("wrote %s", c.out)
+	return nil
 }
 
 // pusher moves one large file with one system and returns MB/s; out
@@ -960,23 +963,4 @@ func utsString(b []int8) string {
 		s = append(s, byte(c))
 	}
 	return string(s)
-}
-
-func writeJSON(path string, v any) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
-		return err
-	}
-	log.Printf("wrote %s", path)
-	return os.Rename(tmp, path)
 }

@@ -1,0 +1,31 @@
+package schema
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results", "x.json")
+	in := Result{Bench: "x", Rows: []Row{{Name: "a", Value: 1.5, Target: "p50 < 0.2 s"}}, Machine: "m", Date: "d"}
+	if err := Write(path, in); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "p50 < 0.2 s") || !strings.HasSuffix(string(b), "}\n") {
+		t.Fatalf("written:\n%s", b)
+	}
+	var out Result
+	if err := json.Unmarshal(b, &out); err != nil || out.Rows[0].Target != in.Rows[0].Target || out.Rows[0].Value != 1.5 {
+		t.Fatalf("read back %+v %v", out, err)
+	}
+	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("temporary file left: %v", err)
+	}
+}
