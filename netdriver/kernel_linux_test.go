@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -261,59 +260,10 @@ func dialOnce(from *nstest.NS, addr string, timeout time.Duration) error {
 // and checks they arrive intact; it returns the rate in Mbit/s.
 func tcpTransfer(t *testing.T, from, to *nstest.NS, toAddr string, size int) float64 {
 	t.Helper()
-	var ln net.Listener
-	if err := to.Do(func() (err error) { ln, err = net.Listen("tcp4", toAddr+":5001"); return err }); err != nil {
+	data := bytes.Repeat([]byte("meshnet container test "), size/23)
+	elapsed, err := nstest.SendTCP(from, to, toAddr+":5001", data)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		res <- r
-	}()
-	var c net.Conn
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := from.Do(func() (err error) { c, err = net.DialTimeout("tcp4", toAddr+":5001", time.Second); return err })
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dial %s: %v", toAddr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	data := bytes.Repeat([]byte("meshnet container test "), size/23)
-	start := time.Now()
-	if _, err := c.Write(data); err != nil {
-		t.Fatalf("write to %s: %v", toAddr, err)
-	}
-	c.Close()
-	var r result
-	select {
-	case r = <-res:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("transfer to %s timed out", toAddr)
-	}
-	if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
-		t.Fatalf("to %s: received %d of %d bytes, err %v, checksum ok %v", toAddr, r.n, len(data), r.err, r.sum == sha256.Sum256(data))
-	}
-	return float64(len(data)) * 8 / time.Since(start).Seconds() / 1e6
+	return float64(len(data)) * 8 / elapsed.Seconds() / 1e6
 }

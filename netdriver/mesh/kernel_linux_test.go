@@ -4,8 +4,6 @@ package mesh_test
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -57,61 +55,11 @@ func kernelTwoNodes(t *testing.T, mode string) {
 	a := startKernelNode(t, nsA, "10.254.0.1/24", []string{"192.168.77.2:3210"}, key, mode)
 	b := startKernelNode(t, nsB, "10.254.0.2/24", nil, key, mode)
 
-	// TCP from A to B's mesh address, 8 MiB, checked end to end
-	var ln net.Listener
-	if err := nsB.Do(func() (err error) { ln, err = net.Listen("tcp4", "10.254.0.2:5001"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		res <- r
-	}()
-	var c net.Conn
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := nsA.Do(func() (err error) { c, err = net.DialTimeout("tcp4", "10.254.0.2:5001", time.Second); return err })
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dial across the mesh: %v\nA: %+v\nB: %+v", err, a.Status(), b.Status())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
+	// TCP from A to B's mesh address, checked end to end
 	data := bytes.Repeat([]byte("meshnet kernel test "), 32<<20/20)
-	start := time.Now()
-	if _, err := c.Write(data); err != nil {
-		t.Fatalf("write: %v\nA: %+v\nB: %+v", err, a.Status(), b.Status())
-	}
-	c.Close()
-	var r result
-	select {
-	case r = <-res:
-	case <-time.After(60 * time.Second):
-		t.Fatal("transfer timed out")
-	}
-	elapsed := time.Since(start)
-	if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
-		t.Fatalf("received %d bytes, err %v, checksum ok %v", r.n, r.err, r.sum == sha256.Sum256(data))
+	elapsed, err := nstest.SendTCP(nsA, nsB, "10.254.0.2:5001", data)
+	if err != nil {
+		t.Fatalf("TCP across the mesh: %v\nA: %+v\nB: %+v", err, a.Status(), b.Status())
 	}
 	for _, ns := range []*nstest.NS{nsA, nsB} {
 		ns.Do(func() error {
