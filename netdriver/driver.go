@@ -326,7 +326,7 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	if n == nil {
 		return nil, fmt.Errorf("meshnet: network %s is not known on this node", short(r.NetworkID))
 	}
-	if !inAny(n.Pools, addr.Addr()) {
+	if !dataplane.InPools(n.Pools, addr.Addr()) {
 		return nil, fmt.Errorf("meshnet: address %v is outside the network's subnets %v", addr.Addr(), n.Pools)
 	}
 	resp := &network.CreateEndpointResponse{}
@@ -536,15 +536,6 @@ func vethNames(id string) (host, peer string) {
 		s = s[:11]
 	}
 	return "mnh" + s, "mnc" + s
-}
-
-func inAny(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 func short(id string) string {

@@ -141,15 +141,6 @@ type table struct {
 	pools  []netip.Prefix // of every known network
 }
 
-func (t *table) inPools(a netip.Addr) bool {
-	for _, p := range t.pools {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
 // Switch connects endpoints with each other and with the mesh. Its
 // methods are safe for concurrent use.
 type Switch struct {
@@ -413,7 +404,7 @@ func (s *Switch) packet(pt *port, buf []byte, n int, snd Sender) {
 		s.drop(dropMalformed) // a kernel sends these over lo, never here
 		return
 	}
-	if !inAny(pt.ep.Pools, dst) {
+	if !InPools(pt.ep.Pools, dst) {
 		s.drop(dropOtherNetwork)
 		return
 	}
@@ -442,14 +433,14 @@ func (s *Switch) Deliver(pkt []byte) bool {
 	t := s.tab.Load()
 	to := t.byAddr[dst]
 	if to == nil {
-		if t.inPools(dst) {
+		if InPools(t.pools, dst) {
 			s.drop(dropNoEndpoint)
 			return true
 		}
 		return false
 	}
 	src, _ := wire.IPv4Src(pkt)
-	if !inAny(to.ep.Pools, src) {
+	if !InPools(to.ep.Pools, src) {
 		s.drop(dropOtherNetwork)
 		return true
 	}
@@ -519,7 +510,7 @@ func (s *Switch) answerARP(pt *port, a []byte) {
 	}
 	spa := netip.AddrFrom4([4]byte(a[14:18]))
 	tpa := netip.AddrFrom4([4]byte(a[24:28]))
-	if tpa == spa || tpa == pt.ep.Addr || !inAny(pt.ep.Pools, tpa) || isEdge(pt.ep.Pools, tpa) {
+	if tpa == spa || tpa == pt.ep.Addr || !InPools(pt.ep.Pools, tpa) || isEdge(pt.ep.Pools, tpa) {
 		return // gratuitous ARP, our own address, or not ours to answer
 	}
 	var hdr [frameHdr]byte
@@ -541,7 +532,8 @@ func (s *Switch) answerARP(pt *port, a []byte) {
 	s.arp.Add(1)
 }
 
-func inAny(ps []netip.Prefix, a netip.Addr) bool {
+// InPools reports whether a is in one of the prefixes ps.
+func InPools(ps []netip.Prefix, a netip.Addr) bool {
 	for _, p := range ps {
 		if p.Contains(a) {
 			return true

@@ -12,6 +12,7 @@ import (
 
 	"github.com/homeswarm/homeswarm/netdriver/mesh"
 	"github.com/homeswarm/homeswarm/netdriver/tun"
+	"github.com/homeswarm/homeswarm/netdriver/tun/tuntest"
 	"github.com/homeswarm/homeswarm/netdriver/wire"
 )
 
@@ -101,28 +102,9 @@ var (
 	macC  = net.HardwareAddr{2, 0x42, 10, 0, 2, 5}
 )
 
-// ipv4 builds an IPv4/UDP packet with a valid header checksum.
+// ipv4 builds an IPv4/UDP packet (tuntest.Packet) from address strings.
 func ipv4(src, dst string, payload []byte) []byte {
-	p := make([]byte, 28+len(payload))
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	p[8], p[9] = 64, 17
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
-	copy(p[12:], s[:])
-	copy(p[16:], d[:])
-	binary.BigEndian.PutUint16(p[20:], 1000)
-	binary.BigEndian.PutUint16(p[22:], 2000)
-	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
-	copy(p[28:], payload)
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(p[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
-	return p
+	return tuntest.Packet(netip.MustParseAddr(src), netip.MustParseAddr(dst), payload)
 }
 
 // frame wraps an IP packet or ARP message as a port delivers it.
