@@ -460,21 +460,15 @@ func (s *Switch) Deliver(pkt []byte) bool {
 func (s *Switch) Flush() {
 	for _, to := range s.dirty {
 		s.coal.Frames(to.rx, func(f []byte) error {
-			var hdr [frameHdr]byte
-			copy(hdr[:vnetLen], f[:vnetLen])
-			if hdr[0]&1 != 0 { // csum_start: from the IP header to the frame's start
-				binary.LittleEndian.PutUint16(hdr[6:], binary.LittleEndian.Uint16(hdr[6:])+ethLen)
+			var vnet [vnetLen]byte
+			copy(vnet[:], f)
+			if vnet[0]&1 != 0 { // csum_start: from the IP header to the frame's start
+				binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+ethLen)
 			}
-			if hdr[1] != 0 { // hdr_len covers the Ethernet header too
-				binary.LittleEndian.PutUint16(hdr[2:], binary.LittleEndian.Uint16(hdr[2:])+ethLen)
+			if vnet[1] != 0 { // hdr_len covers the Ethernet header too
+				binary.LittleEndian.PutUint16(vnet[2:], binary.LittleEndian.Uint16(vnet[2:])+ethLen)
 			}
-			eth := hdr[vnetLen:]
-			copy(eth[0:6], *to.mac.Load())
-			copy(eth[6:12], VirtualMAC)
-			binary.BigEndian.PutUint16(eth[12:], etherIPv4)
-			if err := to.p.Write(hdr[:], f[vnetLen:]); err != nil {
-				s.drop(dropWrite)
-			}
+			s.send(to.p, vnet, *to.mac.Load(), etherIPv4, f[vnetLen:])
 			return nil
 		})
 		clear(to.rx)
@@ -486,14 +480,23 @@ func (s *Switch) Flush() {
 
 // write sends an IP packet to an endpoint's container.
 func (s *Switch) write(to *port, pkt []byte) {
+	s.send(to.p, [vnetLen]byte{}, *to.mac.Load(), etherIPv4, pkt)
+}
+
+// send writes payload to p behind the virtio header vnet and an Ethernet
+// header from VirtualMAC to dst of type typ; a failed write is counted.
+func (s *Switch) send(p Port, vnet [vnetLen]byte, dst net.HardwareAddr, typ uint16, payload []byte) bool {
 	var hdr [frameHdr]byte
+	copy(hdr[:], vnet[:])
 	eth := hdr[vnetLen:]
-	copy(eth[0:6], *to.mac.Load())
+	copy(eth[0:6], dst)
 	copy(eth[6:12], VirtualMAC)
-	binary.BigEndian.PutUint16(eth[12:], etherIPv4)
-	if err := to.p.Write(hdr[:], pkt); err != nil {
+	binary.BigEndian.PutUint16(eth[12:], typ)
+	if err := p.Write(hdr[:], payload); err != nil {
 		s.drop(dropWrite)
+		return false
 	}
+	return true
 }
 
 // answerARP replies to an ARP request for an address of pt's network
@@ -513,11 +516,6 @@ func (s *Switch) answerARP(pt *port, a []byte) {
 	if tpa == spa || tpa == pt.ep.Addr || !InPools(pt.ep.Pools, tpa) || isEdge(pt.ep.Pools, tpa) {
 		return // gratuitous ARP, our own address, or not ours to answer
 	}
-	var hdr [frameHdr]byte
-	eth := hdr[vnetLen:]
-	copy(eth[0:6], a[8:14])
-	copy(eth[6:12], VirtualMAC)
-	binary.BigEndian.PutUint16(eth[12:], etherARP)
 	var r [28]byte
 	copy(r[:6], a[:6])
 	binary.BigEndian.PutUint16(r[6:], 2)
@@ -525,11 +523,9 @@ func (s *Switch) answerARP(pt *port, a []byte) {
 	copy(r[14:18], a[24:28])
 	copy(r[18:24], a[8:14])
 	copy(r[24:28], a[14:18])
-	if err := pt.p.Write(hdr[:], r[:]); err != nil {
-		s.drop(dropWrite)
-		return
+	if s.send(pt.p, [vnetLen]byte{}, a[8:14], etherARP, r[:]) {
+		s.arp.Add(1)
 	}
-	s.arp.Add(1)
 }
 
 // InPools reports whether a is in one of the prefixes ps.
