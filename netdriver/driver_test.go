@@ -1,9 +1,6 @@
 package netdriver
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -15,11 +12,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 
+	"github.com/homeswarm/homeswarm/internal/plugintest"
 	"github.com/homeswarm/homeswarm/netdriver/dataplane"
 )
 
@@ -180,34 +177,12 @@ func (f *fixture) driver(t *testing.T) *Driver {
 // serve runs the real helper handler on a unix socket, as dockerd sees it.
 func serve(t *testing.T, d *Driver) *http.Client {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "meshnet.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := network.NewHandler(d)
-	go h.Serve(l)
-	t.Cleanup(func() { l.Close() })
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		},
-	}}
+	return plugintest.Serve(t, network.NewHandler(d).Serve)
 }
 
 func call(t *testing.T, c *http.Client, path, body string) (int, map[string]any) {
 	t.Helper()
-	resp, err := c.Post("http://plugin/NetworkDriver."+path, "application/vnd.docker.plugins.v1.1+json", bytes.NewBufferString(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	out := map[string]any{}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		out["raw"] = string(raw)
-	}
-	return resp.StatusCode, out
+	return plugintest.Call(t, c, "NetworkDriver."+path, body)
 }
 
 const (

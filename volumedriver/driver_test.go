@@ -1,14 +1,9 @@
 package volumedriver
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +12,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
+	"github.com/homeswarm/homeswarm/internal/plugintest"
 	"github.com/homeswarm/homeswarm/volumedriver/store"
 )
 
@@ -95,36 +91,14 @@ func (f *fakeEngine) List() []store.Volume {
 // client that talks to it, as dockerd does.
 func serve(t *testing.T, e Engine) *http.Client {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "syncvol.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	h := volume.NewHandler(NewDriver(e, logrus.NewEntry(log)))
-	go h.Serve(l)
-	t.Cleanup(func() { l.Close() })
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		},
-	}}
+	return plugintest.Serve(t, volume.NewHandler(NewDriver(e, logrus.NewEntry(log))).Serve)
 }
 
 func call(t *testing.T, c *http.Client, path, body string) (int, map[string]any) {
 	t.Helper()
-	resp, err := c.Post("http://plugin/VolumeDriver."+path, "application/vnd.docker.plugins.v1.1+json", bytes.NewBufferString(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	out := map[string]any{}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		out["raw"] = string(raw)
-	}
-	return resp.StatusCode, out
+	return plugintest.Call(t, c, "VolumeDriver."+path, body)
 }
 
 func TestDriverOverSocket(t *testing.T) {
