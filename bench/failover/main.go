@@ -261,7 +261,7 @@ func (b *bench) round(ctx context.Context, mode string, r int, target string) (s
 		return s, err
 	}
 	// Let the restarted node's plugins settle before the next round.
-	return s, pause(ctx, 3*time.Second)
+	return s, swarmtopo.Sleep(ctx, 3*time.Second)
 }
 
 // runningOn returns service's container if its task runs on node.
@@ -344,15 +344,6 @@ func (b *bench) cleanup() {
 	}
 }
 
-func pause(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
-
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -380,7 +371,7 @@ func rows(samples map[string][]sample) []schema.Row {
 			plainTask = append(plainTask, s.plainTask)
 			moves = append(moves, s.from+"→"+s.to)
 		}
-		d, p := median(data), median(plain)
+		d, p := schema.Median(data), schema.Median(plain)
 		event := map[string]string{
 			"drain": "`docker node update --availability drain` issued",
 			"kill":  "`scripts/topo.sh engine-stop NODE --kill` issued (dockerd, containerd, plugins and containers SIGKILLed; Swarm must first notice the node is down)",
@@ -388,49 +379,24 @@ func rows(samples map[string][]sample) []schema.Row {
 		met := d <= p+2
 		anchor := "Swarm reschedule (plain service, " + mode + ")"
 		rs = append(rs,
-			schema.Row{Name: "failover with data, " + mode, Metric: "p50", Unit: "s", Value: round(d, 2),
-				Anchor: anchor, AnchorValue: round(p, 2), Ratio: round(p/d, 3),
+			schema.Row{Name: "failover with data, " + mode, Metric: "p50", Unit: "s", Value: schema.Round(d, 2),
+				Anchor: anchor, AnchorValue: schema.Round(p, 2), Ratio: schema.Round(p/d, 3),
 				Target: "≤ Swarm reschedule + 2 s", Met: &met, Samples: roundAll(data),
 				Note: fmt.Sprintf("%d rounds (%s); from %s to the service's task running on another home node and `cat /data/token` in it printing the token written before the event (the syncvol volume followed); anchor: a plain busybox service without a volume on the same node, moved by the same event, polled in parallel until its new task answers an exec. Both: one replica, constraint node.labels.location==home, --restart-delay 1s; engines' timestamps of the tasks running (median) %.2f s with data, %.2f s plain",
-					len(ss), strings.Join(moves, ", "), event, median(dataTask), median(plainTask))},
+					len(ss), strings.Join(moves, ", "), event, schema.Median(dataTask), schema.Median(plainTask))},
 			schema.Row{Name: "failover overhead of the data (with data − plain), " + mode, Metric: "p50", Unit: "s",
-				Value: round(median(over), 2), Target: "≤ 2 s", Samples: roundAll(over)},
+				Value: schema.Round(schema.Median(over), 2), Target: "≤ 2 s", Samples: roundAll(over)},
 			schema.Row{Name: "Swarm reschedule (plain service, " + mode + ")", Metric: "p50", Unit: "s",
-				Value: round(p, 2), Samples: roundAll(plain)},
+				Value: schema.Round(p, 2), Samples: roundAll(plain)},
 		)
 	}
 	return rs
 }
 
-func median(xs []float64) float64 {
-	var v []float64
-	for _, x := range xs {
-		if !math.IsNaN(x) {
-			v = append(v, x)
-		}
-	}
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
-func round(x float64, digits int) float64 {
-	if math.IsNaN(x) || math.IsInf(x, 0) {
-		return 0
-	}
-	p := math.Pow(10, float64(digits))
-	return math.Round(x*p) / p
-}
-
 func roundAll(xs []float64) []float64 {
 	out := make([]float64, len(xs))
 	for i, x := range xs {
-		out[i] = round(x, 3)
+		out[i] = schema.Round(x, 3)
 	}
 	return out
 }

@@ -34,7 +34,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -132,7 +131,7 @@ func (b *bench) measure(ctx context.Context) (schema.Result, error) {
 		return schema.Result{}, err
 	}
 	logf("settling %s", b.c.settle)
-	if err := pause(ctx, b.c.settle); err != nil {
+	if err := swarmtopo.Sleep(ctx, b.c.settle); err != nil {
 		return schema.Result{}, err
 	}
 
@@ -174,14 +173,14 @@ func (b *bench) measure(ctx context.Context) (schema.Result, error) {
 			}
 		}
 		if i+1 < b.c.samples {
-			if err := pause(ctx, time.Second); err != nil {
+			if err := swarmtopo.Sleep(ctx, time.Second); err != nil {
 				return schema.Result{}, err
 			}
 		}
 	}
 	for k, ts := range targets {
 		for _, t := range ts {
-			logf("%-12s %-14s pid %-7d RSS %.1f MiB", k, t.name, t.pid, median(t.rss))
+			logf("%-12s %-14s pid %-7d RSS %.1f MiB", k, t.name, t.pid, schema.Median(t.rss))
 		}
 	}
 	machine := fmt.Sprintf("%s; topology %s (scripts/topo.sh, Swarm over meshnet); load average %s at start, %s at end",
@@ -545,8 +544,8 @@ func (b *bench) rows(targets map[string][]target, stVersion, wgVersion string) [
 		var vals []float64
 		var parts []string
 		for _, t := range targets[kind] {
-			m := median(t.rss)
-			vals = append(vals, round(m, 1))
+			m := schema.Median(t.rss)
+			vals = append(vals, schema.Round(m, 1))
 			parts = append(parts, fmt.Sprintf("%s %.1f", t.name, m))
 		}
 		return slices.Max(vals), vals, strings.Join(parts, ", ")
@@ -557,56 +556,27 @@ func (b *bench) rows(targets map[string][]target, stVersion, wgVersion string) [
 	wg, wgs, _ := fig("wireguard-go")
 	method := fmt.Sprintf("VmRSS after %s idle, median of %d samples 1 s apart per process, largest over the processes", b.c.settle, b.c.samples)
 	rs := []schema.Row{
-		{Name: "syncvol idle memory", Metric: "RSS", Unit: "MiB", Value: round(sv, 1),
-			Anchor: "syncthing " + stVersion, AnchorValue: round(st, 1), Ratio: round(st/sv, 3),
+		{Name: "syncvol idle memory", Metric: "RSS", Unit: "MiB", Value: schema.Round(sv, 1),
+			Anchor: "syncthing " + stVersion, AnchorValue: schema.Round(st, 1), Ratio: schema.Round(st/sv, 3),
 			Target: "idle < 60 MiB RSS", Samples: svs,
 			Note: fmt.Sprintf("%s. syncvol: the plugin process (/syncvol) on each engine node (MiB: %s) with %d volumes replicated on all 4 nodes; anchor: %d processes of Debian's syncthing %s (it embeds nothing else, but is an older Syncthing than syncvol's v1.30), each with the same %d folders shared with the 3 others over loopback, GUI, discovery, relays and NAT off",
 				method, svNote, b.c.volumes, len(targets["syncthing"]), stVersion, b.c.volumes)},
-		{Name: "meshnet idle memory", Metric: "RSS", Unit: "MiB", Value: round(mv, 1),
-			Anchor: "wireguard-go " + wgVersion, AnchorValue: round(wg, 1), Ratio: round(wg/mv, 3),
+		{Name: "meshnet idle memory", Metric: "RSS", Unit: "MiB", Value: schema.Round(mv, 1),
+			Anchor: "wireguard-go " + wgVersion, AnchorValue: schema.Round(wg, 1), Ratio: schema.Round(wg/mv, 3),
 			Target: "idle < 60 MiB RSS", Samples: mvs,
 			Note: fmt.Sprintf("%s. meshnet: the plugin process (/meshnet) on each node (MiB: %s), its mesh up with the 3 other nodes; anchor: %d wireguard-go processes with the 3 others as peers (keepalive 25 s) over loopback", method, mvNote, len(targets["wireguard-go"]))},
 	}
 	if e := targets["edge"]; len(e) > 0 {
 		ev, evs, _ := fig("edge")
-		rs = append(rs, schema.Row{Name: "edge idle memory", Metric: "RSS", Unit: "MiB", Value: round(ev, 1),
+		rs = append(rs, schema.Row{Name: "edge idle memory", Metric: "RSS", Unit: "MiB", Value: schema.Round(ev, 1),
 			Target: "idle < 60 MiB RSS", Samples: evs,
 			Note: "edge (/edge) as a Swarm service on the VPS, watching the Swarm and writing Traefik's file provider directory, idle; no anchor: nothing else does this job as its own process (Traefik's swarm provider runs inside Traefik)"})
 	}
 	rs = append(rs,
-		schema.Row{Name: "syncthing " + stVersion + " idle memory", Metric: "RSS", Unit: "MiB", Value: round(st, 1), Samples: sts},
-		schema.Row{Name: "wireguard-go " + wgVersion + " idle memory", Metric: "RSS", Unit: "MiB", Value: round(wg, 1), Samples: wgs},
+		schema.Row{Name: "syncthing " + stVersion + " idle memory", Metric: "RSS", Unit: "MiB", Value: schema.Round(st, 1), Samples: sts},
+		schema.Row{Name: "wireguard-go " + wgVersion + " idle memory", Metric: "RSS", Unit: "MiB", Value: schema.Round(wg, 1), Samples: wgs},
 	)
 	return rs
-}
-
-func pause(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
-
-func median(xs []float64) float64 {
-	v := slices.Clone(xs)
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
-func round(x float64, digits int) float64 {
-	if math.IsNaN(x) || math.IsInf(x, 0) {
-		return 0
-	}
-	p := math.Pow(10, float64(digits))
-	return math.Round(x*p) / p
 }
 
 func printSummary(r schema.Result, out string) {

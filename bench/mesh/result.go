@@ -25,12 +25,12 @@ func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 	tput := func(x *measured) float64 { return median(x.gbps) }
 	rtt := func(x *measured) float64 { return mean(x.rtts) }
 	cpu := func(x *measured) float64 { return median(x.cpuGbit) }
-	higher := func(v, a float64) float64 { return round(v/a, 3) }
-	lower := func(v, a float64) float64 { return round(a/v, 3) }
+	higher := func(v, a float64) float64 { return schema.Round(v/a, 3) }
+	lower := func(v, a float64) float64 { return schema.Round(a/v, 3) }
 	r4 := func(xs []float64) []float64 {
 		out := make([]float64, len(xs))
 		for i, x := range xs {
-			out[i] = round(x, 4)
+			out[i] = schema.Round(x, 4)
 		}
 		return out
 	}
@@ -47,31 +47,31 @@ func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 
 	var rs []row
 	add := func(r row) { rs = append(rs, r) }
-	add(row{Name: "meshnet TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(m), 3),
-		Anchor: pathWG, AnchorValue: round(tput(w), 3), Ratio: higher(tput(m), tput(w)),
+	add(row{Name: "meshnet TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(m), 3),
+		Anchor: pathWG, AnchorValue: schema.Round(tput(w), 3), Ratio: higher(tput(m), tput(w)),
 		Target: "≥ 1.0× wireguard-go", Samples: r4(m.gbps), Note: tputNote})
-	add(row{Name: "meshnet TCP throughput vs bare path", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(m), 3),
-		Anchor: pathBare, AnchorValue: round(tput(b), 3), Ratio: higher(tput(m), tput(b))})
-	add(row{Name: "wireguard-go TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(w), 3),
-		Anchor: pathBare, AnchorValue: round(tput(b), 3), Ratio: higher(tput(w), tput(b)), Samples: r4(w.gbps)})
-	add(row{Name: "bare veth path TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: round(tput(b), 3),
+	add(row{Name: "meshnet TCP throughput vs bare path", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(m), 3),
+		Anchor: pathBare, AnchorValue: schema.Round(tput(b), 3), Ratio: higher(tput(m), tput(b))})
+	add(row{Name: "wireguard-go TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(w), 3),
+		Anchor: pathBare, AnchorValue: schema.Round(tput(b), 3), Ratio: higher(tput(w), tput(b)), Samples: r4(w.gbps)})
+	add(row{Name: "bare veth path TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(b), 3),
 		Samples: r4(b.gbps)})
-	add(row{Name: "meshnet RTT", Metric: "RTT", Unit: "ms", Value: round(rtt(m), 4),
-		Anchor: pathWG, AnchorValue: round(rtt(w), 4), Ratio: lower(rtt(m), rtt(w)), Samples: r4(m.rtts), Note: rttNote})
-	add(row{Name: "wireguard-go RTT", Metric: "RTT", Unit: "ms", Value: round(rtt(w), 4),
-		Anchor: pathBare, AnchorValue: round(rtt(b), 4), Ratio: lower(rtt(w), rtt(b)), Samples: r4(w.rtts)})
-	add(row{Name: "bare veth path RTT", Metric: "RTT", Unit: "ms", Value: round(rtt(b), 4), Samples: r4(b.rtts)})
+	add(row{Name: "meshnet RTT", Metric: "RTT", Unit: "ms", Value: schema.Round(rtt(m), 4),
+		Anchor: pathWG, AnchorValue: schema.Round(rtt(w), 4), Ratio: lower(rtt(m), rtt(w)), Samples: r4(m.rtts), Note: rttNote})
+	add(row{Name: "wireguard-go RTT", Metric: "RTT", Unit: "ms", Value: schema.Round(rtt(w), 4),
+		Anchor: pathBare, AnchorValue: schema.Round(rtt(b), 4), Ratio: lower(rtt(w), rtt(b)), Samples: r4(w.rtts)})
+	add(row{Name: "bare veth path RTT", Metric: "RTT", Unit: "ms", Value: schema.Round(rtt(b), 4), Samples: r4(b.rtts)})
 	addM, addW := rtt(m)-rtt(b), rtt(w)-rtt(b)
-	added := row{Name: "meshnet added latency", Metric: "RTT − bare RTT", Unit: "ms", Value: round(addM, 4),
-		Anchor: pathWG, AnchorValue: round(addW, 4),
+	added := row{Name: "meshnet added latency", Metric: "RTT − bare RTT", Unit: "ms", Value: schema.Round(addM, 4),
+		Anchor: pathWG, AnchorValue: schema.Round(addW, 4),
 		Note: "mean RTT through the tunnel minus the bare path's mean RTT"}
 	if addM > 0 && addW > 0 {
 		added.Ratio = lower(addM, addW)
 	}
 	add(added)
-	add(row{Name: "meshnet CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: round(cpu(m), 3),
-		Anchor: pathWG, AnchorValue: round(cpu(w), 3), Ratio: lower(cpu(m), cpu(w)), Samples: r4(m.cpuGbit), Note: cpuNote})
-	add(row{Name: "wireguard-go CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: round(cpu(w), 3),
+	add(row{Name: "meshnet CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: schema.Round(cpu(m), 3),
+		Anchor: pathWG, AnchorValue: schema.Round(cpu(w), 3), Ratio: lower(cpu(m), cpu(w)), Samples: r4(m.cpuGbit), Note: cpuNote})
+	add(row{Name: "wireguard-go CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: schema.Round(cpu(w), 3),
 		Samples: r4(w.cpuGbit)})
 	return rs
 }

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -217,20 +216,6 @@ func ping(ctx context.Context, c *netCase) (float64, error) {
 	return 0, fmt.Errorf("ping output: %q", out)
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func round3(v float64) float64 { return float64(int64(v*1000+0.5)) / 1000 }
-
 func rows(cases []*netCase, secs int) []schema.Row {
 	by := map[string]*netCase{}
 	for _, c := range cases {
@@ -240,12 +225,12 @@ func rows(cases []*netCase, secs int) []schema.Row {
 	note := fmt.Sprintf("iperf3 TCP container on home1 → container on the VPS through the NAT, median of %d interleaved rounds of %d s; overlay MTU 1342 (VXLAN inside the mesh MTU 1392), meshnet MTU 1392", len(m.gbits), secs)
 	var out []schema.Row
 	add := func(name, metric, unit string, v float64, anchor string, av float64, higherBetter bool, target, note string, samples []float64) {
-		r := schema.Row{Name: name, Metric: metric, Unit: unit, Value: round3(v), Anchor: anchor, AnchorValue: round3(av), Target: target, Note: note, Samples: samples}
+		r := schema.Row{Name: name, Metric: metric, Unit: unit, Value: schema.Round(v, 3), Anchor: anchor, AnchorValue: schema.Round(av, 3), Target: target, Note: note, Samples: samples}
 		if v > 0 && av > 0 {
 			if higherBetter {
-				r.Ratio = round3(v / av)
+				r.Ratio = schema.Round(v/av, 3)
 			} else {
-				r.Ratio = round3(av / v)
+				r.Ratio = schema.Round(av/v, 3)
 			}
 		}
 		out = append(out, r)
@@ -253,17 +238,17 @@ func rows(cases []*netCase, secs int) []schema.Row {
 	if m.err != nil && len(m.gbits) == 0 {
 		return []schema.Row{{Name: "meshnet network TCP throughput", Metric: "throughput", Unit: "Gbit/s", Note: "failed: " + m.err.Error()}}
 	}
-	ov, onote := median(o.gbits), ""
+	ov, onote := schema.Median(o.gbits), ""
 	if len(o.gbits) == 0 {
 		onote = "; overlay failed: " + fmt.Sprint(o.err)
 	}
-	add("meshnet network TCP throughput (container → container)", "throughput", "Gbit/s", median(m.gbits),
+	add("meshnet network TCP throughput (container → container)", "throughput", "Gbit/s", schema.Median(m.gbits),
 		"Docker overlay over the mesh", ov, true, "", note+onote, m.gbits)
-	add("meshnet network round-trip time", "latency", "ms", median(m.rtt),
-		"Docker overlay over the mesh", median(o.rtt), false, "", "ping, 20 × 50 ms, median of the rounds' averages", m.rtt)
+	add("meshnet network round-trip time", "latency", "ms", schema.Median(m.rtt),
+		"Docker overlay over the mesh", schema.Median(o.rtt), false, "", "ping, 20 × 50 ms, median of the rounds' averages", m.rtt)
 	if len(e.gbits) > 0 {
-		add("meshnet network TCP throughput vs encrypted overlay", "throughput", "Gbit/s", median(m.gbits),
-			"Docker overlay --opt encrypted (IPsec) over the mesh", median(e.gbits), true, "", "overlay's own encryption on top of the mesh's", e.gbits)
+		add("meshnet network TCP throughput vs encrypted overlay", "throughput", "Gbit/s", schema.Median(m.gbits),
+			"Docker overlay --opt encrypted (IPsec) over the mesh", schema.Median(e.gbits), true, "", "overlay's own encryption on top of the mesh's", e.gbits)
 	} else {
 		out[0].Note += fmt.Sprintf("; overlay --opt encrypted not measured: its containers could not reach each other here (%v)", e.err)
 	}

@@ -6,8 +6,10 @@ package schema
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Result is one bench's figures from one run.
@@ -56,4 +58,32 @@ func Write(path string, r Result) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// Round rounds x to digits decimals for a row; NaN and infinities (no
+// measurement) become 0, which JSON can carry.
+func Round(x float64, digits int) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 0
+	}
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+// Median is the median of the samples that are not NaN, NaN if none is.
+func Median(xs []float64) float64 {
+	var v []float64
+	for _, x := range xs {
+		if !math.IsNaN(x) {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
