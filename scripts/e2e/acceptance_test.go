@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/homeswarm/homeswarm/internal/netns"
-	"github.com/homeswarm/homeswarm/internal/nxdns"
 )
 
 // The service's network is chosen in one place, accNetDriver: meshnet's own
@@ -306,70 +305,10 @@ func startAcceptanceStack(t *testing.T) *acceptanceStack {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("images: %v: %s", err, out)
 	}
-	vpsNS := netns.Path(topoPrefix + "-vps")
-	// The VPS's upstream resolver (package nxdns): Traefik asks Docker's DNS
-	// for a dnsrr service before its task is up.
-	dns, err := nxdns.Listen(vpsNS, vpsAddr+":53")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dns.Close() })
-	s := &acceptanceStack{&edgeStack{routes: filepath.Join(topoRoot, "vps", "acc-routes")}}
-	if err := os.MkdirAll(s.routes, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dk("vps", "network", "rm", "acc-web") // leftovers of an interrupted run
-	mustDk(t, "vps", append(append([]string{"network", "create", "-d", accNetDriver}, accNetOpts...), "--attachable", "acc-web")...)
-	t.Cleanup(func() {
-		for _, svc := range []string{"acc-edge", "acc-traefik"} {
-			removeService(svc)
-		}
-		eventually(t, 60*time.Second, "network acc-web removed", func() error {
-			_, err := dk("vps", "network", "rm", "acc-web")
-			return err
-		})
-		os.RemoveAll(s.routes)
-	})
-	createService(t, "acc-traefik", "--constraint", "node.role==manager", "--network", "acc-web",
-		"--dns", vpsAddr, "--publish", "mode=host,published=80,target=80",
-		"--mount", "type=bind,source="+s.routes+",target=/routes,readonly",
-		"homeswarm/traefik",
-		"--entryPoints.web.address=:80", "--providers.file.directory=/routes",
-		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level=WARN")
-	createService(t, "acc-edge", "--constraint", "node.role==manager", "--network", "host",
-		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
-		"--mount", "type=bind,source="+s.routes+",target=/routes",
-		"--env", "EDGE_NETWORK=acc-web", "--env", "EDGE_LISTEN=127.0.0.1:8088",
-		"homeswarm/edge")
-	d := &netns.Dialer{Path: vpsNS}
-	d.Timeout = 2 * time.Second
-	s.client = &http.Client{
-		Timeout:   3 * time.Second,
-		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-	eventually(t, 90*time.Second, "Traefik answering on the VPS", func() error {
-		code, _, err := s.get("nothing.acceptance.test")
-		if err == nil && code != http.StatusNotFound {
-			err = fmt.Errorf("status %d, want 404", code)
-		}
-		return err
-	})
-	eventually(t, 60*time.Second, "edge writing its file", func() error {
-		_, err := os.Stat(filepath.Join(s.routes, "edge.yml"))
-		return err
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, svc := range []string{"acc-edge", "acc-traefik"} {
-				out, _ := dk("vps", "service", "logs", "--tail", "30", svc)
-				t.Logf("%s logs:\n%s", svc, out)
-			}
-		}
-	})
-	return s
+	return &acceptanceStack{runEdgeStack(t, edgeStackOpts{prefix: "acc-", routes: "acc-routes", network: "acc-web",
+		netArgs: append([]string{"-d", accNetDriver}, accNetOpts...), netRemove: 60 * time.Second,
+		edgeListen: "127.0.0.1:8088", traefikLog: "WARN", timeout: 3 * time.Second,
+		traefikUp: 90 * time.Second, probe: "nothing.acceptance.test"})}
 }
 
 // request sends method path with Host: accHost through Traefik.

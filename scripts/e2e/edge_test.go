@@ -60,6 +60,31 @@ func startEdgeStack(t *testing.T) *edgeStack {
 			t.Fatalf("images: %v: %s", err, out)
 		}
 	}
+	return runEdgeStack(t, edgeStackOpts{routes: "edge-routes", network: "web", netArgs: []string{"-d", meshnetDriver},
+		netRemove: 30 * time.Second, edgeListen: "127.0.0.1:8089", traefikLog: "INFO", timeout: 2 * time.Second,
+		traefikUp: 60 * time.Second, probe: "nothing.e2e.test"})
+}
+
+// edgeStackOpts name and shape one Traefik + edge pair on the VPS.
+type edgeStackOpts struct {
+	prefix     string        // of the services' names: prefix+"traefik", prefix+"edge"
+	routes     string        // directory under the VPS's state that edge writes and Traefik watches
+	network    string        // created here, shared by Traefik and the routed services
+	netArgs    []string      // driver and options of network
+	netRemove  time.Duration // how long removing it may take at the end
+	edgeListen string        // edge's status address
+	traefikLog string        // Traefik's log level
+	timeout    time.Duration // of each request through Traefik
+	traefikUp  time.Duration // how long Traefik may take to answer
+	probe      string        // a host name nothing routes
+}
+
+// runEdgeStack starts Traefik (file provider, no docker.sock) and edge (the
+// only holder of docker.sock) as services on the VPS, on a network of their
+// own, and returns when Traefik answers and edge has written its file. The
+// caller imports the images.
+func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
+	t.Helper()
 	vpsNS := netns.Path(topoPrefix + "-vps")
 	// The VPS's upstream resolver (see package nxdns): Traefik asks Docker's
 	// DNS for a dnsrr service before its task is up.
@@ -69,46 +94,47 @@ func startEdgeStack(t *testing.T) *edgeStack {
 	}
 	t.Cleanup(func() { dns.Close() })
 
-	s := &edgeStack{routes: filepath.Join(topoRoot, "vps", "edge-routes")}
+	s := &edgeStack{routes: filepath.Join(topoRoot, "vps", o.routes)}
 	if err := os.MkdirAll(s.routes, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	dk("vps", "network", "rm", "web") // leftovers of an interrupted run
-	mustDk(t, "vps", "network", "create", "-d", meshnetDriver, "--attachable", "web")
+	traefik, edge := o.prefix+"traefik", o.prefix+"edge"
+	dk("vps", "network", "rm", o.network) // leftovers of an interrupted run
+	mustDk(t, "vps", append(append([]string{"network", "create"}, o.netArgs...), "--attachable", o.network)...)
 	t.Cleanup(func() {
-		for _, svc := range []string{"edge", "traefik"} {
+		for _, svc := range []string{edge, traefik} {
 			removeService(svc)
 		}
-		eventually(t, 30*time.Second, "network web removed", func() error {
-			_, err := dk("vps", "network", "rm", "web")
+		eventually(t, o.netRemove, "network "+o.network+" removed", func() error {
+			_, err := dk("vps", "network", "rm", o.network)
 			return err
 		})
 		os.RemoveAll(s.routes)
 	})
-	createService(t, "traefik", "--constraint", "node.role==manager", "--network", "web",
+	createService(t, traefik, "--constraint", "node.role==manager", "--network", o.network,
 		"--dns", vpsAddr,
 		"--publish", "mode=host,published=80,target=80",
 		"--mount", "type=bind,source="+s.routes+",target=/routes,readonly",
 		"homeswarm/traefik",
 		"--entryPoints.web.address=:80", "--providers.file.directory=/routes",
-		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level=INFO")
-	createService(t, "edge", "--constraint", "node.role==manager", "--network", "host",
+		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level="+o.traefikLog)
+	createService(t, edge, "--constraint", "node.role==manager", "--network", "host",
 		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
 		"--mount", "type=bind,source="+s.routes+",target=/routes",
-		"--env", "EDGE_NETWORK=web", "--env", "EDGE_LISTEN=127.0.0.1:8089",
+		"--env", "EDGE_NETWORK="+o.network, "--env", "EDGE_LISTEN="+o.edgeListen,
 		"homeswarm/edge")
 
 	d := &netns.Dialer{Path: vpsNS}
 	d.Timeout = 2 * time.Second
 	s.client = &http.Client{
-		Timeout:   2 * time.Second,
+		Timeout:   o.timeout,
 		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
 	}
-	eventually(t, 60*time.Second, "Traefik answering on the VPS", func() error {
-		code, _, err := s.get("nothing.e2e.test")
+	eventually(t, o.traefikUp, "Traefik answering on the VPS", func() error {
+		code, _, err := s.get(o.probe)
 		if err == nil && code != http.StatusNotFound {
 			err = fmt.Errorf("status %d, want 404", code)
 		}
@@ -120,7 +146,7 @@ func startEdgeStack(t *testing.T) *edgeStack {
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, svc := range []string{"edge", "traefik"} {
+			for _, svc := range []string{edge, traefik} {
 				out, _ := dk("vps", "service", "logs", "--tail", "30", svc)
 				t.Logf("%s logs:\n%s", svc, out)
 			}
