@@ -258,7 +258,6 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 	p.previous, p.current = keep, kp
 	p.replacedAt = now
 	p.lastHandshake = time.Now()
-	p.handshakedAt = now
 	p.seen = now
 	if p.hs != nil && (p.hs == h || kp.initiator) {
 		if p.hs != h {
@@ -275,7 +274,7 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 		p.lastRelayRx.Store(now)
 	}
 	m.setPathLocked(p, m.choosePathLocked(p, now))
-	p.prefixes = info.Prefixes
+	p.setPrefixesLocked(info.Prefixes, now)
 	p.updateSendLocked(now)
 	queue := p.queue
 	p.queue = nil

@@ -419,7 +419,7 @@ func (m *Mesh) rebuildRoutes() {
 	for _, p := range m.peers {
 		p.mu.Lock()
 		for _, pf := range p.prefixes {
-			claims = append(claims, routeClaim{prefix: pf, peer: p, when: p.handshakedAt})
+			claims = append(claims, routeClaim{prefix: pf, peer: p, when: p.prefixSince[pf]})
 		}
 		p.mu.Unlock()
 	}

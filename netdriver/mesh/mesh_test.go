@@ -572,3 +572,41 @@ func TestRecoversAfterLinkCut(t *testing.T) {
 	ping(t, vps, home, 10*time.Second)
 	ping(t, home, vps, 5*time.Second)
 }
+
+// TestMovedAddressFollowsNewestClaim: a container address moves from B to
+// C while B, cut off from its engine, keeps announcing it; A routes it to
+// C, whose claim is newer, and keeps doing so across B's later handshakes.
+func TestMovedAddressFollowsNewestClaim(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", nil)
+	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", []string{"192.0.2.1:3210"},
+		func(o *Options) { o.RekeyAfter = 300 * time.Millisecond })
+	c := newNode(t, net.Bind(ap("192.0.2.3:3210")), "10.254.0.3/24", []string{"192.0.2.1:3210"})
+	ping(t, b, a, 5*time.Second)
+	ping(t, c, a, 5*time.Second)
+	moved := netip.MustParsePrefix("10.0.1.5/32")
+	owner := func() string {
+		for _, r := range a.m.Routes() {
+			if r.Prefix == moved {
+				return r.Peer
+			}
+		}
+		return ""
+	}
+	if err := b.m.AddPrefix(moved); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "address routed to B", func() bool { return owner() == b.m.PublicKey().String() })
+	if err := c.m.AddPrefix(moved); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "address routed to C", func() bool { return owner() == c.m.PublicKey().String() })
+	// B rekeys several times meanwhile: the route stays with C.
+	for range 10 {
+		time.Sleep(100 * time.Millisecond)
+		if o := owner(); o != c.m.PublicKey().String() {
+			t.Fatalf("route went back to %s", o)
+		}
+	}
+}

@@ -43,16 +43,30 @@ type peer struct {
 	hs            *handshake // our handshake in flight to this peer
 	attempts      int
 	lastInit      int64
-	endpoint      netip.AddrPort  // last known direct address
-	via           *peer           // relay that last delivered its packets
-	relays        map[*peer]int64 // peers that gossiped a direct path to it
-	prefixes      []netip.Prefix  // what it announced, authenticated
-	queue         [][]byte        // packets waiting for a session, at headroom
+	endpoint      netip.AddrPort         // last known direct address
+	via           *peer                  // relay that last delivered its packets
+	relays        map[*peer]int64        // peers that gossiped a direct path to it
+	prefixes      []netip.Prefix         // what it announced, authenticated
+	prefixSince   map[netip.Prefix]int64 // when it first announced each of them
+	queue         [][]byte               // packets waiting for a session, at headroom
 	gossipDue     bool
 	lastGossip    int64
 	lastHandshake time.Time
-	handshakedAt  int64
 	seen          int64 // last time we heard of it at all, for expiry
+}
+
+// setPrefixesLocked records what p announces now, keeping the time each
+// prefix was first announced (a claim that appears later is newer).
+func (p *peer) setPrefixesLocked(ps []netip.Prefix, now int64) {
+	since := make(map[netip.Prefix]int64, len(ps))
+	for _, pf := range ps {
+		if t, ok := p.prefixSince[pf]; ok {
+			since[pf] = t
+		} else {
+			since[pf] = now
+		}
+	}
+	p.prefixes, p.prefixSince = ps, since
 }
 
 func newPeer(k Key) *peer {

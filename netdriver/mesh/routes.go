@@ -39,7 +39,9 @@ type Route struct {
 }
 
 // buildRoutes builds a table from each peer's announced prefixes. A prefix
-// claimed by two peers goes to the one with the newer handshake; prefixes
+// claimed by two peers goes to the one that began announcing it last: an
+// address that moved (a container rescheduled while its old node, cut off
+// or with its engine killed, still announces it) follows the move; prefixes
 // overlapping our own are ignored so that no peer can take our addresses.
 func buildRoutes(own []netip.Prefix, claims []routeClaim) (*routeTable, []netip.Prefix) {
 	slices.SortFunc(claims, func(a, b routeClaim) int {

@@ -365,7 +365,7 @@ func (m *Mesh) handleGossip(from *peer, pt []byte, now int64) {
 		case k == from.key:
 			from.mu.Lock()
 			if !slices.Equal(from.prefixes, e.Prefixes) {
-				from.prefixes = e.Prefixes
+				from.setPrefixesLocked(e.Prefixes, now)
 				routes = true
 			}
 			from.mu.Unlock()
