@@ -5,9 +5,12 @@ package netdriver_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,6 +183,18 @@ func TestKernelContainers(t *testing.T) {
 	// same host, same network
 	tcpTransfer(t, a1, a2, "10.77.1.12", 4<<20)
 
+	// Every isolation check below dials a listener that is there: a probe
+	// in the target container, shown reachable from its own network first.
+	// An unanswered dial (a timeout, the switch dropping the SYN) is
+	// isolation; a refusal would mean the packet arrived.
+	a3 := a.container(t, "a3", "net2", "10.77.2.11/24")
+	pb1 := listenProbe(t, b1, "10.77.1.21:5002")
+	pb2 := listenProbe(t, b2, "10.77.2.21:5002")
+	pa2 := listenProbe(t, a2, "10.77.1.12:5002")
+	pb1.reachedFrom(t, a1)
+	pb2.reachedFrom(t, a3)
+	pa2.reachedFrom(t, a1)
+
 	// other network: neither across hosts nor on one host, even for a
 	// container that routes the other subnet to the switch itself
 	for _, x := range []struct {
@@ -200,12 +215,8 @@ func TestKernelContainers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := dialOnce(a1, "10.77.2.21:5001", 700*time.Millisecond); err == nil {
-		t.Fatal("a1 (net1) reached b2 (net2)")
-	}
-	if err := dialOnce(b2, "10.77.1.21:5001", 700*time.Millisecond); err == nil {
-		t.Fatal("b2 (net2) reached b1 (net1) on the same host")
-	}
+	pb2.unreachableFrom(t, a1, 700*time.Millisecond, "a1 (net1) to b2 (net2) across hosts")
+	pb1.unreachableFrom(t, b2, 700*time.Millisecond, "b2 (net2) to b1 (net1) on the same host")
 	st := a.sw.Stats()
 	t.Logf("A switch: %+v", st)
 	if st.ToMesh == 0 || st.Local == 0 || st.ARP == 0 || st.Drops["other_network"] == 0 {
@@ -227,9 +238,7 @@ func TestKernelContainers(t *testing.T) {
 	if _, err := a2.NL.LinkByName("eth0"); err == nil {
 		t.Fatal("container end left after Leave")
 	}
-	if err := dialOnce(a1, "10.77.1.12:5001", 500*time.Millisecond); err == nil {
-		t.Fatal("a2 reachable after Leave")
-	}
+	pa2.unreachableFrom(t, a1, 500*time.Millisecond, "a1 to a2 after a2's Leave")
 }
 
 func endpointID(name string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(name))) }
@@ -246,14 +255,86 @@ func mustLinks(t *testing.T, ns *nstest.NS) []string {
 	return names
 }
 
-func dialOnce(from *nstest.NS, addr string, timeout time.Duration) error {
-	return from.Do(func() error {
-		c, err := net.DialTimeout("tcp4", addr, timeout)
+// probe is a TCP listener in a container that answers every connection
+// with the container's name, and counts them.
+type probe struct {
+	ns       *nstest.NS
+	addr     string
+	accepted atomic.Int64
+}
+
+func listenProbe(t *testing.T, c *nstest.NS, addr string) *probe {
+	t.Helper()
+	p := &probe{ns: c, addr: addr}
+	var ln net.Listener
+	if err := c.Do(func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.accepted.Add(1)
+			conn.Write([]byte(c.Name))
+			conn.Close()
+		}
+	}()
+	return p
+}
+
+// reachedFrom connects to the probe from a container (retrying for 10 s
+// while routes settle) and checks that it is this probe that answers.
+func (p *probe) reachedFrom(t *testing.T, from *nstest.NS) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got []byte
+		err := from.Do(func() error {
+			c, err := net.DialTimeout("tcp4", p.addr, time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			got, err = io.ReadAll(c)
+			return err
+		})
+		if err == nil && string(got) == p.ns.Name {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not reach the probe at %s in %s: answer %q, %v", from.Name, p.addr, p.ns.Name, got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// unreachableFrom checks that a connection from a container to the probe
+// goes unanswered: the dial times out, the probe accepts nothing. A
+// refusal or any other answer means packets got through.
+func (p *probe) unreachableFrom(t *testing.T, from *nstest.NS, timeout time.Duration, what string) {
+	t.Helper()
+	before := p.accepted.Load()
+	err := from.Do(func() error {
+		c, err := net.DialTimeout("tcp4", p.addr, timeout)
 		if err == nil {
 			c.Close()
 		}
 		return err
 	})
+	var ne net.Error
+	switch {
+	case err == nil:
+		t.Fatalf("%s: connected to %s", what, p.addr)
+	case !errors.As(err, &ne) || !ne.Timeout():
+		t.Fatalf("%s: dial %s: %v; want no answer (a timeout)", what, p.addr, err)
+	}
+	if n := p.accepted.Load() - before; n != 0 {
+		t.Fatalf("%s: the probe at %s accepted %d connections", what, p.addr, n)
+	}
 }
 
 // tcpTransfer sends size bytes from a container to a listener in another
