@@ -57,7 +57,8 @@ type fakeReplicator struct {
 	removed  map[string]bool // name → everywhere
 	waits    int
 	flushes  int
-	behind   bool // WaitSynced blocks until ctx ends, then fails
+	behind   bool        // WaitSynced blocks until ctx ends, then fails
+	entered  chan string // if set, WaitSynced sends the volume's name on entry
 	cluster  []ClusterVolume
 	statuses map[string]string
 }
@@ -85,8 +86,11 @@ var errBehind = errors.New("3 files (12 KiB) behind")
 func (f *fakeReplicator) WaitSynced(ctx context.Context, name string) error {
 	f.mu.Lock()
 	f.waits++
-	behind := f.behind
+	behind, entered := f.behind, f.entered
 	f.mu.Unlock()
+	if entered != nil {
+		entered <- name
+	}
 	if behind {
 		<-ctx.Done()
 		return errBehind
@@ -306,6 +310,7 @@ func TestMountFailsWhenBehindAndOthersStayResponsive(t *testing.T) {
 	t.Parallel()
 	r := newFakeReplicator()
 	r.behind = true
+	r.entered = make(chan string, 1)
 	s, _ := newTestStore(t, &fakeMounter{}, r)
 	if err := s.Create("slow", nil); err != nil {
 		t.Fatal(err)
@@ -314,7 +319,13 @@ func TestMountFailsWhenBehindAndOthersStayResponsive(t *testing.T) {
 	start := time.Now()
 	go func() { _, err := s.Mount("slow", "c"); done <- err }()
 	// While Mount waits on peers, Get/List/Path answer at once.
-	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-r.entered:
+	case err := <-done:
+		t.Fatalf("Mount returned without waiting on peers: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Mount never called WaitSynced")
+	}
 	t0 := time.Now()
 	if _, err := s.Get("slow"); err != nil {
 		t.Fatal(err)
