@@ -1,0 +1,370 @@
+package snapvol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// writer takes and ships the generations of a volume this node writes.
+type writer struct {
+	n     *Node
+	v     *volume
+	epoch uint64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	fenced atomic.Bool
+	kick   chan struct{}
+
+	mu        sync.Mutex
+	seq       uint64
+	latest    Gen // newest generation here (taken, or the one live started from)
+	lastSig   uint64
+	snapAt    map[Gen]time.Time
+	acked     map[string]Gen // peer → generation it holds
+	inflight  map[string][2]Gen
+	lags      []time.Duration // recent snapshot → peer ack delays
+	lastRenew time.Time
+	why       string // why fenced
+}
+
+func newWriter(n *Node, v *volume, epoch uint64) *writer {
+	ctx, cancel := context.WithCancel(n.ctx)
+	w := &writer{n: n, v: v, epoch: epoch, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+		latest: v.st.Latest, snapAt: map[Gen]time.Time{}, acked: map[string]Gen{},
+		inflight: map[string][2]Gen{}, lastRenew: time.Now()}
+	return w // lastSig zero: the first round takes a generation of this epoch
+}
+
+func (w *writer) run() {
+	defer w.wg.Wait()
+	shippers := map[string]context.CancelFunc{}
+	t := time.NewTicker(w.n.opts.Interval)
+	defer t.Stop()
+	renew := time.NewTicker(w.n.opts.Lease / 4)
+	defer renew.Stop()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			select {
+			case <-w.ctx.Done():
+				return
+			case <-renew.C:
+				w.renew()
+			}
+		}
+	}()
+	for {
+		if !w.fenced.Load() {
+			if _, err := w.snapshotIfChanged(); err != nil {
+				w.n.log.WithField("volume", w.v.name).WithError(err).Warn("cannot take a generation")
+			}
+		}
+		seen := map[string]bool{}
+		for _, p := range w.n.opts.Peers() {
+			seen[p.ID] = true
+			if _, ok := shippers[p.ID]; !ok {
+				ctx, cancel := context.WithCancel(w.ctx)
+				shippers[p.ID] = cancel
+				w.wg.Add(1)
+				go func() {
+					defer w.wg.Done()
+					w.shipLoop(ctx, p)
+				}()
+			}
+		}
+		for id, cancel := range shippers {
+			if !seen[id] {
+				cancel()
+				delete(shippers, id)
+			}
+		}
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// stop ends the loops and waits for them.
+func (w *writer) stop() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+// renew refreshes the lease at every peer; a writer that could not for
+// Lease-fenceMargin, or that learns of a newer epoch, fences itself.
+func (w *writer) renew() {
+	peers := w.n.opts.Peers()
+	rs := w.n.queryAll(w.ctx, peers, &msg{Req: reqClaim, Volume: w.v.name, Epoch: w.epoch, Writer: w.n.opts.Self})
+	ok := 1
+	for id, r := range rs {
+		switch {
+		case r.Err == "":
+			ok++
+		case r.Epoch > w.epoch:
+			w.fence("peer " + short(id) + " knows a newer epoch")
+			return
+		}
+	}
+	now := time.Now()
+	w.mu.Lock()
+	if ok*2 > len(peers)+1 {
+		w.lastRenew = now
+	}
+	since := now.Sub(w.lastRenew)
+	w.mu.Unlock()
+	if since > w.n.opts.Lease-fenceMargin && w.ctx.Err() == nil {
+		w.fence(fmt.Sprintf("could not renew its lease at a majority of the nodes for %.1fs", since.Seconds()))
+	}
+}
+
+// fence stops this node from writing the volume: live becomes read-only,
+// so the container's writes fail (EROFS) before another node presents it.
+func (w *writer) fence(why string) {
+	if w.fenced.Swap(true) {
+		return
+	}
+	w.mu.Lock()
+	w.why = why
+	w.mu.Unlock()
+	err := SetReadOnly(w.v.live(), true)
+	w.n.log.WithField("volume", w.v.name).WithField("epoch", w.epoch).WithError(err).
+		Error("fenced: " + why + "; the volume is read-only here until it is mounted again")
+}
+
+// snapshotIfChanged takes a generation when live changed since the last
+// one and returns the newest.
+func (w *writer) snapshotIfChanged() (Gen, error) {
+	sig := signature(w.v.live())
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if sig == w.lastSig {
+		return w.latest, nil
+	}
+	w.seq++
+	g := Gen{Epoch: w.epoch, Seq: w.seq}
+	if err := Snapshot(w.v.live(), w.v.genDir(g), true); err != nil {
+		w.seq--
+		return w.latest, err
+	}
+	w.lastSig, w.latest = sig, g
+	w.snapAt[g] = time.Now()
+	w.v.mu.Lock()
+	w.v.st.Latest = g
+	w.v.mu.Unlock()
+	w.gcLocked()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	return g, nil
+}
+
+// gcLocked drops generations no peer needs as a base any more.
+func (w *writer) gcLocked() {
+	keep := []Gen{w.latest}
+	for _, g := range w.acked {
+		keep = append(keep, g)
+	}
+	for _, f := range w.inflight {
+		keep = append(keep, f[0], f[1])
+	}
+	for _, g := range w.v.gens() {
+		if !slices.Contains(keep, g) {
+			DeleteSubvolume(w.v.genDir(g))
+			delete(w.snapAt, g)
+		}
+	}
+}
+
+// shipLoop keeps peer p at the newest generation: each round sends the
+// newest one on top of what p holds, so a slow peer skips generations.
+func (w *writer) shipLoop(ctx context.Context, p Peer) {
+	var c *conn
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	backoff := 200 * time.Millisecond
+	t := time.NewTicker(w.n.opts.Interval)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		todo := w.acked[p.ID] != w.latest && !w.latest.IsZero() && !w.fenced.Load()
+		w.mu.Unlock()
+		if todo {
+			var err error
+			if c == nil {
+				c, err = w.n.dial(ctx, p)
+			}
+			if err == nil {
+				stop := context.AfterFunc(ctx, func() { c.Close() })
+				err = w.ship(c, p)
+				stop()
+			}
+			if err != nil {
+				if c != nil {
+					c.Close()
+					c = nil
+				}
+				if errors.Is(err, errStale) {
+					w.fence("peer " + short(p.ID) + " refused it: " + err.Error())
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 2*time.Second)
+				continue
+			}
+			backoff = 200 * time.Millisecond
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// ship sends the newest generation to p over c and records p's ack.
+func (w *writer) ship(c *conn, p Peer) error {
+	w.mu.Lock()
+	g := w.latest
+	w.inflight[p.ID] = [2]Gen{g, w.acked[p.ID]}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.inflight, p.ID)
+		w.mu.Unlock()
+	}()
+	r, err := c.call(&msg{Req: reqPush, Volume: w.v.name, Epoch: w.epoch, Writer: w.n.opts.Self, Gen: g, Have: w.v.gens()})
+	if err != nil {
+		return err
+	}
+	if r.Err != "" {
+		if r.Err == errStale.Error() {
+			return fmt.Errorf("%w (theirs %d, ours %d)", errStale, r.Epoch, w.epoch)
+		}
+		return errors.New(r.Err)
+	}
+	w.mu.Lock()
+	w.inflight[p.ID] = [2]Gen{g, r.Base}
+	w.mu.Unlock()
+	prev := ""
+	if !r.Base.IsZero() {
+		prev = w.v.genDir(r.Base)
+	}
+	if _, err := sendDiff(prev, w.v.genDir(g), c.send); err != nil {
+		return err
+	}
+	if err := c.flush(); err != nil {
+		return err
+	}
+	res, err := c.recv()
+	if err != nil {
+		return err
+	}
+	if res.Err != "" {
+		return errors.New(res.Err)
+	}
+	now := time.Now()
+	w.mu.Lock()
+	w.acked[p.ID] = g
+	if at, ok := w.snapAt[g]; ok {
+		w.lags = append(w.lags, now.Sub(at))
+		if len(w.lags) > 500 {
+			w.lags = w.lags[len(w.lags)-500:]
+		}
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+// shipAll sends the newest generation to every peer at once, bounded by
+// ctx, and returns how many hold it.
+func (w *writer) shipAll(ctx context.Context, peers []Peer) int {
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		w.mu.Lock()
+		done := w.acked[p.ID] == w.latest
+		w.mu.Unlock()
+		if done {
+			ok.Add(1)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				c, err := w.n.dial(ctx, p)
+				if err == nil {
+					stop := context.AfterFunc(ctx, func() { c.Close() })
+					err = w.ship(c, p)
+					stop()
+					c.Close()
+				}
+				if err == nil {
+					ok.Add(1)
+					return
+				}
+				if errors.Is(err, errStale) {
+					return
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return int(ok.Load())
+}
+
+// status reports the writer's generations and replication lag.
+func (w *writer) status() map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := map[string]string{}
+	if at, ok := w.snapAt[w.latest]; ok {
+		st["generationAge"] = time.Since(at).Round(time.Millisecond).String()
+	}
+	if n := len(w.lags); n > 0 {
+		s := slices.Clone(w.lags)
+		slices.Sort(s)
+		st["lagP50"] = s[n/2].Round(time.Millisecond).String()
+		st["lagP99"] = s[min(n-1, n*99/100)].Round(time.Millisecond).String()
+	}
+	var held []string
+	for id, g := range w.acked {
+		mark := ""
+		if g == w.latest {
+			mark = " (current)"
+		}
+		held = append(held, short(id)+"="+g.String()+mark)
+	}
+	slices.Sort(held)
+	st["peersHold"] = strings.Join(held, " ")
+	st["leaseRenewed"] = strconv.FormatFloat(time.Since(w.lastRenew).Seconds(), 'f', 1, 64) + "s ago"
+	if w.why != "" {
+		st["fenced"] = w.why
+	}
+	return st
+}
