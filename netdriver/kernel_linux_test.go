@@ -146,7 +146,7 @@ func createNetwork(t *testing.T, id, subnet string, nodes ...*kernelNode) {
 // network talk across hosts and on one host, with TCP intact end to end
 // (offloads included), and never reach the other network.
 func TestKernelContainers(t *testing.T) {
-	nstest.Skip(t)
+	nstest.Require(t)
 	if testing.Short() {
 		t.Skip("short")
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 func TestNativeTUN(t *testing.T) {
-	nstest.Skip(t)
+	nstest.Require(t)
 	ns := nstest.New(t, "tun")
 	var dev *tun.Native
 	if err := ns.Do(func() (err error) { dev, err = tun.Create("mt0", 1392); return err }); err != nil {

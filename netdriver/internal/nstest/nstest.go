@@ -20,14 +20,16 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Skip skips t unless it runs as root with /dev/net/tun.
-func Skip(t testing.TB) {
+// Require skips t unless it runs as root. As root (CI) the kernel tests
+// must run: a missing /dev/net/tun fails t, and so does [New] when it
+// cannot create a namespace.
+func Require(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("needs /dev/net/tun")
+		t.Fatalf("running as root without /dev/net/tun: %v", err)
 	}
 }
 
@@ -52,7 +54,10 @@ func New(t testing.TB, suffix string) *NS {
 		return err
 	})
 	if err != nil {
-		t.Skipf("cannot create network namespace: %v", err)
+		if os.Geteuid() != 0 {
+			t.Skipf("cannot create network namespace: %v", err)
+		}
+		t.Fatalf("running as root, cannot create network namespace: %v", err)
 	}
 	nl, err := netlink.NewHandleAt(h)
 	if err != nil {
