@@ -21,8 +21,16 @@ import (
 
 var (
 	repo     string
-	topoRoot = envOr("TOPO_ROOT", "/var/lib/homeswarm-topo")
+	topoRoot = envOr("TOPO_ROOT", defaultTopoRoot())
 )
+
+// defaultTopoRoot is topo.sh's: another prefix than hs has its own root.
+func defaultTopoRoot() string {
+	if p := envOr("TOPO_PREFIX", "hs"); p != "hs" {
+		return "/var/lib/homeswarm-topo-" + p
+	}
+	return "/var/lib/homeswarm-topo"
+}
 
 func envOr(k, d string) string {
 	if v := os.Getenv(k); v != "" {
@@ -38,9 +46,10 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: skipped, needs root for network namespaces and dockerd")
 		os.Exit(0)
 	}
+	// As root (CI) the tests must run: a missing engine fails them.
 	if _, err := exec.LookPath("dockerd"); err != nil {
-		fmt.Println("e2e: skipped, dockerd is not installed")
-		os.Exit(0)
+		fmt.Println("e2e: FAIL: running as root but dockerd is not installed:", err)
+		os.Exit(1)
 	}
 	reuse := os.Getenv("E2E_REUSE") == "1" // a topology is already up
 	if !reuse {
