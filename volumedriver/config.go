@@ -31,9 +31,9 @@ type Config struct {
 	// Advertise are the host[:port] addresses peers should dial to reach
 	// this node; empty means every interface address.
 	Advertise []string
-	// MountTimeout bounds Mount's wait for a replica to catch up (30s).
+	// MountTimeout bounds Mount's wait for a replica to catch up (20s).
 	MountTimeout time.Duration
-	// FlushTimeout bounds the last Unmount's wait for a peer (30s).
+	// FlushTimeout bounds the last Unmount's wait for a peer (20s).
 	FlushTimeout time.Duration
 	// LogLevel is a logrus level name (info).
 	LogLevel logrus.Level
@@ -59,8 +59,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		ClusterKey:   getenv("CLUSTER_KEY"),
 		NodeName:     strings.TrimSpace(getenv("NODE_NAME")),
 		ListenPort:   22000,
-		MountTimeout: 30 * time.Second,
-		FlushTimeout: 30 * time.Second,
+		MountTimeout: 20 * time.Second,
+		FlushTimeout: 20 * time.Second,
 		LogLevel:     logrus.InfoLevel,
 	}
 	if c.ClusterKey != "" && len(c.ClusterKey) < MinClusterKeyLen {
@@ -93,8 +93,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if v := getenv(d.key); v != "" {
 			t, err := time.ParseDuration(v)
 			// Docker gives a volume call at most two minutes.
-			if err != nil || t <= 0 || t > 100*time.Second {
-				return c, fmt.Errorf("%w: %s=%q is not a duration between 1ms and 100s (Docker abandons a plugin call after 2m)", ErrConfig, d.key, v)
+			if err != nil || t <= 0 || t > store.MaxCallWait {
+				return c, fmt.Errorf("%w: %s=%q is not a duration between 1ms and %s (Docker gives a plugin call 30s)", ErrConfig, d.key, v, store.MaxCallWait)
 			}
 			*d.dst = t
 		}

@@ -205,8 +205,8 @@ func TestConfigFromEnv(t *testing.T) {
 		{"removed nodes", env("REMOVED_NODES", "mfzwi3d-bonsgyc-yltmrwg-c43enr5-qxgzdmm-fzwi3dp-bonsgyy-ltmrwad"), "", func(c Config) bool {
 			return len(c.Forget) == 1 && c.Forget[0] == "MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-BONSGYY-LTMRWAD"
 		}},
-		{"timeouts", env("MOUNT_TIMEOUT", "45s", "FLUSH_TIMEOUT", "5s", "LOG_LEVEL", "debug"), "", func(c Config) bool {
-			return c.MountTimeout == 45*time.Second && c.FlushTimeout == 5*time.Second && c.LogLevel == logrus.DebugLevel
+		{"timeouts", env("MOUNT_TIMEOUT", "25s", "FLUSH_TIMEOUT", "5s", "LOG_LEVEL", "debug"), "", func(c Config) bool {
+			return c.MountTimeout == 25*time.Second && c.FlushTimeout == 5*time.Second && c.LogLevel == logrus.DebugLevel
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -448,6 +448,21 @@ func (n *Node) Release(ctx context.Context, name string) error {
 		return nil
 	}
 	w.stop()
+	if w.fenced.Load() {
+		// Another node took the volume over while this one still wrote:
+		// what it wrote since is nobody else's; keep it aside, whole.
+		v.mu.Lock()
+		v.w = nil
+		st := v.st
+		v.mu.Unlock()
+		st.Writing, st.Writer = true, n.opts.Self
+		err := n.setAsideOrDrop(v, st, n.log.WithField("volume", name))
+		v.mu.Lock()
+		v.st.Writing = false
+		serr := v.saveLocked()
+		v.mu.Unlock()
+		return errors.Join(err, serr)
+	}
 	g, err := w.snapshotIfChanged()
 	if err != nil {
 		return err

@@ -69,7 +69,27 @@ type VolumeOptions struct {
 	MountTimeout time.Duration
 	// Share lists plain Syncthing device IDs that also get this volume.
 	Share []string
+	// Replication is how the volume reaches the other nodes; "" means the
+	// store's default (ReplicationSnapshots where it can, else files).
+	Replication Replication
 }
+
+// Replication is how a volume's data reaches the other nodes.
+type Replication string
+
+const (
+	// ReplicationSnapshots ships crash-consistent generations (btrfs
+	// snapshots) from the one node writing the volume: what databases need.
+	ReplicationSnapshots Replication = "snapshots"
+	// ReplicationFiles syncs file by file (Syncthing), every node may write
+	// (conflicting writes become conflict copies); for static files shared
+	// by several replicas, and for share= with plain Syncthing devices.
+	ReplicationFiles Replication = "files"
+)
+
+// MaxCallWait bounds how long Mount or Unmount may wait on peers: Docker
+// gives a plugin call 30 s, and an answer must reach it before that.
+const MaxCallWait = 25 * time.Second
 
 // optionHelp names every valid option with its form; errors quote it so a
 // user sees at once what is accepted.
@@ -78,8 +98,9 @@ var optionHelp = map[string]string{
 	"gid":           "gid=<0-4294967294>",
 	"mode":          "mode=<octal, e.g. 0750>",
 	"remove":        "remove=local|everywhere",
-	"mount-timeout": "mount-timeout=<duration, e.g. 45s>",
+	"mount-timeout": "mount-timeout=<duration up to 25s, e.g. 20s>",
 	"share":         "share=<syncthing device ID>[@host:port][,…]",
+	"replication":   "replication=snapshots|files",
 }
 
 // ValidOptions is the sorted list of option forms, for error messages and docs.
@@ -159,8 +180,8 @@ func ParseOptions(raw map[string]string) (VolumeOptions, error) {
 			}
 		case "mount-timeout":
 			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 || d > 10*time.Minute {
-				return o, bad(k, v, "is not a duration between 1ms and 10m")
+			if err != nil || d <= 0 || d > MaxCallWait {
+				return o, bad(k, v, "is not a duration between 1ms and 25s (Docker gives a plugin call 30s)")
 			}
 			o.MountTimeout = d
 		case "share":
@@ -176,9 +197,19 @@ func ParseOptions(raw map[string]string) (VolumeOptions, error) {
 				}
 				o.Share = append(o.Share, id)
 			}
+		case "replication":
+			switch Replication(v) {
+			case ReplicationSnapshots, ReplicationFiles:
+				o.Replication = Replication(v)
+			default:
+				return o, bad(k, v, "must be snapshots or files")
+			}
 		default:
 			return o, fmt.Errorf("%w: unknown option %q; valid options: %s", ErrInvalidOption, k, ValidOptions())
 		}
+	}
+	if o.Replication == ReplicationSnapshots && len(o.Share) > 0 {
+		return o, fmt.Errorf("%w: share= needs replication=files (plain Syncthing devices sync file by file); valid options: %s", ErrInvalidOption, ValidOptions())
 	}
 	return o, nil
 }
@@ -204,6 +235,9 @@ func (o VolumeOptions) Raw() map[string]string {
 	}
 	if len(o.Share) > 0 {
 		m["share"] = strings.Join(o.Share, ",")
+	}
+	if o.Replication != "" {
+		m["replication"] = string(o.Replication)
 	}
 	return m
 }

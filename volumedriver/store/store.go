@@ -55,6 +55,26 @@ type Replicator interface {
 	Volumes() []ClusterVolume
 }
 
+// Snapshotter replicates snapshot volumes (replication=snapshots) as
+// crash-consistent generations, one writer at a time. snapvol.Node is the
+// real one; nil means no such volumes (the state directory is not btrfs,
+// or no cluster).
+type Snapshotter interface {
+	// Acquire makes this node the volume's writer and returns the
+	// directory to mount; init prepares a volume that has no data anywhere.
+	Acquire(ctx context.Context, name string, init func(dir string) error) (string, error)
+	// Release takes and ships a last generation and lets the volume go.
+	Release(ctx context.Context, name string) error
+	// Remove deletes this node's generations of the volume.
+	Remove(name string) error
+	// Status describes the volume's generations from local state.
+	Status(name string) map[string]string
+	// LiveDir is the directory a container sees while this node writes.
+	LiveDir(name string) string
+	// Writing reports whether this node writes the volume now.
+	Writing(name string) bool
+}
+
 // ClusterVolume is a volume known somewhere in the cluster.
 type ClusterVolume struct {
 	Name      string
@@ -86,11 +106,14 @@ type Options struct {
 	Mounter Mounter
 	// Replicator keeps replicas in step; nil means local-only volumes.
 	Replicator Replicator
-	// MountTimeout bounds Mount's wait for the replica to catch up;
-	// 0 means 30s.
+	// Snapshots replicates snapshot volumes; nil means every volume is
+	// replicated file by file (or local-only).
+	Snapshots Snapshotter
+	// MountTimeout bounds Mount's wait for the replica to catch up (at
+	// most MaxCallWait); 0 means 20s.
 	MountTimeout time.Duration
 	// FlushTimeout bounds the last Unmount's wait for a peer to hold every
-	// local change; 0 means 30s.
+	// local change (at most MaxCallWait); 0 means 20s.
 	FlushTimeout time.Duration
 	// Logger receives the store's logs; nil means the standard logger.
 	Logger *logrus.Entry
@@ -147,11 +170,13 @@ func New(opts Options) (*Store, error) {
 		opts.Mounter = BindMounter{}
 	}
 	if opts.MountTimeout <= 0 {
-		opts.MountTimeout = 30 * time.Second
+		opts.MountTimeout = 20 * time.Second
 	}
 	if opts.FlushTimeout <= 0 {
-		opts.FlushTimeout = 30 * time.Second
+		opts.FlushTimeout = 20 * time.Second
 	}
+	opts.MountTimeout = min(opts.MountTimeout, MaxCallWait)
+	opts.FlushTimeout = min(opts.FlushTimeout, MaxCallWait)
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
@@ -172,6 +197,9 @@ type Layout string
 
 func (l Layout) volumesDir() string           { return filepath.Join(string(l), "volumes") }
 func (l Layout) volumeDir(name string) string { return filepath.Join(l.volumesDir(), name) }
+
+// VolumeDir is the directory holding everything of one volume.
+func (l Layout) VolumeDir(name string) string { return l.volumeDir(name) }
 func (l Layout) recordPath(name string) string {
 	return filepath.Join(l.volumeDir(name), "volume.json")
 }
@@ -213,11 +241,19 @@ func (s *Store) load() error {
 			s.log.WithField("volume", name).WithError(err).Warn("volume record has invalid options; using defaults")
 			vo, _ = ParseOptions(nil)
 		}
-		s.vols[name] = &entry{rec: rec, opts: vo}
+		e := &entry{rec: rec, opts: vo}
+		s.vols[name] = e
 		if r := s.opts.Replicator; r != nil {
-			if err := r.AddVolume(name, s.ReplicaDir(name), vo.Share, rec.Options); err != nil {
+			if err := s.register(e); err != nil {
 				s.log.WithField("volume", name).WithError(err).Warn("cannot resume replication")
 			}
+		}
+		if len(rec.MountIDs) > 0 && s.snapshots(e) {
+			// The plugin restarted under running containers: resume writing
+			// unless another node took the volume meanwhile (then the
+			// containers here see a fenced, read-only volume).
+			s.resume(name)
+			continue
 		}
 		if len(rec.MountIDs) > 0 {
 			if err := s.ensureMounted(name); err != nil {
@@ -290,6 +326,11 @@ func (s *Store) Create(name string, raw map[string]string) error {
 	if err != nil {
 		return err
 	}
+	if vo.Replication == ReplicationSnapshots && s.opts.Snapshots == nil {
+		return fmt.Errorf("%w: replication=snapshots needs the state directory on btrfs and a CLUSTER_KEY (see README, syncvol); use replication=files", ErrInvalidOption)
+	}
+	explicit := vo.Replication != ""
+	vo = s.withDefault(vo)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -297,7 +338,11 @@ func (s *Store) Create(name string, raw map[string]string) error {
 	}
 	if e, ok := s.vols[name]; ok {
 		s.mu.Unlock()
-		if len(raw) > 0 && !sameOptions(e.opts.Raw(), vo.Raw()) {
+		want := vo.Raw()
+		if !explicit {
+			want["replication"] = string(e.opts.Replication) // the default is not a difference
+		}
+		if len(raw) > 0 && !sameOptions(e.opts.Raw(), want) {
 			return fmt.Errorf("%w: volume %s already exists with options %v; remove it first or create it with the same options", ErrInvalidOption, name, e.opts.Raw())
 		}
 		return nil
@@ -305,8 +350,15 @@ func (s *Store) Create(name string, raw map[string]string) error {
 	e := &entry{rec: record{Name: name, Options: vo.Raw(), CreatedAt: time.Now().UTC()}, opts: vo}
 	// A volume the cluster already knows keeps the cluster's options and
 	// creation time, so every replica reports the same.
-	if cv, ok := s.clusterVolume(name); ok && len(raw) == 0 {
+	if cv, ok := s.clusterVolume(name); ok && (len(raw) == 0 || !explicit && sameOptions(withoutKey(cv.Options, "replication"), withoutKey(vo.Raw(), "replication"))) {
 		if cvo, err := ParseOptions(cv.Options); err == nil {
+			if cvo.Replication == ReplicationSnapshots && s.opts.Snapshots == nil {
+				s.mu.Unlock()
+				return fmt.Errorf("%w: volume %s is replicated as snapshots, which needs this node's state directory on btrfs", ErrInvalidOption, name)
+			}
+			if cvo.Replication == "" {
+				cvo.Replication = ReplicationFiles // recorded before the option existed
+			}
 			e.opts, e.rec.Options = cvo, cvo.Raw()
 		}
 		if !cv.CreatedAt.IsZero() {
@@ -331,31 +383,52 @@ func (s *Store) Create(name string, raw map[string]string) error {
 
 func (s *Store) createOnDisk(e *entry) error {
 	name := e.rec.Name
-	data := s.DataDir(name)
-	if err := os.MkdirAll(data, 0o755); err != nil {
+	if s.snapshots(e) {
+		// The data directory is made when the volume is first mounted
+		// (Snapshotter.Acquire), from the cluster's newest generation.
+		if err := os.MkdirAll(s.volumeDir(name), 0o755); err != nil {
+			return fmt.Errorf("create volume %s: %w", name, err)
+		}
+	} else if err := e.initRoot(s.DataDir(name)); err != nil {
 		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	if err := s.saveLocked(e); err != nil {
+		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	if s.opts.Replicator != nil {
+		if err := s.register(e); err != nil {
+			return fmt.Errorf("create volume %s: start replication: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// initRoot makes dir the root of a new volume, with its uid, gid and mode.
+func (e *entry) initRoot(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	mode := e.opts.Mode
 	if mode == 0 {
 		mode = 0o755
 	}
-	if err := os.Chmod(data, mode); err != nil {
-		return fmt.Errorf("create volume %s: %w", name, err)
+	if err := os.Chmod(dir, mode); err != nil {
+		return err
 	}
 	if e.opts.UID >= 0 || e.opts.GID >= 0 {
-		if err := os.Lchown(data, e.opts.UID, e.opts.GID); err != nil {
-			return fmt.Errorf("create volume %s: %w", name, err)
-		}
-	}
-	if err := s.saveLocked(e); err != nil {
-		return fmt.Errorf("create volume %s: %w", name, err)
-	}
-	if r := s.opts.Replicator; r != nil {
-		if err := r.AddVolume(name, s.ReplicaDir(name), e.opts.Share, e.rec.Options); err != nil {
-			return fmt.Errorf("create volume %s: start replication: %w", name, err)
-		}
+		return os.Lchown(dir, e.opts.UID, e.opts.GID)
 	}
 	return nil
+}
+
+func withoutKey(m map[string]string, k string) map[string]string {
+	out := make(map[string]string, len(m))
+	for kk, v := range m {
+		if kk != k {
+			out[kk] = v
+		}
+	}
+	return out
 }
 
 func sameOptions(a, b map[string]string) bool {
@@ -380,6 +453,53 @@ func (s *Store) clusterVolume(name string) (ClusterVolume, bool) {
 		}
 	}
 	return ClusterVolume{}, false
+}
+
+// snapshots reports whether e is replicated as generations here.
+func (s *Store) snapshots(e *entry) bool {
+	return s.opts.Snapshots != nil && e.opts.Replication == ReplicationSnapshots
+}
+
+// register tells the replicator about e: a Syncthing folder for files
+// volumes, a registry record only for snapshot volumes.
+func (s *Store) register(e *entry) error {
+	r := s.opts.Replicator
+	if e.opts.Replication == ReplicationSnapshots {
+		if rr, ok := r.(interface {
+			RegisterVolume(string, map[string]string) error
+		}); ok {
+			return rr.RegisterVolume(e.rec.Name, e.rec.Options)
+		}
+		return nil
+	}
+	return r.AddVolume(e.rec.Name, s.ReplicaDir(e.rec.Name), e.opts.Share, e.rec.Options)
+}
+
+// resume re-acquires a snapshot volume that had users when the plugin
+// stopped, in the background (peers may not be reachable yet).
+func (s *Store) resume(name string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*MaxCallWait)
+		defer cancel()
+		if _, err := s.opts.Snapshots.Acquire(ctx, name, nil); err != nil {
+			s.log.WithField("volume", name).WithError(err).Warn("cannot resume writing the volume here")
+			return
+		}
+		if err := s.ensureMounted(name); err != nil {
+			s.log.WithField("volume", name).WithError(err).Warn("cannot restore mount")
+		}
+	}()
+}
+
+// withDefault fills in the store's default replication.
+func (s *Store) withDefault(vo VolumeOptions) VolumeOptions {
+	if vo.Replication == "" {
+		vo.Replication = ReplicationFiles
+		if s.opts.Snapshots != nil && len(vo.Share) == 0 {
+			vo.Replication = ReplicationSnapshots
+		}
+	}
+	return vo
 }
 
 // Mount adds id to the volume's users and returns its mount point. The
@@ -407,18 +527,22 @@ func (s *Store) Mount(name, id string) (string, error) {
 			return s.MountPoint(name), s.ensureMounted(name)
 		}
 	}
-	if len(e.rec.MountIDs) == 0 {
-		if r := s.opts.Replicator; r != nil {
-			timeout := s.opts.MountTimeout
-			if e.opts.MountTimeout > 0 {
-				timeout = e.opts.MountTimeout
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			err := r.WaitSynced(ctx, name)
-			cancel()
-			if err != nil {
-				return "", fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout)
-			}
+	if len(e.rec.MountIDs) == 0 || s.snapshots(e) && !s.opts.Snapshots.Writing(name) {
+		timeout := s.opts.MountTimeout
+		if e.opts.MountTimeout > 0 {
+			timeout = min(e.opts.MountTimeout, MaxCallWait)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		var err error
+		switch {
+		case s.snapshots(e):
+			_, err = s.opts.Snapshots.Acquire(ctx, name, e.initRoot)
+		case s.opts.Replicator != nil:
+			err = s.opts.Replicator.WaitSynced(ctx, name)
+		}
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout)
 		}
 	}
 	if err := s.ensureMounted(name); err != nil {
@@ -450,7 +574,16 @@ func (s *Store) ensureMounted(name string) error {
 	if ok {
 		return nil
 	}
-	if err := s.opts.Mounter.Mount(s.DataDir(name), mp); err != nil {
+	src := s.DataDir(name)
+	if s.opts.Snapshots != nil {
+		s.mu.RLock()
+		e := s.vols[name]
+		s.mu.RUnlock()
+		if e != nil && s.snapshots(e) {
+			src = s.opts.Snapshots.LiveDir(name)
+		}
+	}
+	if err := s.opts.Mounter.Mount(src, mp); err != nil {
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	return nil
@@ -488,18 +621,24 @@ func (s *Store) Unmount(name, id string) error {
 	if !last {
 		return nil
 	}
-	if r := s.opts.Replicator; r != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
-		err := r.Flush(ctx, name)
-		cancel()
-		if err != nil {
-			s.log.WithField("volume", name).WithError(err).Warn("last unmount: not every change reached a peer in time; it keeps syncing")
-		}
-	}
+	// The container is gone: take the mount away first, so nothing writes
+	// while the last changes are shipped.
 	if err := s.opts.Mounter.Unmount(s.MountPoint(name)); err != nil {
 		return fmt.Errorf("unmount volume %s: %w", name, err)
 	}
 	os.Remove(s.MountPoint(name))
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
+	defer cancel()
+	var ferr error
+	switch {
+	case s.snapshots(e):
+		ferr = s.opts.Snapshots.Release(ctx, name)
+	case s.opts.Replicator != nil:
+		ferr = s.opts.Replicator.Flush(ctx, name)
+	}
+	if ferr != nil {
+		s.log.WithField("volume", name).WithError(ferr).Warn("last unmount: not every change reached a peer in time")
+	}
 	return nil
 }
 
@@ -531,6 +670,11 @@ func (s *Store) Remove(name string) error {
 	}
 	if err := s.opts.Mounter.Unmount(s.MountPoint(name)); err != nil {
 		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	if s.snapshots(e) {
+		if err := s.opts.Snapshots.Remove(name); err != nil {
+			return fmt.Errorf("remove volume %s: %w", name, err)
+		}
 	}
 	os.Remove(s.MountPoint(name))
 	// Rename first so that a crash half-way never leaves a record pointing
@@ -571,10 +715,15 @@ func (s *Store) Get(name string) (Volume, error) {
 		v = Volume{Name: name, CreatedAt: cv.CreatedAt, Options: cv.Options,
 			Status: map[string]string{"replica": "kept in sync; not yet used by Docker on this node"}}
 	}
-	if r := s.opts.Replicator; r != nil {
-		for k, val := range r.Status(name) {
-			v.Status[k] = val
-		}
+	status := map[string]string(nil)
+	switch {
+	case v.Options["replication"] == string(ReplicationSnapshots) && s.opts.Snapshots != nil:
+		status = s.opts.Snapshots.Status(name)
+	case s.opts.Replicator != nil:
+		status = s.opts.Replicator.Status(name)
+	}
+	for k, val := range status {
+		v.Status[k] = val
 	}
 	return v, nil
 }

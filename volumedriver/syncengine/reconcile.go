@@ -375,7 +375,7 @@ func (e *Engine) apply(c *config.Configuration, s desiredState) bool {
 func (e *Engine) activeVolumes(s desiredState) []string {
 	var out []string
 	for name, r := range s.vols {
-		if !r.Deleted && !s.detached[name] {
+		if !r.Deleted && !s.detached[name] && !SnapshotVolume(r.Options) {
 			out = append(out, name)
 		}
 	}

@@ -3,10 +3,12 @@ package syncengine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/syncthing/syncthing/lib/db"
 	"github.com/syncthing/syncthing/lib/protocol"
 )
 
@@ -32,13 +34,53 @@ func (e *Engine) folderPeers(folder string) (all, connected []protocol.DeviceID,
 	return all, connected, true
 }
 
+// availableNeed counts what the local replica still needs and a connected
+// peer can supply. A version announced only by a device that is gone (a
+// node that crashed after scanning a change it never sent) can be fetched
+// from nobody: it is counted apart, in unavailable, and does not hold a
+// Mount back, or a crash would make a volume unmountable until the dead
+// node returns. Deletions and directories need no data and always count.
+func availableNeed(snap interface {
+	NeedSize(protocol.DeviceID) db.Counts
+	WithNeedTruncated(protocol.DeviceID, db.Iterator)
+	Availability(string) []protocol.DeviceID
+}, connected []protocol.DeviceID) (files int, bytes int64, unavailable int) {
+	if snap.NeedSize(protocol.LocalDeviceID).TotalItems() == 0 {
+		return 0, 0, 0
+	}
+	snap.WithNeedTruncated(protocol.LocalDeviceID, func(f protocol.FileInfo) bool {
+		if f.IsDeleted() || f.IsDirectory() || f.IsSymlink() {
+			files++
+			return true
+		}
+		for _, d := range snap.Availability(f.FileName()) {
+			if slices.Contains(connected, d) {
+				files++
+				bytes += f.FileSize()
+				return true
+			}
+		}
+		unavailable++
+		return true
+	})
+	return files, bytes, unavailable
+}
+
 // behind describes how far a replica is from the global state.
 type behind struct {
-	files     int
-	bytes     int64
-	state     string
-	connected int
-	waiting   string // why we cannot judge yet
+	files       int
+	bytes       int64
+	unavailable int // needed versions no connected peer has
+	state       string
+	connected   int
+	waiting     string // why we cannot judge yet
+}
+
+func (b behind) unavailableNote() string {
+	if b.unavailable == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d newer versions are held by no connected peer and are not waited for)", b.unavailable)
 }
 
 func (b behind) String() string {
@@ -49,8 +91,8 @@ func (b behind) String() string {
 		return fmt.Sprintf("at least %d files (%s) behind its %d connected peer(s), state %s, %s",
 			b.files, humanBytes(b.bytes), b.connected, b.state, b.waiting)
 	}
-	return fmt.Sprintf("%d files (%s) behind its %d connected peer(s), state %s",
-		b.files, humanBytes(b.bytes), b.connected, b.state)
+	return fmt.Sprintf("%d files (%s) behind its %d connected peer(s), state %s%s",
+		b.files, humanBytes(b.bytes), b.connected, b.state, b.unavailableNote())
 }
 
 // syncCheck reports whether the local replica of folder has caught up with
@@ -72,9 +114,9 @@ func (e *Engine) syncCheck(folder string) (bool, behind) {
 	if err != nil {
 		return false, behind{waiting: "folder not running: " + err.Error()}
 	}
-	need := snap.NeedSize(protocol.LocalDeviceID)
+	files, bytes, unavailable := availableNeed(snap, connected)
 	snap.Release()
-	b := behind{files: need.TotalItems(), bytes: need.Bytes, state: state, connected: len(connected)}
+	b := behind{files: files, bytes: bytes, unavailable: unavailable, state: state, connected: len(connected)}
 	sharing := 0
 	for _, p := range connected {
 		comp, err := e.st.Completion(p, folder)

@@ -1,13 +1,17 @@
 package syncengine
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/syncthing/syncthing/lib/protocol"
 )
 
 // AddVolume starts replicating volume name, whose data lives in dir, and
@@ -54,32 +58,14 @@ func (e *Engine) AddVolumeWithOptions(name, dir string, share []string, opts map
 		return fmt.Errorf("add volume %s: %w", name, derr)
 	}
 
-	// Let the registry catch up first (bounded), so a volume another node
-	// created is found here and not mistaken for a brand-new, empty one.
-	e.waitRegistry(registryWait)
-	rec, err := e.readVolumeRecord(name)
-	switch {
-	case errors.Is(err, os.ErrNotExist) || (err == nil && rec.Deleted):
-		rec = VolumeRecord{Name: name, Options: opts, Share: share, Created: time.Now().UTC(), CreatedBy: e.myID.String()}
-		if err := writeJSONAtomic(e.volumeRecordPath(name), rec); err != nil {
-			return fmt.Errorf("add volume %s: write record: %w", name, err)
-		}
+	created, err := e.ensureRecord(name, share, opts)
+	if err != nil {
+		return fmt.Errorf("add volume %s: %w", name, err)
+	}
+	if created {
 		e.mu.Lock()
 		e.fresh[name] = dirEmpty(dir)
 		e.mu.Unlock()
-	case err != nil:
-		return fmt.Errorf("add volume %s: read record: %w", name, err)
-	default:
-		merged := mergeAddrs(rec.Share, share)
-		if len(merged) != len(rec.Share) || (rec.Options == nil && opts != nil) {
-			rec.Share = merged
-			if rec.Options == nil {
-				rec.Options = opts
-			}
-			if err := writeJSONAtomic(e.volumeRecordPath(name), rec); err != nil {
-				return fmt.Errorf("add volume %s: write record: %w", name, err)
-			}
-		}
 	}
 	e.touchFolder(RegistryFolderID, "volumes")
 	e.reconcile()
@@ -88,6 +74,100 @@ func (e *Engine) AddVolumeWithOptions(name, dir string, share []string, opts map
 	}
 	return nil
 }
+
+// RegisterVolume lists volume name in the cluster's registry, with its
+// driver options, without replicating it through Syncthing: snapshot
+// volumes (options replication=snapshots) travel as generations (package
+// snapvol), and the registry only makes them known to every node.
+func (e *Engine) RegisterVolume(name string, opts map[string]string) error {
+	if err := validVolumeName(name); err != nil {
+		return err
+	}
+	if err := e.running(); err != nil {
+		return err
+	}
+	if _, err := e.ensureRecord(name, nil, opts); err != nil {
+		return fmt.Errorf("register volume %s: %w", name, err)
+	}
+	e.touchFolder(RegistryFolderID, "volumes")
+	e.reconcile()
+	return nil
+}
+
+// ensureRecord writes the volume's registry record unless one exists (a
+// volume another node created keeps its record, merged with share).
+func (e *Engine) ensureRecord(name string, share []string, opts map[string]string) (created bool, err error) {
+	// Let the registry catch up first (bounded), so a volume another node
+	// created is found here and not mistaken for a brand-new, empty one.
+	e.waitRegistry(registryWait)
+	rec, err := e.readVolumeRecord(name)
+	switch {
+	case errors.Is(err, os.ErrNotExist) || (err == nil && rec.Deleted):
+		rec = VolumeRecord{Name: name, Options: opts, Share: share, Created: time.Now().UTC(), CreatedBy: e.myID.String()}
+		if err := writeJSONAtomic(e.volumeRecordPath(name), rec); err != nil {
+			return false, fmt.Errorf("write record: %w", err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("read record: %w", err)
+	}
+	merged := mergeAddrs(rec.Share, share)
+	if len(merged) != len(rec.Share) || (rec.Options == nil && opts != nil) {
+		rec.Share = merged
+		if rec.Options == nil {
+			rec.Options = opts
+		}
+		if err := writeJSONAtomic(e.volumeRecordPath(name), rec); err != nil {
+			return false, fmt.Errorf("write record: %w", err)
+		}
+	}
+	return false, nil
+}
+
+// SnapshotVolume reports whether a registry record's options make it a
+// snapshot volume, which Syncthing does not replicate.
+func SnapshotVolume(opts map[string]string) bool { return opts["replication"] == "snapshots" }
+
+// Member is another node of the cluster, as the registry lists it.
+type Member struct {
+	ID    string
+	Addrs []string // tcp://host:port of its Syncthing listener
+}
+
+// Members lists the other members (removed and refused ones left out).
+func (e *Engine) Members() []Member {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Member
+	for id, r := range e.members {
+		if id == e.myID || r.Removed {
+			continue
+		}
+		if _, refused := e.refused[id]; refused {
+			continue
+		}
+		out = append(out, Member{ID: id.String(), Addrs: slices.Clone(r.Addresses)})
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// MemberOf returns the device ID of the certificate raw (DER) and whether
+// it is a member's.
+func (e *Engine) MemberOf(raw []byte) (string, bool) {
+	id := protocol.NewDeviceID(raw)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, refused := e.refused[id]; refused {
+		return id.String(), false
+	}
+	r, ok := e.members[id]
+	_, verified := e.verified[id]
+	return id.String(), (ok && !r.Removed) || verified
+}
+
+// Certificate is this node's device certificate.
+func (e *Engine) Certificate() tls.Certificate { return e.cert }
 
 // registryWait bounds how long AddVolume waits for the registry to sync.
 const registryWait = 2 * time.Second

@@ -43,10 +43,16 @@ func run() error {
 		return err
 	}
 	defer closeRepl()
+	snaps, closeSnaps, err := startSnapshots(ctx, cfg, log, repl)
+	if err != nil {
+		return err
+	}
+	defer closeSnaps()
 	st, err := store.New(store.Options{
 		Root:         cfg.StateDir,
 		MountRoot:    cfg.MountRoot,
 		Replicator:   repl,
+		Snapshots:    snaps,
 		MountTimeout: cfg.MountTimeout,
 		FlushTimeout: cfg.FlushTimeout,
 		Logger:       log,

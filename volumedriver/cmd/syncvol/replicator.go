@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/homeswarm/homeswarm/volumedriver"
+	"github.com/homeswarm/homeswarm/volumedriver/snapvol"
 	"github.com/homeswarm/homeswarm/volumedriver/store"
 	"github.com/homeswarm/homeswarm/volumedriver/syncengine"
 )
@@ -38,6 +41,10 @@ func bounded(what string, f func() error) error {
 
 func (r replicator) AddVolume(name, dir string, share []string, options map[string]string) error {
 	return bounded("add volume "+name, func() error { return r.Engine.AddVolumeWithOptions(name, dir, share, options) })
+}
+
+func (r replicator) RegisterVolume(name string, options map[string]string) error {
+	return bounded("register volume "+name, func() error { return r.Engine.RegisterVolume(name, options) })
 }
 
 func (r replicator) RemoveVolume(name string, everywhere bool) error {
@@ -89,4 +96,58 @@ func startReplicator(ctx context.Context, cfg volumedriver.Config, log *logrus.E
 	}
 	log.WithField("device", eng.DeviceID()).WithField("listen", eng.ListenAddr()).Info("replication on")
 	return replicator{eng}, eng.Close, nil
+}
+
+// startSnapshots starts snapshot replication (crash-consistent volumes)
+// when the state directory is on btrfs, on LISTEN_PORT+1; nil otherwise.
+func startSnapshots(ctx context.Context, cfg volumedriver.Config, log *logrus.Entry, repl store.Replicator) (store.Snapshotter, func(), error) {
+	r, ok := repl.(replicator)
+	if !ok {
+		return nil, func() {}, nil
+	}
+	if !snapvol.IsBtrfs(cfg.StateDir) {
+		log.Warn("the state directory is not on btrfs: volumes replicate file by file, which a busy database does not survive a crash with (see README, syncvol)")
+		return nil, func() {}, nil
+	}
+	eng := r.Engine
+	node, err := snapvol.New(snapvol.Options{
+		Self:       eng.DeviceID(),
+		VolumeDir:  func(name string) string { return store.Layout(cfg.StateDir).VolumeDir(name) },
+		ValidName:  store.ValidateName,
+		Cert:       eng.Certificate(),
+		Verify:     eng.MemberOf,
+		Peers:      func() []snapvol.Peer { return snapPeers(eng.Members()) },
+		ListenAddr: ":" + strconv.Itoa(cfg.ListenPort+1),
+		Logger:     log.WithField("part", "snapshots"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := node.Run(ctx); err != nil {
+			log.WithError(err).Error("snapshot replication stopped")
+		}
+	}()
+	log.WithField("listen", node.Addr()).Info("crash-consistent volumes on (btrfs snapshots)")
+	return node, func() { node.Close(); <-done }, nil
+}
+
+// snapPeers turns members into snapshot peers: each listens one port above
+// its Syncthing port.
+func snapPeers(ms []syncengine.Member) []snapvol.Peer {
+	var out []snapvol.Peer
+	for _, m := range ms {
+		for _, a := range m.Addrs {
+			host, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(a, "tcp://"), "tcp4://"))
+			p, perr := strconv.Atoi(port)
+			if err != nil || perr != nil {
+				continue
+			}
+			out = append(out, snapvol.Peer{ID: m.ID, Addr: net.JoinHostPort(host, strconv.Itoa(p+1))})
+			break
+		}
+	}
+	return out
 }
