@@ -77,14 +77,11 @@ need_tools() {
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   # the package lists must know every root package
-  local p
-  for p in $ROOTS_sqlite $ROOTS_postgres $ROOTS_mariadb; do
-    if ! apt-cache show --no-all-versions "$p" >/dev/null 2>&1; then
-      say "apt-get update (the package lists do not know $p)"
-      apt-get update -qq
-      break
-    fi
-  done
+  # shellcheck disable=SC2086
+  if ! apt-cache show --no-all-versions $ROOTS_sqlite $ROOTS_postgres $ROOTS_mariadb >/dev/null 2>&1; then
+    say "apt-get update (the package lists do not know every package)"
+    apt-get update -qq
+  fi
 }
 
 # closure ROOT… prints the dependency closure (Depends and Pre-Depends,
@@ -177,6 +174,7 @@ EOF
 }
 
 extra_sqlite() { :; }
+changes_sqlite() { CHANGES=('ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' 'ENTRYPOINT ["/bin/sh"]'); }
 
 extra_postgres() {
   local t=$1
@@ -210,6 +208,8 @@ while kill -0 $pid 2>/dev/null; do wait $pid || true; done
 wait $pid
 EOF
   chmod 755 "$t/entrypoint.sh"
+}
+changes_postgres() {
   CHANGES=('ENV PATH=/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'ENV PGDATA=/data/pg'
     'ENV PGHOST=/run/postgresql' 'ENV PGUSER=postgres' 'ENTRYPOINT ["/entrypoint.sh"]' 'EXPOSE 5432')
 }
@@ -256,24 +256,30 @@ exec mariadbd --user=mysql --datadir="$DATADIR" --skip-networking=0 --bind-addre
   --init-file=/run/mysqld/init.sql --log-error= --log-warnings=1 "$@"
 EOF
   chmod 755 "$t/entrypoint.sh"
-  CHANGES=('ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' 'ENTRYPOINT ["/entrypoint.sh"]' 'EXPOSE 3306')
 }
+changes_mariadb() { CHANGES=('ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' 'ENTRYPOINT ["/entrypoint.sh"]' 'EXPOSE 3306'); }
 
 # build NAME: $CACHE/NAME-KEY.tar, then TAR_NAME=path; CHANGES_NAME set.
 build() {
   local name=$1 roots var pkgs key tarball
   var="ROOTS_$name"
   roots=${!var}
-  pkgs=$(versions $(closure $roots))
+  # the closure is computed again only when the package lists or this script change
+  local lists ckey
+  lists=$(stat -c %Y /var/lib/apt/lists /var/lib/apt/lists/* 2>/dev/null | sha256sum | cut -c1-16)
+  ckey=$( { echo "$roots $lists"; sha256sum < "$0"; } | sha256sum | cut -c1-16)
+  if [ -s "$CACHE/closure-$name-$ckey" ]; then
+    pkgs=$(cat "$CACHE/closure-$name-$ckey")
+  else
+    pkgs=$(versions $(closure $roots))
+    rm -f "$CACHE/closure-$name-"*
+    echo "$pkgs" > "$CACHE/closure-$name-$ckey"
+  fi
   key=$( { echo "$pkgs"; sha256sum < "$0"; } | sha256sum | cut -c1-16)
   tarball="$CACHE/$name-$key.tar"
-  CHANGES=('ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' 'ENTRYPOINT ["/bin/sh"]')
+  "changes_$name"
   if [ -f "$tarball" ]; then
     say "homeswarm/$name: cached $(basename "$tarball") ($(echo "$pkgs" | wc -l) packages)"
-    local t
-    t=$(mktemp -d)
-    "extra_$name" "$t" # only for CHANGES
-    rm -rf "$t"
   else
     # shellcheck disable=SC2086
     say "building $name ($(echo "$pkgs" | wc -l) packages: $roots and their dependencies)"
