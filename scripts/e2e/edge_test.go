@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,7 @@ const vpsAddr = "203.0.113.10"
 type edgeStack struct {
 	client *http.Client
 	routes string // host directory edge writes and Traefik watches
+	status string // edge's status address, in the VPS's namespace
 }
 
 // startEdgeStack imports the images, starts the services and returns when
@@ -94,7 +96,7 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 	}
 	t.Cleanup(func() { dns.Close() })
 
-	s := &edgeStack{routes: filepath.Join(topoRoot, "vps", o.routes)}
+	s := &edgeStack{routes: filepath.Join(topoRoot, "vps", o.routes), status: o.edgeListen}
 	if err := os.MkdirAll(s.routes, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +170,26 @@ func (s *edgeStack) get(host string) (code int, body string, err error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, strings.TrimSpace(string(b)), err
+}
+
+// edgeMetric reads one sample of edge's /metrics (edge runs on the VPS's
+// host network).
+func (s *edgeStack) edgeMetric(name string) (float64, error) {
+	resp, err := s.client.Get("http://" + s.status + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in edge's metrics", name)
 }
 
 // waitFor polls host until it answers want (and, for 200, the body text)
@@ -291,6 +313,7 @@ func TestEdge(t *testing.T) {
 
 		// Poll every route while edge restarts, and for a while after.
 		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
 		var mu sync.Mutex
 		var bad []string
 		requests := 0
@@ -316,7 +339,36 @@ func TestEdge(t *testing.T) {
 		out, err := dk("vps", "service", "update", "--force", "--detach=false", "edge")
 		restart := time.Since(start)
 		newTask, _ := dk("vps", "service", "ps", "-q", "--filter", "desired-state=running", "edge")
-		time.Sleep(3 * time.Second) // the new edge has listed and compared by now
+		if err == nil {
+			// Until the new edge has listed the Swarm and compared its table
+			// with the file: its own counter, its last listing after the restart.
+			eventually(t, 30*time.Second, "the restarted edge has listed the Swarm", func() error {
+				n, err := s.edgeMetric("edge_syncs_total")
+				if err != nil {
+					return err
+				}
+				at, err := s.edgeMetric("edge_last_sync_timestamp_seconds")
+				if err != nil {
+					return err
+				}
+				if n < 1 || at < float64(start.UnixNano())/1e9 {
+					return fmt.Errorf("edge_syncs_total %v, last sync %.3f, restart began %.3f", n, at, float64(start.UnixNano())/1e9)
+				}
+				return nil
+			})
+			// and every route asked twice more after that
+			mu.Lock()
+			mark := requests
+			mu.Unlock()
+			eventually(t, 10*time.Second, "requests after the new edge listed", func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				if requests < mark+2*len(hosts) {
+					return fmt.Errorf("%d requests since", requests-mark)
+				}
+				return nil
+			})
+		}
 		cancel()
 		wg.Wait()
 		if err != nil {
