@@ -124,7 +124,7 @@ func TestAcceptance(t *testing.T) {
 
 	// 3. Drain while writing: no acknowledged write is lost.
 	w := s.startWriter()
-	time.Sleep(time.Second)
+	w.waitAcks(t, 5, 0, 30*time.Second)
 	drained := time.Now()
 	drainAndRestore(t, node)
 	node2 := w.waitNewHost(t, node, 5, 120*time.Second)
@@ -138,8 +138,10 @@ func TestAcceptance(t *testing.T) {
 
 	// 4. Kill the engine while writing: nothing acknowledged more than
 	// ~2 s before the kill is lost.
+	// Writes acknowledged well before the kill (more than the 2 s that
+	// may be lost) are what the check below is about: 4 s of them.
 	w = s.startWriter()
-	time.Sleep(4 * time.Second)
+	w.waitAcks(t, 10, 4*time.Second, 60*time.Second)
 	killed := time.Now()
 	if _, err := topo("engine-stop", node2, "--kill"); err != nil {
 		t.Fatal(err)
@@ -420,6 +422,24 @@ func (w *writer) waitNewHost(t *testing.T, old string, n int, d time.Duration) s
 		return nil
 	})
 	return host
+}
+
+// waitAcks waits until the writer has n acknowledged writes, the first of
+// them at least age ago.
+func (w *writer) waitAcks(t *testing.T, n int, age, d time.Duration) {
+	t.Helper()
+	eventually(t, d, fmt.Sprintf("%d writes acknowledged, the first %s ago", n, age), func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.acks) < n || time.Since(w.acks[0].at) < age {
+			var first time.Duration
+			if len(w.acks) > 0 {
+				first = time.Since(w.acks[0].at)
+			}
+			return fmt.Errorf("%d acknowledged (%d failed), the first %s ago", len(w.acks), w.fails, first.Round(time.Millisecond))
+		}
+		return nil
+	})
 }
 
 // stop ends the writer and returns every acknowledged write, in order.
