@@ -160,13 +160,15 @@ type extent struct {
 }
 
 const (
-	fiemapLast     = 0x1
-	fiemapUnknown  = 0x2
-	fiemapDelalloc = 0x4
-	fiemapInline   = 0x200
-	fiemapTail     = 0x400
+	fiemapLast      = 0x1
+	fiemapUnknown   = 0x2
+	fiemapDelalloc  = 0x4
+	fiemapEncoded   = 0x8
+	fiemapInline    = 0x200
+	fiemapTail      = 0x400
+	fiemapUnwritten = 0x800
 	// extents whose physical address does not identify their content
-	fiemapNoIdentity = fiemapUnknown | fiemapDelalloc | fiemapInline | fiemapTail
+	fiemapNoIdentity = fiemapUnknown | fiemapDelalloc | fiemapEncoded | fiemapInline | fiemapTail
 )
 
 // extents lists the extents of the open file f.

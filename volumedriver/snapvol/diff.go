@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -192,21 +193,14 @@ func sendFile(curPath, prevPath string, base bool, m *msg, buf []byte, emit func
 }
 
 // changedRanges returns the byte ranges of a file of size bytes whose
-// extents cur does not share with prev (all of its data when !base), and
+// data cur does not share with prev (all of its data when !base), and
 // with base, the ranges where cur has no extent but prev had one (holes
-// punched since). Extents whose address says nothing of their content
-// (inline, delayed, unknown) always count as changed.
+// punched since). A range is shared when prev maps it to the same disk
+// bytes (btrfs splits an extent when part of it is rewritten, so the
+// pieces are matched by address, not by extent). Extents whose address
+// says nothing of their content (inline, delayed, encoded, unknown)
+// always count as changed.
 func changedRanges(prev, cur []extent, size uint64, base bool) (data, holes [][2]uint64) {
-	type key struct {
-		l, p, n uint64
-		f       uint32
-	}
-	have := map[key]bool{}
-	for _, e := range prev {
-		if e.flags&fiemapNoIdentity == 0 {
-			have[key{e.logical, e.physical, e.length, e.flags}] = true
-		}
-	}
 	add := func(rs [][2]uint64, a, b uint64) [][2]uint64 {
 		b = min(b, size)
 		if a >= b {
@@ -218,16 +212,39 @@ func changedRanges(prev, cur []extent, size uint64, base bool) (data, holes [][2
 		}
 		return append(rs, [2]uint64{a, b})
 	}
-	slices.SortFunc(cur, func(a, b extent) int { return cmp.Compare(a.logical, b.logical) })
+	byLogical := func(a, b extent) int { return cmp.Compare(a.logical, b.logical) }
+	slices.SortFunc(cur, byLogical)
+	slices.SortFunc(prev, byLogical)
 	covered := uint64(0)
 	for _, e := range cur {
+		end := e.logical + e.length
 		if base && e.logical > covered {
 			holes = add(holes, covered, e.logical)
 		}
-		if !base || e.flags&fiemapNoIdentity != 0 || !have[key{e.logical, e.physical, e.length, e.flags}] {
-			data = add(data, e.logical, e.logical+e.length)
+		covered = max(covered, end)
+		if !base || e.flags&fiemapNoIdentity != 0 {
+			data = add(data, e.logical, end)
+			continue
 		}
-		covered = max(covered, e.logical+e.length)
+		// Walk the prev extents overlapping e; what they map to the same
+		// disk bytes is unchanged, the rest is data to send.
+		pos := e.logical
+		i := sort.Search(len(prev), func(i int) bool { return prev[i].logical+prev[i].length > e.logical })
+		for ; i < len(prev) && prev[i].logical < end; i++ {
+			p := prev[i]
+			if p.flags&fiemapNoIdentity != 0 || p.flags&fiemapUnwritten != e.flags&fiemapUnwritten ||
+				p.physical-p.logical != e.physical-e.logical {
+				continue
+			}
+			a, b := max(p.logical, e.logical), min(p.logical+p.length, end)
+			if a > pos {
+				data = add(data, pos, a)
+			}
+			pos = max(pos, b)
+		}
+		if pos < end {
+			data = add(data, pos, end)
+		}
 	}
 	if base && covered < size {
 		holes = add(holes, covered, size)

@@ -99,6 +99,9 @@ type Options struct {
 	Lease time.Duration
 	// Logger receives the node's logs. Zero: logrus' standard logger.
 	Logger *logrus.Entry
+	// Dial opens a TCP connection to a peer. Zero: net.Dialer with a 2s
+	// timeout. (Tests cut links with it.)
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // fenceMargin is how long before its lease ends a writer that could not
@@ -161,13 +164,17 @@ func New(opts Options) (*Node, error) {
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
+	if opts.Dial == nil {
+		d := &net.Dialer{Timeout: 2 * time.Second}
+		opts.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
 	n := &Node{opts: opts, log: opts.Logger, vols: map[string]*volume{}}
 	n.tls = tlsConfig(opts.Cert, opts.Verify)
 	ln, err := net.Listen("tcp", opts.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("snapvol: listen: %w", err)
 	}
-	n.ln = ln
+	n.ln = tls.NewListener(ln, n.tls)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n, nil
 }
@@ -323,16 +330,21 @@ func (n *Node) Acquire(ctx context.Context, name string, init func(dir string) e
 
 	var replies map[string]*msg
 	peers := n.opts.Peers()
+	holder, left := "", time.Duration(0)
 	for {
-		replies = n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
-		if reach, total := len(replies)+1, len(peers)+1; reach*2 <= total {
-			if ctx.Err() != nil {
-				return "", fmt.Errorf("volume %s: %w (%d of %d reachable): another node may be writing it; retry", name, ErrNoMajority, reach, total)
+		rs := n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
+		reach, total := len(rs)+1, len(peers)+1
+		if reach*2 > total {
+			if holder, left = liveLease(rs, n.opts.Self); holder == "" {
+				replies = rs
+				break
 			}
-		} else if holder, left := liveLease(replies, n.opts.Self); holder == "" {
-			break
-		} else if ctx.Err() != nil {
-			return "", fmt.Errorf("volume %s: %w %s (its lease runs %.1fs more); retry once it stopped", name, ErrInUse, holder, left.Seconds())
+		}
+		if ctx.Err() != nil {
+			if holder != "" {
+				return "", fmt.Errorf("volume %s: %w %s (its lease runs %.1fs more); retry once it stopped", name, ErrInUse, holder, left.Seconds())
+			}
+			return "", fmt.Errorf("volume %s: %w (%d of %d reachable): another node may be writing it; retry", name, ErrNoMajority, reach, total)
 		}
 		select {
 		case <-ctx.Done():
@@ -609,9 +621,15 @@ func (n *Node) claimAll(ctx context.Context, peers []Peer, name string, epoch ui
 }
 
 func (n *Node) dial(ctx context.Context, p Peer) (*conn, error) {
-	d := tls.Dialer{Config: n.tls, NetDialer: &net.Dialer{Timeout: 2 * time.Second}}
-	c, err := d.DialContext(ctx, "tcp", p.Addr)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	raw, err := n.opts.Dial(ctx, p.Addr)
 	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, n.tls)
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
 		return nil, err
 	}
 	return newConn(c, p.ID), nil

@@ -1,0 +1,548 @@
+package snapvol
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// btrfsDir mounts a fresh btrfs (an image on a loop device) for the test.
+// It needs root; as root a missing mkfs.btrfs or loop device fails the
+// test rather than skipping it.
+func btrfsDir(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop device, btrfs)")
+	}
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "pool.img"), filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.btrfs (install btrfs-progs): %v: %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	return mnt
+}
+
+type cluster struct {
+	t     *testing.T
+	conns [][]net.Conn // per node, the connections it dialled
+	nodes []*Node
+	dirs  []string
+	cut   []atomic.Bool // node i reaches nobody
+	certs []tls.Certificate
+	ids   []string
+	addrs []string
+	lease time.Duration
+	mu    sync.Mutex
+}
+
+func testCert(t *testing.T) (tls.Certificate, string) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, hex.EncodeToString(sum[:8])
+}
+
+func newCluster(t *testing.T, n int, lease time.Duration) *cluster {
+	root := btrfsDir(t)
+	c := &cluster{t: t, cut: make([]atomic.Bool, n), lease: lease}
+	for i := 0; i < n; i++ {
+		cert, id := testCert(t)
+		c.certs, c.ids = append(c.certs, cert), append(c.ids, id)
+		c.dirs = append(c.dirs, filepath.Join(root, fmt.Sprint("node", i)))
+		c.addrs = append(c.addrs, "")
+		c.nodes = append(c.nodes, nil)
+		c.conns = append(c.conns, nil)
+	}
+	for i := range n {
+		c.start(i)
+	}
+	return c
+}
+
+// start (re)starts node i on its state directory, as a plugin restart does.
+func (c *cluster) start(i int) *Node {
+	dir := c.dirs[i]
+	os.MkdirAll(dir, 0o755)
+	addr := c.addrs[i]
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	nd, err := New(Options{
+		Self:      c.ids[i],
+		VolumeDir: func(name string) string { return filepath.Join(dir, name) },
+		ValidName: func(name string) error {
+			if name == "" || filepath.Base(name) != name || name[0] == '.' {
+				return errors.New("bad name")
+			}
+			return nil
+		},
+		Cert: c.certs[i],
+		Verify: func(raw []byte) (string, bool) {
+			sum := sha256.Sum256(raw)
+			id := hex.EncodeToString(sum[:8])
+			for _, k := range c.ids {
+				if k == id {
+					return id, true
+				}
+			}
+			return "", false
+		},
+		Peers:      func() []Peer { return c.peers(i) },
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			if c.isCut(i, addr) {
+				return nil, errors.New("cut")
+			}
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				c.mu.Lock()
+				c.conns[i] = append(c.conns[i], conn)
+				c.mu.Unlock()
+			}
+			return conn, err
+		},
+		ListenAddr: addr,
+		Interval:   50 * time.Millisecond,
+		Lease:      c.lease,
+		Logger:     logrus.NewEntry(logrus.StandardLogger()),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nodes[i], c.addrs[i] = nd, nd.Addr()
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() { defer close(done); nd.Run(context.Background()) }()
+	c.t.Cleanup(func() { nd.Close(); <-done })
+	return nd
+}
+
+func (c *cluster) peers(i int) []Peer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Peer
+	for j := range c.nodes {
+		if j != i {
+			out = append(out, Peer{ID: c.ids[j], Addr: c.addrs[j]})
+		}
+	}
+	return out
+}
+
+// isCut reports whether node i cannot reach addr now.
+func (c *cluster) isCut(i int, addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cut[i].Load() {
+		return true
+	}
+	for j, a := range c.addrs {
+		if a == addr && c.cut[j].Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// partition cuts node i off: its links break, and no new one opens.
+func (c *cluster) partition(i int, cut bool) {
+	c.cut[i].Store(cut)
+	if !cut {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns[i] {
+		conn.Close()
+	}
+	c.conns[i] = nil
+}
+
+// crash stops node i without letting go of anything.
+func (c *cluster) crash(i int) { c.nodes[i].Close() }
+
+func acquire(t *testing.T, n *Node, name string, d time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	dir, err := n.Acquire(ctx, name, nil)
+	if err != nil {
+		t.Fatalf("acquire %s: %v", name, err)
+	}
+	return dir
+}
+
+// ledger writes numbered records to two files, db then wal, fsyncing each
+// before counting the record acknowledged, as a database commits.
+type ledger struct {
+	dir  string
+	acks []time.Time
+	mu   sync.Mutex
+	err  error
+}
+
+func (l *ledger) run(ctx context.Context) {
+	db, err1 := os.OpenFile(filepath.Join(l.dir, "db"), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	wal, err2 := os.OpenFile(filepath.Join(l.dir, "wal"), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err := errors.Join(err1, err2); err != nil {
+		l.err = err
+		return
+	}
+	defer db.Close()
+	defer wal.Close()
+	rec := make([]byte, 4096)
+	for n := uint64(1); ctx.Err() == nil; n++ {
+		binary.BigEndian.PutUint64(rec, n)
+		for _, f := range []*os.File{db, wal} {
+			if _, err := f.Write(rec); err != nil {
+				l.mu.Lock()
+				l.err = err
+				l.mu.Unlock()
+				return
+			}
+			if err := f.Sync(); err != nil {
+				l.mu.Lock()
+				l.err = err
+				l.mu.Unlock()
+				return
+			}
+		}
+		l.mu.Lock()
+		l.acks = append(l.acks, time.Now())
+		l.mu.Unlock()
+	}
+}
+
+func records(t *testing.T, p string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b)%4096 != 0 {
+		t.Fatalf("%s: torn record: %d bytes", p, len(b))
+	}
+	for i := 0; i < len(b)/4096; i++ {
+		if got := binary.BigEndian.Uint64(b[i*4096:]); got != uint64(i+1) {
+			t.Fatalf("%s: record %d holds %d", p, i+1, got)
+		}
+	}
+	return uint64(len(b) / 4096)
+}
+
+// A crash leaves the next writer the whole volume as it was at one instant
+// (db and wal agree), with everything acknowledged more than a second
+// before the crash; a graceful move loses nothing.
+func TestCrashConsistentFailover(t *testing.T) {
+	c := newCluster(t, 3, 3*time.Second)
+	live := acquire(t, c.nodes[0], "pg", 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &ledger{dir: live}
+	done := make(chan struct{})
+	go func() { defer close(done); l.run(ctx) }()
+	time.Sleep(2 * time.Second) // the database runs: generations go out meanwhile
+	crashed := time.Now()
+	c.crash(0)
+	cancel()
+	<-done
+	if l.err != nil {
+		t.Fatal(l.err)
+	}
+	// The crashed node's lease runs out; then node 1 takes over.
+	live1 := acquire(t, c.nodes[1], "pg", 10*time.Second)
+	db, wal := records(t, filepath.Join(live1, "db")), records(t, filepath.Join(live1, "wal"))
+	if wal != db && wal != db-1 {
+		t.Fatalf("not one instant: db has %d records, wal %d", db, wal)
+	}
+	var mustHave uint64
+	for i, at := range l.acks {
+		if at.Before(crashed.Add(-time.Second)) {
+			mustHave = uint64(i + 1)
+		}
+	}
+	t.Logf("%d acknowledged, %d must survive, %d survived (db %d, wal %d)", len(l.acks), mustHave, wal, db, wal)
+	if wal < mustHave || mustHave == 0 {
+		t.Fatalf("lost acknowledged records: have %d, %d were acknowledged a second before the crash", wal, mustHave)
+	}
+
+	// A graceful move: node 1 releases, node 2 gets every record.
+	l2 := &ledger{dir: live1}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	os.Remove(filepath.Join(live1, "db"))
+	os.Remove(filepath.Join(live1, "wal"))
+	l2.run(ctx2)
+	cancel2()
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	if err := c.nodes[1].Release(rctx, "pg"); err != nil {
+		t.Fatal(err)
+	}
+	live2 := acquire(t, c.nodes[2], "pg", 5*time.Second)
+	if got := records(t, filepath.Join(live2, "wal")); got != uint64(len(l2.acks)) {
+		t.Fatalf("graceful move: %d of %d acknowledged records", got, len(l2.acks))
+	}
+}
+
+// One writer: a second node waits while the lease is live; a writer cut
+// off from the others fences itself (writes fail) before its lease ends,
+// and when it is back it keeps its unshipped writes aside.
+func TestOneWriterFenceAndDiverged(t *testing.T) {
+	c := newCluster(t, 3, 3*time.Second)
+	live := acquire(t, c.nodes[0], "db", 5*time.Second)
+	os.WriteFile(filepath.Join(live, "a"), []byte("shipped"), 0o644)
+	waitFor(t, 5*time.Second, func() bool {
+		return c.nodes[1].Status("db")["generation"] != "" && has(c, 1, "db", "a", "shipped")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err := c.nodes[1].Acquire(ctx, "db", nil)
+	cancel()
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("second writer while the lease is live: %v, want ErrInUse", err)
+	}
+	// Partition node 0: it keeps its container, which keeps writing.
+	c.partition(0, true)
+	os.WriteFile(filepath.Join(live, "b"), []byte("never shipped"), 0o644)
+	start := time.Now()
+	live1 := acquire(t, c.nodes[1], "db", 10*time.Second)
+	took := time.Since(start)
+	err = os.WriteFile(filepath.Join(live, "c"), []byte("after takeover"), 0o644)
+	if !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("old writer still writes after node 1 took over (%.1fs): %v", took.Seconds(), err)
+	}
+	if _, err := os.Stat(filepath.Join(live1, "b")); err == nil {
+		t.Fatal("a write that never left the cut-off node appeared on the new writer")
+	}
+	if b, _ := os.ReadFile(filepath.Join(live1, "a")); string(b) != "shipped" {
+		t.Fatalf("new writer: a = %q", b)
+	}
+	// Node 0's container stops; its writes since the cut are kept aside.
+	c.partition(0, false)
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer rcancel()
+	c.nodes[0].Release(rctx, "db")
+	d := c.nodes[0].Status("db")["diverged"]
+	if d == "" {
+		t.Fatalf("no diverged state kept: %v", c.nodes[0].Status("db"))
+	}
+	ents, _ := os.ReadDir(filepath.Join(c.dirs[0], "db", "diverged"))
+	if len(ents) != 1 {
+		t.Fatalf("diverged: %v", ents)
+	}
+	if b, _ := os.ReadFile(filepath.Join(c.dirs[0], "db", "diverged", ents[0].Name(), "b")); string(b) != "never shipped" {
+		t.Fatalf("diverged copy lacks the unshipped write: %q", b)
+	}
+	// And node 0 follows the new writer again.
+	os.WriteFile(filepath.Join(live1, "d"), []byte("new writer"), 0o644)
+	waitFor(t, 10*time.Second, func() bool { return has(c, 0, "db", "d", "new writer") })
+}
+
+func has(c *cluster, i int, vol, file, want string) bool {
+	n := c.nodes[i]
+	v, err := n.vol(vol, false)
+	if err != nil {
+		return false
+	}
+	v.mu.Lock()
+	g := v.st.Latest
+	v.mu.Unlock()
+	b, err := os.ReadFile(filepath.Join(v.genDir(g), file))
+	return err == nil && string(b) == want
+}
+
+func waitFor(t *testing.T, d time.Duration, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Every kind of change reaches the receiver exactly: writes in the
+// middle of big files, appends, truncation, holes, renames, deletions,
+// directories, symlinks, modes and owners.
+func TestDiffApplyExact(t *testing.T) {
+	root := btrfsDir(t)
+	src, dst := filepath.Join(root, "src"), filepath.Join(root, "dst")
+	if err := CreateSubvolume(src); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateSubvolume(dst); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	prev := ""
+	for round := 0; round < 12; round++ {
+		mutate(t, src, rng)
+		g := filepath.Join(root, fmt.Sprint("gen", round))
+		if err := Snapshot(src, g, true); err != nil {
+			t.Fatal(err)
+		}
+		a := &applier{root: dst}
+		var sent int64
+		st, err := sendDiff(prev, g, func(m *msg) error {
+			sent += int64(len(m.Data))
+			cp := *m
+			cp.Data = bytes.Clone(m.Data)
+			return a.apply(&cp)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareTrees(t, g, dst)
+		t.Logf("round %d: %d files, %d deleted, %d bytes sent", round, st.Files, st.Deleted, sent)
+		if round > 0 && sent > 3<<20 {
+			t.Fatalf("round %d sent %d bytes: more than the changes", round, sent)
+		}
+		prev = g
+	}
+}
+
+func mutate(t *testing.T, dir string, rng *mrand.Rand) {
+	big := filepath.Join(dir, "big")
+	f, err := os.OpenFile(big, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := f.Stat(); fi.Size() == 0 {
+		buf := make([]byte, 8<<20)
+		for i := range buf {
+			buf[i] = byte(rng.Uint32())
+		}
+		f.Write(buf)
+	}
+	for i := 0; i < 5; i++ {
+		b := make([]byte, 4096)
+		b[0] = byte(rng.Uint32())
+		f.WriteAt(b, int64(rng.IntN(8<<20)))
+	}
+	if rng.IntN(3) == 0 {
+		syscall.Fallocate(int(f.Fd()), 0x03, int64(rng.IntN(4<<20))&^4095, 64<<10) // punch a hole
+	}
+	f.Close()
+	if rng.IntN(4) == 0 {
+		os.Truncate(big, int64(6<<20+rng.IntN(2<<20)))
+	}
+	sub := filepath.Join(dir, "sub", fmt.Sprint("d", rng.IntN(3)))
+	os.MkdirAll(sub, 0o750)
+	os.WriteFile(filepath.Join(sub, fmt.Sprint("f", rng.IntN(5))), []byte(fmt.Sprint(rng.Uint64())), 0o600)
+	if rng.IntN(3) == 0 {
+		os.RemoveAll(filepath.Join(dir, "sub", fmt.Sprint("d", rng.IntN(3))))
+	}
+	os.Remove(filepath.Join(dir, "link"))
+	os.Symlink(fmt.Sprint("target", rng.IntN(9)), filepath.Join(dir, "link"))
+	os.Rename(filepath.Join(dir, "sub"), filepath.Join(dir, "sub2"))
+	os.Rename(filepath.Join(dir, "sub2"), filepath.Join(dir, "sub"))
+	os.Chmod(dir, fs.FileMode(0o700|rng.IntN(0o77)))
+	os.Lchown(filepath.Join(dir, "big"), rng.IntN(3), rng.IntN(3))
+}
+
+func compareTrees(t *testing.T, a, b string) {
+	t.Helper()
+	seen := map[string]bool{}
+	filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(a, p)
+		seen[rel] = true
+		ai, _ := os.Lstat(p)
+		bi, err := os.Lstat(filepath.Join(b, rel))
+		if err != nil {
+			t.Fatalf("%s missing on the receiver", rel)
+		}
+		as, bs := ai.Sys().(*syscall.Stat_t), bi.Sys().(*syscall.Stat_t)
+		if ai.Mode() != bi.Mode() || as.Uid != bs.Uid || as.Gid != bs.Gid {
+			t.Fatalf("%s: %v %d:%d vs %v %d:%d", rel, ai.Mode(), as.Uid, as.Gid, bi.Mode(), bs.Uid, bs.Gid)
+		}
+		switch {
+		case ai.Mode().IsRegular():
+			x, _ := os.ReadFile(p)
+			y, _ := os.ReadFile(filepath.Join(b, rel))
+			if !bytes.Equal(x, y) {
+				t.Fatalf("%s differs (%d vs %d bytes)", rel, len(x), len(y))
+			}
+		case ai.Mode()&fs.ModeSymlink != 0:
+			x, _ := os.Readlink(p)
+			y, _ := os.Readlink(filepath.Join(b, rel))
+			if x != y {
+				t.Fatalf("%s → %s vs %s", rel, x, y)
+			}
+		}
+		return nil
+	})
+	filepath.WalkDir(b, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(b, p)
+		if !seen[rel] {
+			t.Fatalf("%s on the receiver only", rel)
+		}
+		return nil
+	})
+}
+
+// A stream naming a path outside the volume is refused.
+func TestApplyRefusesEscapes(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	os.Symlink("/", filepath.Join(root, "up"))
+	a := &applier{root: root}
+	for _, p := range []string{"../x", "/etc/passwd", "up/etc/x", "a/../../x"} {
+		if err := a.apply(&msg{Kind: opFile, Path: p, Fresh: true}); !errors.Is(err, errBadPath) {
+			t.Errorf("%q: %v, want errBadPath", p, err)
+		}
+	}
+}
+
+func TestGenNames(t *testing.T) {
+	t.Parallel()
+	g := Gen{Epoch: 3, Seq: 17}
+	if p, ok := parseGen(g.String()); !ok || p != g {
+		t.Fatalf("round trip %v → %q → %v", g, g.String(), p)
+	}
+	for _, s := range []string{"", "x", "0000000000000003-00000000000000zz", "3-17"} {
+		if _, ok := parseGen(s); ok {
+			t.Errorf("%q parsed", s)
+		}
+	}
+	if !(Gen{1, 9}).Less(Gen{2, 0}) || (Gen{2, 0}).Less(Gen{1, 9}) {
+		t.Fatal("order")
+	}
+}
