@@ -189,7 +189,7 @@ func TestConfigFromEnv(t *testing.T) {
 		check   func(Config) bool
 	}{
 		{"defaults", env(), "", func(c Config) bool {
-			return c.StateDir == "/state" && c.ListenPort == 22000 && c.MountTimeout == 30*time.Second && c.ClusterKey == ""
+			return c.StateDir == "/state" && c.ListenPort == 22000 && c.MountTimeout == 20*time.Second && c.ClusterKey == ""
 		}},
 		{"peers", env("CLUSTER_KEY", key, "PEERS", "vps.example.org, 10.0.0.2:22001 [fd00::1]:23 fd00::2"), "", func(c Config) bool {
 			return strings.Join(c.Peers, " ") == "vps.example.org:22000 10.0.0.2:22001 [fd00::1]:23 [fd00::2]:22000"

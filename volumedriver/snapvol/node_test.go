@@ -15,8 +15,8 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
-	"net"
 	mrand "math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,7 +125,7 @@ func (c *cluster) start(i int) *Node {
 			}
 			return "", false
 		},
-		Peers:      func() []Peer { return c.peers(i) },
+		Peers: func() []Peer { return c.peers(i) },
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			if c.isCut(i, addr) {
 				return nil, errors.New("cut")
