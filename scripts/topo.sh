@@ -29,6 +29,7 @@
 # Environment: TOPO_CLUSTER_KEY (syncvol's key; default a random one per
 # topology, kept in $TOPO_ROOT/cluster.key), TOPO_PREFIX (hs), TOPO_ROOT (/var/lib/homeswarm-topo, or …-topo-PREFIX),
 # TOPO_RUN (/run/hs), MESH_PORT (3210), TOPO_STORAGE_DRIVER (vfs),
+# TOPO_SYNCVOL_FS (btrfs: each node's syncvol state on a btrfs image; plain),
 # PLUGIN_SETTINGS_syncvol / PLUGIN_SETTINGS_meshnet (extra settings per node,
 # %NODE% replaced by the node name).
 set -euo pipefail
@@ -300,6 +301,21 @@ mesh_ip() {
 # installed (TOPO_MESH=0 keeps it on the plain addresses).
 use_mesh() { [ "${TOPO_MESH:-1}" = 1 ] && [ -f "$REPO/build/meshnet/config.json" ]; }
 
+# syncvol_fs NODE: the node's syncvol state directory on its own btrfs
+# (a sparse image on a loop device), as README tells a user to set it up:
+# volumes are then crash-consistent snapshot volumes.
+# TOPO_SYNCVOL_FS=plain keeps a plain directory (file-by-file volumes only).
+syncvol_fs() {
+  local d="$ROOT/$1/syncvol"
+  mkdir -p "$d"
+  [ "${TOPO_SYNCVOL_FS:-btrfs}" = btrfs ] || return 0
+  mountpoint -q "$d" && return 0
+  command -v mkfs.btrfs >/dev/null || die "mkfs.btrfs not found: apt-get install btrfs-progs"
+  truncate -s "${TOPO_SYNCVOL_SIZE:-8G}" "$d.img"
+  mkfs.btrfs -q -f "$d.img" >/dev/null || die "mkfs.btrfs $d.img failed"
+  mount -o loop "$d.img" "$d" || die "cannot mount $d.img (loop devices?)"
+}
+
 install_plugins() {
   local n=$1 p extra
   # meshnet first: syncvol's peers are reached through it.
@@ -330,7 +346,8 @@ install_plugins() {
     fi
     extra="PLUGIN_SETTINGS_$p"
     [ -n "${!extra:-}" ] && settings+=(${!extra//%NODE%/$n})
-    mkdir -p "$ROOT/$n/syncvol" "$ROOT/$n/meshnet"
+    mkdir -p "$ROOT/$n/meshnet"
+    syncvol_fs "$n"
     DOCKER_HOST="unix://$(sock "$n")" make -s -C "$REPO" install "SETTINGS_$p=${settings[*]}" PLUGINS="$p" >/dev/null \
       || die "plugin $p did not install on $n"
   done
