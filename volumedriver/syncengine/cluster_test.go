@@ -384,7 +384,15 @@ func TestCluster(t *testing.T) {
 
 	t.Run("wrong-key node is refused and receives nothing", func(t *testing.T) {
 		w := startNode(t, "w", "wrong-key", nil, a)
-		time.Sleep(4 * time.Second)
+		// Until a has refused w (so w did connect) and dropped it: from
+		// then on nothing can reach w, and what w got is all it gets.
+		waitFor(t, 30*time.Second, "a refuses and drops w", func() bool {
+			a.mu.Lock()
+			_, refused := a.refused[w.myID]
+			a.mu.Unlock()
+			_, added := a.cfg.Device(w.myID)
+			return refused && !added && !a.st.IsConnectedTo(w.myID)
+		})
 		if v := w.Volumes(); len(v) != 0 {
 			t.Fatalf("wrong-key node learned volumes: %v", v)
 		}
@@ -427,7 +435,7 @@ func TestCluster(t *testing.T) {
 		if _, ok := b.cfg.Folder(FolderID("db")); ok {
 			t.Fatal("b still replicates db after local remove")
 		}
-		time.Sleep(1500 * time.Millisecond) // a reconcile pass must not bring it back
+		b.reconcile() // a reconcile pass must not bring it back
 		if _, ok := b.cfg.Folder(FolderID("db")); ok {
 			t.Fatal("db came back on b")
 		}
