@@ -184,7 +184,8 @@ func TestReplicationJoinAndWrongKey(t *testing.T) {
 // Syncthing conflict copy).
 func TestReplicationPartitionKeepsBoth(t *testing.T) {
 	const vol = "e2e-part"
-	mustDk(t, "home1", "volume", "create", "-d", "syncvol", vol)
+	// Many writers at once is what replication=files is for.
+	mustDk(t, "home1", "volume", "create", "-d", "syncvol", "-o", "replication=files", vol)
 	t.Cleanup(func() {
 		topo("heal", "home3")
 		for _, n := range []string{"home1", "home3"} {

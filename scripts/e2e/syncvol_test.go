@@ -7,14 +7,25 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 )
 
-// replicaFile is where a volume's file lives on node's host filesystem.
+// replicaFile is where node holds file of volume vol: in the replicated
+// folder of a file-by-file volume, or in the newest complete generation of
+// a snapshot volume (the live data on a node that has none yet).
 func replicaFile(node, vol, file string) string {
-	return filepath.Join(topoRoot, node, "syncvol", "volumes", vol, "replica", "data", file)
+	base := filepath.Join(topoRoot, node, "syncvol", "volumes", vol)
+	if _, err := os.Stat(filepath.Join(base, "replica")); err == nil {
+		return filepath.Join(base, "replica", "data", file)
+	}
+	if gens, _ := filepath.Glob(filepath.Join(base, "gens", "*")); len(gens) > 0 {
+		sort.Strings(gens)
+		return filepath.Join(gens[len(gens)-1], file)
+	}
+	return filepath.Join(base, "live", file)
 }
 
 // TestSyncvolServiceAtHome: a Swarm service constrained to the home nodes,

@@ -90,6 +90,14 @@ type Options struct {
 	Verify func(raw []byte) (id string, ok bool)
 	// Peers lists the other members now (required).
 	Peers func() []Peer
+	// Volumes lists the snapshot volumes the cluster knows (not deleted);
+	// the node catches up with the newest generation of each every
+	// CatchUp, so a node that joins or comes back holds every volume
+	// before it is asked to mount it. Zero: only the volumes it mounts or
+	// is sent.
+	Volumes func() []string
+	// CatchUp is how often Volumes are compared with the peers. Zero: 5s.
+	CatchUp time.Duration
 	// ListenAddr is where peers reach this node (required), e.g. ":22001".
 	ListenAddr string
 	// Interval is how often a written volume is snapshotted when it
@@ -161,6 +169,9 @@ func New(opts Options) (*Node, error) {
 	if opts.Lease <= 0 {
 		opts.Lease = 8 * time.Second
 	}
+	if opts.CatchUp <= 0 {
+		opts.CatchUp = 5 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
@@ -188,6 +199,13 @@ func (n *Node) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, n.cancel)
 	defer stop()
 	go func() { <-n.ctx.Done(); n.ln.Close() }()
+	if n.opts.Volumes != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.catchUpLoop()
+		}()
+	}
 	for {
 		c, err := n.ln.Accept()
 		if err != nil {
@@ -713,6 +731,92 @@ func (n *Node) handle(c *conn, m *msg) *msg {
 	return &msg{Err: "unknown request"}
 }
 
+// catchUpLoop brings every volume the cluster knows to the newest
+// generation a peer holds, unless this node writes it.
+func (n *Node) catchUpLoop() {
+	t := time.NewTicker(n.opts.CatchUp)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, name := range n.opts.Volumes() {
+			if n.ctx.Err() != nil {
+				return
+			}
+			if err := n.catchUp(name); err != nil {
+				n.log.WithField("volume", name).WithError(err).Debug("cannot catch up")
+			}
+		}
+	}
+}
+
+func (n *Node) catchUp(name string) error {
+	if n.opts.ValidName(name) != nil {
+		return nil
+	}
+	peers := n.opts.Peers()
+	ctx, cancel := context.WithTimeout(n.ctx, 2*MaxPull)
+	defer cancel()
+	rs := n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
+	var newest Gen
+	from := ""
+	var top *msg
+	for id, r := range rs {
+		if newest.Less(r.Latest) {
+			newest, from = r.Latest, id
+		}
+		if top == nil || top.Epoch < r.Epoch {
+			top = r
+		}
+	}
+	if from == "" {
+		return nil
+	}
+	v, err := n.vol(name, true)
+	if err != nil {
+		return err
+	}
+	if !v.op.TryLock() {
+		return nil // mounting or receiving right now
+	}
+	defer v.op.Unlock()
+	v.mu.Lock()
+	if top != nil && top.Writer != "" && top.Writer != n.opts.Self {
+		n.learnEpochLocked(v, top.Epoch, top.Writer)
+	}
+	behind := v.w == nil && v.st.Latest.Less(newest)
+	v.mu.Unlock()
+	if !behind {
+		return nil
+	}
+	return n.pull(ctx, v, from, peers)
+}
+
+// MaxPull bounds one catch-up transfer.
+const MaxPull = 2 * time.Minute
+
+// learnEpochLocked records that writer holds the volume at epoch, newer
+// than what this node knew. When this node wrote the volume last and
+// never let it go (it crashed or was cut off), what it holds is kept
+// aside first: it must never be merged into the new writer's data.
+// Caller holds v.mu.
+func (n *Node) learnEpochLocked(v *volume, epoch uint64, writer string) error {
+	if epoch < v.st.Epoch || (epoch == v.st.Epoch && v.st.Writer == writer) {
+		return nil
+	}
+	if v.w == nil && v.st.Writing {
+		if err := n.setAsideOrDrop(v, v.st, n.log.WithField("volume", v.name)); err != nil {
+			return err
+		}
+		v.st.Writing = false
+	}
+	v.st.Epoch, v.st.Writer, v.st.Released = epoch, writer, false
+	return v.saveLocked()
+}
+
 // grant records a claim (or a push, which renews it) of writer at epoch,
 // unless a newer epoch is known. A writer here that learns of a newer
 // epoch fences itself.
@@ -728,18 +832,8 @@ func (n *Node) grant(v *volume, m *msg, from string, now time.Time) *msg {
 	if v.w != nil && v.w.epoch < m.Epoch {
 		v.w.fence("peer " + short(from) + " took the volume at a newer epoch")
 	}
-	if m.Epoch > v.st.Epoch || v.st.Writer != from {
-		if v.w == nil && v.st.Writing {
-			// This node wrote the volume last and never let it go (it
-			// crashed or was cut off): keep what it holds aside before
-			// the new writer's generations arrive.
-			if err := n.setAsideOrDrop(v, v.st, n.log.WithField("volume", v.name)); err != nil {
-				return &msg{Err: "cannot keep this node's diverged writes: " + err.Error()}
-			}
-			v.st.Writing = false
-		}
-		v.st.Epoch, v.st.Writer, v.st.Released = m.Epoch, from, false
-		v.saveLocked()
+	if err := n.learnEpochLocked(v, m.Epoch, from); err != nil {
+		return &msg{Err: "cannot keep this node's diverged writes: " + err.Error()}
 	}
 	v.leaseUntil = now.Add(n.opts.Lease)
 	return &msg{Epoch: v.st.Epoch}

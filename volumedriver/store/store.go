@@ -694,6 +694,56 @@ func (s *Store) Remove(name string) error {
 	return nil
 }
 
+// SweepDeleted drops this node's copy of every snapshot volume the cluster
+// deleted (remove=everywhere on another node); volumes replicated file by
+// file are wiped by the replicator itself. A volume still mounted here is
+// left alone until its last user goes.
+func (s *Store) SweepDeleted() {
+	if s.opts.Replicator == nil || s.opts.Snapshots == nil {
+		return
+	}
+	for _, cv := range s.opts.Replicator.Volumes() {
+		if !cv.Deleted || cv.Options["replication"] != string(ReplicationSnapshots) || ValidateName(cv.Name) != nil {
+			continue
+		}
+		if _, err := os.Stat(s.volumeDir(cv.Name)); err != nil {
+			continue
+		}
+		log := s.log.WithField("volume", cv.Name)
+		s.mu.Lock()
+		e := s.vols[cv.Name]
+		if e != nil && len(e.rec.MountIDs) > 0 {
+			s.mu.Unlock()
+			continue
+		}
+		delete(s.vols, cv.Name)
+		s.mu.Unlock()
+		if err := s.opts.Snapshots.Remove(cv.Name); err != nil {
+			log.WithError(err).Warn("cannot delete the generations of a volume removed everywhere")
+			continue
+		}
+		if err := os.RemoveAll(s.volumeDir(cv.Name)); err != nil {
+			log.WithError(err).Warn("cannot delete a volume removed everywhere")
+			continue
+		}
+		log.Info("volume removed everywhere: local copy deleted")
+	}
+}
+
+// SnapshotVolumes lists the snapshot volumes the cluster knows.
+func (s *Store) SnapshotVolumes() []string {
+	if s.opts.Replicator == nil {
+		return nil
+	}
+	var out []string
+	for _, cv := range s.opts.Replicator.Volumes() {
+		if !cv.Deleted && cv.Options["replication"] == string(ReplicationSnapshots) {
+			out = append(out, cv.Name)
+		}
+	}
+	return out
+}
+
 // Get describes one volume: a local one, or one the cluster knows that has
 // no replica here yet. It answers from local state only.
 func (s *Store) Get(name string) (Volume, error) {

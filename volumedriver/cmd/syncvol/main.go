@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
@@ -43,7 +45,13 @@ func run() error {
 		return err
 	}
 	defer closeRepl()
-	snaps, closeSnaps, err := startSnapshots(ctx, cfg, log, repl)
+	var opened atomic.Pointer[store.Store] // the snapshot node starts before the store opens
+	snaps, closeSnaps, err := startSnapshots(ctx, cfg, log, repl, func() []string {
+		if st := opened.Load(); st != nil {
+			return st.SnapshotVolumes()
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -61,7 +69,20 @@ func run() error {
 		return err
 	}
 	defer st.Close()
+	opened.Store(st)
 
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				st.SweepDeleted()
+			}
+		}
+	}()
 	h := volume.NewHandler(volumedriver.NewDriver(st, log))
 	errc := make(chan error, 1)
 	go func() { errc <- h.ServeUnix("syncvol", 0) }()

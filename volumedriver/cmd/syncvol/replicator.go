@@ -100,7 +100,7 @@ func startReplicator(ctx context.Context, cfg volumedriver.Config, log *logrus.E
 
 // startSnapshots starts snapshot replication (crash-consistent volumes)
 // when the state directory is on btrfs, on LISTEN_PORT+1; nil otherwise.
-func startSnapshots(ctx context.Context, cfg volumedriver.Config, log *logrus.Entry, repl store.Replicator) (store.Snapshotter, func(), error) {
+func startSnapshots(ctx context.Context, cfg volumedriver.Config, log *logrus.Entry, repl store.Replicator, volumes func() []string) (store.Snapshotter, func(), error) {
 	r, ok := repl.(replicator)
 	if !ok {
 		return nil, func() {}, nil
@@ -117,6 +117,7 @@ func startSnapshots(ctx context.Context, cfg volumedriver.Config, log *logrus.En
 		Cert:       eng.Certificate(),
 		Verify:     eng.MemberOf,
 		Peers:      func() []snapvol.Peer { return snapPeers(eng.Members()) },
+		Volumes:    volumes,
 		ListenAddr: ":" + strconv.Itoa(cfg.ListenPort+1),
 		Logger:     log.WithField("part", "snapshots"),
 	})
