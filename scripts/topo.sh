@@ -309,11 +309,7 @@ syncvol_fs() {
   local d="$ROOT/$1/syncvol"
   mkdir -p "$d"
   [ "${TOPO_SYNCVOL_FS:-btrfs}" = btrfs ] || return 0
-  mountpoint -q "$d" && return 0
-  command -v mkfs.btrfs >/dev/null || die "mkfs.btrfs not found: apt-get install btrfs-progs"
-  truncate -s "${TOPO_SYNCVOL_SIZE:-8G}" "$d.img"
-  mkfs.btrfs -q -f "$d.img" >/dev/null || die "mkfs.btrfs $d.img failed"
-  mount -o loop "$d.img" "$d" || die "cannot mount $d.img (loop devices?)"
+  "$HERE/btrfs-pool.sh" "$d" "${TOPO_SYNCVOL_SIZE:-8G}" || die "no btrfs for $d"
 }
 
 install_plugins() {

@@ -93,8 +93,11 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if v := getenv(d.key); v != "" {
 			t, err := time.ParseDuration(v)
 			// Docker gives a volume call at most two minutes.
-			if err != nil || t <= 0 || t > store.MaxCallWait {
-				return c, fmt.Errorf("%w: %s=%q is not a duration between 1ms and %s (Docker gives a plugin call 30s)", ErrConfig, d.key, v, store.MaxCallWait)
+			// Up to 100s is accepted (older releases allowed it, and an
+			// upgrade carries settings over); the store waits at most
+			// store.MaxCallWait, since Docker gives a plugin call 30s.
+			if err != nil || t <= 0 || t > 100*time.Second {
+				return c, fmt.Errorf("%w: %s=%q is not a duration between 1ms and 100s (at most %s is used: Docker gives a plugin call 30s)", ErrConfig, d.key, v, store.MaxCallWait)
 			}
 			*d.dst = t
 		}

@@ -98,7 +98,7 @@ var optionHelp = map[string]string{
 	"gid":           "gid=<0-4294967294>",
 	"mode":          "mode=<octal, e.g. 0750>",
 	"remove":        "remove=local|everywhere",
-	"mount-timeout": "mount-timeout=<duration up to 25s, e.g. 20s>",
+	"mount-timeout": "mount-timeout=<duration, e.g. 20s; at most 25s is used>",
 	"share":         "share=<syncthing device ID>[@host:port][,…]",
 	"replication":   "replication=snapshots|files",
 }
@@ -180,8 +180,8 @@ func ParseOptions(raw map[string]string) (VolumeOptions, error) {
 			}
 		case "mount-timeout":
 			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 || d > MaxCallWait {
-				return o, bad(k, v, "is not a duration between 1ms and 25s (Docker gives a plugin call 30s)")
+			if err != nil || d <= 0 || d > 10*time.Minute {
+				return o, bad(k, v, "is not a duration between 1ms and 10m (Mount waits at most 25s: Docker gives a plugin call 30s)")
 			}
 			o.MountTimeout = d
 		case "share":

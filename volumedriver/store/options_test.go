@@ -67,7 +67,6 @@ func TestParseOptions(t *testing.T) {
 		{name: "bad remove", raw: map[string]string{"remove": "all"}, wantErr: "local or everywhere"},
 		{name: "bad timeout", raw: map[string]string{"mount-timeout": "soon"}, wantErr: "duration"},
 		{name: "huge timeout", raw: map[string]string{"mount-timeout": "1h"}, wantErr: "duration"},
-		{name: "timeout past Docker's", raw: map[string]string{"mount-timeout": "30s"}, wantErr: "25s"},
 		{name: "snapshots", raw: map[string]string{"replication": "snapshots"}, want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Replication: ReplicationSnapshots}},
 		{name: "bad replication", raw: map[string]string{"replication": "sometimes"}, wantErr: "snapshots or files"},
 		{name: "share needs files", raw: map[string]string{"replication": "snapshots", "share": "ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG"}, wantErr: "replication=files"},

@@ -175,11 +175,14 @@ func New(opts Options) (*Store, error) {
 	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = 20 * time.Second
 	}
-	opts.MountTimeout = min(opts.MountTimeout, MaxCallWait)
-	opts.FlushTimeout = min(opts.FlushTimeout, MaxCallWait)
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
+	if opts.MountTimeout > MaxCallWait || opts.FlushTimeout > MaxCallWait {
+		opts.Logger.WithField("max", MaxCallWait).Info("MOUNT_TIMEOUT / FLUSH_TIMEOUT longer than Docker waits for a plugin call: using the maximum")
+	}
+	opts.MountTimeout = min(opts.MountTimeout, MaxCallWait)
+	opts.FlushTimeout = min(opts.FlushTimeout, MaxCallWait)
 	s := &Store{Layout: Layout(opts.Root), opts: opts, log: opts.Logger, vols: map[string]*entry{}}
 	for _, d := range []string{s.volumesDir(), opts.MountRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -455,6 +458,14 @@ func (s *Store) clusterVolume(name string) (ClusterVolume, bool) {
 	return ClusterVolume{}, false
 }
 
+// dataDirOf is the directory containers of e see on this node.
+func (s *Store) dataDirOf(e *entry) string {
+	if s.snapshots(e) {
+		return s.opts.Snapshots.LiveDir(e.rec.Name)
+	}
+	return s.DataDir(e.rec.Name)
+}
+
 // snapshots reports whether e is replicated as generations here.
 func (s *Store) snapshots(e *entry) bool {
 	return s.opts.Snapshots != nil && e.opts.Replication == ReplicationSnapshots
@@ -575,14 +586,11 @@ func (s *Store) ensureMounted(name string) error {
 		return nil
 	}
 	src := s.DataDir(name)
-	if s.opts.Snapshots != nil {
-		s.mu.RLock()
-		e := s.vols[name]
-		s.mu.RUnlock()
-		if e != nil && s.snapshots(e) {
-			src = s.opts.Snapshots.LiveDir(name)
-		}
+	s.mu.RLock()
+	if e := s.vols[name]; e != nil {
+		src = s.dataDirOf(e)
 	}
+	s.mu.RUnlock()
 	if err := s.opts.Mounter.Mount(src, mp); err != nil {
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
@@ -786,7 +794,7 @@ func (s *Store) describeLocked(e *entry) Volume {
 		Options:   e.rec.Options,
 		Mounts:    len(e.rec.MountIDs),
 		Status: map[string]string{
-			"replica": s.DataDir(e.rec.Name),
+			"replica": s.dataDirOf(e),
 			"mounts":  fmt.Sprint(len(e.rec.MountIDs)),
 		},
 	}
