@@ -378,20 +378,60 @@ func (l *dbLoad) verify(t *testing.T, node, container string, mustHold, ref time
 }
 
 // ioWritten is the bytes the container's processes caused to be written
-// to storage (write_bytes of /proc/PID/io, summed over its live processes).
+// to storage: write_bytes of /proc/PID/io summed over the container's live
+// processes, read on the host (the node engines share its PID namespace;
+// inside the container root may not read another user's io).
 func ioWritten(node, container string) int64 {
-	out, err := dk(node, "exec", container, "sh", "-c", "cat /proc/[0-9]*/io 2>/dev/null")
-	if err != nil {
+	out, err := dk(node, "inspect", "-f", "{{.State.Pid}}", container)
+	root, _ := strconv.Atoi(out)
+	if err != nil || root <= 0 {
 		return 0
 	}
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if i := strings.LastIndexByte(string(b), ')'); err == nil && i > 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
+				parent[pid], _ = strconv.Atoi(f[1])
+			}
+		}
+	}
 	var sum int64
-	for _, l := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			sum += n
+	for pid := range parent {
+		p := pid
+		for p > 1 && p != root {
+			p = parent[p]
+		}
+		if p != root {
+			continue
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				sum += n
+			}
 		}
 	}
 	return sum
+}
+
+// ackedSince waits (without failing) until an ack read after at is older
+// than age, and returns when the first one was read (zero: none in d).
+func (l *dbLoad) ackedSince(at time.Time, age, d time.Duration) time.Time {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if first := l.firstAckAfter(at); !first.IsZero() && time.Since(first) >= age {
+			return first
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return l.firstAckAfter(at)
 }
 
 // waitMoved waits until service's task runs on a node other than old and
