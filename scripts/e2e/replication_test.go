@@ -29,9 +29,12 @@ const sumScript = `cd /data && find . -type f ! -name 'seq' | sort | xargs md5su
 // when the topology is reused (E2E_REUSE=1).
 var runID = strconv.FormatInt(time.Now().Unix()%1000000, 36)
 
-func waitFile(t *testing.T, path string, d time.Duration) {
+// waitReplica waits until node holds file of vol (the newest generation
+// of a snapshot volume moves on as it is written, so the path is looked
+// up at every poll).
+func waitReplica(t *testing.T, node, vol, file string, d time.Duration) {
 	t.Helper()
-	eventually(t, d, "file "+path, func() error { _, err := os.Stat(path); return err })
+	eventually(t, d, "file "+file+" of "+vol+" on "+node, func() error { _, err := os.Stat(replicaFile(node, vol, file)); return err })
 }
 
 func drainAndRestore(t *testing.T, node string) {
@@ -49,7 +52,7 @@ func TestReplicationDrainMovesTree(t *testing.T) {
 		"--mount", "type=volume,source=" + vol + ",target=/data,volume-driver=syncvol",
 		"busybox"}, loop(treeScript)...)...)
 	node, c := runningTask(t, vol, 60*time.Second)
-	waitFile(t, replicaFile(node, vol, "DONE"), 60*time.Second)
+	waitReplica(t, node, vol, "DONE", 60*time.Second)
 	before := mustDk(t, node, "exec", c, "sh", "-c", sumScript)
 	if n := len(strings.Split(before, "\n")); n != 300-1+1+1 { // 300 small − 1 deleted + big + DONE
 		t.Fatalf("tree has %d files", n)
@@ -81,7 +84,7 @@ func TestReplicationEngineKill(t *testing.T) {
 		"--mount", "type=volume,source=" + vol + ",target=/data,volume-driver=syncvol",
 		"busybox"}, loop(treeScript+"; i=0; while :; do i=$((i+1)); echo $i >> /data/seq; sleep 0.1; done")...)...)
 	node, _ := runningTask(t, vol, 60*time.Second)
-	waitFile(t, replicaFile(node, vol, "DONE"), 60*time.Second)
+	waitReplica(t, node, vol, "DONE", 60*time.Second)
 	sums := mustDk(t, node, "run", "--rm", "-v", vol+":/data", "busybox", "sh", "-c", sumScript+" | grep -v DONE")
 	time.Sleep(2 * time.Second)
 	b, _ := os.ReadFile(replicaFile(node, vol, "seq"))
