@@ -20,9 +20,9 @@ import (
 //     node, and everything acknowledged at least 2 s before the kill must
 //     be there.
 //
-// E2E_DBS chooses the databases (default "sqlite postgres"; mariadb too).
+// E2E_DBS chooses the databases (default all three: "sqlite postgres mariadb").
 func TestDatabaseFailover(t *testing.T) {
-	kinds := strings.Fields(envOr("E2E_DBS", "sqlite postgres"))
+	kinds := strings.Fields(envOr("E2E_DBS", "sqlite postgres mariadb"))
 	for _, k := range kinds {
 		if dbKinds[k] == nil {
 			t.Fatalf("E2E_DBS: unknown database %q (sqlite, postgres, mariadb)", k)
