@@ -237,7 +237,8 @@ func TestReplicationPartitionKeepsBoth(t *testing.T) {
 // network namespace shares a volume (-o share=) and files flow both ways.
 func TestReplicationSyncthingInterop(t *testing.T) {
 	if _, err := exec.LookPath("syncthing"); err != nil {
-		t.Skip("syncthing is not installed (apt-get install syncthing)")
+		// e2e runs as root (CI installs it): a missing peer is a failure.
+		t.Fatal("syncthing is not installed (apt-get install syncthing; .ci/run does)")
 	}
 	const vol = "e2e-nas"
 	home := t.TempDir()
