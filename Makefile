@@ -77,7 +77,7 @@ test: fmt vet test-unit fuzz test-e2e
 # run in test-unit too).
 FUZZTIME ?= 3s
 fuzz:
-	@for pkg in ./netdriver/wire ./netdriver/dataplane ./edge/builder; do \
+	@for pkg in ./netdriver/wire ./netdriver/dataplane ./edge/builder ./volumedriver/snapvol; do \
 	  for f in $$($(GO) test -tags noassets -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$f"; \
 	    $(GO) test -tags noassets -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || exit 1; \
