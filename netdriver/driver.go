@@ -7,13 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 	"github.com/homeswarm/homeswarm/netdriver/dataplane"
 )
 
@@ -167,16 +167,8 @@ func (d *Driver) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	tmp := d.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := atomicfile.Write(d.path, b, 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
-	}
-	if err := os.Rename(tmp, d.path); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	if dir, err := os.Open(filepath.Dir(d.path)); err == nil {
-		dir.Sync()
-		dir.Close()
 	}
 	return nil
 }

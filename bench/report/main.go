@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 )
 
 func main() {
@@ -74,9 +76,5 @@ func writeSection(dir, path string) error {
 }
 
 func writeAtomic(path, content string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, []byte(content), 0o644)
 }

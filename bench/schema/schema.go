@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 )
 
 // Result is one bench's figures from one run.
@@ -53,11 +55,7 @@ func Write(path string, r Result) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, buf.Bytes(), 0o644)
 }
 
 // Round rounds x to digits decimals for a row; NaN and infinities (no

@@ -26,8 +26,8 @@ func TestWrite(t *testing.T) {
 	if err := json.Unmarshal(b, &out); err != nil || out.Rows[0].Target != in.Rows[0].Target || out.Rows[0].Value != 1.5 {
 		t.Fatalf("read back %+v %v", out, err)
 	}
-	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
-		t.Fatalf("temporary file left: %v", err)
+	if ents, err := os.ReadDir(filepath.Dir(path)); err != nil || len(ents) != 1 {
+		t.Fatalf("temporary file left: %v %v", ents, err)
 	}
 }
 

@@ -3,9 +3,10 @@
 // It exists so that the daemon depends on "publish this table" rather than on
 // how Traefik is fed. The default and only sink is Traefik's file provider:
 // [File] renders the table as Traefik v3 dynamic configuration ([Render]) and
-// replaces one file in the directory Traefik watches, atomically (temp file,
-// fsync, rename), and only when the content changed. A file survives Traefik
-// restarts, and Traefik applies a rename in tens of milliseconds.
+// replaces one file in the directory Traefik watches, atomically
+// ([atomicfile.Write]: temp file, fsync, rename, fsync of the directory), and
+// only when the content changed. A file survives Traefik restarts, and
+// Traefik applies a rename in tens of milliseconds.
 package sink
 
 import (
@@ -22,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/homeswarm/homeswarm/edge/builder"
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 )
 
 // RedirectMiddleware is the name of the middleware the rendered file defines
@@ -55,7 +57,6 @@ type Stats struct {
 // Its methods are safe for concurrent use.
 type File struct {
 	path string
-	dir  string
 	base string
 
 	mu sync.Mutex // serializes replacements
@@ -76,7 +77,7 @@ func NewFile(o Options) (*File, error) {
 	if fi, err := os.Stat(o.Dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("%w: %s", ErrNoDir, o.Dir)
 	}
-	f := &File{path: filepath.Join(o.Dir, o.File), dir: o.Dir, base: o.File}
+	f := &File{path: filepath.Join(o.Dir, o.File), base: o.File}
 	stale, _ := filepath.Glob(filepath.Join(o.Dir, f.tempPattern()))
 	for _, s := range stale {
 		os.Remove(s)
@@ -87,10 +88,12 @@ func NewFile(o Options) (*File, error) {
 // Path is the file's path.
 func (f *File) Path() string { return f.path }
 
-// tempPattern names temp files ".edge.yml.tmp-*": a dot-name whose extension
-// Traefik's file provider does not read, in the watched directory so that
-// rename is atomic (same file system).
-func (f *File) tempPattern() string { return "." + f.base + ".tmp-*" }
+// tempPattern is the glob of the temp files [atomicfile.Write] leaves when
+// it is interrupted, ".edge.yml.tmp*": a dot-name whose extension
+// (".tmp" and digits) Traefik's file provider does not read — it reads only
+// .yml, .yaml and .toml files of the directory it watches — kept in the
+// watched directory so that the rename is atomic (same file system).
+func (f *File) tempPattern() string { return atomicfile.TempPattern(f.base) }
 
 // Write renders t and replaces the file if its content differs from what is
 // on disk (so a restarted edge does not rewrite its own file, and a file
@@ -117,38 +120,8 @@ func (f *File) Write(t builder.Table) (changed bool, err error) {
 }
 
 func (f *File) replaceLocked(data []byte) error {
-	tmp, err := os.CreateTemp(f.dir, f.tempPattern())
-	if err != nil {
-		return fmt.Errorf("sink: create temp file: %w", err)
-	}
-	name := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("sink: write %s: %w", name, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("sink: chmod %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sink: fsync %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("sink: close %s: %w", name, err)
-	}
-	if err := os.Rename(name, f.path); err != nil {
-		return fmt.Errorf("sink: rename into %s: %w", f.path, err)
-	}
-	ok = true
-	// Make the rename durable; a failure here does not undo it.
-	if d, err := os.Open(f.dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := atomicfile.Write(f.path, data, 0o644); err != nil {
+		return fmt.Errorf("sink: %w", err)
 	}
 	return nil
 }

@@ -10,10 +10,26 @@ import (
 	"path/filepath"
 )
 
-// Write replaces path with data, created with perm.
+// Write replaces path with data, created with perm. The temporary is
+// named by [TempPattern]: a dot-name ending in ".tmp" and random digits, so
+// that readers which go by extension (Traefik's file provider reads only
+// .yml, .yaml and .toml) never read it.
 func Write(path string, data []byte, perm os.FileMode) error {
+	return WriteTemp(path, data, perm, TempPattern(filepath.Base(path)))
+}
+
+// TempPattern is the [os.CreateTemp] pattern [Write] names the temporaries
+// of a file called base by. It is also a [filepath.Glob] pattern, for a
+// caller that removes the temporaries a crash left behind.
+func TempPattern(base string) string { return "." + base + ".tmp*" }
+
+// WriteTemp is [Write] with the temporary named by pattern, as
+// [os.CreateTemp] takes it (the last "*" becomes random digits), for a
+// directory whose reader skips only some names, such as Syncthing's
+// ".syncthing." prefix.
+func WriteTemp(path string, data []byte, perm os.FileMode, pattern string) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
 		return fmt.Errorf("atomicfile: %w", err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/curve25519"
+
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 )
 
 // Key is an X25519 key, private or public. Its String form is base64, as in
@@ -80,11 +82,7 @@ func LoadOrCreatePrivateKey(path string) (Key, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return Key{}, fmt.Errorf("create key directory: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(k.String()+"\n"), 0o600); err != nil {
-		return Key{}, fmt.Errorf("write private key: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, []byte(k.String()+"\n"), 0o600); err != nil {
 		return Key{}, fmt.Errorf("write private key: %w", err)
 	}
 	return k, nil

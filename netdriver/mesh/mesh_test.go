@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -491,6 +493,12 @@ func TestLoadOrCreatePrivateKey(t *testing.T) {
 	k2, err := LoadOrCreatePrivateKey(path)
 	if err != nil || k1 != k2 {
 		t.Fatalf("key not persisted: %v", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("private key mode: %v, %v; want 0600", fi, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Fatalf("temporaries left beside the key: %v", ents)
 	}
 	if _, err := ParseKey("short"); !errors.Is(err, ErrBadKey) {
 		t.Fatal(err)

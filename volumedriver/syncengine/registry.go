@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/syncthing/syncthing/lib/protocol"
+
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 )
 
 // VolumeRecord is a volume as the cluster knows it, stored in the registry
@@ -121,7 +123,8 @@ func readJSONDir(dir string) []jsonFile {
 }
 
 // writeJSONAtomic writes v to path through a temporary that Syncthing's
-// scanner ignores, so peers never see a half-written record.
+// scanner ignores (the ".syncthing." prefix), so peers never see a
+// half-written record, and fsyncs file and directory.
 func writeJSONAtomic(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -130,11 +133,7 @@ func writeJSONAtomic(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(path), ".syncthing."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteTemp(path, append(data, '\n'), 0o600, ".syncthing."+filepath.Base(path)+".*.tmp")
 }
 
 func (e *Engine) volumeRecordPath(name string) string {

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 	"github.com/homeswarm/homeswarm/netdriver"
 	"github.com/homeswarm/homeswarm/netdriver/conn"
 	"github.com/homeswarm/homeswarm/netdriver/dataplane"
@@ -161,10 +162,7 @@ func writeStatus(ctx context.Context, m *mesh.Mesh, sw *dataplane.Switch, drv *n
 		full := status{Status: st, Switch: sw.Stats()}
 		full.Networks, full.Endpoints = drv.Networks()
 		if b, err := json.MarshalIndent(full, "", "  "); err == nil {
-			tmp := path + ".tmp"
-			if err := os.WriteFile(tmp, b, 0o644); err == nil {
-				os.Rename(tmp, path)
-			}
+			atomicfile.Write(path, b, 0o644)
 		}
 		if time.Since(last) >= time.Minute {
 			last = time.Now()
