@@ -30,7 +30,7 @@ type Row = schema.Row
 
 // benchOrder is the order of the issue's report; other benches follow,
 // sorted by name.
-var benchOrder = []string{"mesh", "netdrv", "sync", "edge", "failover", "memory"}
+var benchOrder = []string{"mesh", "netdrv", "sync", "dblag", "edge", "failover", "memory"}
 
 // ErrNoBench means a results file is not in the schema.
 var ErrNoBench = errors.New(`not a bench result (no "bench" field)`)

@@ -35,7 +35,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -47,6 +46,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/homeswarm/homeswarm/volumedriver/syncengine"
+
+	"github.com/homeswarm/homeswarm/bench/syncthing"
 )
 
 const (
@@ -175,24 +176,24 @@ func run(ctx context.Context, c config) (err error) {
 	var defLat []float64
 	if !c.skipDefault {
 		log.Printf("syncthing defaults: %d small files (~10 s each)", c.nDefaults)
-		st, err := startSyncthing(ctx, c, filepath.Join(work, "st-defaults"), 0)
+		st, err := syncthing.Start(ctx, c.syncthing, filepath.Join(work, "st-defaults", "a"), filepath.Join(work, "st-defaults", "b"), 0, c.poll)
 		if err != nil {
 			return fmt.Errorf("syncthing defaults: %w", err)
 		}
-		defLat, err = smallFiles(ctx, c, st.a.dir, st.b.dir, c.nDefaults, 90*time.Second)
-		st.close(err)
+		defLat, err = smallFiles(ctx, c, st.A.Dir, st.B.Dir, c.nDefaults, 90*time.Second)
+		st.Close(err)
 		if err != nil {
 			return fmt.Errorf("syncthing defaults: %w", err)
 		}
 		log.Printf("syncthing defaults: p50=%.3fs p99=%.3fs", pct(defLat, 50), pct(defLat, 99))
 	}
 	log.Printf("syncthing fsWatcherDelayS=1: %d small files", c.nTuned)
-	st, err := startSyncthing(ctx, c, filepath.Join(work, "st-tuned"), 1)
+	st, err := syncthing.Start(ctx, c.syncthing, filepath.Join(work, "st-tuned", "a"), filepath.Join(work, "st-tuned", "b"), 1, c.poll)
 	if err != nil {
 		return fmt.Errorf("syncthing tuned: %w", err)
 	}
-	defer func() { st.close(err) }()
-	tunLat, err := smallFiles(ctx, c, st.a.dir, st.b.dir, c.nTuned, 90*time.Second)
+	defer func() { st.Close(err) }()
+	tunLat, err := smallFiles(ctx, c, st.A.Dir, st.B.Dir, c.nTuned, 90*time.Second)
 	if err != nil {
 		return fmt.Errorf("syncthing tuned: %w", err)
 	}
@@ -204,7 +205,7 @@ func run(ctx context.Context, c config) (err error) {
 		svPush,
 		rsPush,
 		{"syncthing tuned", func(d []byte, h [32]byte) (float64, error) {
-			return syncPush(ctx, c, st.a.dir, st.b.dir, d, h, nil, nil)
+			return syncPush(ctx, c, st.A.Dir, st.B.Dir, d, h, nil, nil)
 		}, new([]float64)},
 		{"rsync --fsync", func(d []byte, h [32]byte) (float64, error) { return rs.push(ctx, d, h, "-a", "--fsync") }, new([]float64)},
 		{"syncvol fsync off", func(d []byte, h [32]byte) (float64, error) { return syncPush(ctx, c, svNo.a, svNo.b, d, h, nil, nil) }, new([]float64)},
@@ -538,184 +539,6 @@ func minFlt() int64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Minflt
-}
-
-// ------------------------------------------------------- plain Syncthing
-
-type stNode struct {
-	home, dir string
-	id        string
-	port      int
-	cmd       *exec.Cmd
-	logf      *os.File
-}
-
-type stPair struct {
-	a, b *stNode
-}
-
-// startSyncthing starts a pair of plain Syncthing processes sharing one
-// folder with the given fsWatcherDelayS (0: left at its default), and
-// returns once a first file has reached B and the watcher has settled.
-func startSyncthing(ctx context.Context, c config, dir string, delayS int) (p *stPair, err error) {
-	p = &stPair{a: &stNode{home: filepath.Join(dir, "a")}, b: &stNode{home: filepath.Join(dir, "b")}}
-	defer func() {
-		if err != nil {
-			p.close(err)
-		}
-	}()
-	nodes := []*stNode{p.a, p.b}
-	for _, nd := range nodes {
-		nd.dir = filepath.Join(nd.home, "folder")
-		if nd.id, err = stGenerate(ctx, c.syncthing, nd.home); err != nil {
-			return nil, err
-		}
-		if nd.port, err = freePort(); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Join(nd.dir, ".stfolder"), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	for i, nd := range nodes {
-		path := filepath.Join(nd.home, "config.xml")
-		gen, err := os.ReadFile(path)
-		if err != nil {
-			return nil, err
-		}
-		cfg, err := stConfig(string(gen), nd, nodes[1-i], delayS)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			return nil, err
-		}
-	}
-	// The warm-up file is found by the initial scan, so its arrival proves
-	// the pair is connected and the folder running.
-	if err := writeFile(filepath.Join(p.a.dir, "warmup"), []byte("warm")); err != nil {
-		return nil, err
-	}
-	for _, nd := range nodes {
-		if err := nd.start(c.syncthing); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := waitContent(ctx, filepath.Join(p.b.dir, "warmup"), []byte("warm"), c.poll, 90*time.Second); err != nil {
-		return nil, fmt.Errorf("pair never synced: %w", err)
-	}
-	// Let the watcher settle after the initial scan.
-	return p, sleep(ctx, 2*time.Second)
-}
-
-// close stops the pair; after a failure it logs the tail of their logs.
-func (p *stPair) close(failure error) {
-	for _, nd := range []*stNode{p.a, p.b} {
-		nd.stop()
-		if failure != nil {
-			if out, err := os.ReadFile(filepath.Join(nd.home, "syncthing.log")); err == nil {
-				log.Printf("syncthing log %s:\n%s", nd.home, tail(out, 3000))
-			}
-		}
-	}
-}
-
-var deviceIDRe = regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`)
-
-// stGenerate creates a Syncthing home (key, certificate, default config)
-// and returns the device ID.
-func stGenerate(ctx context.Context, bin, home string) (string, error) {
-	out, err := exec.CommandContext(ctx, bin, "generate", "--home="+home, "--no-default-folder").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("syncthing generate: %w: %s", err, out)
-	}
-	m := deviceIDRe.FindSubmatch(out)
-	if m == nil {
-		return "", fmt.Errorf("syncthing generate: no device ID in %q", out)
-	}
-	return string(m[1]), nil
-}
-
-var defaultFolderRe = regexp.MustCompile(`(?s)<defaults>\s*(<folder id="" label="" path="~".*?</folder>)`)
-
-// stConfig edits the config Syncthing generated: a folder made from the
-// generated folder defaults (only fsWatcherDelayS changed, when delayS > 0)
-// shared with the peer at its loopback address; options: listen on
-// loopback, no GUI, discovery, relays, NAT traversal, usage reporting,
-// crash reports or upgrades, and reconnectionIntervalS=1 (connection
-// set-up only). Everything else stays at Syncthing's defaults.
-func stConfig(generated string, self, peer *stNode, delayS int) (string, error) {
-	m := defaultFolderRe.FindStringSubmatch(generated)
-	if m == nil {
-		return "", errors.New("syncthing config: no folder defaults")
-	}
-	folder := strings.Replace(m[1], `id="" label="" path="~"`,
-		fmt.Sprintf(`id="bench" label="bench" path="%s"`, self.dir), 1)
-	if delayS > 0 {
-		folder = strings.Replace(folder, `fsWatcherDelayS="10"`, fmt.Sprintf(`fsWatcherDelayS="%d"`, delayS), 1)
-	}
-	folder = strings.Replace(folder, "<filesystemType>",
-		fmt.Sprintf(`<device id="%s" introducedBy=""></device><filesystemType>`, peer.id), 1)
-	if !strings.Contains(folder, `fsWatcherEnabled="true"`) || !strings.Contains(folder, self.id) {
-		return "", fmt.Errorf("syncthing config: unexpected folder defaults %q", m[1])
-	}
-	peerDev := fmt.Sprintf(`<device id="%s" name="peer" compression="metadata"><address>tcp://127.0.0.1:%d</address></device>`, peer.id, peer.port)
-	cfg := strings.Replace(generated, "\n    <device ", "\n    "+folder+"\n    "+peerDev+"\n    <device ", 1)
-	set := func(tag, val string) error {
-		re := regexp.MustCompile(`<` + tag + `>[^<]*</` + tag + `>`)
-		if !re.MatchString(cfg) {
-			return fmt.Errorf("syncthing config: no <%s>", tag)
-		}
-		cfg = re.ReplaceAllLiteralString(cfg, "<"+tag+">"+val+"</"+tag+">")
-		return nil
-	}
-	for _, kv := range [][2]string{
-		{"listenAddress", fmt.Sprintf("tcp://127.0.0.1:%d", self.port)},
-		{"globalAnnounceEnabled", "false"},
-		{"localAnnounceEnabled", "false"},
-		{"relaysEnabled", "false"},
-		{"natEnabled", "false"},
-		{"urAccepted", "-1"},
-		{"autoUpgradeIntervalH", "0"},
-		{"crashReportingEnabled", "false"},
-		{"startBrowser", "false"},
-		{"reconnectionIntervalS", "1"},
-	} {
-		if err := set(kv[0], kv[1]); err != nil {
-			return "", err
-		}
-	}
-	gui := regexp.MustCompile(`<gui enabled="true"`)
-	if !gui.MatchString(cfg) {
-		return "", errors.New("syncthing config: no <gui>")
-	}
-	cfg = gui.ReplaceAllLiteralString(cfg, `<gui enabled="false"`)
-	return cfg, nil
-}
-
-func (n *stNode) start(bin string) error {
-	f, err := os.Create(filepath.Join(n.home, "syncthing.log"))
-	if err != nil {
-		return err
-	}
-	n.logf = f
-	n.cmd = exec.Command(bin, "serve", "--home="+n.home, "--no-browser", "--no-restart", "--no-upgrade", "--no-default-folder")
-	// STMONITORED=yes runs Syncthing itself rather than its monitor, whose
-	// child sits in its own process group and would outlive a kill.
-	n.cmd.Env = append(os.Environ(), "HOME="+n.home, "STNOUPGRADE=1", "STNORESTART=1", "STNODEFAULTFOLDER=1", "STMONITORED=yes")
-	n.cmd.Stdout, n.cmd.Stderr = f, f
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	return n.cmd.Start()
-}
-
-func (n *stNode) stop() {
-	if n.cmd != nil && n.cmd.Process != nil {
-		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		_ = n.cmd.Wait()
-	}
-	if n.logf != nil {
-		n.logf.Close()
-	}
 }
 
 // ------------------------------------------------------------------ rsync

@@ -1,13 +1,6 @@
 package main
 
-import (
-	"context"
-	"encoding/xml"
-	"os"
-	"path/filepath"
-	"strings"
-	"testing"
-)
+import "testing"
 
 func TestPercentiles(t *testing.T) {
 	t.Parallel()
@@ -25,77 +18,5 @@ func TestPercentiles(t *testing.T) {
 	}
 	if got := median([]float64{4, 1, 2, 3}); got != 2.5 {
 		t.Errorf("median even = %v", got)
-	}
-}
-
-// TestSyncthingConfig checks the config the bench gives plain Syncthing:
-// generated defaults, the folder and peer added, no GUI or discovery.
-func TestSyncthingConfig(t *testing.T) {
-	const bin = "/usr/bin/syncthing"
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("%s not installed", bin)
-	}
-	t.Parallel()
-	home := t.TempDir()
-	id, err := stGenerate(context.Background(), bin, home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen, err := os.ReadFile(filepath.Join(home, "config.xml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := &stNode{home: home, dir: filepath.Join(home, "folder"), id: id, port: 40001}
-	peer := &stNode{id: strings.Repeat("A", 7) + strings.Repeat("-AAAAAAA", 7), port: 40002}
-	for _, delay := range []int{0, 1} {
-		cfg, err := stConfig(string(gen), self, peer, delay)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var c struct {
-			Folders []struct {
-				ID      string `xml:"id,attr"`
-				Path    string `xml:"path,attr"`
-				Delay   int    `xml:"fsWatcherDelayS,attr"`
-				Watch   bool   `xml:"fsWatcherEnabled,attr"`
-				Rescan  int    `xml:"rescanIntervalS,attr"`
-				Devices []struct {
-					ID string `xml:"id,attr"`
-				} `xml:"device"`
-			} `xml:"folder"`
-			Devices []struct {
-				ID      string `xml:"id,attr"`
-				Address string `xml:"address"`
-			} `xml:"device"`
-			GUI struct {
-				Enabled bool `xml:"enabled,attr"`
-			} `xml:"gui"`
-			Options struct {
-				Listen []string `xml:"listenAddress"`
-				Global bool     `xml:"globalAnnounceEnabled"`
-				Local  bool     `xml:"localAnnounceEnabled"`
-				Relays bool     `xml:"relaysEnabled"`
-				UR     int      `xml:"urAccepted"`
-			} `xml:"options"`
-		}
-		if err := xml.Unmarshal([]byte(cfg), &c); err != nil {
-			t.Fatal(err)
-		}
-		wantDelay := 10
-		if delay > 0 {
-			wantDelay = delay
-		}
-		if len(c.Folders) != 1 || c.Folders[0].ID != "bench" || c.Folders[0].Path != self.dir ||
-			c.Folders[0].Delay != wantDelay || !c.Folders[0].Watch || c.Folders[0].Rescan != 3600 ||
-			len(c.Folders[0].Devices) != 2 {
-			t.Errorf("delay %d: folders %+v", delay, c.Folders)
-		}
-		if len(c.Devices) != 2 || c.Devices[0].ID != peer.id || c.Devices[0].Address != "tcp://127.0.0.1:40002" {
-			t.Errorf("devices %+v", c.Devices)
-		}
-		if c.GUI.Enabled || c.Options.Global || c.Options.Local || c.Options.Relays || c.Options.UR != -1 ||
-			len(c.Options.Listen) != 1 || c.Options.Listen[0] != "tcp://127.0.0.1:40001" {
-			t.Errorf("gui %+v options %+v", c.GUI, c.Options)
-		}
 	}
 }
