@@ -56,6 +56,12 @@ func dbFailover(t *testing.T, k *dbKind, network string) {
 	t.Logf("%s on %s: %.0f commits/s, the database's processes write %.1f MB/s (rows of %s bytes)",
 		k.name, node, 1000/took.Seconds(), float64(w1-w0)/took.Seconds()/1e6, dbPad)
 
+	// the database's own check passes before any move (so a failure after
+	// one is the move's)
+	if out, err := dk(node, "exec", c, "sh", "-c", k.check); err != nil {
+		t.Errorf("%s on %s fails its own check before any move: %v %s", k.name, node, err, out)
+	}
+
 	// 1. drain: everything acknowledged must be there
 	drained := time.Now()
 	drainAndRestore(t, node)
