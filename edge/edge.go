@@ -42,7 +42,8 @@ type Options struct {
 	// Build tunes the route builder (entry points, default cert resolver,
 	// network). Zero: plain HTTP on entry point "web", no network check.
 	Build builder.Options
-	// Debounce, Resync: see watcher.Options. Zero: 75ms and 30s.
+	// Debounce, Resync: see watcher.Options. Zero: watcher.DefaultDebounce
+	// and watcher.DefaultResync.
 	Debounce, Resync time.Duration
 	// MinBackoff, MaxBackoff: see watcher.Options. Zero: 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration

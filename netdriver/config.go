@@ -55,13 +55,11 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if len(c.Key) < MinKeyLen {
 		return bad("MESH_KEY must be set, at least %d characters (try: openssl rand -hex 32)", MinKeyLen)
 	}
-	if v := getenv("MESH_PORT"); v != "" {
-		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
-			return bad("MESH_PORT=%q is not a port number (1-65535)", v)
-		}
-		c.Port = p
+	port, err := settings.Port("MESH_PORT", getenv("MESH_PORT"), c.Port)
+	if err != nil {
+		return c, err
 	}
+	c.Port = port
 	peers, err := settings.ParsePeers("MESH_PEERS", getenv("MESH_PEERS"), c.Port)
 	if err != nil {
 		return c, err
@@ -85,12 +83,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.MTU = m
 	}
-	if v := getenv("LOG_LEVEL"); v != "" {
-		l, err := logrus.ParseLevel(v)
-		if err != nil {
-			return bad("LOG_LEVEL=%q; use one of error, warn, info, debug", v)
-		}
-		c.LogLevel = l
+	if c.LogLevel, err = settings.LogLevel("LOG_LEVEL", getenv("LOG_LEVEL")); err != nil {
+		return c, err
 	}
 	return c, nil
 }

@@ -2,7 +2,6 @@ package volumedriver
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -66,13 +65,11 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.ClusterKey != "" && len(c.ClusterKey) < MinClusterKeyLen {
 		return c, fmt.Errorf("%w: CLUSTER_KEY must be at least %d characters (try: openssl rand -hex 32)", ErrConfig, MinClusterKeyLen)
 	}
-	if v := getenv("LISTEN_PORT"); v != "" {
-		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
-			return c, fmt.Errorf("%w: LISTEN_PORT=%q is not a port number (1-65535)", ErrConfig, v)
-		}
-		c.ListenPort = p
+	port, err := settings.Port("LISTEN_PORT", getenv("LISTEN_PORT"), c.ListenPort)
+	if err != nil {
+		return c, err
 	}
+	c.ListenPort = port
 	adv, err := settings.ParsePeers("ADVERTISE", getenv("ADVERTISE"), c.ListenPort)
 	if err != nil {
 		return c, err
@@ -90,17 +87,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		key string
 		dst *time.Duration
 	}{{"MOUNT_TIMEOUT", &c.MountTimeout}, {"FLUSH_TIMEOUT", &c.FlushTimeout}} {
-		if v := getenv(d.key); v != "" {
-			t, err := time.ParseDuration(v)
-			// Docker gives a volume call at most two minutes.
-			// Up to 100s is accepted (older releases allowed it, and an
-			// upgrade carries settings over); the store waits at most
-			// store.MaxCallWait, since Docker gives a plugin call 30s.
-			if err != nil || t <= 0 || t > 100*time.Second {
-				return c, fmt.Errorf("%w: %s=%q is not a duration between 1ms and 100s (at most %s is used: Docker gives a plugin call 30s)", ErrConfig, d.key, v, store.MaxCallWait)
-			}
-			*d.dst = t
+		// Up to 100s is accepted (older releases allowed it, and an
+		// upgrade carries settings over); the store waits at most
+		// store.MaxCallWait, since Docker gives a plugin call 30s.
+		t, err := settings.Duration(d.key, getenv(d.key), *d.dst, time.Nanosecond, 100*time.Second)
+		if err != nil {
+			return c, fmt.Errorf("%w (at most %s is used: Docker gives a plugin call 30s)", err, store.MaxCallWait)
 		}
+		*d.dst = t
 	}
 	for _, id := range strings.FieldsFunc(getenv("REMOVED_NODES"), func(r rune) bool { return r == ',' || r == ' ' }) {
 		if !store.IsDeviceID(strings.ToUpper(id)) {
@@ -108,12 +102,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.Forget = append(c.Forget, strings.ToUpper(id))
 	}
-	if v := getenv("LOG_LEVEL"); v != "" {
-		l, err := logrus.ParseLevel(v)
-		if err != nil {
-			return c, fmt.Errorf("%w: LOG_LEVEL=%q; use one of panic, fatal, error, warn, info, debug, trace", ErrConfig, v)
-		}
-		c.LogLevel = l
+	if c.LogLevel, err = settings.LogLevel("LOG_LEVEL", getenv("LOG_LEVEL")); err != nil {
+		return c, err
 	}
 	return c, nil
 }

@@ -43,6 +43,13 @@ type State struct {
 	Networks map[string]string
 }
 
+// The defaults of Options.Debounce and Options.Resync, and of edge's
+// -debounce and -resync.
+const (
+	DefaultDebounce = 75 * time.Millisecond
+	DefaultResync   = 30 * time.Second
+)
+
 // Options configures a [Watcher].
 type Options struct {
 	// Docker is the API to watch. Required.
@@ -51,10 +58,10 @@ type Options struct {
 	// is called from Run's goroutine, one call at a time. Required.
 	Apply func(State)
 	// Debounce is how long after the first of a burst of events the
-	// services are listed. Zero: 75ms.
+	// services are listed. Zero: [DefaultDebounce].
 	Debounce time.Duration
 	// Resync is how often the services are listed without an event, to
-	// catch missed ones. Zero: 30s.
+	// catch missed ones. Zero: [DefaultResync].
 	Resync time.Duration
 	// MinBackoff and MaxBackoff bound the wait before reconnecting to an
 	// unreachable Docker; it doubles on every failure. Zero: 250ms and 30s.
@@ -91,10 +98,10 @@ var ErrEventStreamClosed = errors.New("watcher: event stream closed")
 // New returns a Watcher for o.
 func New(o Options) *Watcher {
 	if o.Debounce <= 0 {
-		o.Debounce = 75 * time.Millisecond
+		o.Debounce = DefaultDebounce
 	}
 	if o.Resync <= 0 {
-		o.Resync = 30 * time.Second
+		o.Resync = DefaultResync
 	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 250 * time.Millisecond

@@ -19,6 +19,7 @@ import (
 	"github.com/homeswarm/homeswarm/edge/builder"
 	"github.com/homeswarm/homeswarm/edge/sink"
 	"github.com/homeswarm/homeswarm/edge/watcher"
+	"github.com/homeswarm/homeswarm/internal/settings"
 )
 
 func env(key, def string) string {
@@ -28,17 +29,25 @@ func env(key, def string) string {
 	return def
 }
 
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(key); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-		fmt.Fprintf(os.Stderr, "edge: ignoring %s=%q: not a duration\n", key, v)
+// envDurations reads EDGE_RESYNC and EDGE_DEBOUNCE, the defaults of
+// -resync and -debounce. A bad value is an error naming the setting: like
+// the plugins, edge does not start on a bad setting.
+func envDurations(getenv func(string) string) (resync, debounce time.Duration, err error) {
+	if resync, err = settings.Duration("EDGE_RESYNC", getenv("EDGE_RESYNC"), watcher.DefaultResync, 0, 0); err != nil {
+		return 0, 0, err
 	}
-	return def
+	if debounce, err = settings.Duration("EDGE_DEBOUNCE", getenv("EDGE_DEBOUNCE"), watcher.DefaultDebounce, 0, 0); err != nil {
+		return 0, 0, err
+	}
+	return resync, debounce, nil
 }
 
 func main() {
+	defResync, defDebounce, err := envDurations(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
 	var (
 		dockerHost = flag.String("docker-host", env("DOCKER_HOST", ""), "Docker API `address` (env DOCKER_HOST; default unix:///var/run/docker.sock)")
 		dir        = flag.String("dir", env("EDGE_DIR", "/routes"), "`directory` Traefik's file provider watches (env EDGE_DIR)")
@@ -48,8 +57,8 @@ func main() {
 		resolver   = flag.String("cert-resolver", env("EDGE_CERT_RESOLVER", ""), "Traefik ACME `resolver` for edge.* and Traefik v1 routes; enables HTTPS and the HTTP->HTTPS redirect by default (env EDGE_CERT_RESOLVER)")
 		httpEP     = flag.String("http-entrypoint", env("EDGE_HTTP_ENTRYPOINT", "web"), "Traefik plain-HTTP entry `point` (env EDGE_HTTP_ENTRYPOINT)")
 		httpsEP    = flag.String("https-entrypoint", env("EDGE_HTTPS_ENTRYPOINT", "websecure"), "Traefik HTTPS entry `point` (env EDGE_HTTPS_ENTRYPOINT)")
-		resync     = flag.Duration("resync", envDuration("EDGE_RESYNC", 30*time.Second), "full resync `period`, to catch missed events (env EDGE_RESYNC)")
-		debounce   = flag.Duration("debounce", envDuration("EDGE_DEBOUNCE", 75*time.Millisecond), "wait after the first of a burst of events (env EDGE_DEBOUNCE)")
+		resync     = flag.Duration("resync", defResync, "full resync `period`, to catch missed events (env EDGE_RESYNC)")
+		debounce   = flag.Duration("debounce", defDebounce, "wait after the first of a burst of events (env EDGE_DEBOUNCE)")
 		logLevel   = flag.String("log-level", env("LOG_LEVEL", "info"), "log `level`: debug, info, warn, error (env LOG_LEVEL)")
 	)
 	flag.Parse()
@@ -63,9 +72,9 @@ func main() {
 
 func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.Duration, build builder.Options) error {
 	logger := logrus.New()
-	lvl, err := logrus.ParseLevel(logLevel)
+	lvl, err := settings.LogLevel("-log-level", logLevel)
 	if err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+		return err
 	}
 	logger.SetLevel(lvl)
 	log := logrus.NewEntry(logger)

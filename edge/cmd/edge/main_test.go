@@ -9,6 +9,8 @@ import (
 
 	"github.com/homeswarm/homeswarm/edge/builder"
 	"github.com/homeswarm/homeswarm/edge/sink"
+	"github.com/homeswarm/homeswarm/edge/watcher"
+	"github.com/homeswarm/homeswarm/internal/settings"
 )
 
 func TestRunRejectsBadSettings(t *testing.T) {
@@ -33,13 +35,39 @@ func TestRunRejectsBadSettings(t *testing.T) {
 	}
 }
 
-func TestEnvDuration(t *testing.T) {
-	t.Setenv("EDGE_TEST_D", "150ms")
-	if d := envDuration("EDGE_TEST_D", time.Second); d != 150*time.Millisecond {
-		t.Errorf("envDuration = %v", d)
+func TestEnvDurations(t *testing.T) {
+	t.Parallel()
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
 	}
-	t.Setenv("EDGE_TEST_D", "soon")
-	if d := envDuration("EDGE_TEST_D", time.Second); d != time.Second {
-		t.Errorf("envDuration(bad) = %v, want the default", d)
+	for _, tc := range []struct {
+		name             string
+		env              func(string) string
+		resync, debounce time.Duration
+		wantErr          string
+	}{
+		{"defaults", env(), watcher.DefaultResync, watcher.DefaultDebounce, ""},
+		{"set", env("EDGE_RESYNC", "1m", "EDGE_DEBOUNCE", "150ms"), time.Minute, 150 * time.Millisecond, ""},
+		{"zero is the default", env("EDGE_DEBOUNCE", "0s"), watcher.DefaultResync, 0, ""},
+		{"bad resync", env("EDGE_RESYNC", "soon"), 0, 0, "EDGE_RESYNC"},
+		{"negative debounce", env("EDGE_DEBOUNCE", "-1s"), 0, 0, "EDGE_DEBOUNCE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, d, err := envDurations(tc.env)
+			if tc.wantErr != "" {
+				if !errors.Is(err, settings.ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || r != tc.resync || d != tc.debounce {
+				t.Fatalf("envDurations = %v, %v, %v; want %v, %v", r, d, err, tc.resync, tc.debounce)
+			}
+		})
 	}
 }
