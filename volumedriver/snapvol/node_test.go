@@ -34,6 +34,11 @@ import (
 // test rather than skipping it.
 func btrfsDir(t *testing.T) string {
 	t.Helper()
+	return btrfsOfSize(t, 1<<30)
+}
+
+func btrfsOfSize(t *testing.T, size int64) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (loop device, btrfs)")
 	}
@@ -43,10 +48,14 @@ func btrfsDir(t *testing.T) string {
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 1<<30); err != nil {
+	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
+	args := []string{"-q", img}
+	if size < 1<<30 {
+		args = append([]string{"--mixed"}, args...) // small file systems
+	}
+	if out, err := exec.Command("mkfs.btrfs", args...).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.btrfs (install btrfs-progs): %v: %s", err, out)
 	}
 	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
@@ -82,11 +91,21 @@ func testCert(t *testing.T) (tls.Certificate, string) {
 
 func newCluster(t *testing.T, n int, lease time.Duration) *cluster {
 	root := btrfsDir(t)
+	roots := make([]string, n)
+	for i := range roots {
+		roots[i] = root
+	}
+	return newClusterOn(t, roots, lease)
+}
+
+// newClusterOn starts a node on each of roots (btrfs directories).
+func newClusterOn(t *testing.T, roots []string, lease time.Duration) *cluster {
+	n := len(roots)
 	c := &cluster{t: t, cut: make([]atomic.Bool, n), lease: lease}
 	for i := 0; i < n; i++ {
 		cert, id := testCert(t)
 		c.certs, c.ids = append(c.certs, cert), append(c.ids, id)
-		c.dirs = append(c.dirs, filepath.Join(root, fmt.Sprint("node", i)))
+		c.dirs = append(c.dirs, filepath.Join(roots[i], fmt.Sprint("node", i)))
 		c.addrs = append(c.addrs, "")
 		c.nodes = append(c.nodes, nil)
 		c.conns = append(c.conns, nil)
@@ -544,5 +563,55 @@ func TestGenNames(t *testing.T) {
 	}
 	if !(Gen{1, 9}).Less(Gen{2, 0}) || (Gen{2, 0}).Less(Gen{1, 9}) {
 		t.Fatal("order")
+	}
+}
+
+// A full disk on the writer: the container sees ENOSPC, the node keeps
+// running, other volumes keep shipping, and once space is back the volume
+// ships again; the receiver's newest generation is always a complete one.
+func TestDiskFull(t *testing.T) {
+	c := newClusterOn(t, []string{btrfsOfSize(t, 256<<20), btrfsDir(t)}, 3*time.Second)
+	full := acquire(t, c.nodes[0], "full", 5*time.Second)
+	other := acquire(t, c.nodes[0], "other", 5*time.Second)
+	os.WriteFile(filepath.Join(full, "before"), []byte("x"), 0o644)
+	waitFor(t, 10*time.Second, func() bool { return has(c, 1, "full", "before", "x") })
+	f, err := os.Create(filepath.Join(full, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	var werr error
+	for i := 0; i < 1024 && werr == nil; i++ {
+		_, werr = f.Write(buf)
+		if werr == nil {
+			werr = f.Sync()
+		}
+	}
+	f.Close()
+	if !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("filling the disk: %v, want ENOSPC", werr)
+	}
+	os.Remove(filepath.Join(full, "fill"))
+	// The space comes back once the generations holding the removed file
+	// are gone (the writer drops them when a snapshot hits ENOSPC); like a
+	// database, the test retries its writes until then.
+	waitFor(t, 30*time.Second, func() bool {
+		return os.WriteFile(filepath.Join(other, "o"), []byte("still shipping"), 0o644) == nil &&
+			os.WriteFile(filepath.Join(full, "after"), []byte("y"), 0o644) == nil
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !(has(c, 1, "other", "o", "still shipping") && has(c, 1, "full", "after", "y")) {
+		if time.Now().After(deadline) {
+			out, _ := exec.Command("sh", "-c", "df -h "+c.dirs[0]+"; btrfs filesystem usage "+c.dirs[0]+" | head -20; ls -la "+filepath.Join(c.dirs[0], "full", "gens")+" "+full).CombinedOutput()
+			t.Fatalf("other %v, full %v; writer status %v; receiver %v\n%s", has(c, 1, "other", "o", "still shipping"),
+				has(c, 1, "full", "after", "y"), c.nodes[0].Status("full"), c.nodes[1].Status("full"), out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if has(c, 1, "full", "fill", "") {
+		t.Fatal("a file removed on the writer is still in the receiver's newest generation")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -34,6 +35,17 @@ type writer struct {
 	lags      []time.Duration // recent snapshot → peer ack delays
 	lastRenew time.Time
 	why       string // why fenced
+	warnedAt  time.Time
+}
+
+// warn logs a problem that repeats every round (a full disk) at most every
+// 30 s. Caller holds w.mu.
+func (w *writer) warnLocked(err error, msg string) {
+	if time.Since(w.warnedAt) < 30*time.Second {
+		return
+	}
+	w.warnedAt = time.Now()
+	w.n.log.WithField("volume", w.v.name).WithError(err).Warn(msg)
 }
 
 func newWriter(n *Node, v *volume, epoch uint64) *writer {
@@ -65,9 +77,7 @@ func (w *writer) run() {
 	}()
 	for {
 		if !w.fenced.Load() {
-			if _, err := w.snapshotIfChanged(); err != nil {
-				w.n.log.WithField("volume", w.v.name).WithError(err).Warn("cannot take a generation")
-			}
+			w.snapshotIfChanged() // failures are logged there, rate-limited
 		}
 		seen := map[string]bool{}
 		for _, p := range w.n.opts.Peers() {
@@ -154,9 +164,22 @@ func (w *writer) snapshotIfChanged() (Gen, error) {
 	}
 	w.seq++
 	g := Gen{Epoch: w.epoch, Seq: w.seq}
-	if err := Snapshot(w.v.live(), w.v.genDir(g), true); err != nil {
+	err := Snapshot(w.v.live(), w.v.genDir(g), true)
+	if errors.Is(err, syscall.ENOSPC) {
+		// The disk is full, and older generations may hold what the
+		// container deleted to make room: drop them all (peers then get
+		// the next generation whole) and try once more.
+		w.warnLocked(err, "disk full: dropping older generations to take a new one; peers will receive it whole")
+		for _, old := range w.v.gens() {
+			DeleteSubvolume(w.v.genDir(old))
+		}
+		clear(w.acked)
+		err = Snapshot(w.v.live(), w.v.genDir(g), true)
+	}
+	if err != nil {
 		w.seq--
-		return w.latest, err
+		w.warnLocked(err, "cannot take a generation; the container's writes are not replicated until it can")
+		return w.latest, nil
 	}
 	w.lastSig, w.latest = sig, g
 	w.snapAt[g] = time.Now()
@@ -285,7 +308,11 @@ func (w *writer) ship(c *conn, p Peer) error {
 	}
 	now := time.Now()
 	w.mu.Lock()
+	old := w.acked[p.ID]
 	w.acked[p.ID] = g
+	if old != g && !old.IsZero() {
+		w.gcLocked() // the base it held may be free now (and with it, disk)
+	}
 	if at, ok := w.snapAt[g]; ok {
 		w.lags = append(w.lags, now.Sub(at))
 		if len(w.lags) > 500 {
