@@ -9,6 +9,7 @@
 #   bench/run.sh                 every bench
 #   bench/run.sh memory failover only these (by name), then the report
 #
+# dblag needs root (btrfs loop mounts) and installs its Debian packages.
 # memory, failover and netdrv need the seed topology with its plugins: they
 # share one instance (TOPO_PREFIX hf), brought up once and torn down after
 # them; memory runs first, while the topology is fresh and idle. Each bench

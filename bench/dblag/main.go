@@ -164,7 +164,9 @@ type roundResult struct {
 	recovery  float64   // s from the crash to a copy that passes; NaN: never
 	recovered string    // what recovery found (lost commits there)
 	probes    int
-	unread    int // probes whose copy did not open
+	unread    int     // probes whose copy did not open
+	period    float64 // s, median time between two probes
+	recNever  bool    // no copy passed within -recover-timeout (recovery holds it)
 }
 
 func run(ctx context.Context, c config) error {
@@ -317,11 +319,16 @@ func runRound(ctx context.Context, c config, s system, round int, scratch string
 	res.commits = len(acks)
 	res.rate = float64(len(acks)) / crashed.Sub(loadStart).Seconds()
 	res.probes = len(probes)
-	for _, p := range probes {
+	var gaps []float64
+	for i, p := range probes {
 		if p.visible < 0 {
 			res.unread++
 		}
+		if i > 0 {
+			gaps = append(gaps, p.at.Sub(probes[i-1].at).Seconds())
+		}
 	}
+	res.period = schema.Median(gaps)
 	res.lags, res.censored = lags(acks, probes, loadStart.Add(c.warm), crashed.Add(-c.tail), crashed)
 
 	// Recovery runs from the crash; the settled check meanwhile.
@@ -353,6 +360,7 @@ func runRound(ctx context.Context, c config, s system, round int, scratch string
 	res.recovery = math.NaN()
 	switch {
 	case rr.err != nil:
+		res.recovery, res.recNever = c.recoverTO.Seconds(), true
 		res.recovered = "(no copy passed within " + c.recoverTO.String() + ": " + rr.err.Error() + ")"
 	default:
 		res.recovery = rr.at.Seconds()
@@ -939,14 +947,14 @@ func (s *lsSys) close() { s.crash() }
 
 func buildRows(c config, results map[string][]roundResult) []schema.Row {
 	type fig struct {
-		p50, p99, lost, oldest, recovery, rate float64
-		passed, n, censored, windowN           int
-		lostS, recS                            []float64
+		p50, p99, lost, oldest, recovery, rate, period         float64
+		passed, n, censored, windowN, probes, unread, recNever int
+		lostS, recS                                            []float64
 	}
 	figs := map[string]fig{}
 	for name, rs := range results {
 		var f fig
-		var p50s, p99s, olds, rates []float64
+		var p50s, p99s, olds, rates, periods []float64
 		for _, r := range rs {
 			p50s = append(p50s, pct(r.lags, 50))
 			p99s = append(p99s, pct(r.lags, 99))
@@ -954,6 +962,12 @@ func buildRows(c config, results map[string][]roundResult) []schema.Row {
 			olds = append(olds, r.oldest)
 			f.recS = append(f.recS, r.recovery)
 			rates = append(rates, r.rate)
+			periods = append(periods, r.period)
+			f.probes += r.probes
+			if r.recNever {
+				f.recNever++
+			}
+			f.unread += r.unread
 			if r.opens {
 				f.passed++
 			}
@@ -963,14 +977,21 @@ func buildRows(c config, results map[string][]roundResult) []schema.Row {
 		f.n = len(rs)
 		f.p50, f.p99 = schema.Median(p50s), schema.Median(p99s)
 		f.lost, f.oldest, f.recovery, f.rate = schema.Median(f.lostS), schema.Median(olds), schema.Median(f.recS), schema.Median(rates)
+		f.period = schema.Median(periods)
 		figs[name] = f
 	}
 	sv := figs[sysSnapvol]
 	anchors := []string{sysSyncthing, sysLsyncd}
-	lagNote := fmt.Sprintf("sqlite3 CLI fed %g txn/s (WAL, synchronous=FULL; each inserts a row with a %d B random blob and updates an older one, then prints an ack after COMMIT), %s of load per system and round, %d rounds, systems in turn; lag = ack → end of the first copy of the receiver (snapvol: node 1's newest complete generation; others: the receiving folder) in which the row is visible, the receiver copied (reflink) and opened with sqlite3 every %s; commits of the first %s and last %s before the crash left out; p50/p99 by nearest rank per round, median of the rounds. snapvol: 3 in-process nodes, each on its own btrfs loop mount, Interval %s, Lease %s; syncthing: two Debian processes, fsWatcherDelayS=1; lsyncd: default.rsync, delay 0, into a directory on another btrfs",
+	lagNote := fmt.Sprintf("sqlite3 CLI fed %g txn/s (WAL, synchronous=FULL; each inserts a row with a %d B random blob and updates an older one, then prints an ack after COMMIT), %s of load per system and round, %d rounds, systems in turn; lag = ack → end of the first copy of the receiver (snapvol: node 1's newest complete generation; others: the receiving folder) in which the row is visible, the receiver copied (db and -wal, reflink) and the private copy opened read-write with sqlite3, which replays the WAL (immutable=1 would ignore the WAL), every %s; commits of the first %s and last %s before the crash left out; p50/p99 by nearest rank per round, median of the rounds. snapvol: 3 in-process nodes, each on its own btrfs loop mount, Interval %s, Lease %s; syncthing: two Debian processes, fsWatcherDelayS=1; lsyncd: default.rsync, delay 0, into a directory on another btrfs",
 		c.rate, c.blob, c.load, c.rounds, c.probe, c.warm, c.tail, orDefault(c.interval, "200ms"), orDefault(c.lease, "8s"))
 	crashNote := fmt.Sprintf("crash = SIGKILL of sqlite3 together with the sender (snapvol: node 0 Closed without Release; syncthing: the sending process; lsyncd: lsyncd and its rsync); %s later the receiver's copy is opened: commits acked before the crash that it lacks (all of them if it does not open or fails PRAGMA integrity_check), and how long before the crash the oldest of them was acked; median of %d rounds", c.settle, c.rounds)
 	recNote := fmt.Sprintf("crash → a copy the next database uses opens and passes PRAGMA integrity_check; snapvol: Acquire on node 1 (it waits out node 0's lease) then sqlite3 on its live directory; syncthing, lsyncd: the receiving folder copied and checked every %s (no lease: nothing stops two writers); given up after %s; median of %d rounds", c.probe, c.recoverTO, c.rounds)
+	lagNote += "; probe period (median) and probe copies that did not open:"
+	for _, name := range []string{sysSnapvol, sysSyncthing, sysLsyncd} {
+		f := figs[name]
+		lagNote += fmt.Sprintf(" %s %.0f ms, %d of %d;", name, f.period*1000, f.unread, f.probes)
+	}
+	lagNote = strings.TrimSuffix(lagNote, ";")
 	var rows []schema.Row
 	add := func(r schema.Row) { rows = append(rows, r) }
 	latRow := func(what, metric string, v float64, f func(fig) float64, target, note string) {
@@ -1012,6 +1033,11 @@ func buildRows(c config, results map[string][]roundResult) []schema.Row {
 		add(schema.Row{Name: sysSnapvol + " copy opens and passes integrity_check after a crash", Metric: "rounds", Unit: "of " + strconv.Itoa(sv.n),
 			Value: float64(sv.passed), Anchor: a, AnchorValue: float64(figs[a].passed), Target: "every round", Met: &met})
 	}
+	for _, name := range []string{sysSnapvol, sysSyncthing, sysLsyncd} {
+		if f := figs[name]; f.recNever > 0 {
+			recNote += fmt.Sprintf("; %s: no copy passed within %s in %d of %d rounds (counted as %s, so a lower bound)", name, c.recoverTO, f.recNever, f.n, c.recoverTO)
+		}
+	}
 	latRow("recovery after a crash (to a checked copy)", "median", sv.recovery, func(f fig) float64 { return f.recovery }, "", recNote+fmt.Sprintf("; per round: snapvol %v, syncthing %v, lsyncd %v", roundAll(sv.recS), roundAll(figs[sysSyncthing].recS), roundAll(figs[sysLsyncd].recS)))
 	// The anchors' own figures.
 	for _, a := range anchors {
@@ -1021,10 +1047,17 @@ func buildRows(c config, results map[string][]roundResult) []schema.Row {
 		add(schema.Row{Name: a + " acked commits lost per crash", Metric: "median", Unit: "commits", Value: f.lost})
 		add(schema.Row{Name: a + " recovery after a crash (to a checked copy)", Metric: "median", Unit: "s", Value: schema.Round(f.recovery, 3)})
 	}
+	rateNote := fmt.Sprintf("the workload each system carried (offered %g txn/s, at most 20 ahead of the acks); blobs written (MB/s):", c.rate)
 	for _, name := range []string{sysSnapvol, sysSyncthing, sysLsyncd} {
-		f := figs[name]
-		add(schema.Row{Name: name + " database commits during the load", Metric: "median", Unit: "commits/s", Value: schema.Round(f.rate, 0),
-			Note: fmt.Sprintf("the workload each system carried (offered %g/s, ≤ 20 in flight); %.1f MB/s of blobs at this rate", c.rate, f.rate*float64(c.blob)/1e6)})
+		rateNote += fmt.Sprintf(" %s %.1f,", name, figs[name].rate*float64(c.blob)/1e6)
+	}
+	rateNote = strings.TrimSuffix(rateNote, ",")
+	for i, name := range []string{sysSnapvol, sysSyncthing, sysLsyncd} {
+		r := schema.Row{Name: name + " database commits during the load", Metric: "median", Unit: "commits/s", Value: schema.Round(figs[name].rate, 0)}
+		if i == 0 {
+			r.Note = rateNote
+		}
+		add(r)
 	}
 	return rows
 }
