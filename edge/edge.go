@@ -49,7 +49,7 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Listener serves the status pages. Zero: no status server.
 	Listener net.Listener
-	// Log is the root logger. Zero: logrus's standard logger.
+	// Log is the root logger. Zero: logrus' standard logger.
 	Log *logrus.Entry
 }
 
@@ -84,7 +84,7 @@ func New(o Options) (*Daemon, error) {
 	d := &Daemon{o: o, log: log}
 	d.watcher = watcher.New(watcher.Options{
 		Docker: o.Docker, Apply: d.apply, Debounce: o.Debounce, Resync: o.Resync,
-		MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff, Log: log.WithField("component", "watcher"),
+		MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff, Log: log.WithField("part", "watcher"),
 	})
 	d.status = status.New(status.Options{Metrics: d.metrics, Docker: d.docker})
 	return d, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/homeswarm/homeswarm/edge/builder"
 	"github.com/homeswarm/homeswarm/edge/sink"
@@ -74,7 +75,9 @@ func TestDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Options{Docker: fake, Sink: out, Listener: ln, Log: quietLog(),
+	log := quietLog()
+	logs := logtest.NewLocal(log.Logger)
+	d, err := New(Options{Docker: fake, Sink: out, Listener: ln, Log: log,
 		Build:    builder.Options{CertResolver: "le", Network: "web"},
 		Debounce: 10 * time.Millisecond, Resync: time.Hour, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	if err != nil {
@@ -139,6 +142,19 @@ func TestDaemon(t *testing.T) {
 	waitFor(t, "status update", 2*time.Second, func() bool { return strings.Contains(httpGet(t, base+"/"), "edge: 0 routes") })
 	if m := httpGet(t, base+"/metrics"); !strings.Contains(m, "edge_routes 0\n") || !strings.Contains(m, "edge_route_changes_total 3\n") {
 		t.Errorf("metrics after recovery:\n%s", m)
+	}
+	// The watcher's lines name their part as meshnet's and syncvol's do.
+	found := false
+	for _, e := range logs.AllEntries() {
+		if e.Message == "cannot use Docker; keeping the last routes and retrying" {
+			found = true
+			if e.Data["part"] != "watcher" {
+				t.Errorf("watcher line %q has fields %v, want part=watcher", e.Message, e.Data)
+			}
+		}
+	}
+	if !found {
+		t.Error("the watcher logged nothing when Docker went away")
 	}
 }
 

@@ -102,7 +102,8 @@ type DriverOptions struct {
 	MTU int
 	// StateFile persists networks and endpoints. Empty: in memory only.
 	StateFile string
-	Logger    *logrus.Entry
+	// Logger receives the driver's logs. Zero: logrus' standard logger.
+	Logger *logrus.Entry
 }
 
 // NewDriver loads the state file (if any) and reattaches the endpoints of

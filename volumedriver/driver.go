@@ -35,8 +35,12 @@ type Driver struct {
 
 var _ volume.Driver = (*Driver)(nil)
 
-// NewDriver returns the glue for s. log receives one line per failed call.
+// NewDriver returns the glue for s. log receives one line per failed call;
+// nil means logrus' standard logger.
 func NewDriver(s Engine, log *logrus.Entry) *Driver {
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
 	return &Driver{store: s, log: log}
 }
 

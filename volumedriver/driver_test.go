@@ -226,3 +226,10 @@ func TestConfigFromEnv(t *testing.T) {
 		})
 	}
 }
+
+func TestNewDriverNilLog(t *testing.T) {
+	t.Parallel()
+	if d := NewDriver(nil, nil); d.log == nil || d.log.Logger != logrus.StandardLogger() {
+		t.Fatalf("NewDriver(_, nil) logs to %v, want logrus' standard logger", d.log)
+	}
+}

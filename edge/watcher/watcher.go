@@ -68,7 +68,7 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds each listing call. Zero: 10s.
 	CallTimeout time.Duration
-	// Log receives connection changes. Zero: logrus's standard logger.
+	// Log receives connection changes. Zero: logrus' standard logger.
 	Log *logrus.Entry
 }
 

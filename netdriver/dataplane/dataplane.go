@@ -168,12 +168,10 @@ type Switch struct {
 func (s *Switch) Batch() { s.batching = true }
 
 // New returns a switch sending through senders made by newSender (one per
-// endpoint reader). log may be nil.
+// endpoint reader). A nil log means logrus' standard logger.
 func New(newSender func() Sender, log *logrus.Entry) *Switch {
 	if log == nil {
-		l := logrus.New()
-		l.Out = discard{}
-		log = logrus.NewEntry(l)
+		log = logrus.NewEntry(logrus.StandardLogger())
 	}
 	s := &Switch{newSender: newSender, log: log, networks: map[string][]netip.Prefix{}, ports: map[string]*port{}}
 	s.tab.Store(&table{byAddr: map[netip.Addr]*port{}})
@@ -184,10 +182,6 @@ func New(newSender func() Sender, log *logrus.Entry) *Switch {
 func MeshSender(m *mesh.Mesh) func() Sender {
 	return func() Sender { return m.NewInjector() }
 }
-
-type discard struct{}
-
-func (discard) Write(b []byte) (int, error) { return len(b), nil }
 
 func (s *Switch) drop(r dropReason) { s.drops[r].Add(1) }
 

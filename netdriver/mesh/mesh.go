@@ -63,7 +63,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -187,9 +186,7 @@ func New(opts Options) (*Mesh, error) {
 		done:    make(chan struct{}),
 	}
 	if m.log == nil {
-		l := logrus.New()
-		l.Out = io.Discard
-		m.log = logrus.NewEntry(l)
+		m.log = logrus.NewEntry(logrus.StandardLogger())
 	}
 	m.pathTimeout = int64(2*opts.KeepaliveInterval + opts.HandshakeTimeout)
 	if m.opts.Resolver == nil {

@@ -51,7 +51,7 @@ type Options struct {
 	Resolver Resolver
 
 	// Logger receives events (never keys, never one line per packet).
-	// Zero: logs are discarded.
+	// Zero: logrus' standard logger.
 	Logger *logrus.Entry
 
 	// KeepaliveInterval is how long a session may go without sending
