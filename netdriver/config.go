@@ -55,11 +55,10 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if len(c.Key) < MinKeyLen {
 		return bad("MESH_KEY must be set, at least %d characters (try: openssl rand -hex 32)", MinKeyLen)
 	}
-	port, err := settings.Port("MESH_PORT", getenv("MESH_PORT"), c.Port)
-	if err != nil {
+	var err error
+	if c.Port, err = settings.Port("MESH_PORT", getenv("MESH_PORT"), c.Port); err != nil {
 		return c, err
 	}
-	c.Port = port
 	peers, err := settings.ParsePeers("MESH_PEERS", getenv("MESH_PEERS"), c.Port)
 	if err != nil {
 		return c, err

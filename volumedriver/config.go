@@ -65,11 +65,10 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.ClusterKey != "" && len(c.ClusterKey) < MinClusterKeyLen {
 		return c, fmt.Errorf("%w: CLUSTER_KEY must be at least %d characters (try: openssl rand -hex 32)", ErrConfig, MinClusterKeyLen)
 	}
-	port, err := settings.Port("LISTEN_PORT", getenv("LISTEN_PORT"), c.ListenPort)
-	if err != nil {
+	var err error
+	if c.ListenPort, err = settings.Port("LISTEN_PORT", getenv("LISTEN_PORT"), c.ListenPort); err != nil {
 		return c, err
 	}
-	c.ListenPort = port
 	adv, err := settings.ParsePeers("ADVERTISE", getenv("ADVERTISE"), c.ListenPort)
 	if err != nil {
 		return c, err
