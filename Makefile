@@ -20,7 +20,7 @@ CMD_meshnet := ./netdriver/cmd/meshnet
 CMD_edge    := ./edge/cmd/edge
 TAGS_syncvol := noassets
 
-.PHONY: all bins plugins install uninstall test test-unit fuzz test-e2e push topo-up topo-down demo demo-down bench clean fmt vet $(PLUGINS) $(DAEMONS)
+.PHONY: all bins plugins install uninstall deps test test-unit fuzz test-e2e push topo-up topo-down demo demo-down bench clean fmt vet $(PLUGINS) $(DAEMONS)
 
 all: bins
 
@@ -71,7 +71,12 @@ vet:
 
 # Unit tests (fakes, in-process; kernel tests run for real as root), then
 # the end-to-end tests on the scripted multi-engine topology.
-test: fmt vet test-unit fuzz test-e2e
+test: deps fmt vet test-unit fuzz test-e2e
+
+# What demo and test need on a fresh Debian machine (packages, an engine,
+# Traefik), installed when missing; quick otherwise.
+deps:
+	@scripts/deps.sh
 
 # Every fuzz target of a network parser, a few seconds each (seeded corpora
 # run in test-unit too).
@@ -96,7 +101,7 @@ topo-up: plugins
 topo-down:
 	scripts/topo.sh down
 
-demo: plugins
+demo: deps plugins
 	scripts/demo.sh
 
 demo-down:

@@ -18,6 +18,11 @@ mkdir -p "$cache"
 tmp=$bin.tmp.$$
 trap 'rm -f "$tmp"' EXIT INT TERM
 start=$(date +%s)
+echo "building Traefik $version from the Go module proxy into $cache (once; 10-15 min on 2 cores)" >&2
+# A long step shows it is alive.
+(while sleep 60; do echo "  still building Traefik ($(( $(date +%s) - start ))s)" >&2; done) &
+ticker=$!
+trap 'rm -f "$tmp"; kill $ticker 2>/dev/null' EXIT INT TERM
 (cd "$here" && CGO_ENABLED=0 go build -trimpath \
 	-ldflags "-X github.com/traefik/traefik/v3/pkg/version.Version=$version" \
 	-o "$tmp" github.com/traefik/traefik/v3/cmd/traefik)
