@@ -126,7 +126,13 @@ func (c *conn) recv() (*msg, error) {
 	return m, nil
 }
 
-func (c *conn) Close() error { return c.c.Close() }
+// Close closes the connection; a nil conn is already closed.
+func (c *conn) Close() error {
+	if c == nil {
+		return nil
+	}
+	return c.c.Close()
+}
 
 // tlsConfig is the configuration for both ends: each presents its device
 // certificate and accepts only a peer that verify admits.

@@ -233,8 +233,9 @@ func (w *writer) shipLoop(ctx context.Context, p Peer) {
 				c, err = w.n.dial(ctx, p)
 			}
 			if err == nil {
-				stop := context.AfterFunc(ctx, func() { c.Close() })
-				err = w.ship(c, p)
+				cc := c // c is reset below; the closure keeps this one
+				stop := context.AfterFunc(ctx, func() { cc.Close() })
+				err = w.ship(cc, p)
 				stop()
 			}
 			if err != nil {

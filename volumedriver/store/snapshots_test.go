@@ -181,3 +181,40 @@ func TestSnapshotOptionsRefused(t *testing.T) {
 		t.Fatalf("share= must make a files volume: %v", v.Options)
 	}
 }
+
+// After an engine crash the recorded users are dead containers whose
+// Unmount never comes: the next container's Mount claims the volume again,
+// and its Unmount releases it (a stale user must not hold it here).
+func TestSnapshotStaleUsersAfterCrash(t *testing.T) {
+	t.Parallel()
+	s, snaps, _, r := newSnapStore(t, nil)
+	if err := s.Create("db", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mount("db", "dead"); err != nil {
+		t.Fatal(err)
+	}
+	// The plugin restarts with the engine; nobody writes the volume now.
+	snaps.writing["db"] = false
+	s2, err := New(Options{Root: s.opts.Root, MountRoot: s.opts.MountRoot, Mounter: &fakeMounter{}, Replicator: r,
+		Snapshots: snaps, MountTimeout: 200 * time.Millisecond, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if snaps.acquired["db"] != 1 {
+		t.Fatalf("claimed again at start for a user that may be dead: %d", snaps.acquired["db"])
+	}
+	if _, err := s2.Mount("db", "new"); err != nil {
+		t.Fatal(err)
+	}
+	if snaps.acquired["db"] != 2 {
+		t.Fatalf("acquired %d times", snaps.acquired["db"])
+	}
+	if err := s2.Unmount("db", "new"); err != nil {
+		t.Fatal(err)
+	}
+	if snaps.released["db"] != 1 {
+		t.Fatal("the last real user's Unmount did not release the volume")
+	}
+}

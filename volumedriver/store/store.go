@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -486,20 +487,68 @@ func (s *Store) register(e *entry) error {
 	return r.AddVolume(e.rec.Name, s.ReplicaDir(e.rec.Name), e.opts.Share, e.rec.Options)
 }
 
-// resume re-acquires a snapshot volume that had users when the plugin
-// stopped, in the background (peers may not be reachable yet).
+// resume handles a snapshot volume that had users when the plugin
+// stopped. Its mount is restored at once (a container may still run on
+// it), but the volume is only claimed again when something writes to it:
+// after an engine crash the recorded users are dead containers whose
+// Unmount never came, and claiming for them would hold the volume here,
+// away from the node Swarm moved the task to.
 func (s *Store) resume(name string) {
+	if err := s.ensureMounted(name); err != nil {
+		s.log.WithField("volume", name).WithError(err).Warn("cannot restore mount")
+		return
+	}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*MaxCallWait)
-		defer cancel()
-		if _, err := s.opts.Snapshots.Acquire(ctx, name, nil); err != nil {
-			s.log.WithField("volume", name).WithError(err).Warn("cannot resume writing the volume here")
+		log := s.log.WithField("volume", name)
+		dir := s.opts.Snapshots.LiveDir(name)
+		base := treeStamp(dir)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for range t.C {
+			s.mu.RLock()
+			e, closed := s.vols[name], s.closed
+			users := 0
+			if e != nil {
+				users = len(e.rec.MountIDs)
+			}
+			s.mu.RUnlock()
+			if closed || users == 0 || s.opts.Snapshots.Writing(name) {
+				return // stopped, released, or mounted anew
+			}
+			if treeStamp(dir) == base {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), MaxCallWait)
+			_, err := s.opts.Snapshots.Acquire(ctx, name, nil)
+			cancel()
+			if err != nil {
+				log.WithError(err).Warn("a container still writes the volume here, but this node cannot take it back")
+			} else {
+				log.Info("a container still writes the volume here: writing it again")
+			}
 			return
 		}
-		if err := s.ensureMounted(name); err != nil {
-			s.log.WithField("volume", name).WithError(err).Warn("cannot restore mount")
-		}
 	}()
+}
+
+// treeStamp is the newest change time below dir (a cheap "was anything
+// written" check).
+func treeStamp(dir string) time.Time {
+	var newest time.Time
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				if t := time.Unix(st.Ctim.Sec, st.Ctim.Nsec); t.After(newest) {
+					newest = t
+				}
+			}
+		}
+		return nil
+	})
+	return newest
 }
 
 // withDefault fills in the store's default replication.
@@ -538,7 +587,17 @@ func (s *Store) Mount(name, id string) (string, error) {
 			return s.MountPoint(name), s.ensureMounted(name)
 		}
 	}
-	if len(e.rec.MountIDs) == 0 || s.snapshots(e) && !s.opts.Snapshots.Writing(name) {
+	if s.snapshots(e) && len(e.rec.MountIDs) > 0 && !s.opts.Snapshots.Writing(name) {
+		// Users recorded while this node is not writing the volume are
+		// dead containers (an engine crash skips their Unmount): left in
+		// place they would keep the last real user's Unmount from
+		// releasing the volume.
+		s.log.WithField("volume", name).WithField("stale", e.rec.MountIDs).Info("dropping users that are gone")
+		s.mu.Lock()
+		e.rec.MountIDs = nil
+		s.mu.Unlock()
+	}
+	if len(e.rec.MountIDs) == 0 {
 		timeout := s.opts.MountTimeout
 		if e.opts.MountTimeout > 0 {
 			timeout = min(e.opts.MountTimeout, MaxCallWait)
