@@ -64,6 +64,7 @@ var (
 	ErrBehind     = errors.New("replica is behind the newest generation")
 	ErrFenced     = errors.New("this node lost the volume to another writer")
 	ErrNotBtrfs   = errors.New("state directory is not on btrfs")
+	ErrClosed     = errors.New("snapshot replication stopped")
 	errNotMember  = errors.New("peer is not a cluster member")
 	errStale      = errors.New("stale writer epoch")
 )
@@ -132,8 +133,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	vols map[string]*volume
+	mu       sync.Mutex
+	vols     map[string]*volume
+	stopping bool // Run is stopping: spawn starts nothing
 }
 
 // state is what snap.json keeps of a volume.
@@ -200,16 +202,15 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stop()
 	go func() { <-n.ctx.Done(); n.ln.Close() }()
 	if n.opts.Volumes != nil {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.catchUpLoop()
-		}()
+		n.spawn(n.catchUpLoop)
 	}
 	for {
 		c, err := n.ln.Accept()
 		if err != nil {
 			n.cancel()
+			n.mu.Lock()
+			n.stopping = true // no goroutine starts from now on
+			n.mu.Unlock()
 			n.stopWriters()
 			n.wg.Wait()
 			if n.ctx.Err() != nil {
@@ -217,12 +218,25 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			return err
 		}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.serve(c)
-		}()
+		if !n.spawn(func() { n.serve(c) }) {
+			c.Close()
+		}
 	}
+}
+
+// spawn runs f in a goroutine Run waits for, unless the node is stopping.
+func (n *Node) spawn(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopping {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // Close stops the node; writers stop shipping (their live data stays).
@@ -349,6 +363,12 @@ func (n *Node) Acquire(ctx context.Context, name string, init func(dir string) e
 	var replies map[string]*msg
 	peers := n.opts.Peers()
 	holder, left := "", time.Duration(0)
+	began, told := time.Now(), false
+	defer func() {
+		if told {
+			log.WithField("waited", time.Since(began).Round(time.Millisecond)).Info("the other node's lease is over")
+		}
+	}()
 	for {
 		rs := n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
 		reach, total := len(rs)+1, len(peers)+1
@@ -357,6 +377,10 @@ func (n *Node) Acquire(ctx context.Context, name string, init func(dir string) e
 				replies = rs
 				break
 			}
+		}
+		if holder != "" && !told {
+			told = true
+			log.WithField("holder", holder).WithField("left", left.Round(time.Millisecond)).Info("another node writes the volume: waiting for it to stop or its lease to run out")
 		}
 		if ctx.Err() != nil {
 			if holder != "" {
@@ -425,11 +449,10 @@ func (n *Node) Acquire(ctx context.Context, name string, init func(dir string) e
 	if err != nil {
 		return "", err
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		w.run()
-	}()
+	if !n.spawn(w.run) {
+		close(w.done)
+		return "", ErrClosed
+	}
 	log.WithField("epoch", epoch).WithField("generation", st.Latest.String()).WithField("resumed", resume).Info("writing the volume here")
 	return v.live(), nil
 }
@@ -498,8 +521,11 @@ func (n *Node) Release(ctx context.Context, name string) error {
 		return err
 	}
 	peers := n.opts.Peers()
+	began := time.Now()
 	ok := w.shipAll(ctx, peers)
 	n.queryAll(ctx, peers, &msg{Req: reqRelease, Volume: name, Epoch: w.epoch, Writer: n.opts.Self, Gen: g})
+	n.log.WithField("volume", name).WithField("generation", g.String()).WithField("peers", fmt.Sprintf("%d of %d", ok, len(peers))).
+		WithField("took", time.Since(began).Round(time.Millisecond)).Info("released: the last generation is on the peers")
 	v.mu.Lock()
 	v.w = nil
 	if !w.fenced.Load() {

@@ -21,7 +21,8 @@ type writer struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // run's own goroutines: only run adds and waits
+	done   chan struct{}  // closed when run returned
 	fenced atomic.Bool
 	kick   chan struct{}
 
@@ -50,13 +51,14 @@ func (w *writer) warnLocked(err error, msg string) {
 
 func newWriter(n *Node, v *volume, epoch uint64) *writer {
 	ctx, cancel := context.WithCancel(n.ctx)
-	w := &writer{n: n, v: v, epoch: epoch, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+	w := &writer{n: n, v: v, epoch: epoch, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), done: make(chan struct{}),
 		latest: v.st.Latest, snapAt: map[Gen]time.Time{}, acked: map[string]Gen{},
 		inflight: map[string][2]Gen{}, lastRenew: time.Now()}
 	return w // lastSig zero: the first round takes a generation of this epoch
 }
 
 func (w *writer) run() {
+	defer close(w.done)
 	defer w.wg.Wait()
 	shippers := map[string]context.CancelFunc{}
 	t := time.NewTicker(w.n.opts.Interval)
@@ -109,7 +111,7 @@ func (w *writer) run() {
 // stop ends the loops and waits for them.
 func (w *writer) stop() {
 	w.cancel()
-	w.wg.Wait()
+	<-w.done
 }
 
 // renew refreshes the lease at every peer; a writer that could not for
@@ -324,22 +326,26 @@ func (w *writer) ship(c *conn, p Peer) error {
 	return nil
 }
 
-// shipAll sends the newest generation to every peer at once, bounded by
-// ctx, and returns how many hold it.
+// shipAll sends the newest generation to every peer at once and returns
+// how many hold it: once all do, or ctx ends, or allGrace after the first
+// one does (a peer that is down must not hold a drain up: the next writer
+// fetches the newest generation from whichever node has it, this one
+// included).
 func (w *writer) shipAll(ctx context.Context, peers []Peer) int {
-	var ok atomic.Int32
-	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan bool, len(peers))
+	pending := 0
 	for _, p := range peers {
 		w.mu.Lock()
 		done := w.acked[p.ID] == w.latest
 		w.mu.Unlock()
 		if done {
-			ok.Add(1)
+			results <- true
 			continue
 		}
-		wg.Add(1)
+		pending++
 		go func() {
-			defer wg.Done()
 			for ctx.Err() == nil {
 				c, err := w.n.dial(ctx, p)
 				if err == nil {
@@ -349,22 +355,44 @@ func (w *writer) shipAll(ctx context.Context, peers []Peer) int {
 					c.Close()
 				}
 				if err == nil {
-					ok.Add(1)
+					results <- true
 					return
 				}
 				if errors.Is(err, errStale) {
-					return
+					break
 				}
 				select {
 				case <-ctx.Done():
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
+			results <- false
 		}()
 	}
-	wg.Wait()
-	return int(ok.Load())
+	ok, seen := 0, 0
+	var grace <-chan time.Time
+	for seen < len(peers) {
+		select {
+		case r := <-results:
+			seen++
+			if r {
+				ok++
+				if grace == nil {
+					grace = time.After(allGrace)
+				}
+			}
+		case <-grace:
+			return ok
+		case <-ctx.Done():
+			return ok
+		}
+	}
+	return ok
 }
+
+// allGrace is how long a release waits for the other peers once one holds
+// the last generation.
+const allGrace = 2 * time.Second
 
 // status reports the writer's generations and replication lag.
 func (w *writer) status() map[string]string {
