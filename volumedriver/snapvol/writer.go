@@ -392,7 +392,7 @@ func (w *writer) shipAll(ctx context.Context, peers []Peer) int {
 
 // allGrace is how long a release waits for the other peers once one holds
 // the last generation.
-const allGrace = 2 * time.Second
+const allGrace = 500 * time.Millisecond
 
 // status reports the writer's generations and replication lag.
 func (w *writer) status() map[string]string {
