@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+
+	"github.com/homeswarm/homeswarm/internal/volname"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,36 +16,20 @@ import (
 // Sentinel errors. Callers test them with errors.Is; the text that wraps
 // them says what to do.
 var (
-	ErrInvalidName   = errors.New("invalid volume name")
+	ErrInvalidName   = volname.ErrInvalid
 	ErrInvalidOption = errors.New("invalid volume option")
 	ErrNotFound      = errors.New("no such volume")
 	ErrInUse         = errors.New("volume is in use")
 	ErrClosed        = errors.New("store is closed")
 )
 
-// MaxNameLen bounds a volume name. Names become directory names and
-// Syncthing folder labels; 128 keeps every derived path well under PATH_MAX.
-const MaxNameLen = 128
+// MaxNameLen bounds a volume name (see package volname: one rule for
+// every part of syncvol).
+const MaxNameLen = volname.MaxLen
 
-// nameRE is Docker's own volume-name pattern (daemon/names), without the
-// two-character minimum: a leading letter or digit, then letters, digits,
-// '_', '.', '-'. It excludes '/', '..', '.', empty names and anything a
-// shell or a path join could misread.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
-// ValidateName refuses names that could escape the state directory or that
-// Docker itself would not accept.
-func ValidateName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%w: the name is empty", ErrInvalidName)
-	case len(name) > MaxNameLen:
-		return fmt.Errorf("%w: %q is %d characters long, the limit is %d", ErrInvalidName, name[:16]+"…", len(name), MaxNameLen)
-	case !nameRE.MatchString(name):
-		return fmt.Errorf("%w: %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", ErrInvalidName, name)
-	}
-	return nil
-}
+// ValidateName checks a volume name against Docker's own pattern and the
+// length bound; the error wraps ErrInvalidName.
+func ValidateName(name string) error { return volname.Validate(name) }
 
 // RemoveMode says what `docker volume rm` does to a volume's data.
 type RemoveMode string

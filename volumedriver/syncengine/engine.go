@@ -60,6 +60,8 @@ import (
 	"github.com/syncthing/syncthing/lib/protocol"
 	"github.com/syncthing/syncthing/lib/svcutil"
 	"github.com/syncthing/syncthing/lib/syncthing"
+
+	"github.com/homeswarm/homeswarm/internal/volname"
 )
 
 // Errors returned by the engine; callers test them with errors.Is.
@@ -74,7 +76,7 @@ var (
 	// this node.
 	ErrUnknownVolume = errors.New("volume not replicated on this node")
 	// ErrInvalidName means a volume name cannot be used as a file name.
-	ErrInvalidName = errors.New("invalid volume name")
+	ErrInvalidName = volname.ErrInvalid
 	// ErrClosed is returned by methods called after Close.
 	ErrClosed = errors.New("sync engine closed")
 	// ErrNotStarted is returned by methods that need Start first.

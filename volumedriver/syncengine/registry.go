@@ -12,6 +12,7 @@ import (
 	"github.com/syncthing/syncthing/lib/protocol"
 
 	"github.com/homeswarm/homeswarm/internal/atomicfile"
+	"github.com/homeswarm/homeswarm/internal/volname"
 )
 
 // VolumeRecord is a volume as the cluster knows it, stored in the registry
@@ -37,10 +38,15 @@ type memberRecord struct {
 
 const conflictMarker = ".sync-conflict-"
 
+// validVolumeName is syncvol's one rule for volume names (package
+// volname), plus what Syncthing itself treats specially (conflict copies,
+// its temporaries), which the rule already excludes but this package must
+// never rely on others for.
 func validVolumeName(name string) error {
-	if name == "" || name == "." || name == ".." || len(name) > 200 ||
-		strings.ContainsAny(name, "/\\\x00") || strings.Contains(name, conflictMarker) ||
-		strings.HasPrefix(name, ".syncthing.") || strings.HasPrefix(name, "~syncthing~") {
+	if err := volname.Validate(name); err != nil {
+		return err // wraps volname.ErrInvalid, which ErrInvalidName is
+	}
+	if strings.Contains(name, conflictMarker) || strings.HasPrefix(name, ".syncthing.") || strings.HasPrefix(name, "~syncthing~") {
 		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
 	return nil
