@@ -58,8 +58,15 @@ func Write(path string, r Result) error {
 	return atomicfile.Write(path, buf.Bytes(), 0o644)
 }
 
+// No samples. Median and Pct return NaN for no samples (a NaN sample counts
+// as none), so a log line shows "NaN" rather than a made-up figure, and
+// Round turns NaN (and ±Inf, e.g. a ratio over a NaN or zero anchor) into
+// 0, so a row computed from no samples is written with value 0, which JSON
+// can carry. Every bench relies on exactly this: compute with Median/Pct,
+// round into the row with Round.
+
 // Round rounds x to digits decimals for a row; NaN and infinities (no
-// measurement) become 0, which JSON can carry.
+// measurement) become 0.
 func Round(x float64, digits int) float64 {
 	if math.IsNaN(x) || math.IsInf(x, 0) {
 		return 0
@@ -68,20 +75,47 @@ func Round(x float64, digits int) float64 {
 	return math.Round(x*p) / p
 }
 
+// RoundAll is Round applied to every sample (a row's Samples).
+func RoundAll(xs []float64, digits int) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = Round(x, digits)
+	}
+	return out
+}
+
 // Median is the median of the samples that are not NaN, NaN if none is.
 func Median(xs []float64) float64 {
+	v := sorted(xs)
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// Pct is the nearest-rank percentile p (0–100) of the samples that are
+// not NaN, NaN if none is: the smallest sample at least p % of them do not
+// exceed (Pct(xs, 0) is the minimum, Pct(xs, 100) the maximum).
+func Pct(xs []float64, p float64) float64 {
+	v := sorted(xs)
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(p/100*float64(len(v)))) - 1
+	return v[max(0, min(i, len(v)-1))]
+}
+
+// sorted is a sorted copy of the samples that are not NaN.
+func sorted(xs []float64) []float64 {
 	var v []float64
 	for _, x := range xs {
 		if !math.IsNaN(x) {
 			v = append(v, x)
 		}
 	}
-	if len(v) == 0 {
-		return math.NaN()
-	}
 	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	return v
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -43,5 +44,43 @@ func TestMedian(t *testing.T) {
 	}
 	if !math.IsNaN(Median(nil)) {
 		t.Error("median of nothing is not NaN")
+	}
+}
+
+func TestPct(t *testing.T) {
+	t.Parallel()
+	xs := []float64{5, 1, 4, 2, 3, 10, 9, 8, 7, 6, math.NaN()}
+	for _, tc := range []struct{ p, want float64 }{{50, 5}, {90, 9}, {99, 10}, {10, 1}, {0, 1}, {100, 10}} {
+		if got := Pct(xs, tc.p); got != tc.want {
+			t.Errorf("Pct(%v) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := Pct([]float64{0.25}, 99); got != 0.25 {
+		t.Errorf("Pct of one sample = %v", got)
+	}
+}
+
+// TestNoSamples pins the behaviour every bench relies on for no samples:
+// Median and Pct say NaN, Round makes the row's value 0 (and a ratio over
+// it 0), and the result can be written.
+func TestNoSamples(t *testing.T) {
+	t.Parallel()
+	for _, xs := range [][]float64{nil, {}, {math.NaN(), math.NaN()}} {
+		if m, p := Median(xs), Pct(xs, 50); !math.IsNaN(m) || !math.IsNaN(p) {
+			t.Errorf("Median, Pct(%v) = %v, %v, want NaN", xs, m, p)
+		}
+		if v, r := Round(Median(xs), 3), Round(1/Pct(xs, 99), 2); v != 0 || r != 0 {
+			t.Errorf("rounded %v: value %v, ratio %v, want 0, 0", xs, v, r)
+		}
+	}
+	if r := Round(1/Round(Median(nil), 3), 2); r != 0 {
+		t.Errorf("ratio over a zero anchor = %v, want 0", r)
+	}
+	if got := RoundAll([]float64{1.23456, math.NaN()}, 2); !slices.Equal(got, []float64{1.23, 0}) {
+		t.Errorf("RoundAll = %v", got)
+	}
+	path := filepath.Join(t.TempDir(), "x.json")
+	if err := Write(path, Result{Bench: "x", Rows: []Row{{Name: "none", Value: Round(Pct(nil, 50), 4)}}}); err != nil {
+		t.Fatalf("a row from no samples cannot be written: %v", err)
 	}
 }

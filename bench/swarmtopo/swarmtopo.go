@@ -7,6 +7,11 @@
 // It exists so that bench/failover and bench/memory measure the same
 // topology the same way, without each carrying its own copy of the plumbing.
 // It drives the real CLI, as a person would; nothing here is faked.
+//
+// It also holds what every bench needs whatever it runs on, so that none
+// keeps its own copy: Sleep and Poll, the machine's description (Machine,
+// Host, CPUModel, Kernel) and load (LoadAvg), and FreePort. The figures'
+// arithmetic (Median, Pct, Round) is package schema's.
 package swarmtopo
 
 import (
@@ -15,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,10 +115,8 @@ func Poll(ctx context.Context, timeout, interval time.Duration, ok func() error)
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w after %s: %v", ErrTimeout, timeout, err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
+		if err := Sleep(ctx, interval); err != nil {
+			return err
 		}
 	}
 }
@@ -252,26 +256,49 @@ func RSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("pid %d: no VmRSS", pid)
 }
 
-// Machine describes the machine and its load, for a result's machine field.
+// Machine describes the machine and its load, for a result's machine field:
+// Host, the Docker daemon's version and Go's.
 func Machine() string {
-	model := "?"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	kernel := "?"
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		kernel = strings.TrimSpace(string(b))
-	}
 	docker := "?"
 	if out, err := exec.Command("dockerd", "--version").Output(); err == nil {
 		docker = strings.TrimSpace(strings.TrimPrefix(string(out), "Docker version "))
 	}
-	return fmt.Sprintf("%d CPUs (%s), Linux %s, Docker %s, %s", runtime.NumCPU(), model, kernel, docker, runtime.Version())
+	return fmt.Sprintf("%s, Docker %s, %s", Host(), docker, runtime.Version())
+}
+
+// Host is "<n> CPUs (<CPU model>), Linux <kernel release>".
+func Host() string {
+	return fmt.Sprintf("%d CPUs (%s), Linux %s", runtime.NumCPU(), CPUModel(), Kernel())
+}
+
+// CPUModel is the first CPU's model name in /proc/cpuinfo, "?" if unknown.
+func CPUModel() string {
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return "?"
+}
+
+// Kernel is the running kernel's release (uname -r), "?" if unknown.
+func Kernel() string {
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return "?"
+}
+
+// FreePort is a TCP port free on 127.0.0.1 now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // LoadAvg is the 1, 5 and 15 minute load averages.
@@ -287,12 +314,18 @@ func LoadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// Sleep waits d or until ctx ends (then it returns ctx's error).
+// Sleep waits d or until ctx ends (then it returns ctx's error); for d ≤ 0
+// it returns at once, with ctx's error if ctx has ended.
 func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(d):
+	case <-t.C:
 		return nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -59,5 +60,33 @@ func TestFromEnv(t *testing.T) {
 	t.Setenv("TOPO_PREFIX", "ac")
 	if tp := FromEnv("hf"); tp.Prefix != "ac" || tp.Root != "/var/lib/homeswarm-topo-ac" {
 		t.Fatalf("FromEnv with TOPO_PREFIX=ac: %+v", tp)
+	}
+}
+
+func TestSleep(t *testing.T) {
+	t.Parallel()
+	if err := Sleep(context.Background(), 0); err != nil {
+		t.Fatalf("Sleep(0) = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Sleep(ctx, 0); err != context.Canceled {
+		t.Fatalf("Sleep(0) after cancel = %v", err)
+	}
+	if err := Sleep(ctx, time.Hour); err != context.Canceled {
+		t.Fatalf("Sleep(1h) after cancel = %v", err)
+	}
+}
+
+func TestMachine(t *testing.T) {
+	t.Parallel()
+	if h := Host(); !strings.Contains(h, " CPUs (") || !strings.Contains(h, "), Linux ") {
+		t.Fatalf("Host() = %q", h)
+	}
+	if m := Machine(); !strings.HasPrefix(m, Host()+", Docker ") {
+		t.Fatalf("Machine() = %q", m)
+	}
+	if p, err := FreePort(); err != nil || p <= 0 {
+		t.Fatalf("FreePort() = %d, %v", p, err)
 	}
 }
