@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -144,17 +145,17 @@ func NewDriver(o DriverOptions) (*Driver, error) {
 			continue
 		}
 		if !d.links.Exists(ep.Host) {
-			d.log.WithField("endpoint", short(ep.ID)).Info("container gone while the plugin was down; endpoint left")
+			d.log.WithField("endpoint", dataplane.ShortID(ep.ID)).Info("container gone while the plugin was down; endpoint left")
 			ep.Host, ep.Peer = "", ""
 			continue
 		}
 		if err := d.attachLocked(ep); err != nil {
-			d.log.WithError(err).WithField("endpoint", short(ep.ID)).Warn("cannot reattach endpoint")
+			d.log.WithError(err).WithField("endpoint", dataplane.ShortID(ep.ID)).Warn("cannot reattach endpoint")
 			d.links.Delete(ep.Host)
 			ep.Host, ep.Peer = "", ""
 			continue
 		}
-		d.log.WithFields(logrus.Fields{"endpoint": short(ep.ID), "addr": ep.Addr}).Info("endpoint reattached")
+		d.log.WithFields(logrus.Fields{"endpoint": dataplane.ShortID(ep.ID), "addr": ep.Addr}).Info("endpoint reattached")
 	}
 	return d, d.saveLocked()
 }
@@ -196,9 +197,9 @@ func (d *Driver) AllocateNetwork(r *network.AllocateNetworkRequest) (*network.Al
 	if _, err := d.parsePools(pools); err != nil {
 		return nil, err
 	}
-	opts := make(map[string]string, len(r.Options))
-	for k, v := range r.Options {
-		opts[k] = v
+	opts := maps.Clone(r.Options)
+	if opts == nil {
+		opts = map[string]string{}
 	}
 	return &network.AllocateNetworkResponse{Options: opts}, nil
 }
@@ -255,14 +256,14 @@ func (d *Driver) CreateNetwork(r *network.CreateNetworkRequest) error {
 		for _, p := range n.Pools {
 			for _, q := range pools {
 				if p.Overlaps(q) {
-					return fmt.Errorf("meshnet: subnet %v overlaps network %s's %v", q, short(n.ID), p)
+					return fmt.Errorf("meshnet: subnet %v overlaps network %s's %v", q, dataplane.ShortID(n.ID), p)
 				}
 			}
 		}
 	}
 	d.st.Networks[r.NetworkID] = &Network{ID: r.NetworkID, Pools: pools, Options: opts}
 	d.sw.AddNetwork(r.NetworkID, pools)
-	d.log.WithFields(logrus.Fields{"network": short(r.NetworkID), "subnets": pools, "mtu": opts.MTU}).Info("network created")
+	d.log.WithFields(logrus.Fields{"network": dataplane.ShortID(r.NetworkID), "subnets": pools, "mtu": opts.MTU}).Info("network created")
 	return d.saveLocked()
 }
 
@@ -294,7 +295,7 @@ func (d *Driver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 	if _, ok := d.st.Networks[r.NetworkID]; ok {
 		delete(d.st.Networks, r.NetworkID)
 		d.sw.RemoveNetwork(r.NetworkID)
-		d.log.WithField("network", short(r.NetworkID)).Info("network deleted")
+		d.log.WithField("network", dataplane.ShortID(r.NetworkID)).Info("network deleted")
 	}
 	return d.saveLocked()
 }
@@ -317,7 +318,7 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	defer d.mu.Unlock()
 	n := d.st.Networks[r.NetworkID]
 	if n == nil {
-		return nil, fmt.Errorf("meshnet: network %s is not known on this node", short(r.NetworkID))
+		return nil, fmt.Errorf("meshnet: network %s is not known on this node", dataplane.ShortID(r.NetworkID))
 	}
 	if !dataplane.InPools(n.Pools, addr.Addr()) {
 		return nil, fmt.Errorf("meshnet: address %v is outside the network's subnets %v", addr.Addr(), n.Pools)
@@ -334,7 +335,7 @@ func (d *Driver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	// that is gone (Swarm never gives one address twice at once).
 	for id, ep := range d.st.Endpoints {
 		if id != r.EndpointID && ep.Addr == addr.Addr() {
-			d.log.WithFields(logrus.Fields{"endpoint": short(id), "addr": ep.Addr}).Info("stale endpoint replaced")
+			d.log.WithFields(logrus.Fields{"endpoint": dataplane.ShortID(id), "addr": ep.Addr}).Info("stale endpoint replaced")
 			d.leaveLocked(ep)
 			delete(d.st.Endpoints, id)
 		}
@@ -372,7 +373,7 @@ func (d *Driver) EndpointInfo(r *network.InfoRequest) (*network.InfoResponse, er
 	defer d.mu.Unlock()
 	ep := d.st.Endpoints[r.EndpointID]
 	if ep == nil {
-		return nil, fmt.Errorf("meshnet: endpoint %s not found", short(r.EndpointID))
+		return nil, fmt.Errorf("meshnet: endpoint %s not found", dataplane.ShortID(r.EndpointID))
 	}
 	return &network.InfoResponse{Value: map[string]string{
 		"address": netip.PrefixFrom(ep.Addr, ep.Bits).String(), "mac": ep.MAC,
@@ -388,14 +389,14 @@ func (d *Driver) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
 	defer d.mu.Unlock()
 	ep := d.st.Endpoints[r.EndpointID]
 	if ep == nil {
-		return nil, fmt.Errorf("meshnet: endpoint %s not found", short(r.EndpointID))
+		return nil, fmt.Errorf("meshnet: endpoint %s not found", dataplane.ShortID(r.EndpointID))
 	}
 	if ep.Host != "" {
 		d.leaveLocked(ep)
 	}
 	n := d.st.Networks[ep.Network]
 	if n == nil {
-		return nil, fmt.Errorf("meshnet: network %s is not known on this node", short(ep.Network))
+		return nil, fmt.Errorf("meshnet: network %s is not known on this node", dataplane.ShortID(ep.Network))
 	}
 	mac, _ := net.ParseMAC(ep.MAC)
 	host, peer := vethNames(ep.ID)
@@ -412,7 +413,7 @@ func (d *Driver) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
 		d.leaveLocked(ep)
 		return nil, err
 	}
-	d.log.WithFields(logrus.Fields{"endpoint": short(ep.ID), "network": short(ep.Network), "addr": ep.Addr,
+	d.log.WithFields(logrus.Fields{"endpoint": dataplane.ShortID(ep.ID), "network": dataplane.ShortID(ep.Network), "addr": ep.Addr,
 		"interface": host}).Info("endpoint joined")
 	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: "eth"}}, nil
 }
@@ -422,7 +423,7 @@ func (d *Driver) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
 func (d *Driver) attachLocked(ep *Endpoint) error {
 	n := d.st.Networks[ep.Network]
 	if n == nil {
-		return fmt.Errorf("meshnet: network %s is not known on this node", short(ep.Network))
+		return fmt.Errorf("meshnet: network %s is not known on this node", dataplane.ShortID(ep.Network))
 	}
 	p, err := d.links.Open(ep.Host)
 	if err != nil {
@@ -450,7 +451,7 @@ func (d *Driver) Leave(r *network.LeaveRequest) error {
 		return nil
 	}
 	d.leaveLocked(ep)
-	d.log.WithFields(logrus.Fields{"endpoint": short(ep.ID), "addr": ep.Addr}).Info("endpoint left")
+	d.log.WithFields(logrus.Fields{"endpoint": dataplane.ShortID(ep.ID), "addr": ep.Addr}).Info("endpoint left")
 	return d.saveLocked()
 }
 
@@ -476,7 +477,7 @@ func (d *Driver) Sweep() int {
 	n := 0
 	for _, ep := range d.st.Endpoints {
 		if ep.Host != "" && !d.links.Exists(ep.Host) {
-			d.log.WithFields(logrus.Fields{"endpoint": short(ep.ID), "addr": ep.Addr}).Info("container link gone; endpoint left")
+			d.log.WithFields(logrus.Fields{"endpoint": dataplane.ShortID(ep.ID), "addr": ep.Addr}).Info("container link gone; endpoint left")
 			d.leaveLocked(ep)
 			n++
 		}
@@ -529,11 +530,4 @@ func vethNames(id string) (host, peer string) {
 		s = s[:11]
 	}
 	return "mnh" + s, "mnc" + s
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

@@ -2,7 +2,8 @@ package netdriver
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,12 +28,7 @@ const networkOptionHelp = "valid options: mtu=<576..mesh MTU>, encrypted (always
 // adds (com.docker.*) are ignored, except the generic MTU.
 func ParseNetworkOptions(o map[string]string, meshMTU int) (NetworkOptions, error) {
 	opts := NetworkOptions{MTU: meshMTU}
-	keys := make([]string, 0, len(o))
-	for k := range o {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(o)) {
 		v := o[k]
 		switch k {
 		case "mtu", "com.docker.network.driver.mtu":

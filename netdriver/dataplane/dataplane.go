@@ -29,8 +29,10 @@ package dataplane
 import (
 	"encoding/binary"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -269,10 +271,7 @@ func (s *Switch) Attached(id string) bool {
 // Close detaches every endpoint.
 func (s *Switch) Close() {
 	s.mu.Lock()
-	ids := make([]string, 0, len(s.ports))
-	for id := range s.ports {
-		ids = append(ids, id)
-	}
+	ids := slices.Collect(maps.Keys(s.ports))
 	s.mu.Unlock()
 	for _, id := range ids {
 		s.Detach(id)
@@ -310,10 +309,10 @@ func (s *Switch) readLoop(pt *port) {
 		if err != nil {
 			if errors.Is(err, ErrPortClosed) || errors.Is(err, syscall.ENETDOWN) || errors.Is(err, syscall.ENXIO) ||
 				errors.Is(err, syscall.ENODEV) || pt.closedPort() {
-				s.log.WithError(err).WithField("endpoint", short(pt.ep.ID)).Debug("port closed")
+				s.log.WithError(err).WithField("endpoint", ShortID(pt.ep.ID)).Debug("port closed")
 				return
 			}
-			s.log.WithError(err).WithField("endpoint", short(pt.ep.ID)).Debug("port read")
+			s.log.WithError(err).WithField("endpoint", ShortID(pt.ep.ID)).Debug("port read")
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -551,7 +550,9 @@ func macEqual(a, b net.HardwareAddr) bool {
 	return len(a) == len(b) && string(a) == string(b)
 }
 
-func short(id string) string {
+// ShortID is the part of a Docker ID that logs show (docker ps's 12
+// characters).
+func ShortID(id string) string {
 	if len(id) > 12 {
 		return id[:12]
 	}

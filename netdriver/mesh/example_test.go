@@ -14,7 +14,8 @@ import (
 	"github.com/homeswarm/homeswarm/netdriver/tun"
 )
 
-// Example wires a mesh node to the real kernel, as the plugin does.
+// Example wires a mesh node to the real kernel: the host's mesh address
+// on a TUN device and a UDP port (cmd/meshnet adds the container switch).
 func Example() {
 	addr := netip.MustParsePrefix("10.254.0.1/24") // MESH_ADDR
 	key, err := mesh.LoadOrCreatePrivateKey("/var/lib/meshnet/private.key")
@@ -35,7 +36,6 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	logger := logrus.NewEntry(logrus.StandardLogger())
 	m, err := mesh.New(mesh.Options{
 		PrivateKey: key,
 		ClusterKey: []byte("MESH_KEY value"),
@@ -43,18 +43,7 @@ func Example() {
 		Peers:      []string{"vps.example.org:3210"}, // MESH_PEERS
 		TUN:        dev,
 		Bind:       bind,
-		Logger:     logger,
-		OnRoutesChanged: func(remote []netip.Prefix) {
-			// peers' mesh addresses are inside addr already; route the rest
-			// (a real caller also deletes the routes that disappeared)
-			for _, p := range remote {
-				if !addr.Contains(p.Addr()) {
-					if err := tun.AddRoute(nil, dev.Name(), p); err != nil {
-						logger.WithError(err).Warn("add route")
-					}
-				}
-			}
-		},
+		Logger:     logrus.NewEntry(logrus.StandardLogger()),
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -115,15 +115,13 @@ type Mesh struct {
 	limiter     *limiter
 	kick        chan struct{}
 
-	mu            sync.Mutex
-	peers         map[Key]*peer
-	byID          map[uint64]*peer
-	seeds         []*seed
-	prefixes      []netip.Prefix // ours: Addr's host route + announced
-	info          []byte         // encoded NodeInfo for handshakes
-	publicEP      netip.AddrPort // how peers see us, from gossip
-	remoteRoutes  []netip.Prefix
-	routesPending bool
+	mu       sync.Mutex
+	peers    map[Key]*peer
+	byID     map[uint64]*peer
+	seeds    []*seed
+	prefixes []netip.Prefix // ours: Addr's host route + announced
+	info     []byte         // encoded NodeInfo for handshakes
+	publicEP netip.AddrPort // how peers see us, from gossip
 
 	routes atomic.Pointer[routeTable]
 
@@ -205,12 +203,6 @@ func New(opts Options) (*Mesh, error) {
 			return nil, fmt.Errorf("mesh address %v: %w", opts.Addr, ErrBadPrefix)
 		}
 		own = append(own, netip.PrefixFrom(opts.Addr.Addr(), 32))
-	}
-	for _, p := range opts.Prefixes {
-		if !p.IsValid() || !p.Addr().Is4() {
-			return nil, fmt.Errorf("announced prefix %v: %w", p, ErrBadPrefix)
-		}
-		own = append(own, p.Masked())
 	}
 	m.mu.Lock()
 	err = m.setPrefixesLocked(own)
@@ -366,7 +358,7 @@ func (m *Mesh) AddPrefix(p netip.Prefix) error {
 	return err
 }
 
-// RemovePrefix withdraws a prefix added by AddPrefix or Options.Prefixes.
+// RemovePrefix withdraws a prefix added by AddPrefix.
 func (m *Mesh) RemovePrefix(p netip.Prefix) error {
 	p = p.Masked()
 	m.mu.Lock()
@@ -420,13 +412,7 @@ func (m *Mesh) rebuildRoutes() {
 		}
 		p.mu.Unlock()
 	}
-	t, remote := buildRoutes(m.prefixes, claims)
-	m.routes.Store(t)
-	if !slices.Equal(remote, m.remoteRoutes) {
-		m.remoteRoutes = remote
-		m.routesPending = true
-		m.kickTimer()
-	}
+	m.routes.Store(buildRoutes(m.prefixes, claims))
 }
 
 // peerLocked returns the peer with key k, creating it if create is set.

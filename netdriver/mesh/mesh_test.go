@@ -373,9 +373,7 @@ func TestDNSReresolved(t *testing.T) {
 func TestPrefixesAndSourceCheck(t *testing.T) {
 	t.Parallel()
 	net := bindtest.NewNetwork()
-	routes := make(chan []netip.Prefix, 16)
-	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"},
-		func(o *Options) { o.OnRoutesChanged = func(p []netip.Prefix) { routes <- p } })
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"})
 	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil)
 	ping(t, a, b, 5*time.Second)
 	sub := netip.MustParsePrefix("10.10.0.0/16")
@@ -383,14 +381,13 @@ func TestPrefixesAndSourceCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("10.10.0.0/16"), netip.MustParsePrefix("10.254.0.2/32")}
-	deadline := time.After(3 * time.Second)
-	for got := []netip.Prefix(nil); !slices.Equal(got, want); {
-		select {
-		case got = <-routes:
-		case <-deadline:
-			t.Fatalf("routes hook never reported %v", want)
+	waitFor(t, 3*time.Second, "routes to B and its subnet", func() bool {
+		var got []netip.Prefix
+		for _, r := range a.m.Routes() {
+			got = append(got, r.Prefix)
 		}
-	}
+		return slices.Equal(got, want)
+	})
 	container := &node{m: b.m, tun: b.tun, ip: netip.MustParseAddr("10.10.9.9")}
 	ping(t, a, container, 2*time.Second)
 	ping(t, container, a, 2*time.Second)
@@ -433,7 +430,7 @@ func TestNewValidates(t *testing.T) {
 		{"no tun", func(o *Options) { o.TUN = nil }, ErrNoDevice},
 		{"peer without port", func(o *Options) { o.Peers = []string{"example.org"} }, ErrBadPeer},
 		{"peer with bad port", func(o *Options) { o.Peers = []string{"example.org:x"} }, ErrBadPeer},
-		{"ipv6 prefix", func(o *Options) { o.Prefixes = []netip.Prefix{netip.MustParsePrefix("fd00::/64")} }, ErrBadPrefix},
+		{"ipv6 address", func(o *Options) { o.Addr = netip.MustParsePrefix("fd00::1/64") }, ErrBadPrefix},
 		{"ok", func(o *Options) {}, nil},
 	}
 	for _, tt := range tests {

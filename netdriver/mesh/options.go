@@ -29,12 +29,8 @@ type Options struct {
 	// Addr is this node's address on the mesh with the mesh's prefix
 	// length, e.g. 10.254.0.1/24. Peers route Addr's host address (/32) to
 	// this node. Zero: the node has no mesh address and only relays and
-	// routes Prefixes.
+	// routes the prefixes given to AddPrefix.
 	Addr netip.Prefix
-
-	// Prefixes are extra prefixes this node announces, e.g. container
-	// subnets. Zero: none. See also AddPrefix.
-	Prefixes []netip.Prefix
 
 	// Peers are bootstrap peers as "host:port"; host names are re-resolved
 	// every ResolveInterval. Zero: the node only answers others.
@@ -90,12 +86,6 @@ type Options struct {
 	// without any session or mention before it is forgotten. Peers from
 	// Peers are kept as long as their address is. Zero: 10 minutes.
 	PeerExpiry time.Duration
-
-	// OnRoutesChanged, if set, is called with the complete, sorted list of
-	// prefixes routed to peers whenever it changes, from a goroutine of the
-	// mesh, never concurrently with itself. The caller installs kernel
-	// routes for prefixes outside Addr. Zero: not called.
-	OnRoutesChanged func(remote []netip.Prefix)
 
 	// Deliver, if set, is offered every authenticated data packet before
 	// it is written to TUN (after the check that its source belongs to the

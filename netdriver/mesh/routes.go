@@ -43,7 +43,7 @@ type Route struct {
 // address that moved (a container rescheduled while its old node, cut off
 // or with its engine killed, still announces it) follows the move; prefixes
 // overlapping our own are ignored so that no peer can take our addresses.
-func buildRoutes(own []netip.Prefix, claims []routeClaim) (*routeTable, []netip.Prefix) {
+func buildRoutes(own []netip.Prefix, claims []routeClaim) *routeTable {
 	slices.SortFunc(claims, func(a, b routeClaim) int {
 		if a.when != b.when {
 			if a.when > b.when {
@@ -67,9 +67,7 @@ func buildRoutes(own []netip.Prefix, claims []routeClaim) (*routeTable, []netip.
 		}
 	}
 	t := &routeTable{hosts: map[netip.Addr]*peer{}}
-	remote := make([]netip.Prefix, 0, len(chosen))
 	for pf, p := range chosen {
-		remote = append(remote, pf)
 		if pf.IsSingleIP() {
 			t.hosts[pf.Addr()] = p
 		} else {
@@ -77,8 +75,7 @@ func buildRoutes(own []netip.Prefix, claims []routeClaim) (*routeTable, []netip.
 		}
 	}
 	slices.SortFunc(t.nets, func(a, b routeEntry) int { return b.prefix.Bits() - a.prefix.Bits() })
-	slices.SortFunc(remote, comparePrefix)
-	return t, remote
+	return t
 }
 
 type routeClaim struct {

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -40,22 +41,12 @@ func (m *Mesh) timerLoop() {
 			m.pruneHandshakes(now)
 			lastPrune = now
 		}
-		m.mu.Lock()
-		hook, pending, routes := m.opts.OnRoutesChanged, m.routesPending, m.remoteRoutes
-		m.routesPending = false
-		m.mu.Unlock()
-		if hook != nil && pending {
-			hook(slices.Clone(routes))
-		}
 	}
 }
 
 func (m *Mesh) tick(w *worker, now int64) {
 	m.mu.Lock()
-	peers := make([]*peer, 0, len(m.peers))
-	for _, p := range m.peers {
-		peers = append(peers, p)
-	}
+	peers := slices.Collect(maps.Values(m.peers))
 	type dial struct {
 		s  *seed
 		pt path

@@ -4,7 +4,7 @@
 // It exists so that the mesh engine never touches /dev/net/tun or netlink
 // directly: the engine takes a Device, tests hand it tuntest.Device, and the
 // plugin hands it the Linux implementation from Create. Link configuration
-// (address, MTU, routes) lives here too, behind the same package boundary.
+// (address, MTU) lives here too, behind the same package boundary.
 //
 // On Linux, CreateOffload also moves TCP in 64 KiB segments between the
 // kernel and the mesh (TSO on read, GRO on write, via virtio_net_hdr), the

@@ -296,41 +296,6 @@ func ConfigureLink(h *netlink.Handle, name string, addr netip.Prefix, mtu int) e
 // MinTxQueueLen is the queue length ConfigureLink gives a shorter-queued link.
 const MinTxQueueLen = 2000
 
-// AddRoute routes dst to the link name (replacing any route to dst).
-func AddRoute(h *netlink.Handle, name string, dst netip.Prefix) error {
-	h = handle(h)
-	r, err := linkRoute(h, name, dst)
-	if err == nil {
-		err = h.RouteReplace(r)
-	}
-	if err != nil {
-		return fmt.Errorf("route %v via %s: %w", dst, name, err)
-	}
-	return nil
-}
-
-// DelRoute removes the route to dst through the link name.
-func DelRoute(h *netlink.Handle, name string, dst netip.Prefix) error {
-	h = handle(h)
-	r, err := linkRoute(h, name, dst)
-	if err == nil {
-		err = h.RouteDel(r)
-	}
-	if err != nil {
-		return fmt.Errorf("delete route %v via %s: %w", dst, name, err)
-	}
-	return nil
-}
-
-// linkRoute is the link-scoped route to dst through the link name.
-func linkRoute(h *netlink.Handle, name string, dst netip.Prefix) (*netlink.Route, error) {
-	link, err := h.LinkByName(name)
-	if err != nil {
-		return nil, fmt.Errorf("find link %s: %w", name, err)
-	}
-	return &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixToIPNet(dst.Masked()), Scope: netlink.SCOPE_LINK}, nil
-}
-
 // writeGRO writes bufs through the coalescer, each run as one packet
 // behind a virtio header.
 func (d *Native) writeGRO(bufs [][]byte, offset int) (int, error) {
