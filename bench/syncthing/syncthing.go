@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homeswarm/homeswarm/bench/swarmtopo"
 )
 
 // Bin is Debian's Syncthing.
@@ -60,7 +61,7 @@ func Start(ctx context.Context, bin, homeA, homeB string, delayS int, poll time.
 		if nd.ID, err = Generate(ctx, bin, nd.Home); err != nil {
 			return nil, err
 		}
-		if nd.Port, err = FreePort(); err != nil {
+		if nd.Port, err = swarmtopo.FreePort(); err != nil {
 			return nil, err
 		}
 		if err := os.MkdirAll(filepath.Join(nd.Dir, ".stfolder"), 0o755); err != nil {
@@ -91,20 +92,17 @@ func Start(ctx context.Context, bin, homeA, homeB string, delayS int, poll time.
 			return nil, err
 		}
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if b, err := os.ReadFile(filepath.Join(p.B.Dir, "warmup")); err == nil && bytes.Equal(b, []byte("warm")) {
-			break
+	if err := swarmtopo.Poll(ctx, 90*time.Second, poll, func() error {
+		b, err := os.ReadFile(filepath.Join(p.B.Dir, "warmup"))
+		if err == nil && !bytes.Equal(b, []byte("warm")) {
+			err = fmt.Errorf("warm-up file holds %q", b)
 		}
-		if time.Now().After(deadline) {
-			return nil, errors.New("pair never synced: timed out after 90s waiting for the warm-up file")
-		}
-		if err := sleep(ctx, poll); err != nil {
-			return nil, err
-		}
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("pair never synced: %w", err)
 	}
 	// Let the watcher settle after the initial scan.
-	return p, sleep(ctx, 2*time.Second)
+	return p, swarmtopo.Sleep(ctx, 2*time.Second)
 }
 
 // Close stops the pair; after a failure it logs the tail of their logs.
@@ -233,25 +231,4 @@ func Version(bin string) string {
 		return f[1]
 	}
 	return "?"
-}
-
-// FreePort is a TCP port free on 127.0.0.1 now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
