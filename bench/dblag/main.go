@@ -245,7 +245,7 @@ func run(ctx context.Context, c config) error {
 				return fmt.Errorf("round %d, %s: %w", r, s.name, err)
 			}
 			log.Printf("round %d, %s: %d commits (%.0f/s); lag p50 %.3fs p99 %.3fs (%d never visible); settled copy opens+passes %v, lost %.0f (oldest %.2fs); recovery %.2fs %s; %d probes, %d unreadable",
-				r, s.name, res.commits, res.rate, pct(res.lags, 50), pct(res.lags, 99), res.censored, res.opens, res.lost, res.oldest, res.recovery, res.recovered, res.probes, res.unread)
+				r, s.name, res.commits, res.rate, schema.Pct(res.lags, 50), schema.Pct(res.lags, 99), res.censored, res.opens, res.lost, res.oldest, res.recovery, res.recovered, res.probes, res.unread)
 			results[s.name] = append(results[s.name], res)
 		}
 	}
@@ -298,7 +298,7 @@ func runRound(ctx context.Context, c config, s system, round int, scratch string
 		probes = probeLoop(pctx, c, s, scratch)
 	}()
 	loadStart := time.Now()
-	if err := sleep(ctx, c.load); err != nil {
+	if err := swarmtopo.Sleep(ctx, c.load); err != nil {
 		pstop()
 		return res, err
 	}
@@ -344,7 +344,7 @@ func runRound(ctx context.Context, c config, s system, round int, scratch string
 		chk, err := recoverCheck(rctx, c, s, filepath.Join(scratch, "recover"), len(acks))
 		recCh <- rec{time.Since(crashed), chk, err}
 	}()
-	if err := sleep(ctx, time.Until(crashed.Add(c.settle))); err != nil {
+	if err := swarmtopo.Sleep(ctx, time.Until(crashed.Add(c.settle))); err != nil {
 		return res, err
 	}
 	settled := filepath.Join(scratch, "settled")
@@ -418,7 +418,7 @@ func recoverCheck(ctx context.Context, c config, s system, scratch string, acked
 			last = err.Error()
 		}
 		os.RemoveAll(d)
-		if err := sleep(ctx, c.probe); err != nil {
+		if err := swarmtopo.Sleep(ctx, c.probe); err != nil {
 			return check{}, fmt.Errorf("last: %s", last)
 		}
 	}
@@ -589,7 +589,7 @@ func probeLoop(ctx context.Context, c config, s system, scratch string) []probe 
 			}
 			out = append(out, probe{at, v})
 		}
-		sleep(ctx, c.probe)
+		swarmtopo.Sleep(ctx, c.probe)
 	}
 	return out
 }
@@ -923,11 +923,11 @@ sync {
 			out, _ := os.ReadFile(filepath.Join(base, "lsyncd.out"))
 			return "", fmt.Errorf("lsyncd never copied the warm-up file: %s", out)
 		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+		if err := swarmtopo.Sleep(ctx, 20*time.Millisecond); err != nil {
 			return "", err
 		}
 	}
-	return s.src, sleep(ctx, time.Second)
+	return s.src, swarmtopo.Sleep(ctx, time.Second)
 }
 
 func (s *lsSys) copyReceiver(dst string) error             { return copyDB(s.dst, dst) }
@@ -956,8 +956,8 @@ func buildRows(c config, results map[string][]roundResult) []schema.Row {
 		var f fig
 		var p50s, p99s, olds, rates, periods []float64
 		for _, r := range rs {
-			p50s = append(p50s, pct(r.lags, 50))
-			p99s = append(p99s, pct(r.lags, 99))
+			p50s = append(p50s, schema.Pct(r.lags, 50))
+			p99s = append(p99s, schema.Pct(r.lags, 99))
 			f.lostS = append(f.lostS, r.lost)
 			olds = append(olds, r.oldest)
 			f.recS = append(f.recS, r.recovery)
@@ -1038,7 +1038,7 @@ func buildRows(c config, results map[string][]roundResult) []schema.Row {
 			recNote += fmt.Sprintf("; %s: no copy passed within %s in %d of %d rounds (counted as %s, so a lower bound)", name, c.recoverTO, f.recNever, f.n, c.recoverTO)
 		}
 	}
-	latRow("recovery after a crash (to a checked copy)", "median", sv.recovery, func(f fig) float64 { return f.recovery }, "", recNote+fmt.Sprintf("; per round: snapvol %v, syncthing %v, lsyncd %v", roundAll(sv.recS), roundAll(figs[sysSyncthing].recS), roundAll(figs[sysLsyncd].recS)))
+	latRow("recovery after a crash (to a checked copy)", "median", sv.recovery, func(f fig) float64 { return f.recovery }, "", recNote+fmt.Sprintf("; per round: snapvol %v, syncthing %v, lsyncd %v", schema.RoundAll(sv.recS, 2), schema.RoundAll(figs[sysSyncthing].recS, 2), schema.RoundAll(figs[sysLsyncd].recS, 2)))
 	// The anchors' own figures.
 	for _, a := range anchors {
 		f := figs[a]
@@ -1069,14 +1069,6 @@ func orDefault(d time.Duration, def string) string {
 	return d.String()
 }
 
-func roundAll(xs []float64) []float64 {
-	out := make([]float64, len(xs))
-	for i, x := range xs {
-		out[i] = schema.Round(x, 2)
-	}
-	return out
-}
-
 // ---------------------------------------------------------------- helpers
 
 // btrfsMount makes a sparse 4 GiB image, formats it btrfs and mounts it.
@@ -1098,24 +1090,6 @@ func btrfsMount(work string, i int) (string, error) {
 		return "", fmt.Errorf("mount: %v: %s", err, out)
 	}
 	return mnt, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	return swarmtopo.Sleep(ctx, d)
-}
-
-// pct is the nearest-rank percentile p (0–100) of xs; NaN for none.
-func pct(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-	return s[max(0, min(i, len(s)-1))]
 }
 
 func sqliteVersion(bin string) string {
