@@ -26,7 +26,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -42,6 +41,7 @@ import (
 	"time"
 
 	"github.com/homeswarm/homeswarm/bench/schema"
+	"github.com/homeswarm/homeswarm/bench/swarmtopo"
 	"github.com/homeswarm/homeswarm/netdriver/mesh"
 )
 
@@ -97,6 +97,10 @@ func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("[bench/mesh] ")
+	if c.runs < 1 {
+		// Every path then has samples: the medians below are never of none.
+		log.Fatal("-runs must be at least 1")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -138,7 +142,7 @@ func run(ctx context.Context, c config) error {
 			return fmt.Errorf("namespace %s missing: run bench/mesh.sh, which builds the topology", tp.ns(n))
 		}
 	}
-	loadStart := loadavg()
+	loadStart := swarmtopo.LoadAvg()
 	start := time.Now().UTC()
 	log.Printf("load average %s", loadStart)
 
@@ -226,7 +230,7 @@ func run(ctx context.Context, c config) error {
 		log.Printf("CPU profiles of the mesh nodes in %s (go tool pprof -top %s)", c.profile, filepath.Join(c.profile, "node-home.pprof"))
 	}
 
-	machine := fmt.Sprintf("%s; load average %s at start, %s at end", machineInfo(), loadStart, loadavg())
+	machine := fmt.Sprintf("%s, %s; load average %s at start, %s at end", swarmtopo.Host(), runtime.Version(), loadStart, swarmtopo.LoadAvg())
 	out := result{Bench: "mesh", Machine: machine, Date: start.Format(time.RFC3339)}
 	out.Rows = rows(res, c, mode, strings.Join(meshNote, "; "))
 	if err := schema.Write(c.out, out); err != nil {
@@ -269,7 +273,7 @@ func startWireGuard(ctx context.Context, tp topo, c config) (*tunnel, []*daemon,
 		}
 		t.daemons = append(t.daemons, d)
 		sock := "/var/run/wireguard/" + dev + ".sock"
-		if err := poll(ctx, 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }); err != nil {
+		if err := swarmtopo.Poll(ctx, 10*time.Second, 100*time.Millisecond, func() error { _, err := os.Stat(sock); return err }); err != nil {
 			return nil, t.daemons, fmt.Errorf("wireguard-go %s: no %s: %s", x.node, sock, d.log.String())
 		}
 		kf := filepath.Join(dir, x.node+".key")
@@ -400,28 +404,12 @@ func iperf(ctx context.Context, tp topo, c config, t *tunnel) (iperfResult, floa
 }
 
 func waitPing(ctx context.Context, tp topo, target string, timeout time.Duration) error {
-	var last error
-	err := poll(ctx, timeout, func() bool {
-		_, last = tp.run(ctx, "home", "busybox", "ping", "-c", "1", "-W", "1", target)
-		return last == nil
+	err := swarmtopo.Poll(ctx, timeout, 100*time.Millisecond, func() error {
+		_, err := tp.run(ctx, "home", "busybox", "ping", "-c", "1", "-W", "1", target)
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("%s does not answer: %v", target, last)
-	}
-	return nil
-}
-
-func poll(ctx context.Context, timeout time.Duration, ok func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return errors.New("timed out")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+		return fmt.Errorf("%s does not answer: %w", target, err)
 	}
 	return nil
 }
@@ -449,33 +437,4 @@ func formatDrops(m map[string]uint64) string {
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func machineInfo() string {
-	model := "?"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	kernel := "?"
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		kernel = strings.TrimSpace(string(b))
-	}
-	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s", runtime.NumCPU(), model, kernel, runtime.Version())
 }

@@ -22,23 +22,17 @@ type row = schema.Row
 // and CPU.
 func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 	b, w, m := res[pathBare], res[pathWG], res[pathMesh]
-	tput := func(x *measured) float64 { return median(x.gbps) }
+	tput := func(x *measured) float64 { return schema.Median(x.gbps) }
 	rtt := func(x *measured) float64 { return mean(x.rtts) }
-	cpu := func(x *measured) float64 { return median(x.cpuGbit) }
+	cpu := func(x *measured) float64 { return schema.Median(x.cpuGbit) }
 	higher := func(v, a float64) float64 { return schema.Round(v/a, 3) }
 	lower := func(v, a float64) float64 { return schema.Round(a/v, 3) }
-	r4 := func(xs []float64) []float64 {
-		out := make([]float64, len(xs))
-		for i, x := range xs {
-			out[i] = schema.Round(x, 4)
-		}
-		return out
-	}
+	r4 := func(xs []float64) []float64 { return schema.RoundAll(xs, 4) }
 
 	tputNote := fmt.Sprintf("iperf3 TCP home→vps through the NAT, median of %d runs of %d s (after %d s left out), paths interleaved in one run; meshnet TUN mode %s, MTU %d; wireguard-go %s at its default MTU 1420",
 		c.runs, c.seconds, c.omit, mode, mesh.DefaultMTU, wgVersion(c.wireguardGo))
 	tputNote += fmt.Sprintf("; bytes per packet arriving on vps's WAN link (a GSO packet carries many datagrams): bare %.0f, wireguard-go %.0f, meshnet %.0f",
-		median(b.wirePkt), median(w.wirePkt), median(m.wirePkt))
+		schema.Median(b.wirePkt), schema.Median(w.wirePkt), schema.Median(m.wirePkt))
 	if meshNote != "" {
 		tputNote += "; " + meshNote
 	}
@@ -100,9 +94,9 @@ func printSummary(res map[string]*measured, r result, out string) {
 		}
 		cpu := "-"
 		if len(m.cpuGbit) > 0 {
-			cpu = fmt.Sprintf("%.3f", median(m.cpuGbit))
+			cpu = fmt.Sprintf("%.3f", schema.Median(m.cpuGbit))
 		}
-		fmt.Printf("%-26s %12.3f %10.3f %14s\n", p, median(m.gbps), mean(m.rtts), cpu)
+		fmt.Printf("%-26s %12.3f %10.3f %14s\n", p, schema.Median(m.gbps), mean(m.rtts), cpu)
 	}
 	fmt.Println()
 	for _, row := range r.Rows {
