@@ -26,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/homeswarm/homeswarm/bench/schema"
+	"github.com/homeswarm/homeswarm/bench/swarmtopo"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -35,7 +36,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -368,12 +368,7 @@ func (b *bench) once(ctx context.Context, name, host string) ([]sample, error) {
 
 // pause sleeps a random 0-15 s (one period of Traefik's default poll).
 func pause(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(time.Duration(rand.Int64N(int64(15 * time.Second)))):
-		return nil
-	}
+	return swarmtopo.Sleep(ctx, time.Duration(rand.Int64N(int64(15*time.Second))))
 }
 
 // taskRunning returns when the service's task became running, by the
@@ -415,41 +410,25 @@ func (b *bench) each(ctx context.Context, f func(int, *provider) error) error {
 	return nil
 }
 
-func quantile(xs []float64, q float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	// Nearest rank.
-	k := int(math.Ceil(q*float64(len(s)))) - 1
-	if k < 0 {
-		k = 0
-	}
-	return s[k]
-}
-
-func round(x float64, digits int) float64 {
-	p := math.Pow(10, float64(digits))
-	return math.Round(x*p) / p
-}
-
 func (b *bench) report(samples map[string][]sample) report {
 	anchor := b.providers[1].name
 	metrics := []struct {
 		name string
 		pick func(sample) float64
-		q    float64
+		q    float64 // percentile
 	}{
-		{"route up p50", func(s sample) float64 { return s.up }, 0.5},
-		{"route up p90", func(s sample) float64 { return s.up }, 0.9},
-		{"route down p50", func(s sample) float64 { return s.down }, 0.5},
-		{"route down p90", func(s sample) float64 { return s.down }, 0.9},
-		{"route seen p50", func(s sample) float64 { return s.seen }, 0.5},
-		{"route up after task start p50", func(s sample) float64 { return s.lag }, 0.5},
-		{"route up after task start p90", func(s sample) float64 { return s.lag }, 0.9},
+		{"route up p50", func(s sample) float64 { return s.up }, 50},
+		{"route up p90", func(s sample) float64 { return s.up }, 90},
+		{"route down p50", func(s sample) float64 { return s.down }, 50},
+		{"route down p90", func(s sample) float64 { return s.down }, 90},
+		{"route seen p50", func(s sample) float64 { return s.seen }, 50},
+		{"route up after task start p50", func(s sample) float64 { return s.lag }, 50},
+		{"route up after task start p90", func(s sample) float64 { return s.lag }, 90},
 	}
 	series := func(p string, pick func(sample) float64) []float64 {
 		var xs []float64
 		for _, s := range samples[p] {
-			xs = append(xs, round(pick(s), 3))
+			xs = append(xs, schema.Round(pick(s), 3))
 		}
 		return xs
 	}
@@ -469,20 +448,20 @@ func (b *bench) report(samples map[string][]sample) report {
 	// "route up" whatever feeds Traefik.
 	task := series(b.providers[0].name, func(s sample) float64 { return s.task })
 	rep.Rows = append(rep.Rows, row{Name: "web task start (all providers)", Metric: "p50", Unit: "s",
-		Value: round(quantile(task, 0.5), 3), Samples: task,
+		Value: schema.Round(schema.Pct(task, 50), 3), Samples: task,
 		Note: "`docker service create` returned → the engine's timestamp of the task running (one dnsrr task on the VPS, vfs storage)"})
 	for _, m := range metrics {
 		anchorXs := series(anchor, m.pick)
-		av := round(quantile(anchorXs, m.q), 3)
+		av := schema.Round(schema.Pct(anchorXs, m.q), 3)
 		kind, _, _ := strings.Cut(m.name, " p")
 		for _, p := range b.providers {
 			xs := series(p.name, m.pick)
-			r := row{Name: p.name, Metric: m.name, Unit: "s", Value: round(quantile(xs, m.q), 3), Samples: xs,
+			r := row{Name: p.name, Metric: m.name, Unit: "s", Value: schema.Round(schema.Pct(xs, m.q), 3), Samples: xs,
 				Note: notes[kind] + "; Traefiks side by side, same services, same run"}
 			if p.name != anchor {
 				r.Anchor, r.AnchorValue = anchor, av
 				if r.Value > 0 {
-					r.Ratio = round(av/r.Value, 1)
+					r.Ratio = schema.Round(av/r.Value, 1)
 				}
 			}
 			if p == b.providers[0] && strings.HasSuffix(m.name, "p50") && kind != "route seen" {
@@ -497,27 +476,9 @@ func (b *bench) report(samples map[string][]sample) report {
 
 func machine() string {
 	host, _ := os.Hostname()
-	model := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	var u syscall.Utsname
-	syscall.Uname(&u)
-	rel := ""
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		rel += string(rune(c))
-	}
 	tv, _ := exec.Command("docker", "-H", "unix://"+filepath.Join(run, "vps", "docker.sock"), "version", "--format", "{{.Server.Version}}").Output()
 	return fmt.Sprintf("%s: %d cores (%s), Linux %s, Docker %s, Traefik v3.0.0, %s",
-		host, runtime.NumCPU(), model, rel, strings.TrimSpace(string(tv)), runtime.Version())
+		host, runtime.NumCPU(), swarmtopo.CPUModel(), swarmtopo.Kernel(), strings.TrimSpace(string(tv)), runtime.Version())
 }
 
 func printSummary(rep report, out string) {
