@@ -381,24 +381,16 @@ func rows(samples map[string][]sample) []schema.Row {
 		rs = append(rs,
 			schema.Row{Name: "failover with data, " + mode, Metric: "p50", Unit: "s", Value: schema.Round(d, 2),
 				Anchor: anchor, AnchorValue: schema.Round(p, 2), Ratio: schema.Round(p/d, 3),
-				Target: "≤ Swarm reschedule + 2 s", Met: &met, Samples: roundAll(data),
+				Target: "≤ Swarm reschedule + 2 s", Met: &met, Samples: schema.RoundAll(data, 3),
 				Note: fmt.Sprintf("%d rounds (%s); from %s to the service's task running on another home node and `cat /data/token` in it printing the token written before the event (the syncvol volume followed); anchor: a plain busybox service without a volume on the same node, moved by the same event, polled in parallel until its new task answers an exec. Both: one replica, constraint node.labels.location==home, --restart-delay 1s; engines' timestamps of the tasks running (median) %.2f s with data, %.2f s plain",
 					len(ss), strings.Join(moves, ", "), event, schema.Median(dataTask), schema.Median(plainTask))},
 			schema.Row{Name: "failover overhead of the data (with data − plain), " + mode, Metric: "p50", Unit: "s",
-				Value: schema.Round(schema.Median(over), 2), Target: "≤ 2 s", Samples: roundAll(over)},
+				Value: schema.Round(schema.Median(over), 2), Target: "≤ 2 s", Samples: schema.RoundAll(over, 3)},
 			schema.Row{Name: "Swarm reschedule (plain service, " + mode + ")", Metric: "p50", Unit: "s",
-				Value: schema.Round(p, 2), Samples: roundAll(plain)},
+				Value: schema.Round(p, 2), Samples: schema.RoundAll(plain, 3)},
 		)
 	}
 	return rs
-}
-
-func roundAll(xs []float64) []float64 {
-	out := make([]float64, len(xs))
-	for i, x := range xs {
-		out[i] = schema.Round(x, 3)
-	}
-	return out
 }
 
 func printSummary(r schema.Result, out string) {
