@@ -175,7 +175,8 @@ func New(newSender func() Sender, log *logrus.Entry) *Switch {
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
 	}
-	s := &Switch{newSender: newSender, log: log, networks: map[string][]netip.Prefix{}, ports: map[string]*port{}}
+	s := &Switch{newSender: newSender, log: log, networks: map[string][]netip.Prefix{}, ports: map[string]*port{},
+		coal: tun.Coalescer{L2Len: ethLen}}
 	s.tab.Store(&table{byAddr: map[netip.Addr]*port{}})
 	return s
 }
@@ -303,7 +304,7 @@ func (s *Switch) readLoop(pt *port) {
 	for i := range bufs {
 		bufs[i] = make([]byte, mesh.BufSize)
 	}
-	var seg tun.Segmenter
+	seg := tun.Segmenter{L2Len: ethLen}
 	for {
 		n, err := pt.p.Read(big)
 		if err != nil {
@@ -341,20 +342,7 @@ func (s *Switch) frame(pt *port, f []byte, seg *tun.Segmenter, bufs [][]byte, si
 		s.drop(dropNotIPv4)
 		return
 	}
-	// Move the virtio header next to the IP header, with csum_start made
-	// relative to it, as tun.Segmenter expects.
-	var h [vnetLen]byte
-	copy(h[:], f[:vnetLen])
-	if cs := binary.LittleEndian.Uint16(h[6:]); h[0]&1 != 0 {
-		if cs < ethLen {
-			s.drop(dropMalformed)
-			return
-		}
-		binary.LittleEndian.PutUint16(h[6:], cs-ethLen)
-	}
-	b := f[ethLen:]
-	copy(b, h[:])
-	pkt, ok := seg.Load(b)
+	pkt, ok := seg.Load(f)
 	if !ok {
 		s.drop(dropMalformed)
 		return
@@ -452,16 +440,12 @@ func (s *Switch) Deliver(pkt []byte) bool {
 // Flush writes the packets Deliver held, merged where TCP allows.
 func (s *Switch) Flush() {
 	for _, to := range s.dirty {
+		mac := *to.mac.Load()
 		s.coal.Frames(to.rx, func(f []byte) error {
-			var vnet [vnetLen]byte
-			copy(vnet[:], f)
-			if vnet[0]&1 != 0 { // csum_start: from the IP header to the frame's start
-				binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+ethLen)
+			putEth(f[vnetLen:frameHdr], mac, etherIPv4)
+			if err := to.p.Write(f[:frameHdr], f[frameHdr:]); err != nil {
+				s.drop(dropWrite)
 			}
-			if vnet[1] != 0 { // hdr_len covers the Ethernet header too
-				binary.LittleEndian.PutUint16(vnet[2:], binary.LittleEndian.Uint16(vnet[2:])+ethLen)
-			}
-			s.send(to.p, vnet, *to.mac.Load(), etherIPv4, f[vnetLen:])
 			return nil
 		})
 		clear(to.rx)
@@ -473,23 +457,26 @@ func (s *Switch) Flush() {
 
 // write sends an IP packet to an endpoint's container.
 func (s *Switch) write(to *port, pkt []byte) {
-	s.send(to.p, [vnetLen]byte{}, *to.mac.Load(), etherIPv4, pkt)
+	s.send(to.p, *to.mac.Load(), etherIPv4, pkt)
 }
 
-// send writes payload to p behind the virtio header vnet and an Ethernet
+// send writes payload to p behind an empty virtio header and an Ethernet
 // header from VirtualMAC to dst of type typ; a failed write is counted.
-func (s *Switch) send(p Port, vnet [vnetLen]byte, dst net.HardwareAddr, typ uint16, payload []byte) bool {
+func (s *Switch) send(p Port, dst net.HardwareAddr, typ uint16, payload []byte) bool {
 	var hdr [frameHdr]byte
-	copy(hdr[:], vnet[:])
-	eth := hdr[vnetLen:]
-	copy(eth[0:6], dst)
-	copy(eth[6:12], VirtualMAC)
-	binary.BigEndian.PutUint16(eth[12:], typ)
+	putEth(hdr[vnetLen:], dst, typ)
 	if err := p.Write(hdr[:], payload); err != nil {
 		s.drop(dropWrite)
 		return false
 	}
 	return true
+}
+
+// putEth writes an Ethernet header from VirtualMAC to dst of type typ.
+func putEth(eth []byte, dst net.HardwareAddr, typ uint16) {
+	copy(eth[0:6], dst)
+	copy(eth[6:12], VirtualMAC)
+	binary.BigEndian.PutUint16(eth[12:], typ)
 }
 
 // answerARP replies to an ARP request for an address of pt's network
@@ -516,7 +503,7 @@ func (s *Switch) answerARP(pt *port, a []byte) {
 	copy(r[14:18], a[24:28])
 	copy(r[18:24], a[8:14])
 	copy(r[24:28], a[14:18])
-	if s.send(pt.p, [vnetLen]byte{}, a[8:14], etherARP, r[:]) {
+	if s.send(pt.p, a[8:14], etherARP, r[:]) {
 		s.arp.Add(1)
 	}
 }

@@ -268,7 +268,7 @@ func FuzzFrame(f *testing.F) {
 		for i := range bufs {
 			bufs[i] = make([]byte, mesh.BufSize)
 		}
-		var seg tun.Segmenter
+		seg := tun.Segmenter{L2Len: ethLen}
 		s.frame(pt, append([]byte(nil), fr...), &seg, bufs, make([]int, batch), snd)
 		s.Deliver(meshPkt)
 		for _, p := range snd.sent {

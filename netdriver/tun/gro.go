@@ -137,20 +137,21 @@ func (c *coalescer) groups(pkts [][]byte, offset int, emit func(run [][]byte, se
 	return flush()
 }
 
-// build assembles a merged group into c.scratch: virtio header, the first
-// segment's headers with lengths and checksums fixed for GSO, then every
-// payload. The kernel splits it again only if it must forward it.
-func (c *coalescer) build(segs []tcpSeg) []byte {
+// build assembles a merged group into c.scratch: virtio header, l2 bytes
+// left for a link-layer header, the first segment's headers with lengths
+// and checksums fixed for GSO, then every payload. The kernel splits it
+// again only if it must forward it.
+func (c *coalescer) build(segs []tcpSeg, l2 int) []byte {
 	first := segs[0]
-	n := VirtioNetHdrLen + first.hdrLen
+	n := VirtioNetHdrLen + l2 + first.hdrLen
 	for _, s := range segs {
 		n += s.payload
 	}
 	if cap(c.scratch) < n {
-		c.scratch = make([]byte, n, maxCoalescedLen+VirtioNetHdrLen+64)
+		c.scratch = make([]byte, n, maxCoalescedLen+VirtioNetHdrLen+l2+64)
 	}
 	b := c.scratch[:n]
-	pkt := b[VirtioNetHdrLen:]
+	pkt := b[VirtioNetHdrLen+l2:]
 	copy(pkt, first.pkt[:first.hdrLen])
 	off := first.hdrLen
 	for _, s := range segs {
@@ -171,7 +172,7 @@ func (c *coalescer) build(segs []tcpSeg) []byte {
 	ph[9] = 6
 	binary.BigEndian.PutUint16(ph[10:], uint16(tcpLen))
 	binary.BigEndian.PutUint16(pkt[36:], checksum(ph[:], 0))
-	putVirtioHdr(b, virtioNetHdrFNeedsCsum, virtioNetHdrGSOTCPv4, uint16(first.hdrLen), uint16(first.payload), 20, 16)
+	putVirtioHdr(b, virtioNetHdrFNeedsCsum, virtioNetHdrGSOTCPv4, uint16(l2+first.hdrLen), uint16(first.payload), uint16(l2+20), 16)
 	return b
 }
 
@@ -207,24 +208,33 @@ func checksum(b []byte, initial uint32) uint16 {
 
 // Coalescer merges runs of consecutive TCP segments of one flow into GSO
 // super-packets, for writers other than a TUN device (a packet socket
-// with a virtio header). Offsets in the header it emits (csum_start) are
-// relative to the IP header.
-type Coalescer struct{ c coalescer }
+// with a virtio header).
+type Coalescer struct {
+	// L2Len is the room left for a link-layer header between the virtio
+	// header and the IP header of each frame: 14 for Ethernet on a packet
+	// socket. The emitted csum_start and hdr_len count it, as the kernel
+	// expects. Zero: frames are virtio header and IP packet.
+	L2Len int
 
-// Frames calls emit with each packet of pkts or merged run of them, a
-// virtio header first. The frame is only valid during the call.
+	c coalescer
+}
+
+// Frames calls emit with each packet of pkts or merged run of them as a
+// frame: virtio header, L2Len bytes for the caller to fill with a
+// link-layer header, IP packet. The frame is only valid during the call.
 func (c *Coalescer) Frames(pkts [][]byte, emit func(frame []byte) error) error {
+	l2 := c.L2Len
 	return c.c.groups(pkts, 0, func(run [][]byte, segs []tcpSeg) error {
 		if len(run) > 1 {
-			return emit(c.c.build(segs))
+			return emit(c.c.build(segs, l2))
 		}
-		n := VirtioNetHdrLen + len(run[0])
+		n := VirtioNetHdrLen + l2 + len(run[0])
 		if cap(c.c.scratch) < n {
-			c.c.scratch = make([]byte, n, max(n, maxCoalescedLen+VirtioNetHdrLen+64))
+			c.c.scratch = make([]byte, n, max(n, maxCoalescedLen+VirtioNetHdrLen+l2+64))
 		}
 		b := c.c.scratch[:n]
 		clear(b[:VirtioNetHdrLen])
-		copy(b[VirtioNetHdrLen:], run[0])
+		copy(b[VirtioNetHdrLen+l2:], run[0])
 		return emit(b)
 	})
 }

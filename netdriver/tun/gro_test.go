@@ -103,7 +103,7 @@ func TestCoalescerBuild(t *testing.T) {
 		if len(run) != 5 {
 			t.Fatalf("run of %d", len(run))
 		}
-		out = append([]byte(nil), c.build(segs)...)
+		out = append([]byte(nil), c.build(segs, 0)...)
 		return nil
 	})
 	hdr, pkt := out[:VirtioNetHdrLen], out[VirtioNetHdrLen:]

@@ -23,26 +23,31 @@ type segmenter struct {
 // pending reports whether segments remain to be emitted.
 func (s *segmenter) pending() bool { return s.pkt != nil }
 
-// load accepts one packet as read (virtio header first). It returns the
-// plain packet to deliver as is (with its checksum completed if needed),
-// or nil after queueing a GSO packet for fill, or nil and false to drop it.
-func (s *segmenter) load(b []byte) ([]byte, bool) {
-	if len(b) < VirtioNetHdrLen {
+// load accepts one packet as read: virtio header, l2 bytes of link-layer
+// header, IP header. It returns the IP packet to deliver as is (with its
+// checksum completed if needed), or nil after queueing a GSO packet for
+// fill, or nil and false to drop it.
+func (s *segmenter) load(b []byte, l2 int) ([]byte, bool) {
+	if len(b) < VirtioNetHdrLen+l2 {
 		return nil, false
 	}
 	flags, gsoType := b[0], b[1]&^virtioNetHdrGSOECN
 	gsoSize := int(binary.LittleEndian.Uint16(b[4:]))
 	csumStart := int(binary.LittleEndian.Uint16(b[6:]))
 	csumOffset := int(binary.LittleEndian.Uint16(b[8:]))
-	pkt := b[VirtioNetHdrLen:]
+	frame := b[VirtioNetHdrLen:] // csum_start counts from here
+	if flags&virtioNetHdrFNeedsCsum != 0 && csumStart < l2 {
+		return nil, false // a checksum starting in the link-layer header
+	}
+	pkt := frame[l2:]
 	switch gsoType {
 	case virtioNetHdrGSONone:
 		if flags&virtioNetHdrFNeedsCsum != 0 {
-			if csumStart+csumOffset+2 > len(pkt) {
+			if csumStart+csumOffset+2 > len(frame) {
 				return nil, false
 			}
 			// the field holds the pseudo-header sum (CHECKSUM_PARTIAL)
-			binary.BigEndian.PutUint16(pkt[csumStart+csumOffset:], ^checksum(pkt[csumStart:], 0))
+			binary.BigEndian.PutUint16(frame[csumStart+csumOffset:], ^checksum(frame[csumStart:], 0))
 		}
 		return pkt, true
 	case virtioNetHdrGSOTCPv4:
@@ -116,14 +121,21 @@ func (s *segmenter) fill(bufs [][]byte, sizes []int, offset, i int) int {
 
 // Segmenter splits the virtio-net GSO packets a TUN or AF_PACKET socket
 // with a virtio header delivers into MTU-sized IPv4 packets with complete
-// checksums. Offsets in the header (csum_start) must be relative to the IP
-// header, as TUN gives them.
-type Segmenter struct{ s segmenter }
+// checksums.
+type Segmenter struct {
+	// L2Len is the length of the link-layer header between the virtio
+	// header and the IP header: 14 for Ethernet on a packet socket, 0 (the
+	// zero value) for TUN. The header's csum_start counts it, as the
+	// kernel's does.
+	L2Len int
 
-// Load takes one packet, virtio header first. It returns a plain packet
-// to use as is, or nil and true when segments are pending for Fill, or
-// nil and false to drop the packet.
-func (s *Segmenter) Load(b []byte) ([]byte, bool) { return s.s.load(b) }
+	s segmenter
+}
+
+// Load takes one frame: virtio header, L2Len bytes of link-layer header,
+// IP packet. It returns the IP packet to use as is, or nil and true when
+// segments are pending for Fill, or nil and false to drop the frame.
+func (s *Segmenter) Load(b []byte) ([]byte, bool) { return s.s.load(b, s.L2Len) }
 
 // Pending reports whether Fill has segments left.
 func (s *Segmenter) Pending() bool { return s.s.pending() }

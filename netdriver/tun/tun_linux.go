@@ -201,7 +201,7 @@ func (d *Native) readBatchTSO(fd uintptr) bool {
 			d.rerr = err
 			return true
 		}
-		pkt, ok := d.seg.load(d.big[:n])
+		pkt, ok := d.seg.load(d.big[:n], 0)
 		if !ok || (pkt != nil && len(pkt) > len(d.rbufs[d.rn])-d.roffset) {
 			continue
 		}
@@ -311,7 +311,7 @@ func (d *Native) writeGRO(bufs [][]byte, offset int) (int, error) {
 			clear(b[:VirtioNetHdrLen])
 			copy(b[VirtioNetHdrLen:], run[0])
 		} else {
-			b = d.coal.build(segs)
+			b = d.coal.build(segs, 0)
 		}
 		d.wbuf, d.werr = b, nil
 		if err := d.rc.Write(d.writeFn); err != nil {
