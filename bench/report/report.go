@@ -9,12 +9,8 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"github.com/homeswarm/homeswarm/bench/schema"
 	"math"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -33,7 +29,7 @@ type Row = schema.Row
 var benchOrder = []string{"mesh", "netdrv", "sync", "dblag", "edge", "failover", "memory"}
 
 // ErrNoBench means a results file is not in the schema.
-var ErrNoBench = errors.New(`not a bench result (no "bench" field)`)
+var ErrNoBench = schema.ErrNoBench
 
 // LoadDir reads every *.json in dir, sorted in benchOrder.
 func LoadDir(dir string) ([]Result, error) {
@@ -43,16 +39,9 @@ func LoadDir(dir string) ([]Result, error) {
 	}
 	var out []Result
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		r, err := schema.Read(p)
 		if err != nil {
 			return nil, err
-		}
-		var r Result
-		if err := json.Unmarshal(b, &r); err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		if r.Bench == "" {
-			return nil, fmt.Errorf("%s: %w", p, ErrNoBench)
 		}
 		out = append(out, r)
 	}

@@ -6,6 +6,8 @@ package schema
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -38,6 +40,25 @@ type Row struct {
 	Samples     []float64 `json:"samples,omitempty"`
 	Note        string    `json:"note,omitempty"`
 	Met         *bool     `json:"met,omitempty"`
+}
+
+// ErrNoBench means a file is not a result (it has no "bench" field).
+var ErrNoBench = errors.New(`not a bench result (no "bench" field)`)
+
+// Read reads the result at path; errors name the path.
+func Read(path string) (Result, error) {
+	var r Result
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Bench == "" {
+		return r, fmt.Errorf("%s: %w", path, ErrNoBench)
+	}
+	return r, nil
 }
 
 // Write writes r to path (bench/results/<bench>.json) as indented JSON,
