@@ -1,7 +1,7 @@
 package schema
 
 import (
-	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -23,12 +23,23 @@ func TestWrite(t *testing.T) {
 	if !strings.Contains(string(b), "p50 < 0.2 s") || !strings.HasSuffix(string(b), "}\n") {
 		t.Fatalf("written:\n%s", b)
 	}
-	var out Result
-	if err := json.Unmarshal(b, &out); err != nil || out.Rows[0].Target != in.Rows[0].Target || out.Rows[0].Value != 1.5 {
+	out, err := Read(path)
+	if err != nil || out.Rows[0].Target != in.Rows[0].Target || out.Rows[0].Value != 1.5 {
 		t.Fatalf("read back %+v %v", out, err)
 	}
 	if ents, err := os.ReadDir(filepath.Dir(path)); err != nil || len(ents) != 1 {
 		t.Fatalf("temporary file left: %v %v", ents, err)
+	}
+}
+
+func TestReadNotAResult(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "x.json")
+	if err := os.WriteFile(path, []byte(`{"rows": []}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(path); !errors.Is(err, ErrNoBench) {
+		t.Fatalf("Read = %v, want ErrNoBench", err)
 	}
 }
 
