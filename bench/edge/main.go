@@ -82,6 +82,9 @@ func envOr(k, d string) string {
 	return d
 }
 
+// logf and fail write the bench's log lines and its fatal error on stderr.
+var logf, fail = swarmtopo.Log("bench/edge").Printf, swarmtopo.Log("bench/edge").Fatalf
+
 func main() {
 	n := flag.Int("n", 8, "repetitions (>= 5)")
 	out := flag.String("out", "bench/results/edge.json", "JSON results file")
@@ -101,18 +104,13 @@ func main() {
 	}
 	b.teardown()
 	if err != nil {
-		fail(err.Error())
+		fail("%v", err)
 	}
 	rep := b.report(samples)
 	if err := schema.Write(*out, rep); err != nil {
-		fail(err.Error())
+		fail("%v", err)
 	}
 	printSummary(rep, *out)
-}
-
-func fail(msg string) {
-	fmt.Fprintln(os.Stderr, "bench/edge:", msg)
-	os.Exit(1)
 }
 
 type bench struct {
@@ -122,10 +120,6 @@ type bench struct {
 	dns       *nxdns.Server
 	services  []string // to remove at the end
 	network   bool
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[bench/edge %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 // docker runs the docker CLI against the VPS's engine.

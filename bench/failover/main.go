@@ -64,6 +64,9 @@ type config struct {
 	timeout time.Duration
 }
 
+// logf and fail write the bench's log lines and its fatal error on stderr.
+var logf, fail = swarmtopo.Log("bench/failover").Printf, swarmtopo.Log("bench/failover").Fatalf
+
 func main() {
 	var c config
 	modes := flag.String("modes", "drain,kill", "events to measure, comma-separated: drain, kill")
@@ -93,15 +96,6 @@ func main() {
 		fail("%v", err)
 	}
 	printSummary(res, c.out)
-}
-
-func fail(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/failover: "+format+"\n", args...)
-	os.Exit(1)
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[bench/failover %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 type bench struct {

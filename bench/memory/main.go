@@ -60,6 +60,9 @@ type config struct {
 	edge        bool
 }
 
+// logf and fail write the bench's log lines and its fatal error on stderr.
+var logf, fail = swarmtopo.Log("bench/memory").Printf, swarmtopo.Log("bench/memory").Fatalf
+
 func main() {
 	var c config
 	flag.IntVar(&c.volumes, "volumes", 3, "syncvol volumes (and plain Syncthing folders)")
@@ -82,15 +85,6 @@ func main() {
 		fail("%v", err)
 	}
 	printSummary(res, c.out)
-}
-
-func fail(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/memory: "+format+"\n", args...)
-	os.Exit(1)
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[bench/memory %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 type bench struct {

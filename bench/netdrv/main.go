@@ -40,6 +40,9 @@ type netCase struct {
 	gbits, rtt     []float64
 }
 
+// logf writes the bench's log lines on stderr.
+var logf = swarmtopo.Log("netdrv").Printf
+
 func main() {
 	rounds := flag.Int("rounds", 3, "interleaved rounds per network")
 	secs := flag.Int("seconds", 6, "iperf3 seconds per round (after 1 s left out)")
@@ -49,10 +52,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "netdrv:", err)
 		os.Exit(1)
 	}
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "[netdrv %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 }
 
 func run(rounds, secs int, out string) error {

@@ -329,3 +329,17 @@ func Sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// Log is a bench's log on stderr, named as its lines are ("bench/failover").
+type Log string
+
+// Printf writes "[NAME 15:04:05] message".
+func (l Log) Printf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%s %s] %s\n", l, time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// Fatalf writes "NAME: message" and exits with status 1.
+func (l Log) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s: %s\n", l, fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
