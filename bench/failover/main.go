@@ -33,12 +33,10 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/homeswarm/homeswarm/bench/schema"
@@ -83,18 +81,8 @@ func main() {
 	if c.rounds < 1 {
 		fail("-rounds must be at least 1")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	b := &bench{t: swarmtopo.FromEnv("hf"), c: c, run: randHex(3)}
-	res, err := b.measure(ctx)
-	b.cleanup()
-	if err != nil {
-		fail("%v", err)
-	}
-	if err := schema.Write(c.out, res); err != nil {
-		fail("%v", err)
-	}
+	res := swarmtopo.Log("bench/failover").Main(c.out, b.measure, b.cleanup)
 	printSummary(res, c.out)
 }
 

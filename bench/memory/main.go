@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -72,18 +71,8 @@ func main() {
 	flag.StringVar(&c.wireguardGo, "wireguard-go", "/var/cache/homeswarm/wireguard", "wireguard-go binary")
 	flag.BoolVar(&c.edge, "edge", true, "also run edge on the VPS and measure it")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	b := &bench{t: swarmtopo.FromEnv("hf"), c: c}
-	res, err := b.measure(ctx)
-	b.cleanup()
-	if err != nil {
-		fail("%v", err)
-	}
-	if err := schema.Write(c.out, res); err != nil {
-		fail("%v", err)
-	}
+	res := swarmtopo.Log("bench/memory").Main(c.out, b.measure, b.cleanup)
 	printSummary(res, c.out)
 }
 

@@ -23,11 +23,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/homeswarm/homeswarm/bench/schema"
 )
 
 // Topo names one topology instance (scripts/topo.sh's TOPO_PREFIX,
@@ -342,4 +346,22 @@ func (l Log) Printf(format string, args ...any) {
 func (l Log) Fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s: %s\n", l, fmt.Sprintf(format, args...))
 	os.Exit(1)
+}
+
+// Main runs measure under a context that ends on SIGINT or SIGTERM, then
+// cleanup (whatever measure returned), and writes the result to out; an
+// error of either is fatal (Fatalf). It returns what it wrote.
+func (l Log) Main(out string, measure func(context.Context) (schema.Result, error), cleanup func()) schema.Result {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := measure(ctx)
+	cleanup()
+	if err == nil {
+		err = schema.Write(out, res)
+	}
+	if err != nil {
+		stop()
+		l.Fatalf("%v", err)
+	}
+	return res
 }
