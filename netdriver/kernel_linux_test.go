@@ -60,17 +60,13 @@ func startNode(t *testing.T, ns *nstest.NS, addr string, peers []string) *kernel
 	l.SetLevel(logrus.WarnLevel)
 	log := logrus.NewEntry(l).WithField("ns", ns.Name)
 	n := &kernelNode{ns: ns}
-	n.m, err = mesh.New(mesh.Options{
+	n.sw, n.m, err = dataplane.NewMesh(mesh.Options{
 		PrivateKey: k, ClusterKey: []byte("netdriver kernel test key"), Addr: prefix, Peers: peers, TUN: dev, Bind: bind,
 		Logger: log, HandshakeTimeout: 200 * time.Millisecond,
-		Deliver:      func(pkt []byte) bool { return n.sw.Deliver(pkt) },
-		DeliverFlush: func() { n.sw.Flush() },
-	})
+	}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.sw = dataplane.New(dataplane.MeshSender(n.m), log)
-	n.sw.Batch()
 	n.drv, err = netdriver.NewDriver(netdriver.DriverOptions{
 		Links: netdriver.NetlinkLinks{NL: ns.NL, Do: ns.Do}, Announcer: n.m, Switch: n.sw,
 		MeshPrefix: prefix.Masked(), MTU: mesh.DefaultMTU, StateFile: t.TempDir() + "/networks.json", Logger: log,

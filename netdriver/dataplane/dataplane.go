@@ -157,20 +157,32 @@ type Switch struct {
 	toMesh, fromMesh, local, arp atomic.Uint64
 	drops                        [numDrops]atomic.Uint64
 
-	// receive batching (see Batch), touched only by the mesh's goroutine
-	batching bool
-	dirty    []*port
-	coal     tun.Coalescer
+	// packets from the mesh held until Flush, touched only by the mesh's
+	// receive goroutine
+	dirty []*port
+	coal  tun.Coalescer
 }
 
-// Batch makes Deliver hold packets until Flush, which merges each
-// container's TCP segments into GSO super-packets (one write instead of
-// dozens). Call it before the mesh starts, and only with a mesh that calls
-// Flush after each batch (mesh.Options.DeliverFlush).
-func (s *Switch) Batch() { s.batching = true }
+var _ mesh.Receiver = (*Switch)(nil)
+
+// NewMesh creates the mesh (mesh.New(opts)) and the switch between it and
+// the containers: the mesh offers the switch every packet it receives
+// (opts.Receiver is the switch), the switch sends the containers' packets
+// through the mesh. The caller starts the mesh and closes both.
+func NewMesh(opts mesh.Options, log *logrus.Entry) (*Switch, *mesh.Mesh, error) {
+	s := New(nil, log)
+	opts.Receiver = s
+	m, err := mesh.New(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.newSender = func() Sender { return m.NewInjector() }
+	return s, m, nil
+}
 
 // New returns a switch sending through senders made by newSender (one per
-// endpoint reader). A nil log means logrus' standard logger.
+// endpoint reader). A nil log means logrus' standard logger. NewMesh makes
+// one for a mesh.
 func New(newSender func() Sender, log *logrus.Entry) *Switch {
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
@@ -179,11 +191,6 @@ func New(newSender func() Sender, log *logrus.Entry) *Switch {
 		coal: tun.Coalescer{L2Len: ethLen}}
 	s.tab.Store(&table{byAddr: map[netip.Addr]*port{}})
 	return s
-}
-
-// MeshSender adapts a mesh to New's newSender.
-func MeshSender(m *mesh.Mesh) func() Sender {
-	return func() Sender { return m.NewInjector() }
 }
 
 func (s *Switch) drop(r dropReason) { s.drops[r].Add(1) }
@@ -402,10 +409,10 @@ func (s *Switch) packet(pt *port, buf []byte, n int, snd Sender) {
 	snd.Send(buf, n)
 }
 
-// Deliver takes a packet from the mesh: it writes it to the local
-// endpoint owning its destination if its source is in that endpoint's
-// network. It returns false (not ours) for destinations outside every
-// known network, which then go to the host's mesh interface.
+// Deliver takes a packet from the mesh (mesh.Receiver): it holds it until
+// Flush for the local endpoint owning its destination if its source is in
+// that endpoint's network. It returns false (not ours) for destinations
+// outside every known network, which then go to the host's mesh interface.
 func (s *Switch) Deliver(pkt []byte) bool {
 	dst, ok := wire.IPv4Dst(pkt)
 	if !ok {
@@ -426,7 +433,7 @@ func (s *Switch) Deliver(pkt []byte) bool {
 		return true
 	}
 	s.fromMesh.Add(1)
-	if s.batching && len(to.rx) < batch {
+	if len(to.rx) < batch {
 		if len(to.rx) == 0 {
 			s.dirty = append(s.dirty, to)
 		}
@@ -437,7 +444,9 @@ func (s *Switch) Deliver(pkt []byte) bool {
 	return true
 }
 
-// Flush writes the packets Deliver held, merged where TCP allows.
+// Flush writes the packets Deliver held (mesh.Receiver), each container's
+// TCP segments merged into GSO super-packets where TCP allows: one write
+// instead of dozens.
 func (s *Switch) Flush() {
 	for _, to := range s.dirty {
 		mac := *to.mac.Load()

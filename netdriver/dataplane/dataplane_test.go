@@ -194,6 +194,8 @@ func TestSwitch(t *testing.T) {
 	if !s.Deliver(ipv4("10.0.1.77", "10.0.1.6", []byte("from afar"))) {
 		t.Fatal("mesh packet for a local endpoint not taken")
 	}
+	pb.none(t) // held until Flush
+	s.Flush()
 	if f := pb.wait(t); !bytes.Equal(f[ethLen+28:], []byte("from afar")) {
 		t.Fatalf("mesh frame % x", f)
 	}
@@ -206,12 +208,14 @@ func TestSwitch(t *testing.T) {
 	if s.Deliver(ipv4("10.254.0.2", "10.254.0.1", nil)) { // the host's own mesh traffic
 		t.Fatal("host traffic taken by the switch")
 	}
+	s.Flush()
 	pb.none(t)
 
 	// a learned MAC replaces the configured one
 	pb.in <- frame(net.HardwareAddr{2, 9, 9, 9, 9, 9}, VirtualMAC, etherIPv4, ipv4("10.0.1.6", "10.0.1.5", []byte("x")))
 	pa.wait(t)
 	s.Deliver(ipv4("10.0.1.77", "10.0.1.6", nil))
+	s.Flush()
 	if f := pb.wait(t); !bytes.Equal(f[0:6], net.HardwareAddr{2, 9, 9, 9, 9, 9}) {
 		t.Fatalf("learned MAC not used: % x", f[:6])
 	}
@@ -221,6 +225,7 @@ func TestSwitch(t *testing.T) {
 	if !s.Deliver(ipv4("10.0.1.77", "10.0.1.6", nil)) {
 		t.Fatal("packet for a detached endpoint went to the host")
 	}
+	s.Flush()
 	pb.none(t)
 	must(t, s.Attach(Endpoint{ID: "x", Network: "n1", Addr: netip.MustParseAddr("10.0.1.6"), Pools: pool1}, newChanPort()))
 }
@@ -271,6 +276,7 @@ func FuzzFrame(f *testing.F) {
 		seg := tun.Segmenter{L2Len: ethLen}
 		s.frame(pt, append([]byte(nil), fr...), &seg, bufs, make([]int, batch), snd)
 		s.Deliver(meshPkt)
+		s.Flush()
 		for _, p := range snd.sent {
 			if d, ok := wire.IPv4Dst(p); !ok || !pool1[0].Contains(d) {
 				t.Fatalf("sent outside the network: % x", p)
@@ -303,12 +309,11 @@ func tcpSeg(seq uint32, payload []byte) []byte {
 	return p
 }
 
-// TestSwitchBatch: with Batch, consecutive TCP segments from the mesh
+// TestSwitchBatch: consecutive TCP segments from the mesh
 // reach the container as one GSO frame whose virtio header counts the
 // Ethernet header; other packets go as they are.
 func TestSwitchBatch(t *testing.T) {
 	s := New(func() Sender { return &fakeSender{} }, nil)
-	s.Batch()
 	s.AddNetwork("n1", pool1)
 	pb := newChanPort()
 	must(t, s.Attach(Endpoint{ID: "b", Network: "n1", Addr: netip.MustParseAddr("10.0.1.6"), MAC: macB, Pools: pool1}, pb))

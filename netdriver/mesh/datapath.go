@@ -17,8 +17,9 @@ import (
 // batches it is building. Only its owning goroutine touches it.
 type worker struct {
 	scratch
-	out    []conn.Message // UDP datagrams to send
-	tunOut [][]byte       // IP packets for TUN
+	out       []conn.Message // UDP datagrams to send
+	tunOut    [][]byte       // IP packets for TUN
+	delivered bool           // Receiver took a packet since its last Flush
 }
 
 // flush sends what the worker has batched.
@@ -206,8 +207,9 @@ func (m *Mesh) udpLoop() {
 			m.receive(w, msgs[i].Buf[:msgs[i].N], msgs[i].Addr, nil, 0, now)
 		}
 		m.flush(w)
-		if m.opts.DeliverFlush != nil {
-			m.opts.DeliverFlush()
+		if w.delivered {
+			w.delivered = false
+			m.opts.Receiver.Flush()
 		}
 	}
 }
@@ -304,7 +306,8 @@ func (m *Mesh) handleTransport(w *worker, b []byte, src netip.AddrPort, relay *p
 			m.drop(dropSourceNotAllowed)
 			return
 		}
-		if m.opts.Deliver != nil && m.opts.Deliver(pt) {
+		if m.opts.Receiver != nil && m.opts.Receiver.Deliver(pt) {
+			w.delivered = true
 			return
 		}
 		w.tunOut = append(w.tunOut, pt)

@@ -87,19 +87,23 @@ type Options struct {
 	// Peers are kept as long as their address is. Zero: 10 minutes.
 	PeerExpiry time.Duration
 
-	// Deliver, if set, is offered every authenticated data packet before
-	// it is written to TUN (after the check that its source belongs to the
-	// sending peer). It returns true when it took the packet (delivered or
-	// dropped it itself), false to let it go to TUN. pkt is only valid
-	// during the call. It is called from the mesh's receive goroutine and
-	// must not block. Zero: every packet goes to TUN.
-	Deliver func(pkt []byte) bool
+	// Receiver, if set, is offered every received data packet before TUN
+	// (meshnet's container switch). Zero: every packet goes to TUN.
+	Receiver Receiver
+}
 
-	// DeliverFlush, if set, is called by the goroutine that calls Deliver
-	// after each batch of received datagrams. Until then Deliver may keep
-	// the packets it took (no longer): they can be written as a batch.
-	// Zero: Deliver must be done with pkt when it returns.
-	DeliverFlush func()
+// Receiver takes received data packets before they go to TUN. Both
+// methods are called from the mesh's receive goroutine, never
+// concurrently, and must not block.
+type Receiver interface {
+	// Deliver is offered every authenticated data packet, after the check
+	// that its source belongs to the sending peer. It returns true when it
+	// took the packet (delivered or dropped it itself), false to let it go
+	// to TUN. It may keep pkt until the next Flush, no longer.
+	Deliver(pkt []byte) bool
+	// Flush is called after each batch of received datagrams in which
+	// Deliver took a packet: the packets it kept can be written as a batch.
+	Flush()
 }
 
 func (o *Options) setDefaults() {

@@ -71,27 +71,20 @@ func run() error {
 		dev.Close()
 		return err
 	}
-	// The container switch and the mesh refer to each other: the mesh
-	// offers it every received packet, it sends through the mesh.
-	var sw *dataplane.Switch
-	m, err := mesh.New(mesh.Options{
-		PrivateKey:   priv,
-		ClusterKey:   []byte(cfg.Key),
-		Addr:         cfg.Addr,
-		Peers:        cfg.Peers,
-		TUN:          dev,
-		Bind:         bind,
-		Logger:       log.WithField("part", "mesh"),
-		Deliver:      func(pkt []byte) bool { return sw.Deliver(pkt) },
-		DeliverFlush: func() { sw.Flush() },
-	})
+	sw, m, err := dataplane.NewMesh(mesh.Options{
+		PrivateKey: priv,
+		ClusterKey: []byte(cfg.Key),
+		Addr:       cfg.Addr,
+		Peers:      cfg.Peers,
+		TUN:        dev,
+		Bind:       bind,
+		Logger:     log.WithField("part", "mesh"),
+	}, log.WithField("part", "switch"))
 	if err != nil {
 		dev.Close()
 		bind.Close()
 		return err
 	}
-	sw = dataplane.New(dataplane.MeshSender(m), log.WithField("part", "switch"))
-	sw.Batch()
 	defer sw.Close()
 	drv, err := netdriver.NewDriver(netdriver.DriverOptions{
 		Links: netdriver.NetlinkLinks{}, Announcer: m, Switch: sw,
