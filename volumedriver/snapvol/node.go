@@ -508,7 +508,7 @@ func (n *Node) Release(ctx context.Context, name string) error {
 		v.w = nil
 		st := v.st
 		v.mu.Unlock()
-		st.Writing, st.Writer = true, n.opts.Self
+		st.Writing, st.Writer, st.Epoch = true, n.opts.Self, w.epoch // named after the epoch it wrote in
 		err := n.setAsideOrDrop(v, st, n.log.WithField("volume", name))
 		v.mu.Lock()
 		v.st.Writing = false

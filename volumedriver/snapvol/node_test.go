@@ -147,7 +147,10 @@ func (c *cluster) start(i int) *Node {
 		Peers: func() []Peer { return c.peers(i) },
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			if c.isCut(i, addr) {
-				return nil, errors.New("cut")
+				// A cut link drops packets: the dial hangs until it
+				// gives up, as it would across a real partition.
+				<-ctx.Done()
+				return nil, ctx.Err()
 			}
 			var d net.Dialer
 			conn, err := d.DialContext(ctx, "tcp", addr)
@@ -359,7 +362,22 @@ func TestOneWriterFenceAndDiverged(t *testing.T) {
 	}
 	// Partition node 0: it keeps its container, which keeps writing.
 	c.partition(0, true)
+	cut := time.Now()
 	os.WriteFile(filepath.Join(live, "b"), []byte("never shipped"), 0o644)
+	// The fence must come a margin before the peers' leases run out
+	// (Lease after the last renewal they saw, at most Lease/4 before the
+	// cut): by Lease - fenceMargin + a renewal period + a check period.
+	var fencedAfter time.Duration
+	waitFor(t, c.lease, func() bool {
+		err := os.WriteFile(filepath.Join(live, "probe"), []byte("x"), 0o644)
+		fencedAfter = time.Since(cut)
+		return errors.Is(err, syscall.EROFS)
+	})
+	if limit := c.lease - fenceMargin + c.lease/4 + 200*time.Millisecond; fencedAfter > limit {
+		t.Fatalf("fenced %.2fs after the cut, want by %.2fs (peers' leases end %.2fs after their last renewal)",
+			fencedAfter.Seconds(), limit.Seconds(), c.lease.Seconds())
+	}
+	t.Logf("fenced %.2fs after the cut", fencedAfter.Seconds())
 	start := time.Now()
 	live1 := acquire(t, c.nodes[1], "db", 10*time.Second)
 	took := time.Since(start)

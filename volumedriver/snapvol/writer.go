@@ -79,6 +79,9 @@ func (w *writer) run() {
 	}()
 	for {
 		if !w.fenced.Load() {
+			w.checkLease()
+		}
+		if !w.fenced.Load() {
 			w.snapshotIfChanged() // failures are logged there, rate-limited
 		}
 		seen := map[string]bool{}
@@ -114,10 +117,12 @@ func (w *writer) stop() {
 	<-w.done
 }
 
-// renew refreshes the lease at every peer; a writer that could not for
-// Lease-fenceMargin, or that learns of a newer epoch, fences itself.
+// renew refreshes the lease at every peer. The lease counts from when the
+// claim was sent (a peer counts it from when it arrived, later), so the
+// writer's view ends first; checkLease fences on it.
 func (w *writer) renew() {
 	peers := w.n.opts.Peers()
+	sent := time.Now()
 	rs := w.n.queryAll(w.ctx, peers, &msg{Req: reqClaim, Volume: w.v.name, Epoch: w.epoch, Writer: w.n.opts.Self})
 	ok := 1
 	for id, r := range rs {
@@ -129,12 +134,22 @@ func (w *writer) renew() {
 			return
 		}
 	}
-	now := time.Now()
-	w.mu.Lock()
 	if ok*2 > len(peers)+1 {
-		w.lastRenew = now
+		w.mu.Lock()
+		if sent.After(w.lastRenew) {
+			w.lastRenew = sent
+		}
+		w.mu.Unlock()
 	}
-	since := now.Sub(w.lastRenew)
+}
+
+// checkLease fences the writer once its lease, as last renewed at a
+// majority, is within fenceMargin of running out at the peers. It runs
+// every Interval, apart from renewals (which may wait on peers that are
+// gone), so the fence comes on time.
+func (w *writer) checkLease() {
+	w.mu.Lock()
+	since := time.Since(w.lastRenew)
 	w.mu.Unlock()
 	if since > w.n.opts.Lease-fenceMargin && w.ctx.Err() == nil {
 		w.fence(fmt.Sprintf("could not renew its lease at a majority of the nodes for %.1fs", since.Seconds()))
