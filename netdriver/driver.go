@@ -1,6 +1,7 @@
 package netdriver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
@@ -85,6 +87,7 @@ type Driver struct {
 	mtu   int          // the mesh's MTU: the largest an endpoint may have
 	path  string       // state file; empty: not persisted
 	log   *logrus.Entry
+	sweep time.Duration
 
 	mu sync.Mutex
 	st state
@@ -105,6 +108,8 @@ type DriverOptions struct {
 	StateFile string
 	// Logger receives the driver's logs. Zero: logrus' standard logger.
 	Logger *logrus.Entry
+	// SweepInterval is how often Run calls Sweep. Zero: 3 s.
+	SweepInterval time.Duration
 }
 
 // NewDriver loads the state file (if any) and reattaches the endpoints of
@@ -112,10 +117,13 @@ type DriverOptions struct {
 // are marked as left.
 func NewDriver(o DriverOptions) (*Driver, error) {
 	d := &Driver{links: o.Links, ann: o.Announcer, sw: o.Switch, mesh: o.MeshPrefix, mtu: o.MTU,
-		path: o.StateFile, log: o.Logger,
+		path: o.StateFile, log: o.Logger, sweep: o.SweepInterval,
 		st: state{Networks: map[string]*Network{}, Endpoints: map[string]*Endpoint{}}}
 	if d.log == nil {
 		d.log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if d.sweep <= 0 {
+		d.sweep = 3 * time.Second
 	}
 	if d.path != "" {
 		b, err := os.ReadFile(d.path)
@@ -468,9 +476,23 @@ func (d *Driver) leaveLocked(ep *Endpoint) {
 	ep.Host, ep.Peer = "", ""
 }
 
+// Run calls Sweep every SweepInterval until ctx is done.
+func (d *Driver) Run(ctx context.Context) {
+	t := time.NewTicker(d.sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.Sweep()
+		}
+	}
+}
+
 // Sweep leaves the endpoints whose host link disappeared (their container
-// died with its namespace) and returns how many. The plugin calls it
-// every few seconds.
+// died with its namespace, without a Leave) and returns how many. Run
+// calls it every SweepInterval.
 func (d *Driver) Sweep() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()

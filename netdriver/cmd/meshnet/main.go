@@ -7,18 +7,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 
-	"github.com/homeswarm/homeswarm/internal/atomicfile"
 	"github.com/homeswarm/homeswarm/netdriver"
 	"github.com/homeswarm/homeswarm/netdriver/conn"
 	"github.com/homeswarm/homeswarm/netdriver/dataplane"
@@ -103,8 +100,8 @@ func run() error {
 	log.WithFields(logrus.Fields{"addr": cfg.Addr, "port": cfg.Port, "interface": cfg.Interface,
 		"mtu": cfg.MTU, "peers": cfg.Peers, "public_key": m.PublicKey().String()}).Info("mesh up")
 
-	go writeStatus(ctx, m, sw, drv, filepath.Join(cfg.StateDir, "status.json"), log)
-	go sweep(ctx, drv)
+	go netdriver.WriteStatus(ctx, filepath.Join(cfg.StateDir, "status.json"), m, sw, drv, log)
+	go drv.Run(ctx)
 
 	h := network.NewHandler(drv)
 	errc := make(chan error, 1)
@@ -117,59 +114,5 @@ func run() error {
 	case <-ctx.Done():
 		log.Info("stopping")
 		return nil
-	}
-}
-
-// sweep leaves, every few seconds, the endpoints of containers that died
-// without a Leave (their veth went with their namespace).
-func sweep(ctx context.Context, drv *netdriver.Driver) {
-	t := time.NewTicker(3 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			drv.Sweep()
-		}
-	}
-}
-
-// status is status.json: the mesh, the container switch, the networks.
-type status struct {
-	mesh.Status
-	Switch    dataplane.Stats      `json:"switch"`
-	Networks  []netdriver.Network  `json:"networks"`
-	Endpoints []netdriver.Endpoint `json:"endpoints"`
-}
-
-// writeStatus replaces path with the mesh's status every 2 s, and logs a
-// one-line summary per peer every minute, so `cat status.json` and the
-// engine's log both show peers, their state, last handshake, bytes and drops.
-func writeStatus(ctx context.Context, m *mesh.Mesh, sw *dataplane.Switch, drv *netdriver.Driver, path string, log *logrus.Entry) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	last := time.Time{}
-	for {
-		st := m.Status()
-		full := status{Status: st, Switch: sw.Stats()}
-		full.Networks, full.Endpoints = drv.Networks()
-		if b, err := json.MarshalIndent(full, "", "  "); err == nil {
-			atomicfile.Write(path, b, 0o644)
-		}
-		if time.Since(last) >= time.Minute {
-			last = time.Now()
-			for _, p := range st.Peers {
-				log.WithFields(logrus.Fields{"peer": p.PublicKey[:8], "endpoint": p.Endpoint, "via": p.Via,
-					"state": p.State, "last_handshake": p.LastHandshake.Format(time.RFC3339),
-					"rx": p.RxBytes, "tx": p.TxBytes}).Info("peer")
-			}
-			log.WithField("drops", st.Drops).WithField("handshakes", st.Handshakes).Info("mesh")
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
 }
