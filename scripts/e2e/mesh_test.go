@@ -99,7 +99,8 @@ func TestMeshCarriesTheSwarm(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	createService(t, "e2e-mesh", append([]string{"--constraint", "node.labels.location==home", "--replicas", "3",
-		"--mount", "type=volume,source=e2e-mesh,target=/data,volume-driver=syncvol",
+		// three replicas write one volume at once: replication=files
+		"--mount", "type=volume,source=e2e-mesh,target=/data,volume-driver=syncvol,volume-opt=replication=files",
 		"busybox"}, loop("hostname >> /data/hosts")...)...)
 	eventually(t, 10*time.Second, "3 replicas running", func() error {
 		out, err := dk("vps", "service", "ls", "--filter", "name=e2e-mesh", "--format", "{{.Replicas}}")

@@ -384,7 +384,7 @@ func (n *Node) Acquire(ctx context.Context, name string, init func(dir string) e
 		}
 		if ctx.Err() != nil {
 			if holder != "" {
-				return "", fmt.Errorf("volume %s: %w %s (its lease runs %.1fs more); retry once it stopped", name, ErrInUse, holder, left.Seconds())
+				return "", fmt.Errorf("volume %s: %w %s (its lease runs %.1fs more); retry once it stopped (a volume several replicas write at once needs -o replication=files)", name, ErrInUse, holder, left.Seconds())
 			}
 			return "", fmt.Errorf("volume %s: %w (%d of %d reachable): another node may be writing it; retry", name, ErrNoMajority, reach, total)
 		}
