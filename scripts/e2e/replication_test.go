@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,34 @@ const sumScript = `cd /data && find . -type f ! -name 'seq' | sort | xargs md5su
 // runID keeps the names of one run apart from an earlier run's leftovers
 // when the topology is reused (E2E_REUSE=1).
 var runID = strconv.FormatInt(time.Now().Unix()%1000000, 36)
+
+// sumDiff lists the checksum lines that differ between two sumScript
+// outputs (before → after).
+func sumDiff(before, after string) string {
+	a, b := map[string]bool{}, map[string]bool{}
+	for _, l := range strings.Split(before, "\n") {
+		a[l] = true
+	}
+	for _, l := range strings.Split(after, "\n") {
+		b[l] = true
+	}
+	var out []string
+	for l := range a {
+		if !b[l] {
+			out = append(out, "- "+l)
+		}
+	}
+	for l := range b {
+		if !a[l] {
+			out = append(out, "+ "+l)
+		}
+	}
+	sort.Strings(out)
+	if len(out) > 20 {
+		out = append(out[:20], fmt.Sprintf("… %d more", len(out)-20))
+	}
+	return strings.Join(out, "\n")
+}
 
 // waitReplica waits until node holds file of vol (the newest generation
 // of a snapshot volume moves on as it is written, so the path is looked
@@ -125,7 +154,7 @@ func TestReplicationEngineKill(t *testing.T) {
 		}
 	}
 	if got := mustDk(t, n2, "exec", c2, "sh", "-c", sumScript+" | grep -v DONE"); got != sums {
-		t.Fatal("tree differs after the kill")
+		t.Fatalf("tree differs after the kill:\n%s", sumDiff(sums, got))
 	}
 }
 
