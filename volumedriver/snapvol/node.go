@@ -516,7 +516,7 @@ func (n *Node) Release(ctx context.Context, name string) error {
 		v.mu.Unlock()
 		return errors.Join(err, serr)
 	}
-	g, err := w.snapshotIfChanged()
+	g, err := w.snapshotIfChanged(true)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ type writer struct {
 	seq       uint64
 	latest    Gen // newest generation here (taken, or the one live started from)
 	lastSig   uint64
+	unsettled bool // live changed at the last look: take one more
 	snapAt    map[Gen]time.Time
 	acked     map[string]Gen // peer → generation it holds
 	inflight  map[string][2]Gen
@@ -82,7 +83,7 @@ func (w *writer) run() {
 			w.checkLease()
 		}
 		if !w.fenced.Load() {
-			w.snapshotIfChanged() // failures are logged there, rate-limited
+			w.snapshotIfChanged(false) // failures are logged there, rate-limited
 		}
 		seen := map[string]bool{}
 		for _, p := range w.n.opts.Peers() {
@@ -171,12 +172,19 @@ func (w *writer) fence(why string) {
 }
 
 // snapshotIfChanged takes a generation when live changed since the last
-// one and returns the newest.
-func (w *writer) snapshotIfChanged() (Gen, error) {
+// one — or the round after it did, or when final — and returns the
+// newest. The extra round matters: file times come from a coarse clock,
+// so a write that began in the same tick as the last look (a database
+// rewriting a page in place) changes no time or size, and only a
+// generation taken after it finished holds it. final (the last Unmount)
+// always takes one.
+func (w *writer) snapshotIfChanged(final bool) (Gen, error) {
 	sig := signature(w.v.live())
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if sig == w.lastSig {
+	settle := w.unsettled
+	w.unsettled = sig != w.lastSig
+	if sig == w.lastSig && !settle && !final {
 		return w.latest, nil
 	}
 	w.seq++
