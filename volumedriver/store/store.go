@@ -761,6 +761,21 @@ func (s *Store) Remove(name string) error {
 	return nil
 }
 
+// sweepEvery is how often Run sweeps volumes deleted elsewhere.
+const sweepEvery = 5 * time.Second
+
+// Run calls SweepDeleted every few seconds until ctx is done.
+func (s *Store) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(sweepEvery):
+			s.SweepDeleted()
+		}
+	}
+}
+
 // SweepDeleted drops this node's copy of every snapshot volume the cluster
 // deleted (remove=everywhere on another node); volumes replicated file by
 // file are wiped by the replicator itself. A volume still mounted here is

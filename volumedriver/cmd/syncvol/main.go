@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
@@ -71,18 +70,7 @@ func run() error {
 	defer st.Close()
 	opened.Store(st)
 
-	go func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				st.SweepDeleted()
-			}
-		}
-	}()
+	go st.Run(ctx)
 	h := volume.NewHandler(volumedriver.NewDriver(st, log))
 	errc := make(chan error, 1)
 	go func() { errc <- h.ServeUnix("syncvol", 0) }()
