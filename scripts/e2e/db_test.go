@@ -15,6 +15,7 @@ import (
 //   - drain: the node is drained; the task starts on another node, its
 //     database recovers, passes its own check and holds every transaction
 //     acknowledged before the check;
+//
 //   - kill: the next node's engine is SIGKILLed (no goodbye: the database,
 //     syncvol and the engine die at once); the task starts on a third
 //     node, and everything acknowledged at least 2 s before the kill must
