@@ -502,6 +502,7 @@ func (s *Store) resume(name string) {
 		log := s.log.WithField("volume", name)
 		dir := s.opts.Snapshots.LiveDir(name)
 		base := treeStamp(dir)
+		writer := s.opts.Snapshots.Status(name)["writer"]
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for range t.C {
@@ -512,8 +513,9 @@ func (s *Store) resume(name string) {
 				users = len(e.rec.MountIDs)
 			}
 			s.mu.RUnlock()
-			if closed || users == 0 || s.opts.Snapshots.Writing(name) {
-				return // stopped, released, or mounted anew
+			if closed || users == 0 || s.opts.Snapshots.Writing(name) ||
+				s.opts.Snapshots.Status(name)["writer"] != writer {
+				return // stopped, released, mounted anew, or another node took it
 			}
 			if treeStamp(dir) == base {
 				continue
