@@ -108,6 +108,9 @@ func TestSnapshotVolumeLifecycle(t *testing.T) {
 	if _, ok := r.added["db"]; ok {
 		t.Fatal("a snapshot volume got a Syncthing folder")
 	}
+	if len(r.registered) == 0 || r.registered[0] != "db" {
+		t.Fatalf("snapshot volume not registered cluster-wide: %v", r.registered)
+	}
 	v, _ := s.Get("db")
 	if v.Options["replication"] != "snapshots" {
 		t.Fatalf("options %v", v.Options)

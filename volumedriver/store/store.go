@@ -40,6 +40,9 @@ type Replicator interface {
 	// also with the plain Syncthing devices in share. It is idempotent and
 	// registers the volume cluster-wide with its options.
 	AddVolume(name, dir string, share []string, options map[string]string) error
+	// RegisterVolume registers a snapshot volume cluster-wide with its
+	// options, without replicating its data (Snapshotter does that).
+	RegisterVolume(name string, options map[string]string) error
 	// RemoveVolume stops replicating the volume here; everywhere also
 	// deletes it on every node.
 	RemoveVolume(name string, everywhere bool) error
@@ -477,12 +480,7 @@ func (s *Store) snapshots(e *entry) bool {
 func (s *Store) register(e *entry) error {
 	r := s.opts.Replicator
 	if e.opts.Replication == ReplicationSnapshots {
-		if rr, ok := r.(interface {
-			RegisterVolume(string, map[string]string) error
-		}); ok {
-			return rr.RegisterVolume(e.rec.Name, e.rec.Options)
-		}
-		return nil
+		return r.RegisterVolume(e.rec.Name, e.rec.Options)
 	}
 	return r.AddVolume(e.rec.Name, s.ReplicaDir(e.rec.Name), e.opts.Share, e.rec.Options)
 }

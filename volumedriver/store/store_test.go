@@ -52,15 +52,16 @@ func (f *fakeMounter) Mounted(dst string) (bool, error) {
 // fakeReplicator stands in for syncengine: it records calls and lets a test
 // decide how long WaitSynced and Flush take.
 type fakeReplicator struct {
-	mu       sync.Mutex
-	added    map[string]string
-	removed  map[string]bool // name → everywhere
-	waits    int
-	flushes  int
-	behind   bool        // WaitSynced blocks until ctx ends, then fails
-	entered  chan string // if set, WaitSynced sends the volume's name on entry
-	cluster  []ClusterVolume
-	statuses map[string]string
+	mu         sync.Mutex
+	added      map[string]string
+	removed    map[string]bool // name → everywhere
+	waits      int
+	flushes    int
+	behind     bool        // WaitSynced blocks until ctx ends, then fails
+	entered    chan string // if set, WaitSynced sends the volume's name on entry
+	cluster    []ClusterVolume
+	statuses   map[string]string
+	registered []string // snapshot volumes registered
 }
 
 func newFakeReplicator() *fakeReplicator {
@@ -71,6 +72,13 @@ func (f *fakeReplicator) AddVolume(name, dir string, share []string, options map
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.added[name] = dir
+	return nil
+}
+
+func (f *fakeReplicator) RegisterVolume(name string, options map[string]string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.registered = append(f.registered, name)
 	return nil
 }
 
