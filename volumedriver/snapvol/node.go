@@ -353,11 +353,20 @@ func (n *Node) Acquire(ctx context.Context, name string, init func(dir string) e
 	v.op.Lock()
 	defer v.op.Unlock()
 	v.mu.Lock()
-	if v.w != nil && !v.w.fenced.Load() {
+	old := v.w
+	if old != nil && !old.fenced.Load() {
 		v.mu.Unlock()
 		return v.live(), nil
 	}
 	v.mu.Unlock()
+	if old != nil {
+		// Mounted again after this node was fenced (its last container
+		// still up): the fenced writes go aside before anything else.
+		old.stop()
+		if err := n.retireFenced(v, old); err != nil {
+			return "", err
+		}
+	}
 	log := n.log.WithField("volume", name)
 
 	var replies map[string]*msg
@@ -475,6 +484,23 @@ func (n *Node) setAsideOrDrop(v *volume, st state, log *logrus.Entry) error {
 	return DeleteSubvolume(v.live())
 }
 
+// retireFenced ends a fenced writer w (stopped): another node took the
+// volume over while this one still wrote, and what it wrote since is
+// nobody else's, so it is kept aside, whole. Caller holds v.op.
+func (n *Node) retireFenced(v *volume, w *writer) error {
+	v.mu.Lock()
+	v.w = nil
+	st := v.st
+	v.mu.Unlock()
+	st.Writing, st.Writer, st.Epoch = true, n.opts.Self, w.epoch // named after the epoch it wrote in
+	err := n.setAsideOrDrop(v, st, n.log.WithField("volume", v.name))
+	v.mu.Lock()
+	v.st.Writing = false
+	serr := v.saveLocked()
+	v.mu.Unlock()
+	return errors.Join(err, serr)
+}
+
 func liveLease(replies map[string]*msg, self string) (string, time.Duration) {
 	for id, r := range replies {
 		if r.Lease && r.Writer != self && r.Writer != "" {
@@ -502,19 +528,7 @@ func (n *Node) Release(ctx context.Context, name string) error {
 	}
 	w.stop()
 	if w.fenced.Load() {
-		// Another node took the volume over while this one still wrote:
-		// what it wrote since is nobody else's; keep it aside, whole.
-		v.mu.Lock()
-		v.w = nil
-		st := v.st
-		v.mu.Unlock()
-		st.Writing, st.Writer, st.Epoch = true, n.opts.Self, w.epoch // named after the epoch it wrote in
-		err := n.setAsideOrDrop(v, st, n.log.WithField("volume", name))
-		v.mu.Lock()
-		v.st.Writing = false
-		serr := v.saveLocked()
-		v.mu.Unlock()
-		return errors.Join(err, serr)
+		return n.retireFenced(v, w)
 	}
 	g, err := w.snapshotIfChanged(true)
 	if err != nil {

@@ -348,6 +348,14 @@ func TestCrashConsistentFailover(t *testing.T) {
 // off from the others fences itself (writes fail) before its lease ends,
 // and when it is back it keeps its unshipped writes aside.
 func TestOneWriterFenceAndDiverged(t *testing.T) {
+	// The fenced node's writes go aside when its container stops (Release)
+	// or when it is asked to mount the volume again while fenced.
+	for _, then := range []string{"release", "mount again"} {
+		t.Run(then, func(t *testing.T) { oneWriter(t, then) })
+	}
+}
+
+func oneWriter(t *testing.T, then string) {
 	c := newCluster(t, 3, 3*time.Second)
 	live := acquire(t, c.nodes[0], "db", 5*time.Second)
 	os.WriteFile(filepath.Join(live, "a"), []byte("shipped"), 0o644)
@@ -395,7 +403,19 @@ func TestOneWriterFenceAndDiverged(t *testing.T) {
 	c.partition(0, false)
 	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer rcancel()
-	c.nodes[0].Release(rctx, "db")
+	if then == "release" {
+		c.nodes[0].Release(rctx, "db")
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := c.nodes[0].Acquire(ctx, "db", nil)
+		cancel()
+		if !errors.Is(err, ErrInUse) {
+			t.Fatalf("mounting again on the fenced node while node 1 writes: %v, want ErrInUse", err)
+		}
+		if c.nodes[0].Writing("db") {
+			t.Fatal("the fenced writer is still there")
+		}
+	}
 	d := c.nodes[0].Status("db")["diverged"]
 	if d == "" {
 		t.Fatalf("no diverged state kept: %v", c.nodes[0].Status("db"))
