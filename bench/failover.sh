@@ -4,9 +4,10 @@
 # (a plain service moved by the same event), for a drain and for an engine
 # killed outright, on a topology instance of its own; writes
 # bench/results/failover.json and prints a table. Root only (network
-# namespaces, dockerd). ~5 minutes (3 rounds of each event) plus the
-# topology's start. Arguments go to the program (bench/failover): -rounds 3,
-# -modes drain,kill, -out FILE.
+# namespaces, dockerd). ~10 minutes (3 rounds of each event, for a token
+# written once and for SQLite committing continuously) plus the topology's
+# start. Arguments go to the program (bench/failover): -rounds 3,
+# -modes drain,kill, -workloads token,sqlite, -out FILE.
 #
 # The instance: TOPO_PREFIX (default hf), TOPO_ROOT, TOPO_RUN as for
 # scripts/topo.sh. BENCH_REUSE=1 uses an instance that is already up (and
@@ -23,4 +24,6 @@ if [ "${BENCH_REUSE:-0}" != 1 ]; then
   make -s plugins >/dev/null
   scripts/topo.sh up
 fi
+# The database workload's image (Debian's sqlite3, built once and cached).
+DBIMAGES=sqlite scripts/dbimages.sh home1 home2 home3
 CGO_ENABLED=0 go run ./bench/failover "$@"

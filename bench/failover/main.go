@@ -16,7 +16,10 @@
 // until a task of theirs runs on another node and answers an exec: for the
 // volume's service, `cat /data/token` must print the token (the data
 // followed), for the plain one, any exec (the container runs). The node
-// rounds rotate over the home nodes. Target (issue 7): failover ≤ Swarm's
+// rounds rotate over the home nodes. The volume's service either holds a
+// token written once, or runs SQLite committing continuously (then it is
+// back when the database opens, passes its own check and holds the row
+// marked before the event). Target (issue 7): failover ≤ Swarm's
 // reschedule + 2 s.
 //
 // Run it with bench/failover.sh, which brings up a topology instance of its
@@ -56,10 +59,37 @@ var common = []string{"--restart-delay", "1s", "--stop-grace-period", "5s",
 	"--constraint", "node.labels.location==home", "--constraint", "node.labels." + holdLabel + "!=1"}
 
 type config struct {
-	rounds  int
-	modes   []string
-	out     string
-	timeout time.Duration
+	rounds    int
+	modes     []string
+	workloads []string
+	out       string
+	timeout   time.Duration
+}
+
+// workload is what the volume's service does while it is moved.
+type workload struct {
+	image string
+	cmd   string // the service's command (sh -c)
+	mark  string // writes the token (%[1]s) before the event
+	check string // prints what want (%[1]s) must be once it is back
+	want  string
+	label string // in row names
+}
+
+var workloads = map[string]workload{
+	// A token in a file, written once.
+	"token": {image: "busybox", cmd: "trap 'exit 0' TERM; while :; do sleep 1; done",
+		mark: "echo %[1]s > /data/token && sync", check: "cat /data/token", want: "%[1]s", label: "data"},
+	// SQLite (Debian's, scripts/dbimages.sh) committing continuously:
+	// one row of 4 KB per transaction, WAL, synchronous=FULL, ~100 a
+	// second; back means the database opens after its crash recovery,
+	// passes its own check and holds the row marked before the event.
+	"sqlite": {image: "homeswarm/sqlite",
+		cmd: "trap 'exit 0' TERM; (echo 'PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE IF NOT EXISTS t(n INTEGER PRIMARY KEY, pad BLOB); CREATE TABLE IF NOT EXISTS marks(v TEXT);';" +
+			" while :; do echo 'INSERT INTO t(pad) VALUES(randomblob(4000));'; sleep 0.01; done) | sqlite3 -cmd '.timeout 5000' /data/db & wait",
+		mark:  "echo %[1]s > /data/token && sqlite3 -cmd '.timeout 5000' /data/db \"INSERT INTO marks VALUES('%[1]s')\" && sync",
+		check: "sqlite3 -cmd '.timeout 5000' /data/db \"PRAGMA integrity_check; SELECT v FROM marks WHERE v='%[1]s'\"",
+		want:  "ok\n%[1]s", label: "a database (SQLite committing)"},
 }
 
 // logf and fail write the bench's log lines and its fatal error on stderr.
@@ -68,6 +98,7 @@ var logf, fail = swarmtopo.Log("bench/failover").Printf, swarmtopo.Log("bench/fa
 func main() {
 	var c config
 	modes := flag.String("modes", "drain,kill", "events to measure, comma-separated: drain, kill")
+	wls := flag.String("workloads", "token,sqlite", "what the volume's service does, comma-separated: token (a file written once), sqlite (a database committing)")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds per event")
 	flag.StringVar(&c.out, "out", "bench/results/failover.json", "JSON results file")
 	flag.DurationVar(&c.timeout, "timeout", 120*time.Second, "give up on one move after this long")
@@ -77,6 +108,12 @@ func main() {
 			fail("-modes: unknown event %q (drain, kill)", m)
 		}
 		c.modes = append(c.modes, m)
+	}
+	for _, w := range strings.Split(*wls, ",") {
+		if _, ok := workloads[w]; !ok {
+			fail("-workloads: unknown workload %q (token, sqlite)", w)
+		}
+		c.workloads = append(c.workloads, w)
 	}
 	if c.rounds < 1 {
 		fail("-rounds must be at least 1")
@@ -97,6 +134,7 @@ type bench struct {
 // sample is one round: seconds from the event to the service running on
 // another node and answering (for the volume's service: with its data).
 type sample struct {
+	workload  string
 	from, to  string
 	withData  float64 // syncvol service: running elsewhere and the token read back
 	plain     float64 // plain service: running elsewhere and answering an exec
@@ -114,17 +152,19 @@ func (b *bench) measure(ctx context.Context) (schema.Result, error) {
 	}
 	samples := map[string][]sample{}
 	i := 0
-	for _, mode := range b.c.modes {
-		for r := range b.c.rounds {
-			target := homes[i%len(homes)]
-			i++
-			s, err := b.round(ctx, mode, r, target)
-			if err != nil {
-				return schema.Result{}, fmt.Errorf("%s round %d on %s: %w", mode, r+1, target, err)
+	for _, wl := range b.c.workloads {
+		for _, mode := range b.c.modes {
+			for r := range b.c.rounds {
+				target := homes[i%len(homes)]
+				i++
+				s, err := b.round(ctx, mode, r, target, wl)
+				if err != nil {
+					return schema.Result{}, fmt.Errorf("%s %s round %d on %s: %w", wl, mode, r+1, target, err)
+				}
+				logf("%s %s %d: %s → %s: with data %.2f s, plain %.2f s (tasks running after %.2f / %.2f s)",
+					wl, mode, r+1, s.from, s.to, s.withData, s.plain, s.dataTask, s.plainTask)
+				samples[wl+" "+mode] = append(samples[wl+" "+mode], s)
 			}
-			logf("%s %d: %s → %s: with data %.2f s, plain %.2f s (tasks running after %.2f / %.2f s)",
-				mode, r+1, s.from, s.to, s.withData, s.plain, s.dataTask, s.plainTask)
-			samples[mode] = append(samples[mode], s)
 		}
 	}
 	machine := fmt.Sprintf("%s; topology %s (scripts/topo.sh, Swarm over meshnet); load average %s at start, %s at end",
@@ -133,11 +173,12 @@ func (b *bench) measure(ctx context.Context) (schema.Result, error) {
 }
 
 // round runs one drain or kill of target with both services on it.
-func (b *bench) round(ctx context.Context, mode string, r int, target string) (sample, error) {
-	id := fmt.Sprintf("%s-%s%d", b.run, mode[:1], r)
+func (b *bench) round(ctx context.Context, mode string, r int, target, wl string) (sample, error) {
+	w := workloads[wl]
+	id := fmt.Sprintf("%s-%s%s%d", b.run, wl[:1], mode[:1], r)
 	vol, plain, volume := "fo-data-"+id, "fo-plain-"+id, "fo-"+id
 	token := randHex(8)
-	s := sample{from: target}
+	s := sample{workload: wl, from: target}
 
 	// Place both on target: hold the other home nodes.
 	for _, n := range homes {
@@ -151,7 +192,7 @@ func (b *bench) round(ctx context.Context, mode string, r int, target string) (s
 	create := []string{"service", "create", "-q", "--detach", "--no-resolve-image"}
 	args := append(append(append([]string{}, create...), "--name", vol), common...)
 	args = append(args, "--mount", "type=volume,source="+volume+",target=/data,volume-driver=syncvol",
-		"busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done")
+		w.image, "sh", "-c", w.cmd)
 	if _, err := b.t.Docker(ctx, "vps", args...); err != nil {
 		return s, err
 	}
@@ -172,14 +213,14 @@ func (b *bench) round(ctx context.Context, mode string, r int, target string) (s
 	if err != nil {
 		return s, fmt.Errorf("services on %s: %w", target, err)
 	}
-	if _, err := b.t.Docker(ctx, target, "exec", c, "sh", "-c", "echo "+token+" > /data/token && sync"); err != nil {
+	if _, err := b.t.Docker(ctx, target, "exec", c, "sh", "-c", fmt.Sprintf(w.mark, token)); err != nil {
 		return s, err
 	}
 	// The data is on every other home node before the event: what is
 	// measured is the failover, not the replication of the last write.
 	err = swarmtopo.Poll(ctx, 60*time.Second, 200*time.Millisecond, func() error {
 		for _, n := range homes {
-			p := filepath.Join(b.t.Root, n, "syncvol", "volumes", volume, "replica", "data", "token")
+			p := replicaFile(filepath.Join(b.t.Root, n, "syncvol", "volumes", volume), "token")
 			if got, err := os.ReadFile(p); err != nil || strings.TrimSpace(string(got)) != token {
 				return fmt.Errorf("%s's replica has no token yet (%v)", n, err)
 			}
@@ -214,7 +255,7 @@ func (b *bench) round(ctx context.Context, mode string, r int, target string) (s
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		s.to, s.withData, s.dataTask, errData = b.back(ctx, vol, target, t0, []string{"cat", "/data/token"}, token)
+		s.to, s.withData, s.dataTask, errData = b.back(ctx, vol, target, t0, []string{"sh", "-c", fmt.Sprintf(w.check, token)}, fmt.Sprintf(w.want, token))
 	}()
 	go func() {
 		defer wg.Done()
@@ -244,6 +285,21 @@ func (b *bench) round(ctx context.Context, mode string, r int, target string) (s
 	}
 	// Let the restarted node's plugins settle before the next round.
 	return s, swarmtopo.Sleep(ctx, 3*time.Second)
+}
+
+// replicaFile is where a node holds file of the volume whose directory is
+// dir: a files volume's replicated folder, or a snapshot volume's newest
+// complete generation.
+func replicaFile(dir, file string) string {
+	if _, err := os.Stat(filepath.Join(dir, "replica")); err == nil {
+		return filepath.Join(dir, "replica", "data", file)
+	}
+	gens, _ := filepath.Glob(filepath.Join(dir, "gens", "*"))
+	if len(gens) == 0 {
+		return filepath.Join(dir, "live", file)
+	}
+	slices.Sort(gens)
+	return filepath.Join(gens[len(gens)-1], file)
 }
 
 // runningOn returns service's container if its task runs on node.
@@ -338,10 +394,16 @@ func randHex(n int) string {
 // own figure.
 func rows(samples map[string][]sample) []schema.Row {
 	var rs []schema.Row
-	for _, mode := range []string{"drain", "kill"} {
-		ss := samples[mode]
+	for _, key := range []string{"token drain", "token kill", "sqlite drain", "sqlite kill"} {
+		ss := samples[key]
 		if len(ss) == 0 {
 			continue
+		}
+		wl, mode, _ := strings.Cut(key, " ")
+		w := workloads[wl]
+		what := "`cat /data/token` in it printing the token written before the event (the syncvol volume followed)"
+		if wl == "sqlite" {
+			what = "SQLite in it (committing ~100 transactions of 4 KB a second, WAL, synchronous=FULL, image from Debian's packages) opening after its own crash recovery, passing `PRAGMA integrity_check` and holding the row marked before the event"
 		}
 		var data, plain, over, dataTask, plainTask []float64
 		var moves []string
@@ -360,19 +422,32 @@ func rows(samples map[string][]sample) []schema.Row {
 		}[mode]
 		met := d <= p+2
 		anchor := "Swarm reschedule (plain service, " + mode + ")"
+		plainRow := []schema.Row{schema.Row{Name: "Swarm reschedule (plain service, " + mode + ")", Metric: "p50", Unit: "s",
+			Value: schema.Round(p, 2), Samples: schema.RoundAll(plain, 3)}}
+		if wl != "token" {
+			plainRow = nil // the anchor row is the token rounds'; here it is in the ratio
+		}
 		rs = append(rs,
-			schema.Row{Name: "failover with data, " + mode, Metric: "p50", Unit: "s", Value: schema.Round(d, 2),
+			schema.Row{Name: "failover with " + w.label + ", " + mode, Metric: "p50", Unit: "s", Value: schema.Round(d, 2),
 				Anchor: anchor, AnchorValue: schema.Round(p, 2), Ratio: schema.Round(p/d, 3),
 				Target: "≤ Swarm reschedule + 2 s", Met: &met, Samples: schema.RoundAll(data, 3),
-				Note: fmt.Sprintf("%d rounds (%s); from %s to the service's task running on another home node and `cat /data/token` in it printing the token written before the event (the syncvol volume followed); anchor: a plain busybox service without a volume on the same node, moved by the same event, polled in parallel until its new task answers an exec. Both: one replica, constraint node.labels.location==home, --restart-delay 1s; engines' timestamps of the tasks running (median) %.2f s with data, %.2f s plain",
-					len(ss), strings.Join(moves, ", "), event, schema.Median(dataTask), schema.Median(plainTask))},
-			schema.Row{Name: "failover overhead of the data (with data − plain), " + mode, Metric: "p50", Unit: "s",
+				Note: fmt.Sprintf("%d rounds (%s); from %s to the service's task running on another home node and %s; anchor: a plain busybox service without a volume on the same node, moved by the same event, polled in parallel until its new task answers an exec. Both: one replica, constraint node.labels.location==home, --restart-delay 1s; engines' timestamps of the tasks running (median) %.2f s with data, %.2f s plain",
+					len(ss), strings.Join(moves, ", "), event, what, schema.Median(dataTask), schema.Median(plainTask))},
+			schema.Row{Name: "failover overhead of " + overhead(w) + " (with data − plain), " + mode, Metric: "p50", Unit: "s",
 				Value: schema.Round(schema.Median(over), 2), Target: "≤ 2 s", Samples: schema.RoundAll(over, 3)},
-			schema.Row{Name: "Swarm reschedule (plain service, " + mode + ")", Metric: "p50", Unit: "s",
-				Value: schema.Round(p, 2), Samples: schema.RoundAll(plain, 3)},
 		)
+		rs = append(rs, plainRow...)
 	}
 	return rs
+}
+
+// overhead names what the overhead row is of ("the data" for the token,
+// as the rows were named before there were other workloads).
+func overhead(w workload) string {
+	if w.label == "data" {
+		return "the data"
+	}
+	return w.label
 }
 
 func printSummary(r schema.Result, out string) {

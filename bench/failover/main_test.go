@@ -10,17 +10,20 @@ import (
 func TestRows(t *testing.T) {
 	t.Parallel()
 	rs := rows(map[string][]sample{
-		"drain": {
+		"token drain": {
 			{from: "home1", to: "home2", withData: 5, plain: 4, dataTask: 4.5, plainTask: 3.5},
 			{from: "home2", to: "home3", withData: 6, plain: 5, dataTask: 5.5, plainTask: 4.5},
 			{from: "home3", to: "home1", withData: 4.5, plain: 4.8, dataTask: math.NaN(), plainTask: 4},
 		},
-		"kill": {
+		"token kill": {
 			{from: "home1", to: "home2", withData: 20, plain: 15},
 		},
+		"sqlite kill": {
+			{from: "home2", to: "home3", withData: 16, plain: 15.5},
+		},
 	})
-	if len(rs) != 6 {
-		t.Fatalf("%d rows, want 3 per event", len(rs))
+	if len(rs) != 8 {
+		t.Fatalf("%d rows, want 3 per token event and 2 per database event", len(rs))
 	}
 	d := rs[0]
 	if d.Name != "failover with data, drain" || d.Value != 5 || d.AnchorValue != 4.8 || d.Ratio != 0.96 {
@@ -34,5 +37,11 @@ func TestRows(t *testing.T) {
 	}
 	if k := rs[3]; k.Met == nil || *k.Met {
 		t.Errorf("kill: 20 s against 15 s misses ≤ +2 s: %+v", k)
+	}
+	if q := rs[6]; q.Name != "failover with a database (SQLite committing), kill" || q.Value != 16 || q.AnchorValue != 15.5 || q.Met == nil || !*q.Met {
+		t.Errorf("database kill row: %+v", q)
+	}
+	if o := rs[7]; o.Name != "failover overhead of a database (SQLite committing) (with data − plain), kill" || o.Value != 0.5 {
+		t.Errorf("database overhead row: %+v", o)
 	}
 }
