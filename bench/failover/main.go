@@ -71,7 +71,7 @@ type workload struct {
 	image string
 	cmd   string // the service's command (sh -c)
 	mark  string // writes the token (%[1]s) before the event
-	check string // prints what want (%[1]s) must be once it is back
+	check string // prints what want (%[1]s) must be once it is back (a format of the token too: %.0[1]s when it needs none)
 	want  string
 	label string // in row names
 }
@@ -79,7 +79,7 @@ type workload struct {
 var workloads = map[string]workload{
 	// A token in a file, written once.
 	"token": {image: "busybox", cmd: "trap 'exit 0' TERM; while :; do sleep 1; done",
-		mark: "echo %[1]s > /data/token && sync", check: "cat /data/token", want: "%[1]s", label: "data"},
+		mark: "echo %[1]s > /data/token && sync", check: "cat /data/token%.0[1]s", want: "%[1]s", label: "data"},
 	// SQLite (Debian's, scripts/dbimages.sh) committing continuously:
 	// one row of 4 KB per transaction, WAL, synchronous=FULL, ~100 a
 	// second; back means the database opens after its crash recovery,

@@ -3,7 +3,9 @@
 package main
 
 import (
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -43,5 +45,18 @@ func TestRows(t *testing.T) {
 	}
 	if o := rs[7]; o.Name != "failover overhead of a database (SQLite committing) (with data − plain), kill" || o.Value != 0.5 {
 		t.Errorf("database overhead row: %+v", o)
+	}
+}
+
+// Every workload's commands are formats of the token that leave nothing
+// over (a stray argument would end up in the command).
+func TestWorkloadFormats(t *testing.T) {
+	t.Parallel()
+	for name, w := range workloads {
+		for _, f := range []string{w.mark, w.check, w.want} {
+			if got := fmt.Sprintf(f, "TOKEN"); strings.Contains(got, "%!") {
+				t.Errorf("%s: %q formats to %q", name, f, got)
+			}
+		}
 	}
 }
