@@ -192,7 +192,7 @@ func (b *bench) round(ctx context.Context, mode string, r int, target, wl string
 	create := []string{"service", "create", "-q", "--detach", "--no-resolve-image"}
 	args := append(append(append([]string{}, create...), "--name", vol), common...)
 	args = append(args, "--mount", "type=volume,source="+volume+",target=/data,volume-driver=syncvol",
-		w.image, "sh", "-c", w.cmd)
+		"--entrypoint", "/bin/sh", w.image, "-c", w.cmd) // the images differ in their entrypoints
 	if _, err := b.t.Docker(ctx, "vps", args...); err != nil {
 		return s, err
 	}
