@@ -152,6 +152,12 @@ type volume struct {
 	dir  string
 	op   sync.Mutex // serialises Acquire, Release, receiving
 
+	// pins counts the readers of each generation being sent: it is not
+	// deleted meanwhile (a subvolume deleted under a reader is dropped by
+	// btrfs's cleaner while it reads, and its extents would read as holes).
+	pinMu sync.Mutex
+	pins  map[Gen]int
+
 	mu         sync.Mutex // guards the fields below
 	st         state
 	leaseUntil time.Time // the writer's lease as this node granted it
@@ -972,12 +978,19 @@ func (n *Node) sendNewest(c *conn, v *volume, have []Gen) {
 		return
 	}
 	base := newestCommon(gs, have)
-	if err := c.send(&msg{Gen: latest, Base: base}); err != nil {
-		return
-	}
+	v.pin(latest, base)
+	defer v.unpin(latest, base)
 	prev := ""
 	if !base.IsZero() {
 		prev = v.genDir(base)
+	}
+	if !exists(v.genDir(latest)) || (prev != "" && !exists(prev)) {
+		c.send(&msg{Err: "generation went away; retry"})
+		c.flush()
+		return
+	}
+	if err := c.send(&msg{Gen: latest, Base: base}); err != nil {
+		return
 	}
 	if _, err := sendDiff(prev, v.genDir(latest), c.send); err != nil {
 		n.log.WithField("volume", v.name).WithError(err).Warn("cannot send generation")
@@ -1030,8 +1043,42 @@ func (v *volume) gc(keep []Gen) {
 		if i >= len(gs)-keepGens || slices.Contains(keep, g) {
 			continue
 		}
-		DeleteSubvolume(v.genDir(g))
+		v.deleteGen(g)
 	}
+}
+
+// pin keeps gs from being deleted until unpin.
+func (v *volume) pin(gs ...Gen) {
+	v.pinMu.Lock()
+	defer v.pinMu.Unlock()
+	if v.pins == nil {
+		v.pins = map[Gen]int{}
+	}
+	for _, g := range gs {
+		v.pins[g]++
+	}
+}
+
+func (v *volume) unpin(gs ...Gen) {
+	v.pinMu.Lock()
+	defer v.pinMu.Unlock()
+	for _, g := range gs {
+		if v.pins[g]--; v.pins[g] <= 0 {
+			delete(v.pins, g)
+		}
+	}
+}
+
+// deleteGen deletes generation g unless it is being sent; it reports
+// whether it did.
+func (v *volume) deleteGen(g Gen) bool {
+	v.pinMu.Lock()
+	defer v.pinMu.Unlock()
+	if v.pins[g] > 0 {
+		return false
+	}
+	DeleteSubvolume(v.genDir(g))
+	return true
 }
 
 func newestCommon(mine, theirs []Gen) Gen {

@@ -36,7 +36,8 @@ type writer struct {
 	inflight  map[string][2]Gen
 	lags      []time.Duration // recent snapshot → peer ack delays
 	lastRenew time.Time
-	why       string // why fenced
+	whyMu     sync.Mutex
+	why       string // why fenced (guarded by whyMu)
 	warnedAt  time.Time
 }
 
@@ -163,9 +164,9 @@ func (w *writer) fence(why string) {
 	if w.fenced.Swap(true) {
 		return
 	}
-	w.mu.Lock()
+	w.whyMu.Lock() // not w.mu: grant fences with v.mu held, and w.mu is taken before v.mu
 	w.why = why
-	w.mu.Unlock()
+	w.whyMu.Unlock()
 	err := SetReadOnly(w.v.live(), true)
 	w.n.log.WithField("volume", w.v.name).WithField("epoch", w.epoch).WithError(err).
 		Error("fenced: " + why + "; the volume is read-only here until it is mounted again")
@@ -196,7 +197,7 @@ func (w *writer) snapshotIfChanged(final bool) (Gen, error) {
 		// the next generation whole) and try once more.
 		w.warnLocked(err, "disk full: dropping older generations to take a new one; peers will receive it whole")
 		for _, old := range w.v.gens() {
-			DeleteSubvolume(w.v.genDir(old))
+			w.v.deleteGen(old)
 		}
 		clear(w.acked)
 		err = Snapshot(w.v.live(), w.v.genDir(g), true)
@@ -229,8 +230,7 @@ func (w *writer) gcLocked() {
 		keep = append(keep, f[0], f[1])
 	}
 	for _, g := range w.v.gens() {
-		if !slices.Contains(keep, g) {
-			DeleteSubvolume(w.v.genDir(g))
+		if !slices.Contains(keep, g) && w.v.deleteGen(g) {
 			delete(w.snapAt, g)
 		}
 	}
@@ -302,7 +302,11 @@ func (w *writer) ship(c *conn, p Peer) error {
 		delete(w.inflight, p.ID)
 		w.mu.Unlock()
 	}()
-	r, err := c.call(&msg{Req: reqPush, Volume: w.v.name, Epoch: w.epoch, Writer: w.n.opts.Self, Gen: g, Have: w.v.gens()})
+	// Every generation the peer may choose as the base stays until sent.
+	have := w.v.gens()
+	w.v.pin(have...)
+	defer w.v.unpin(have...)
+	r, err := c.call(&msg{Req: reqPush, Volume: w.v.name, Epoch: w.epoch, Writer: w.n.opts.Self, Gen: g, Have: have})
 	if err != nil {
 		return err
 	}
@@ -318,6 +322,9 @@ func (w *writer) ship(c *conn, p Peer) error {
 	prev := ""
 	if !r.Base.IsZero() {
 		prev = w.v.genDir(r.Base)
+	}
+	if !exists(w.v.genDir(g)) || (prev != "" && !exists(prev)) {
+		return fmt.Errorf("generation %s or its base %s went away", g, r.Base) // collected before it was pinned
 	}
 	if _, err := sendDiff(prev, w.v.genDir(g), c.send); err != nil {
 		return err
@@ -442,8 +449,10 @@ func (w *writer) status() map[string]string {
 	slices.Sort(held)
 	st["peersHold"] = strings.Join(held, " ")
 	st["leaseRenewed"] = strconv.FormatFloat(time.Since(w.lastRenew).Seconds(), 'f', 1, 64) + "s ago"
+	w.whyMu.Lock()
 	if w.why != "" {
 		st["fenced"] = w.why
 	}
+	w.whyMu.Unlock()
 	return st
 }
