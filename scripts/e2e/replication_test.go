@@ -100,7 +100,7 @@ func TestReplicationDrainMovesTree(t *testing.T) {
 	t.Logf("drain: task moved %s → %s in %s", node, n2, time.Since(start).Round(time.Millisecond))
 	after := mustDk(t, n2, "exec", c2, "sh", "-c", sumScript)
 	if after != before {
-		t.Fatalf("tree differs after the move:\nbefore:\n%.500s\nafter:\n%.500s", before, after)
+		t.Fatalf("tree differs after the move:\n%s", sumDiff(before, after))
 	}
 }
 
