@@ -20,6 +20,9 @@ const (
 	subvolRdonly     = 1 << 1
 	btrfsSuperMagic  = 0x9123683E
 	iocFiemap        = 0xC020660B // _IOWR('f', 11, struct fiemap)
+	iocTreeSearch    = 0xD0009411 // _IOWR(0x94, 17, btrfs_ioctl_search_args)
+	iocGetSubvolInfo = 0x81F8943C // _IOR(0x94, 60, btrfs_ioctl_get_subvol_info_args)
+	inodeItemKey     = 1          // BTRFS_INODE_ITEM_KEY
 )
 
 // volArgs is struct btrfs_ioctl_vol_args (4096 bytes).
@@ -208,4 +211,106 @@ func extents(f *os.File) ([]extent, error) {
 			return out, nil
 		}
 	}
+}
+
+// searchArgs is struct btrfs_ioctl_search_args: a search key (104 bytes)
+// and the buffer the kernel fills with (header, item) pairs.
+type searchArgs struct {
+	treeID                   uint64 // 0: the subvolume of the fd
+	minObjectID, maxObjectID uint64
+	minOffset, maxOffset     uint64
+	minTransid, maxTransid   uint64
+	minType, maxType         uint32
+	nrItems                  uint32
+	_                        uint32
+	_                        [4]uint64
+	buf                      [4096 - 104]byte
+}
+
+// Search headers (struct btrfs_ioctl_search_header) are 32 bytes; in an
+// inode item (struct btrfs_inode_item) transid is at 8 and sequence at 72.
+const (
+	searchHeader   = 32
+	inodeTransidAt = 8
+	inodeSeqAt     = 72
+)
+
+// InodeVersion returns the transaction that last changed the inode of
+// the open file f, and its change sequence, read from the btrfs tree of
+// f's subvolume. Two snapshots of one subvolume give the same pair for a
+// file exactly when its inode was not touched between them — including
+// data that reached the disk after a write whose times and size were
+// already seen, which a stat cannot tell.
+func InodeVersion(f *os.File) (transid, seq uint64, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, 0, err
+	}
+	a := &searchArgs{minObjectID: st.Ino, maxObjectID: st.Ino, maxOffset: ^uint64(0),
+		maxTransid: ^uint64(0), minType: inodeItemKey, maxType: inodeItemKey, nrItems: 1}
+	if err := ioctl(f.Fd(), iocTreeSearch, unsafe.Pointer(a)); err != nil {
+		return 0, 0, fmt.Errorf("tree search %s: %w", f.Name(), err)
+	}
+	if a.nrItems == 0 {
+		return 0, 0, fmt.Errorf("tree search %s: no inode item %d", f.Name(), st.Ino)
+	}
+	b := a.buf[:]
+	l := *(*uint32)(unsafe.Pointer(&b[28]))
+	if l < inodeSeqAt+8 {
+		return 0, 0, fmt.Errorf("tree search %s: short inode item (%d bytes)", f.Name(), l)
+	}
+	item := b[searchHeader:]
+	return *(*uint64)(unsafe.Pointer(&item[inodeTransidAt])), *(*uint64)(unsafe.Pointer(&item[inodeSeqAt])), nil
+}
+
+// subvolInfo is struct btrfs_ioctl_get_subvol_info_args (504 bytes).
+type subvolInfo struct {
+	treeID                  uint64
+	name                    [256]byte
+	parentID, dirID         uint64
+	generation, flags       uint64
+	uuid, parentUUID, rUUID [16]byte
+	ctransid, otransid      uint64
+	stransid, rtransid      uint64
+	times                   [4][16]byte
+	_                       [8]uint64
+}
+
+var (
+	_ [4096]byte = [unsafe.Sizeof(searchArgs{})]byte{}
+	_ [504]byte  = [unsafe.Sizeof(subvolInfo{})]byte{}
+)
+
+// CreatedIn returns the transaction in which the subvolume (a snapshot)
+// at path was made: everything the source held up to and including it is
+// in the snapshot.
+func CreatedIn(path string) (uint64, error) {
+	f, err := openDir(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var si subvolInfo
+	if err := ioctl(f.Fd(), iocGetSubvolInfo, unsafe.Pointer(&si)); err != nil {
+		return 0, fmt.Errorf("subvolume info %s: %w", path, err)
+	}
+	return si.otransid, nil
+}
+
+// ChangedSince reports whether the subvolume at path holds any tree item
+// written after transaction transid: a file's data landing on the disk
+// counts even when no time or size changed. The kernel skips every tree
+// block older than that, so this costs a few block reads.
+func ChangedSince(path string, transid uint64) (bool, error) {
+	f, err := openDir(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	a := &searchArgs{maxObjectID: ^uint64(0), maxOffset: ^uint64(0), minTransid: transid + 1,
+		maxTransid: ^uint64(0), maxType: ^uint32(0), nrItems: 1}
+	if err := ioctl(f.Fd(), iocTreeSearch, unsafe.Pointer(a)); err != nil {
+		return false, fmt.Errorf("tree search %s: %w", path, err)
+	}
+	return a.nrItems > 0, nil
 }

@@ -45,7 +45,8 @@ type diffStats struct {
 // sendDiff emits the operations that turn the tree prev (a read-only
 // snapshot, or "" for nothing) into the tree cur (another read-only
 // snapshot of the same volume), then opEnd. Unchanged files (same inode,
-// size, times and owner) cost a stat; changed ones send only the byte
+// size, times and owner, and an inode btrfs did not touch in between)
+// cost a stat and a tree look-up; changed ones send only the byte
 // ranges whose extents differ, since btrfs never rewrites an extent two
 // snapshots share. Sockets and device nodes are not replicated.
 func sendDiff(prev, cur string, emit func(*msg) error) (diffStats, error) {
@@ -117,7 +118,7 @@ func sendDiff(prev, cur string, emit func(*msg) error) (diffStats, error) {
 			m.Kind, m.Target = opSymlink, t
 			return emit(m)
 		case 0:
-			if same {
+			if same && unchangedInode(filepath.Join(prev, rel), p) {
 				return nil
 			}
 			st.Files++
@@ -132,6 +133,31 @@ func sendDiff(prev, cur string, emit func(*msg) error) (diffStats, error) {
 		return st, fmt.Errorf("diff %s: %w", cur, err)
 	}
 	return st, emit(&msg{Kind: opEnd})
+}
+
+// unchangedInode reports whether the regular files at prevPath and
+// curPath (the same inode in two snapshots of one lineage, whose stat
+// already agrees) were left untouched between the snapshots. A stat is
+// not enough: a snapshot taken while a write was landing can hold the
+// write's size and times but not yet all of its data (btrfs moves the
+// on-disk size with the first extent of the write to complete), and the
+// rest, landing later, changes no time. Any doubt counts as changed.
+func unchangedInode(prevPath, curPath string) bool {
+	version := func(p string) (uint64, uint64, bool) {
+		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return 0, 0, false
+		}
+		defer f.Close()
+		t, s, err := InodeVersion(f)
+		return t, s, err == nil
+	}
+	pt, ps, ok := version(prevPath)
+	if !ok {
+		return false
+	}
+	ct, cs, ok := version(curPath)
+	return ok && pt == ct && ps == cs
 }
 
 // sendFile emits file m (opFile, then its data and holes). With base, the

@@ -687,3 +687,140 @@ func TestTreeSurvivesCrashExactly(t *testing.T) {
 	live1 := acquire(t, c.nodes[1], "tree", 15*time.Second)
 	compareTrees(t, live, live1)
 }
+
+// TestDiffWhileWriting: files written as dd writes them (1 MiB at a time,
+// no fsync) while generations are taken back to back, each sent on top of
+// the one before. The last generation, taken after the writes, must arrive
+// byte for byte. A snapshot taken while a write lands can hold the file's
+// final size and times but only part of its data; the rest lands later
+// without changing any time, and a diff trusting the stat never sends it
+// (the 24 MiB file that arrived with a zeroed tail after a drain).
+func TestDiffWhileWriting(t *testing.T) {
+	root := btrfsDir(t)
+	src, dst := filepath.Join(root, "src"), filepath.Join(root, "dst")
+	for _, d := range []string{src, dst} {
+		if err := CreateSubvolume(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rng := mrand.New(mrand.NewPCG(3, 4))
+		buf := make([]byte, 1<<20)
+		for i := 0; i < 64; i++ {
+			f, err := os.Create(filepath.Join(src, fmt.Sprint("f", i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for j := 0; j < 6; j++ {
+				for k := range buf {
+					buf[k] = byte(rng.Uint32())
+				}
+				if _, err := f.Write(buf); err != nil {
+					t.Error(err)
+				}
+			}
+			f.Close()
+		}
+	}()
+	prev := ""
+	for round, finished := 0, false; !finished; round++ {
+		select {
+		case <-done:
+			finished = true // one more generation after the last write
+		default:
+		}
+		g := filepath.Join(root, fmt.Sprint("gen", round))
+		if err := Snapshot(src, g, true); err != nil {
+			t.Fatal(err)
+		}
+		a := &applier{root: dst}
+		if _, err := sendDiff(prev, g, func(m *msg) error {
+			cp := *m
+			cp.Data = bytes.Clone(m.Data)
+			return a.apply(&cp)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if prev != "" {
+			if err := DeleteSubvolume(prev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		prev = g
+	}
+	compareTrees(t, prev, dst)
+}
+
+// TestChangedSince: a subvolume left alone since a snapshot reads as
+// unchanged (or the writer would take a generation every round), and
+// data reaching the disk reads as changed even when a stat cannot tell.
+func TestChangedSince(t *testing.T) {
+	root := btrfsDir(t)
+	src := filepath.Join(root, "src")
+	if err := CreateSubvolume(src); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(src, "f")
+	if err := os.WriteFile(p, bytes.Repeat([]byte("a"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snap := func(name string) uint64 {
+		g := filepath.Join(root, name)
+		if err := Snapshot(src, g, true); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := CreatedIn(g)
+		if err != nil || tr == 0 {
+			t.Fatalf("CreatedIn %s: %d, %v", g, tr, err)
+		}
+		return tr
+	}
+	t1 := snap("g1")
+	time.Sleep(50 * time.Millisecond)
+	if ch, err := ChangedSince(src, t1); err != nil || ch {
+		t.Fatalf("untouched since the snapshot: changed=%v, %v", ch, err)
+	}
+	t2 := snap("g2") // another commit, nothing new in src
+	if t2 <= t1 {
+		t.Fatalf("transactions %d then %d", t1, t2)
+	}
+	if ch, err := ChangedSince(src, t2); err != nil || ch {
+		t.Fatalf("untouched since the second snapshot: changed=%v, %v", ch, err)
+	}
+	version := func(p string) [2]uint64 {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		a, b, err := InodeVersion(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [2]uint64{a, b}
+	}
+	if a, b := version(filepath.Join(root, "g1", "f")), version(filepath.Join(root, "g2", "f")); a != b {
+		t.Fatalf("untouched file: versions %v vs %v", a, b)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("b"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if ch, err := ChangedSince(src, t2); err != nil || !ch {
+		t.Fatalf("fsync'd write since the snapshot: changed=%v, %v", ch, err)
+	}
+	snap("g3")
+	if a, b := version(filepath.Join(root, "g2", "f")), version(filepath.Join(root, "g3", "f")); a == b {
+		t.Fatalf("rewritten file: versions %v in both", a)
+	}
+}

@@ -26,19 +26,22 @@ type writer struct {
 	fenced atomic.Bool
 	kick   chan struct{}
 
-	mu        sync.Mutex
-	seq       uint64
-	latest    Gen // newest generation here (taken, or the one live started from)
-	lastSig   uint64
-	unsettled bool // live changed at the last look: take one more
-	snapAt    map[Gen]time.Time
-	acked     map[string]Gen // peer → generation it holds
-	inflight  map[string][2]Gen
-	lags      []time.Duration // recent snapshot → peer ack delays
-	lastRenew time.Time
-	whyMu     sync.Mutex
-	why       string // why fenced (guarded by whyMu)
-	warnedAt  time.Time
+	mu      sync.Mutex
+	seq     uint64
+	latest  Gen // newest generation here (taken, or the one live started from)
+	lastSig uint64
+	// lastTransid is the btrfs transaction the newest generation was
+	// taken in (0: unknown)
+	lastTransid uint64
+	unsettled   bool // live changed at the last look: take one more
+	snapAt      map[Gen]time.Time
+	acked       map[string]Gen // peer → generation it holds
+	inflight    map[string][2]Gen
+	lags        []time.Duration // recent snapshot → peer ack delays
+	lastRenew   time.Time
+	whyMu       sync.Mutex
+	why         string // why fenced (guarded by whyMu)
+	warnedAt    time.Time
 }
 
 // warn logs a problem that repeats every round (a full disk) at most every
@@ -183,9 +186,17 @@ func (w *writer) snapshotIfChanged(final bool) (Gen, error) {
 	sig := signature(w.v.live())
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Data can land after the last generation with no time or size
+	// changing (a write racing the snapshot, an fsync'd rewrite in the
+	// same clock tick): the subvolume's tree says so.
+	landed := false
+	if w.lastTransid != 0 {
+		ch, err := ChangedSince(w.v.live(), w.lastTransid)
+		landed = ch || err != nil
+	}
 	settle := w.unsettled
-	w.unsettled = sig != w.lastSig
-	if sig == w.lastSig && !settle && !final {
+	w.unsettled = sig != w.lastSig || landed
+	if !w.unsettled && !settle && !final {
 		return w.latest, nil
 	}
 	w.seq++
@@ -208,6 +219,7 @@ func (w *writer) snapshotIfChanged(final bool) (Gen, error) {
 		return w.latest, nil
 	}
 	w.lastSig, w.latest = sig, g
+	w.lastTransid, _ = CreatedIn(w.v.genDir(g)) // 0 (unknown): the stat signature alone decides
 	w.snapAt[g] = time.Now()
 	w.v.mu.Lock()
 	w.v.st.Latest = g
