@@ -205,6 +205,7 @@ func TestBuild(t *testing.T) {
 		},
 		{
 			name: "traefik v2 router using an external service",
+			opts: Options{InternalServices: []string{"api@internal"}},
 			services: []Service{svc("x",
 				"traefik.http.routers.r.rule", "Host(`x.example.org`)",
 				"traefik.http.routers.r.service", "api@internal")},
@@ -295,7 +296,7 @@ func TestBuild(t *testing.T) {
 			},
 			want: []Route{{Name: "a", Service: "a", Dialect: DialectTraefikV1, Rule: "Host(`same.example.org`)",
 				Hosts: []string{"same.example.org"}, EntryPoints: []string{"web"}, Backend: "a", URL: "http://a:80"}},
-			diags: []string{"service b: rule Host(`same.example.org`) on entry point web is already routed to service a"},
+			diags: []string{"service b: router b: host same.example.org belongs to service a"},
 		},
 		{
 			name: "traefik v2 usual redirect pattern: label redirectscheme middleware, http and https routers",
@@ -320,7 +321,7 @@ func TestBuild(t *testing.T) {
 			},
 		},
 		{
-			name: "same rule on other entry points or priorities is fine",
+			name: "same host on other entry points or priorities is refused",
 			services: []Service{
 				svc("a", "edge.host", "same.example.org", "edge.port", "80", "edge.entrypoints", "internal"),
 				svc("b", "edge.host", "same.example.org", "edge.port", "80"),
@@ -329,11 +330,9 @@ func TestBuild(t *testing.T) {
 			want: []Route{
 				{Name: "a", Service: "a", Dialect: DialectEdge, Rule: "Host(`same.example.org`)", Hosts: []string{"same.example.org"},
 					EntryPoints: []string{"internal"}, Backend: "a", URL: "http://a:80"},
-				{Name: "b", Service: "b", Dialect: DialectEdge, Rule: "Host(`same.example.org`)", Hosts: []string{"same.example.org"},
-					EntryPoints: []string{"web"}, Backend: "b", URL: "http://b:80"},
-				{Name: "c", Service: "c", Dialect: DialectEdge, Rule: "Host(`same.example.org`)", Hosts: []string{"same.example.org"},
-					EntryPoints: []string{"web"}, Priority: 100, Backend: "c", URL: "http://c:80"},
 			},
+			diags: []string{"service b: router b: host same.example.org belongs to service a",
+				"service c: router c: host same.example.org belongs to service a"},
 		},
 		{
 			name: "edge.enable=true alone keeps the traefik dialect",

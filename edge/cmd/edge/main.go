@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -59,15 +60,39 @@ func main() {
 		httpsEP    = flag.String("https-entrypoint", env("EDGE_HTTPS_ENTRYPOINT", "websecure"), "Traefik HTTPS entry `point` (env EDGE_HTTPS_ENTRYPOINT)")
 		resync     = flag.Duration("resync", defResync, "full resync `period`, to catch missed events (env EDGE_RESYNC)")
 		debounce   = flag.Duration("debounce", defDebounce, "wait after the first of a burst of events (env EDGE_DEBOUNCE)")
+		internal   = flag.String("internal-services", env("EDGE_INTERNAL_SERVICES", ""), "Traefik internal `services` labels may route to, comma-separated (api@internal,dashboard@internal); default none (env EDGE_INTERNAL_SERVICES)")
 		logLevel   = flag.String("log-level", env("LOG_LEVEL", "info"), "log `level`: debug, info, warn, error (env LOG_LEVEL)")
 	)
 	flag.Parse()
+	internalServices, err := parseInternal(*internal)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
 	if err := run(*dockerHost, *dir, *file, *listen, *logLevel, *resync, *debounce, builder.Options{
 		HTTPEntryPoint: *httpEP, HTTPSEntryPoint: *httpsEP, CertResolver: *resolver, Network: *network,
+		InternalServices: internalServices,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(1)
 	}
+}
+
+// parseInternal reads -internal-services: names of Traefik internal
+// services, each ending in @internal.
+func parseInternal(v string) ([]string, error) {
+	var out []string
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		if !strings.HasSuffix(n, "@internal") || len(n) == len("@internal") || strings.ContainsAny(n, " \t`") {
+			return nil, fmt.Errorf("%w: -internal-services (EDGE_INTERNAL_SERVICES): %q is not a Traefik internal service such as api@internal", settings.ErrInvalid, n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.Duration, build builder.Options) error {
