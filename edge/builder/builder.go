@@ -351,13 +351,25 @@ type svcBuild struct {
 }
 
 func (b *svcBuild) skip(label, reason string, args ...any) {
-	b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Label: label,
-		Value: b.svc.Labels[label], Reason: fmt.Sprintf(reason, args...), Skipped: true})
+	b.diags = append(b.diags, b.diag(label, true, reason, args...))
 }
 
 func (b *svcBuild) ignore(label, reason string, args ...any) {
-	b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Label: label,
-		Value: b.svc.Labels[label], Reason: fmt.Sprintf(reason, args...)})
+	b.diags = append(b.diags, b.diag(label, false, reason, args...))
+}
+
+// diag builds a diagnostic about label. A value that may be a secret (a
+// basic-auth user list, a password hash) is redacted, in the reason too:
+// diagnostics are logged and shown on the status page.
+func (b *svcBuild) diag(label string, skipped bool, reason string, args ...any) Diagnostic {
+	raw := b.svc.Labels[label]
+	value := redact(label, raw)
+	msg := fmt.Sprintf(reason, args...)
+	if value != raw && raw != "" {
+		msg = strings.ReplaceAll(msg, fmt.Sprintf("%q", raw), Redacted)
+		msg = strings.ReplaceAll(msg, raw, Redacted)
+	}
+	return Diagnostic{Service: b.svc.Name, Label: label, Value: value, Reason: msg, Skipped: skipped}
 }
 
 // addRoute adds r, which matches the hosts hs.

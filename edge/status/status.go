@@ -87,10 +87,22 @@ func (s *Server) Publish(r Report) {
 	s.served = true
 }
 
+// snapshot returns the report as shown: builder already redacts label
+// values; a rule that carries a credential (a Header matcher on
+// Authorization, a password hash) is redacted here too.
 func (s *Server) snapshot() (Report, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.report, s.served
+	rep, copied := s.report, false
+	for i, r := range rep.Routes {
+		if builder.LooksSecret(r.Rule) {
+			if !copied {
+				rep.Routes, copied = append([]builder.Route(nil), rep.Routes...), true
+			}
+			rep.Routes[i].Rule = builder.Redacted
+		}
+	}
+	return rep, s.served
 }
 
 // ServeHTTP implements [http.Handler].

@@ -23,6 +23,24 @@ import (
 	"github.com/homeswarm/homeswarm/internal/settings"
 )
 
+// DefaultListen is the status server's default address: loopback only. The
+// page has no authentication and shows every route; EDGE_LISTEN moves it
+// (e.g. to the VPS's mesh address).
+const DefaultListen = "127.0.0.1:8089"
+
+// publicListen reports whether addr listens beyond loopback.
+func publicListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
+
 func env(key, def string) string {
 	if v, ok := os.LookupEnv(key); ok {
 		return v
@@ -53,7 +71,7 @@ func main() {
 		dockerHost = flag.String("docker-host", env("DOCKER_HOST", ""), "Docker API `address` (env DOCKER_HOST; default unix:///var/run/docker.sock)")
 		dir        = flag.String("dir", env("EDGE_DIR", "/routes"), "`directory` Traefik's file provider watches (env EDGE_DIR)")
 		file       = flag.String("file", env("EDGE_FILE", sink.DefaultFile), "file `name` edge owns in -dir; .yml or .yaml (env EDGE_FILE)")
-		listen     = flag.String("listen", env("EDGE_LISTEN", ":8089"), "status server `address`; empty disables it (env EDGE_LISTEN)")
+		listen     = flag.String("listen", env("EDGE_LISTEN", DefaultListen), "status server `address`; empty disables it; it has no authentication, so keep it on loopback or the mesh (env EDGE_LISTEN)")
 		network    = flag.String("network", env("EDGE_NETWORK", ""), "Swarm `network` Traefik shares with the services; services not attached are reported and skipped (env EDGE_NETWORK)")
 		resolver   = flag.String("cert-resolver", env("EDGE_CERT_RESOLVER", ""), "Traefik ACME `resolver` for edge.* and Traefik v1 routes; enables HTTPS and the HTTP->HTTPS redirect by default (env EDGE_CERT_RESOLVER)")
 		httpEP     = flag.String("http-entrypoint", env("EDGE_HTTP_ENTRYPOINT", "web"), "Traefik plain-HTTP entry `point` (env EDGE_HTTP_ENTRYPOINT)")
@@ -123,6 +141,9 @@ func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.D
 		Debounce: debounce, Listener: ln, Log: log})
 	if err != nil {
 		return err
+	}
+	if listen != "" && publicListen(listen) {
+		log.WithField("status", listen).Warn("the status page has no authentication and listens beyond loopback: anyone who reaches it sees every route; prefer 127.0.0.1 or the mesh address")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -71,3 +71,32 @@ func TestEnvDurations(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusOnLoopbackByDefault is issue 12's item 13: the status page,
+// which has no authentication, listens on loopback unless told otherwise.
+func TestStatusOnLoopbackByDefault(t *testing.T) {
+	t.Parallel()
+	if publicListen(DefaultListen) {
+		t.Fatalf("default status address %s listens beyond loopback", DefaultListen)
+	}
+	for addr, public := range map[string]bool{
+		":8089": true, "0.0.0.0:8089": true, "[::]:8089": true, "10.254.0.1:8089": true, "vps:8089": true,
+		"127.0.0.1:8089": false, "[::1]:8089": false, "localhost:8089": false,
+	} {
+		if got := publicListen(addr); got != public {
+			t.Errorf("publicListen(%q) = %v, want %v", addr, got, public)
+		}
+	}
+}
+
+func TestParseInternal(t *testing.T) {
+	t.Parallel()
+	if got, err := parseInternal(" api@internal, dashboard@internal ,"); err != nil || len(got) != 2 || got[1] != "dashboard@internal" {
+		t.Fatalf("parseInternal = %v, %v", got, err)
+	}
+	for _, bad := range []string{"api", "api@file", "@internal", "a pi@internal"} {
+		if _, err := parseInternal(bad); !errors.Is(err, settings.ErrInvalid) {
+			t.Errorf("parseInternal(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
