@@ -83,6 +83,16 @@ type Options struct {
 	// internal service must name its hosts (no catch-all rule). Zero: none,
 	// so no label can expose Traefik's API or dashboard.
 	InternalServices []string
+	// TCPPorts and UDPPorts are the public ports Traefik's static
+	// configuration declares as entry points TCPEntryPoint(p) and
+	// UDPEntryPoint(p) (`edge entrypoints` prints the flags). TCP and UDP
+	// routes may use only these (TCP with TLS by SNI also the HTTPS entry
+	// point). Zero: none, so only SNI routes on the HTTPS entry point.
+	TCPPorts, UDPPorts []int
+	// BackendAddress builds a TCP or UDP route's target host:port. Zero:
+	// service:port, the service's VIP by DNS. Tests point it at a local
+	// backend.
+	BackendAddress func(service string, port int) string
 }
 
 func (o Options) httpEP() string {
@@ -153,9 +163,11 @@ const RedirectMiddleware = "edge-redirect-https"
 // HTTPS for the route named name. Build reserves it.
 func RedirectRouterName(name string) string { return name + "-redirect-https" }
 
-// Table is the complete set of routes, sorted by Name.
+// Table is the complete set of routes, each list sorted by Name.
 type Table struct {
-	Routes []Route `json:"routes"`
+	Routes []Route    `json:"routes"`
+	TCP    []TCPRoute `json:"tcp,omitempty"`
+	UDP    []UDPRoute `json:"udp,omitempty"`
 }
 
 // Diagnostic explains a label edge did not use.
@@ -209,6 +221,7 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 		backends = map[string]string{} // backend -> owner key
 		hosts    = map[string]string{} // host -> service that owns it
 		anyHost  []int                 // indexes in t.Routes of rules that match any host
+		l4       = newL4Claims()
 	)
 	for _, s := range svcs {
 		b := &svcBuild{svc: s, o: o, claims: map[string]hostSet{}}
@@ -269,6 +282,7 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 			}
 			t.Routes = append(t.Routes, r)
 		}
+		l4.add(&t, &diags, b, hosts)
 	}
 	// Confine the rules that could match any host to the hosts no other
 	// service owns, so that neither a catch-all nor its priority can take
@@ -284,6 +298,8 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 		r.Rule = confine(r.Rule, others)
 	}
 	sort.SliceStable(t.Routes, func(i, j int) bool { return t.Routes[i].Name < t.Routes[j].Name })
+	sort.SliceStable(t.TCP, func(i, j int) bool { return t.TCP[i].Name < t.TCP[j].Name })
+	sort.SliceStable(t.UDP, func(i, j int) bool { return t.UDP[i].Name < t.UDP[j].Name })
 	return t, diags
 }
 
@@ -345,6 +361,10 @@ type svcBuild struct {
 	diags  []Diagnostic
 	// claims are the hosts each route (by name) can match.
 	claims map[string]hostSet
+	tcp    []TCPRoute
+	udp    []UDPRoute
+	// net memoizes networkOK, so its diagnostic appears once.
+	net map[string]bool
 	// v1Backend is set when a Traefik v1 service names its backend, which
 	// lets several services share one load-balanced backend as in v1.
 	v1Backend string
@@ -398,6 +418,9 @@ func (b *svcBuild) sortedKeys(prefix string) []string {
 	return keys
 }
 
+// isL4Key reports whether k is one of edge's TCP/UDP labels.
+func isL4Key(k string) bool { return hasPrefixFold(k, "edge.tcp.") || hasPrefixFold(k, "edge.udp.") }
+
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
@@ -418,7 +441,7 @@ func (b *svcBuild) label(key string) (k, v string, ok bool) {
 func (b *svcBuild) build() {
 	hasEdge := false // edge.enable alone selects no dialect
 	for _, k := range b.sortedKeys("edge.") {
-		hasEdge = hasEdge || !strings.EqualFold(k, "edge.enable")
+		hasEdge = hasEdge || !strings.EqualFold(k, "edge.enable") && !isL4Key(k)
 	}
 	hasV2 := len(b.sortedKeys("traefik.http.")) > 0
 	hasV1 := b.hasV1()
@@ -446,6 +469,7 @@ func (b *svcBuild) build() {
 		}
 		traefikOn = on || err != nil
 	}
+	defer b.buildL4(traefikOn) // after the HTTP routes, whichever dialect they use
 
 	switch {
 	case hasEdge:
@@ -468,6 +492,19 @@ func (b *svcBuild) build() {
 // networkOK checks that Traefik can reach the service. labelKeys name the
 // labels a service may use to choose its network; the first one set counts.
 func (b *svcBuild) networkOK(labelKeys ...string) bool {
+	key := strings.Join(labelKeys, ",")
+	if ok, done := b.net[key]; done {
+		return ok
+	}
+	ok := b.checkNetwork(labelKeys...)
+	if b.net == nil {
+		b.net = map[string]bool{}
+	}
+	b.net[key] = ok
+	return ok
+}
+
+func (b *svcBuild) checkNetwork(labelKeys ...string) bool {
 	want := b.o.Network
 	if k, v, ok := b.firstLabel(labelKeys...); ok {
 		v = strings.TrimSpace(v)
@@ -521,6 +558,9 @@ func (b *svcBuild) buildEdge() {
 	for _, k := range b.sortedKeys("edge.") {
 		v := b.svc.Labels[k]
 		var err error
+		if isL4Key(k) {
+			continue // buildL4's
+		}
 		switch strings.ToLower(k) {
 		case "edge.enable", "edge.network":
 			// Handled by build and networkOK.

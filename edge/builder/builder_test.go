@@ -236,11 +236,11 @@ func TestBuild(t *testing.T) {
 			diags: []string{
 				"label traefik.http.routers.badrule.rule", "unterminated string",
 				"label traefik.http.routers.opt.tls.domains[0].main", "router option not supported",
-				"label traefik.tcp.routers.t.rule", "HTTP only", "label ignored",
 				"label traefik.http.middlewares.auth.basicauth.users", "define auth in Traefik's file provider", "label ignored",
 				"label traefik.http.routers.lm.middlewares", "defined by labels",
 				"label traefik.http.routers.noport.service", "which no traefik.http.services.missing",
 				"label traefik.http.routers.norule.rule", "has no rule",
+				"label traefik.tcp.routers.t.service", "must name its service",
 			},
 		},
 		{

@@ -58,7 +58,7 @@ func (b *svcBuild) buildV2() {
 			case lk == "traefik.enable", lk == "traefik.docker.network", lk == "traefik.swarm.network",
 				lk == "traefik.docker.lbswarm", lk == "traefik.swarm.lbswarm":
 			case strings.HasPrefix(lk, "traefik.tcp."), strings.HasPrefix(lk, "traefik.udp."):
-				b.ignore(k, "edge routes HTTP only; TCP and UDP routers need Traefik's static or file configuration")
+				// buildL4's.
 			case strings.HasPrefix(lk, "traefik.frontend."), strings.HasPrefix(lk, "traefik.backend"), lk == "traefik.port", lk == "traefik.protocol":
 				// Reported once by build when dialects are mixed.
 			default:
