@@ -85,6 +85,26 @@ func (t *Traefik) Logs() string {
 	return t.logs.String()
 }
 
+// FreePort returns a port on 127.0.0.1 that is free for network ("tcp" or
+// "udp") right now, for an extra Traefik entry point.
+func FreePort(tb testing.TB, network string) int {
+	tb.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 func freeAddr(tb testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

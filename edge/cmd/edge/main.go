@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +69,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(1)
 	}
+	var build builder.Options
 	var (
 		dockerHost = flag.String("docker-host", env("DOCKER_HOST", ""), "Docker API `address` (env DOCKER_HOST; default unix:///var/run/docker.sock)")
 		dir        = flag.String("dir", env("EDGE_DIR", "/routes"), "`directory` Traefik's file provider watches (env EDGE_DIR)")
@@ -79,21 +82,99 @@ func main() {
 		resync     = flag.Duration("resync", defResync, "full resync `period`, to catch missed events (env EDGE_RESYNC)")
 		debounce   = flag.Duration("debounce", defDebounce, "wait after the first of a burst of events (env EDGE_DEBOUNCE)")
 		internal   = flag.String("internal-services", env("EDGE_INTERNAL_SERVICES", ""), "Traefik internal `services` labels may route to, comma-separated (api@internal,dashboard@internal); default none (env EDGE_INTERNAL_SERVICES)")
+		tcpPorts   = flag.String("tcp-ports", env("EDGE_TCP_PORTS", ""), "public TCP `ports` Traefik declares as entry points tcp-<port> for TCP routes, e.g. 25,587,993,10000-10009 (env EDGE_TCP_PORTS)")
+		udpPorts   = flag.String("udp-ports", env("EDGE_UDP_PORTS", ""), "public UDP `ports` Traefik declares as entry points udp-<port> (env EDGE_UDP_PORTS)")
 		logLevel   = flag.String("log-level", env("LOG_LEVEL", "info"), "log `level`: debug, info, warn, error (env LOG_LEVEL)")
 	)
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: edge [flags]          feed Traefik from the Swarm\n       edge [flags] entrypoints  print the Traefik static flags that declare -tcp-ports/-udp-ports\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
+	tcp, err := parsePorts("-tcp-ports (EDGE_TCP_PORTS)", *tcpPorts)
+	if err == nil {
+		var udp []int
+		udp, err = parsePorts("-udp-ports (EDGE_UDP_PORTS)", *udpPorts)
+		build.TCPPorts, build.UDPPorts = tcp, udp
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
+	switch flag.Arg(0) {
+	case "":
+	case "entrypoints":
+		for _, f := range entryPointFlags(build.TCPPorts, build.UDPPorts) {
+			fmt.Println(f)
+		}
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "edge: unknown command %q\n", flag.Arg(0))
+		flag.Usage()
+		os.Exit(2)
+	}
 	internalServices, err := parseInternal(*internal)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(1)
 	}
-	if err := run(*dockerHost, *dir, *file, *listen, *logLevel, *resync, *debounce, builder.Options{
-		HTTPEntryPoint: *httpEP, HTTPSEntryPoint: *httpsEP, CertResolver: *resolver, Network: *network,
-		InternalServices: internalServices,
-	}); err != nil {
+	build.HTTPEntryPoint, build.HTTPSEntryPoint, build.CertResolver, build.Network = *httpEP, *httpsEP, *resolver, *network
+	build.InternalServices = internalServices
+	if err := run(*dockerHost, *dir, *file, *listen, *logLevel, *resync, *debounce, build); err != nil {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(1)
 	}
+}
+
+// maxPorts bounds -tcp-ports and -udp-ports: each port is a Traefik entry
+// point, a listening socket and a line of static configuration.
+const maxPorts = 1024
+
+// parsePorts reads a list of ports and ranges: "25,587,10000-10009".
+func parsePorts(setting, v string) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(item, "-")
+		a, errA := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		var errB error
+		if isRange {
+			b, errB = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if errA != nil || errB != nil || a < 1 || b > 65535 || b < a {
+			return nil, fmt.Errorf("%w: %s: %q is not a port (1-65535) or a range low-high", settings.ErrInvalid, setting, item)
+		}
+		if len(out)+b-a+1 > maxPorts {
+			return nil, fmt.Errorf("%w: %s: more than %d ports", settings.ErrInvalid, setting, maxPorts)
+		}
+		for p := a; p <= b; p++ {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// entryPointFlags are the Traefik static configuration flags declaring the
+// entry points edge fills: one per port, named as builder.TCPEntryPoint and
+// builder.UDPEntryPoint name them.
+func entryPointFlags(tcp, udp []int) []string {
+	var out []string
+	for _, p := range tcp {
+		out = append(out, fmt.Sprintf("--entryPoints.%s.address=:%d/tcp", builder.TCPEntryPoint(p), p))
+	}
+	for _, p := range udp {
+		out = append(out, fmt.Sprintf("--entryPoints.%s.address=:%d/udp", builder.UDPEntryPoint(p), p))
+	}
+	return out
 }
 
 // parseInternal reads -internal-services: names of Traefik internal
@@ -148,7 +229,7 @@ func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.D
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.WithFields(logrus.Fields{"file": out.Path(), "status": listen, "network": build.Network,
-		"cert_resolver": build.CertResolver}).Info("edge starting")
+		"cert_resolver": build.CertResolver, "tcp_ports": build.TCPPorts, "udp_ports": build.UDPPorts}).Info("edge starting")
 	if err := d.Run(ctx); err != nil && ctx.Err() == nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,25 @@ func TestParseInternal(t *testing.T) {
 		if _, err := parseInternal(bad); !errors.Is(err, settings.ErrInvalid) {
 			t.Errorf("parseInternal(%q) = %v, want ErrInvalid", bad, err)
 		}
+	}
+}
+
+func TestParsePorts(t *testing.T) {
+	t.Parallel()
+	got, err := parsePorts("-tcp-ports", " 993, 25,587,10000-10002,25 ")
+	if want := []int{25, 587, 993, 10000, 10001, 10002}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("parsePorts = %v, %v; want %v", got, err, want)
+	}
+	if got, err := parsePorts("-udp-ports", ""); err != nil || got != nil {
+		t.Fatalf("empty = %v, %v", got, err)
+	}
+	for _, bad := range []string{"0", "65536", "x", "10-5", "1-", "-3", "1-2000"} {
+		if _, err := parsePorts("-tcp-ports", bad); !errors.Is(err, settings.ErrInvalid) || !strings.Contains(err.Error(), "-tcp-ports") {
+			t.Errorf("parsePorts(%q) = %v, want ErrInvalid naming the setting", bad, err)
+		}
+	}
+	flags := entryPointFlags([]int{25}, []int{9987})
+	if want := []string{"--entryPoints.tcp-25.address=:25/tcp", "--entryPoints.udp-9987.address=:9987/udp"}; !reflect.DeepEqual(flags, want) {
+		t.Fatalf("entryPointFlags = %v", flags)
 	}
 }
