@@ -342,3 +342,39 @@ func TestTraefikRoutesTCPAndUDP(t *testing.T) {
 		t.Errorf("Traefik logged an error: %s", l)
 	}
 }
+
+// TestTraefikForwardsClientAddress: an HTTP route's backend learns the
+// client's address from X-Forwarded-For and X-Real-Ip, which Traefik sets
+// itself; a client cannot forge them (Traefik trusts no forwarded headers
+// from clients unless its entry point is told to).
+func TestTraefikForwardsClientAddress(t *testing.T) {
+	dir := t.TempDir()
+	out, err := sink.NewFile(sink.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := traefiktest.Start(t, dir)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "xff=%s real=%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Real-Ip"))
+	}))
+	t.Cleanup(srv.Close)
+	table, _ := builder.Build([]builder.Service{svc("app", "edge.host", "app.test", "edge.port", "80")},
+		builder.Options{BackendURL: func(string, string, int) string { return srv.URL }})
+	if _, err := out.Write(table); err != nil {
+		t.Fatal(err)
+	}
+	c := tr.Client()
+	until(t, c, "http://app.test/", 200, time.Now())
+	req, _ := http.NewRequest("GET", "http://app.test/", nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.66")
+	req.Header.Set("X-Real-Ip", "203.0.113.66")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got, want := string(body), "xff=127.0.0.1 real=127.0.0.1"; got != want {
+		t.Fatalf("backend saw %q, want %q (the client's own address, not the forged one)", got, want)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/api/types/swarm"
 )
@@ -422,11 +423,13 @@ func TestBuildIsDeterministic(t *testing.T) {
 func TestFromSwarm(t *testing.T) {
 	t.Parallel()
 	var s swarm.Service
+	s.ID = "svcid"
+	s.Meta.CreatedAt = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	s.Spec.Name = "gogs"
 	s.Spec.Labels = map[string]string{"edge.host": "g.example.org"}
 	s.Spec.TaskTemplate.Networks = []swarm.NetworkAttachmentConfig{{Target: "id1"}, {Target: "id2"}}
 	got := FromSwarm(s, map[string]string{"id1": "web"})
-	want := Service{Name: "gogs", Labels: s.Spec.Labels, Networks: []string{"web", "id2"}}
+	want := Service{Name: "gogs", Labels: s.Spec.Labels, Networks: []string{"web", "id2"}, ID: "svcid", CreatedAt: s.Meta.CreatedAt}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("FromSwarm = %+v, want %+v", got, want)
 	}
