@@ -387,7 +387,9 @@ func (b *svcBuild) diag(label string, skipped bool, reason string, args ...any) 
 	msg := fmt.Sprintf(reason, args...)
 	if value != raw && raw != "" {
 		msg = strings.ReplaceAll(msg, fmt.Sprintf("%q", raw), Redacted)
-		msg = strings.ReplaceAll(msg, raw, Redacted)
+		if len(raw) >= 6 { // a short value would match ordinary words
+			msg = strings.ReplaceAll(msg, raw, Redacted)
+		}
 	}
 	return Diagnostic{Service: b.svc.Name, Label: label, Value: value, Reason: msg, Skipped: skipped}
 }

@@ -157,3 +157,13 @@ func TestFirstClaimIsStable(t *testing.T) {
 		t.Fatalf("routes = %+v, want only b's (smaller ID)", table.Routes)
 	}
 }
+
+func TestRedactKeepsReasonsReadable(t *testing.T) {
+	t.Parallel()
+	_, diags := Build([]Service{svc("v1", "traefik.frontend.rule", "Host:v1.example.org", "traefik.port", "80",
+		"traefik.frontend.auth.basic.users", "e", "traefik.frontend.auth.basic.removeHeader", "not-a-bool-secret")}, Options{})
+	all := diagText(diags)
+	if strings.Contains(all, "not-a-bool-secret") || !strings.Contains(all, "Traefik v1 frontend option not supported") {
+		t.Fatalf("diagnostics:\n%s", all)
+	}
+}
