@@ -132,9 +132,15 @@ func (d *Daemon) apply(st watcher.State) {
 	table, diags := builder.Build(services, d.o.Build)
 	changed, err := d.o.Sink.Write(table)
 
-	names := make(map[string]bool, len(table.Routes))
+	names := make(map[string]bool, len(table.Routes)+len(table.TCP)+len(table.UDP))
 	for _, r := range table.Routes {
 		names[r.Name] = true
+	}
+	for _, r := range table.TCP {
+		names["tcp:"+r.Name] = true
+	}
+	for _, r := range table.UDP {
+		names["udp:"+r.Name] = true
 	}
 	d.mu.Lock()
 	d.applies++
@@ -171,10 +177,10 @@ func (d *Daemon) apply(st watcher.State) {
 		// The sink keeps the previous routes; the next sync retries.
 		d.log.WithError(err).Error("could not update Traefik's routes; keeping the previous ones")
 	case changed:
-		d.log.WithFields(logrus.Fields{"routes": len(table.Routes), "added": added, "removed": removed,
+		d.log.WithFields(logrus.Fields{"routes": len(table.Routes), "tcp": len(table.TCP), "udp": len(table.UDP), "added": added, "removed": removed,
 			"took": time.Since(start).Round(time.Microsecond)}).Info("routes updated")
 	}
-	rep := status.Report{Routes: shown.Routes, Skipped: diags, UpdatedAt: time.Now()}
+	rep := status.Report{Routes: shown.Routes, TCP: shown.TCP, UDP: shown.UDP, Skipped: diags, UpdatedAt: time.Now()}
 	if err != nil {
 		rep.Error = err.Error()
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/api/types/swarm"
 )
@@ -32,12 +33,19 @@ type Service struct {
 	// Networks are the names of the networks the service's tasks attach to
 	// (an ID stands in for a name edge could not resolve).
 	Networks []string
+	// ID and CreatedAt are the Swarm service's ID and creation time. They
+	// decide which service was first when two claim the same host: the
+	// older one (then the smaller ID, then the smaller name) keeps it, so
+	// a rebuild from the full state always gives the same answer and a
+	// newcomer can never displace a running service. Zero values sort first.
+	ID        string
+	CreatedAt time.Time
 }
 
 // FromSwarm converts a Swarm service. networkNames maps network IDs to names;
 // a nil map leaves IDs as they are.
 func FromSwarm(s swarm.Service, networkNames map[string]string) Service {
-	out := Service{Name: s.Spec.Name, Labels: s.Spec.Labels}
+	out := Service{Name: s.Spec.Name, Labels: s.Spec.Labels, ID: s.ID, CreatedAt: s.Meta.CreatedAt}
 	for _, n := range s.Spec.TaskTemplate.Networks {
 		name := n.Target
 		if nn, ok := networkNames[n.Target]; ok {
@@ -69,6 +77,22 @@ type Options struct {
 	// the service's Swarm VIP by DNS, so task moves need no route change.
 	// Tests point it at a local backend.
 	BackendURL func(service, scheme string, port int) string
+	// InternalServices are the Traefik internal services (api@internal,
+	// dashboard@internal, ping@internal, …) that labels may route to; a
+	// router naming any other x@internal service is skipped. A router to an
+	// internal service must name its hosts (no catch-all rule). Zero: none,
+	// so no label can expose Traefik's API or dashboard.
+	InternalServices []string
+	// TCPPorts and UDPPorts are the public ports Traefik's static
+	// configuration declares as entry points TCPEntryPoint(p) and
+	// UDPEntryPoint(p) (`edge entrypoints` prints the flags). TCP and UDP
+	// routes may use only these (TCP with TLS by SNI also the HTTPS entry
+	// point). Zero: none, so only SNI routes on the HTTPS entry point.
+	TCPPorts, UDPPorts []int
+	// BackendAddress builds a TCP or UDP route's target host:port. Zero:
+	// service:port, the service's VIP by DNS. Tests point it at a local
+	// backend.
+	BackendAddress func(service string, port int) string
 }
 
 func (o Options) httpEP() string {
@@ -139,9 +163,11 @@ const RedirectMiddleware = "edge-redirect-https"
 // HTTPS for the route named name. Build reserves it.
 func RedirectRouterName(name string) string { return name + "-redirect-https" }
 
-// Table is the complete set of routes, sorted by Name.
+// Table is the complete set of routes, each list sorted by Name.
 type Table struct {
-	Routes []Route `json:"routes"`
+	Routes []Route    `json:"routes"`
+	TCP    []TCPRoute `json:"tcp,omitempty"`
+	UDP    []UDPRoute `json:"udp,omitempty"`
 }
 
 // Diagnostic explains a label edge did not use.
@@ -177,9 +203,15 @@ func (d Diagnostic) String() string {
 // same services and options always give the same table and diagnostics, in
 // the same order. A malformed label skips the route(s) it belongs to and is
 // reported; the other routes are built as usual.
+//
+// A host belongs to the first service that routes it (see Service.CreatedAt):
+// a later service's route naming that host is refused, whatever its path,
+// entry point or priority. A rule that can match any host (no Host matcher,
+// HostRegexp, a negation) claims no host and is confined: the hosts other
+// services own are excluded from it.
 func Build(services []Service, o Options) (Table, []Diagnostic) {
 	svcs := slices.Clone(services)
-	sort.SliceStable(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+	sort.SliceStable(svcs, func(i, j int) bool { return firstClaim(svcs[i], svcs[j]) })
 
 	var (
 		t        Table
@@ -187,29 +219,52 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 		names    = map[string]string{} // router name -> service that owns it
 		rules    = map[string]string{} // entry point, priority, rule -> service that owns it
 		backends = map[string]string{} // backend -> owner key
+		hosts    = map[string]string{} // host -> service that owns it
+		anyHost  []int                 // indexes in t.Routes of rules that match any host
+		l4       = newL4Claims()
 	)
 	for _, s := range svcs {
-		b := &svcBuild{svc: s, o: o}
+		b := &svcBuild{svc: s, o: o, claims: map[string]hostSet{}}
 		b.build()
 		diags = append(diags, b.diags...)
 	routes:
 		for _, r := range b.routes {
+			hs := b.claims[r.Name]
+			refuse := func(reason string, args ...any) {
+				diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
+					Reason: fmt.Sprintf("router %s: ", r.Name) + fmt.Sprintf(reason, args...)})
+			}
 			for _, n := range []string{r.Name, RedirectRouterName(r.Name)} {
 				if owner, ok := names[n]; ok {
-					diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
-						Reason: fmt.Sprintf("router name %s is already used by service %s; rename the router or service", n, owner)})
+					refuse("router name %s is already used by service %s; rename the router or service", n, owner)
 					continue routes
 				}
 			}
+			if !hs.any {
+				for _, h := range hs.hosts {
+					if owner, ok := hosts[h]; ok && owner != s.Name {
+						refuse("host %s belongs to service %s, which routed it first; a host is served by one service (remove the label, or the other service's)", h, owner)
+						continue routes
+					}
+				}
+			}
+			if i := strings.LastIndexByte(r.Backend, '@'); i >= 0 && strings.EqualFold(r.Backend[i:], "@internal") {
+				switch {
+				case !containsFold(o.InternalServices, r.Backend):
+					refuse("Traefik's internal service %s is not one edge's operator allows (edge -internal-services)", r.Backend)
+					continue
+				case hs.any:
+					refuse("a route to Traefik's internal service %s must name its hosts with Host(`…`)", r.Backend)
+					continue
+				}
+			}
 			if owner, ep, taken := ruleTaken(rules, r); taken {
-				diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
-					Reason: fmt.Sprintf("rule %s on entry point %s is already routed to service %s; give each service its own host or path", r.Rule, ep, owner)})
+				refuse("rule %s on entry point %s is already routed to service %s; give each service its own host or path", r.Rule, ep, owner)
 				continue
 			}
 			key := b.backendOwner(r)
 			if owner, ok := backends[r.Backend]; ok && owner != key && !strings.Contains(r.Backend, "@") {
-				diags = append(diags, Diagnostic{Service: s.Name, Skipped: true,
-					Reason: fmt.Sprintf("backend name %s is already used by another service; rename it", r.Backend)})
+				refuse("backend name %s is already used by another service; rename it", r.Backend)
 				continue
 			}
 			backends[r.Backend] = key
@@ -218,11 +273,60 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 			for _, k := range ruleKeys(r) {
 				rules[k.key] = s.Name
 			}
+			if hs.any {
+				anyHost = append(anyHost, len(t.Routes))
+			} else {
+				for _, h := range hs.hosts {
+					hosts[h] = s.Name
+				}
+			}
 			t.Routes = append(t.Routes, r)
 		}
+		l4.add(&t, &diags, b, hosts)
+	}
+	// Confine the rules that could match any host to the hosts no other
+	// service owns, so that neither a catch-all nor its priority can take
+	// another service's requests.
+	for _, i := range anyHost {
+		r := &t.Routes[i]
+		var others []string
+		for h, owner := range hosts {
+			if owner != r.Service {
+				others = append(others, h)
+			}
+		}
+		r.Rule = confine(r.Rule, others)
 	}
 	sort.SliceStable(t.Routes, func(i, j int) bool { return t.Routes[i].Name < t.Routes[j].Name })
+	sort.SliceStable(t.TCP, func(i, j int) bool { return t.TCP[i].Name < t.TCP[j].Name })
+	sort.SliceStable(t.UDP, func(i, j int) bool { return t.UDP[i].Name < t.UDP[j].Name })
 	return t, diags
+}
+
+// firstClaim orders services by who came first: creation time, then ID,
+// then name.
+func firstClaim(a, b Service) bool {
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.Before(b.CreatedAt)
+	}
+	if a.ID != b.ID {
+		return a.ID < b.ID
+	}
+	return a.Name < b.Name
+}
+
+// confine excludes hosts from rule.
+func confine(rule string, hosts []string) string {
+	if len(hosts) == 0 {
+		return rule
+	}
+	slices.Sort(hosts)
+	var sb strings.Builder
+	sb.WriteString("(" + rule + ")")
+	for _, h := range hosts {
+		sb.WriteString(" && !Host(`" + h + "`)")
+	}
+	return sb.String()
 }
 
 type ruleKey struct{ ep, key string }
@@ -255,19 +359,45 @@ type svcBuild struct {
 	o      Options
 	routes []Route
 	diags  []Diagnostic
+	// claims are the hosts each route (by name) can match.
+	claims map[string]hostSet
+	tcp    []TCPRoute
+	udp    []UDPRoute
+	// net memoizes networkOK, so its diagnostic appears once.
+	net map[string]bool
 	// v1Backend is set when a Traefik v1 service names its backend, which
 	// lets several services share one load-balanced backend as in v1.
 	v1Backend string
 }
 
 func (b *svcBuild) skip(label, reason string, args ...any) {
-	b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Label: label,
-		Value: b.svc.Labels[label], Reason: fmt.Sprintf(reason, args...), Skipped: true})
+	b.diags = append(b.diags, b.diag(label, true, reason, args...))
 }
 
 func (b *svcBuild) ignore(label, reason string, args ...any) {
-	b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Label: label,
-		Value: b.svc.Labels[label], Reason: fmt.Sprintf(reason, args...)})
+	b.diags = append(b.diags, b.diag(label, false, reason, args...))
+}
+
+// diag builds a diagnostic about label. A value that may be a secret (a
+// basic-auth user list, a password hash) is redacted, in the reason too:
+// diagnostics are logged and shown on the status page.
+func (b *svcBuild) diag(label string, skipped bool, reason string, args ...any) Diagnostic {
+	raw := b.svc.Labels[label]
+	value := redact(label, raw)
+	msg := fmt.Sprintf(reason, args...)
+	if value != raw && raw != "" {
+		msg = strings.ReplaceAll(msg, fmt.Sprintf("%q", raw), Redacted)
+		if len(raw) >= 6 { // a short value would match ordinary words
+			msg = strings.ReplaceAll(msg, raw, Redacted)
+		}
+	}
+	return Diagnostic{Service: b.svc.Name, Label: label, Value: value, Reason: msg, Skipped: skipped}
+}
+
+// addRoute adds r, which matches the hosts hs.
+func (b *svcBuild) addRoute(r Route, hs hostSet) {
+	b.claims[r.Name] = hs
+	b.routes = append(b.routes, r)
 }
 
 func (b *svcBuild) backendOwner(r Route) string {
@@ -290,6 +420,9 @@ func (b *svcBuild) sortedKeys(prefix string) []string {
 	return keys
 }
 
+// isL4Key reports whether k is one of edge's TCP/UDP labels.
+func isL4Key(k string) bool { return hasPrefixFold(k, "edge.tcp.") || hasPrefixFold(k, "edge.udp.") }
+
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
@@ -310,7 +443,7 @@ func (b *svcBuild) label(key string) (k, v string, ok bool) {
 func (b *svcBuild) build() {
 	hasEdge := false // edge.enable alone selects no dialect
 	for _, k := range b.sortedKeys("edge.") {
-		hasEdge = hasEdge || !strings.EqualFold(k, "edge.enable")
+		hasEdge = hasEdge || !strings.EqualFold(k, "edge.enable") && !isL4Key(k)
 	}
 	hasV2 := len(b.sortedKeys("traefik.http.")) > 0
 	hasV1 := b.hasV1()
@@ -338,6 +471,7 @@ func (b *svcBuild) build() {
 		}
 		traefikOn = on || err != nil
 	}
+	defer b.buildL4(traefikOn) // after the HTTP routes, whichever dialect they use
 
 	switch {
 	case hasEdge:
@@ -360,6 +494,19 @@ func (b *svcBuild) build() {
 // networkOK checks that Traefik can reach the service. labelKeys name the
 // labels a service may use to choose its network; the first one set counts.
 func (b *svcBuild) networkOK(labelKeys ...string) bool {
+	key := strings.Join(labelKeys, ",")
+	if ok, done := b.net[key]; done {
+		return ok
+	}
+	ok := b.checkNetwork(labelKeys...)
+	if b.net == nil {
+		b.net = map[string]bool{}
+	}
+	b.net[key] = ok
+	return ok
+}
+
+func (b *svcBuild) checkNetwork(labelKeys ...string) bool {
 	want := b.o.Network
 	if k, v, ok := b.firstLabel(labelKeys...); ok {
 		v = strings.TrimSpace(v)
@@ -413,6 +560,9 @@ func (b *svcBuild) buildEdge() {
 	for _, k := range b.sortedKeys("edge.") {
 		v := b.svc.Labels[k]
 		var err error
+		if isL4Key(k) {
+			continue // buildL4's
+		}
 		switch strings.ToLower(k) {
 		case "edge.enable", "edge.network":
 			// Handled by build and networkOK.
@@ -494,7 +644,7 @@ func (b *svcBuild) finishSimple(r *Route, port int, scheme string, redirect bool
 	}
 	r.Rule = simpleRule(r.Hosts, r.PathPrefix)
 	r.URL = b.o.url(b.svc.Name, scheme, port)
-	b.routes = append(b.routes, *r)
+	b.addRoute(*r, finiteHosts(r.Hosts))
 }
 
 // simpleRule builds a Traefik v3 rule from hosts and an optional prefix.

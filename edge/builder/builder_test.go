@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/api/types/swarm"
 )
@@ -205,6 +206,7 @@ func TestBuild(t *testing.T) {
 		},
 		{
 			name: "traefik v2 router using an external service",
+			opts: Options{InternalServices: []string{"api@internal"}},
 			services: []Service{svc("x",
 				"traefik.http.routers.r.rule", "Host(`x.example.org`)",
 				"traefik.http.routers.r.service", "api@internal")},
@@ -235,11 +237,11 @@ func TestBuild(t *testing.T) {
 			diags: []string{
 				"label traefik.http.routers.badrule.rule", "unterminated string",
 				"label traefik.http.routers.opt.tls.domains[0].main", "router option not supported",
-				"label traefik.tcp.routers.t.rule", "HTTP only", "label ignored",
 				"label traefik.http.middlewares.auth.basicauth.users", "define auth in Traefik's file provider", "label ignored",
 				"label traefik.http.routers.lm.middlewares", "defined by labels",
 				"label traefik.http.routers.noport.service", "which no traefik.http.services.missing",
 				"label traefik.http.routers.norule.rule", "has no rule",
+				"label traefik.tcp.routers.t.service", "must name its service",
 			},
 		},
 		{
@@ -295,7 +297,7 @@ func TestBuild(t *testing.T) {
 			},
 			want: []Route{{Name: "a", Service: "a", Dialect: DialectTraefikV1, Rule: "Host(`same.example.org`)",
 				Hosts: []string{"same.example.org"}, EntryPoints: []string{"web"}, Backend: "a", URL: "http://a:80"}},
-			diags: []string{"service b: rule Host(`same.example.org`) on entry point web is already routed to service a"},
+			diags: []string{"service b: router b: host same.example.org belongs to service a"},
 		},
 		{
 			name: "traefik v2 usual redirect pattern: label redirectscheme middleware, http and https routers",
@@ -320,7 +322,7 @@ func TestBuild(t *testing.T) {
 			},
 		},
 		{
-			name: "same rule on other entry points or priorities is fine",
+			name: "same host on other entry points or priorities is refused",
 			services: []Service{
 				svc("a", "edge.host", "same.example.org", "edge.port", "80", "edge.entrypoints", "internal"),
 				svc("b", "edge.host", "same.example.org", "edge.port", "80"),
@@ -329,11 +331,9 @@ func TestBuild(t *testing.T) {
 			want: []Route{
 				{Name: "a", Service: "a", Dialect: DialectEdge, Rule: "Host(`same.example.org`)", Hosts: []string{"same.example.org"},
 					EntryPoints: []string{"internal"}, Backend: "a", URL: "http://a:80"},
-				{Name: "b", Service: "b", Dialect: DialectEdge, Rule: "Host(`same.example.org`)", Hosts: []string{"same.example.org"},
-					EntryPoints: []string{"web"}, Backend: "b", URL: "http://b:80"},
-				{Name: "c", Service: "c", Dialect: DialectEdge, Rule: "Host(`same.example.org`)", Hosts: []string{"same.example.org"},
-					EntryPoints: []string{"web"}, Priority: 100, Backend: "c", URL: "http://c:80"},
 			},
+			diags: []string{"service b: router b: host same.example.org belongs to service a",
+				"service c: router c: host same.example.org belongs to service a"},
 		},
 		{
 			name: "edge.enable=true alone keeps the traefik dialect",
@@ -423,11 +423,13 @@ func TestBuildIsDeterministic(t *testing.T) {
 func TestFromSwarm(t *testing.T) {
 	t.Parallel()
 	var s swarm.Service
+	s.ID = "svcid"
+	s.Meta.CreatedAt = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	s.Spec.Name = "gogs"
 	s.Spec.Labels = map[string]string{"edge.host": "g.example.org"}
 	s.Spec.TaskTemplate.Networks = []swarm.NetworkAttachmentConfig{{Target: "id1"}, {Target: "id2"}}
 	got := FromSwarm(s, map[string]string{"id1": "web"})
-	want := Service{Name: "gogs", Labels: s.Spec.Labels, Networks: []string{"web", "id2"}}
+	want := Service{Name: "gogs", Labels: s.Spec.Labels, Networks: []string{"web", "id2"}, ID: "svcid", CreatedAt: s.Meta.CreatedAt}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("FromSwarm = %+v, want %+v", got, want)
 	}

@@ -137,3 +137,59 @@ func parseNames(v, what string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// Redacted replaces a label value that may be a secret wherever edge shows
+// or logs it.
+const Redacted = "[redacted]"
+
+// secretKeyWords are parts of label keys whose values are secrets or may
+// carry one: basic/digest auth users, passwords, tokens, keys.
+var secretKeyWords = []string{"auth", "users", "passw", "secret", "token", "apikey", "api-key", "api_key", "privatekey", "credential", "htpasswd"}
+
+// secretValueMarks are what password hashes and credentials look like:
+// htpasswd's MD5 ($apr1$), bcrypt ($2a$, $2b$, $2y$), crypt's SHA ($5$, $6$),
+// {SHA}, and user:password@ in a URL.
+var secretValueMarks = []string{"$apr1$", "$2a$", "$2b$", "$2y$", "$5$", "$6$", "$1$", "{SHA}", "{SSHA}"}
+
+// redact returns value, or Redacted when the label key names a secret or
+// the value looks like a credential.
+func redact(key, value string) string {
+	if value == "" {
+		return value
+	}
+	lk := strings.ToLower(key)
+	for _, w := range secretKeyWords {
+		if strings.Contains(lk, w) {
+			return Redacted
+		}
+	}
+	if LooksSecret(value) {
+		return Redacted
+	}
+	return value
+}
+
+// LooksSecret reports whether v contains what looks like a password hash or
+// a URL with a password.
+func LooksSecret(v string) bool {
+	if strings.Contains(strings.ToLower(v), "authorization") {
+		return true
+	}
+	for _, m := range secretValueMarks {
+		if strings.Contains(v, m) {
+			return true
+		}
+	}
+	// user:password@host in a URL.
+	if i := strings.Index(v, "://"); i >= 0 {
+		rest := v[i+3:]
+		if at := strings.IndexByte(rest, '@'); at > 0 {
+			if end := strings.IndexAny(rest, "/?#"); end < 0 || at < end {
+				if strings.Contains(rest[:at], ":") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

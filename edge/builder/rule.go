@@ -2,6 +2,7 @@ package builder
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -23,16 +24,61 @@ var (
 // canonical form (backtick strings, single spaces) and the hosts of its Host
 // matchers.
 func normalizeRule(rule string) (string, []string, error) {
+	out, hosts, _, err := parseRule(rule)
+	return out, hosts, err
+}
+
+// parseRule is normalizeRule that also returns the set of hosts the rule can
+// match at most: a rule such as Host(`a`) && PathPrefix(`/x`) matches only
+// host a, while PathPrefix(`/x`) alone, HostRegexp or !Host(`a`) can match
+// any host.
+func parseRule(rule string) (string, []string, hostSet, error) {
 	p := &ruleParser{src: rule}
 	p.next()
-	out, err := p.expr()
+	out, hs, err := p.expr()
 	if err == nil && p.tok.kind != tEOF {
 		err = p.errorf("unexpected %q", p.tok.text)
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("%w %q: %v", ErrBadRule, rule, err)
+		return "", nil, hostSet{}, fmt.Errorf("%w %q: %v", ErrBadRule, rule, err)
 	}
-	return out, p.hosts, nil
+	return out, p.hosts, hs, nil
+}
+
+// hostSet is the set of request hosts a rule can match: any host, or at
+// most the listed ones.
+type hostSet struct {
+	any   bool
+	hosts []string // sorted, unique; meaningful when !any
+}
+
+func finiteHosts(hosts []string) hostSet {
+	h := slices.Clone(hosts)
+	slices.Sort(h)
+	return hostSet{hosts: slices.Compact(h)}
+}
+
+func (a hostSet) and(b hostSet) hostSet {
+	switch {
+	case a.any:
+		return b
+	case b.any:
+		return a
+	}
+	var out []string
+	for _, h := range a.hosts {
+		if slices.Contains(b.hosts, h) {
+			out = append(out, h)
+		}
+	}
+	return hostSet{hosts: out}
+}
+
+func (a hostSet) or(b hostSet) hostSet {
+	if a.any || b.any {
+		return hostSet{any: true}
+	}
+	return finiteHosts(append(slices.Clone(a.hosts), b.hosts...))
 }
 
 type tokKind int
@@ -121,78 +167,102 @@ func (p *ruleParser) next() {
 	}
 }
 
-// expr := term { ("&&" | "||") term }
-func (p *ruleParser) expr() (string, error) {
+// expr := and { "||" and }, and := term { "&&" term }: && binds tighter,
+// as in Traefik (Go's precedence).
+func (p *ruleParser) expr() (string, hostSet, error) {
 	p.depth++
 	defer func() { p.depth-- }()
 	if p.depth > 50 {
-		return "", p.errorf("rule nested too deeply")
+		return "", hostSet{}, p.errorf("rule nested too deeply")
 	}
-	out, err := p.term()
+	out, hs, err := p.and()
 	if err != nil {
-		return "", err
+		return "", hostSet{}, err
 	}
-	for p.tok.kind == tAnd || p.tok.kind == tOr {
-		op := p.tok.text
+	for p.tok.kind == tOr {
 		p.next()
-		rhs, err := p.term()
+		rhs, rhs2, err := p.and()
 		if err != nil {
-			return "", err
+			return "", hostSet{}, err
 		}
-		out += " " + op + " " + rhs
+		out += " || " + rhs
+		hs = hs.or(rhs2)
 	}
-	return out, nil
+	return out, hs, nil
+}
+
+func (p *ruleParser) and() (string, hostSet, error) {
+	out, hs, err := p.term()
+	if err != nil {
+		return "", hostSet{}, err
+	}
+	for p.tok.kind == tAnd {
+		p.next()
+		rhs, rhs2, err := p.term()
+		if err != nil {
+			return "", hostSet{}, err
+		}
+		out += " && " + rhs
+		hs = hs.and(rhs2)
+	}
+	return out, hs, nil
 }
 
 // term := "!" term | "(" expr ")" | matcher "(" string { "," string } ")"
-func (p *ruleParser) term() (string, error) {
+func (p *ruleParser) term() (string, hostSet, error) {
 	switch p.tok.kind {
 	case tNot:
+		p.depth++
+		defer func() { p.depth-- }()
+		if p.depth > 50 {
+			return "", hostSet{}, p.errorf("rule nested too deeply")
+		}
 		p.next()
-		t, err := p.term()
-		return "!" + t, err
+		t, _, err := p.term()
+		// A negation can match any host.
+		return "!" + t, hostSet{any: true}, err
 	case tLParen:
 		p.next()
-		e, err := p.expr()
+		e, hs, err := p.expr()
 		if err != nil {
-			return "", err
+			return "", hostSet{}, err
 		}
 		if p.tok.kind != tRParen {
-			return "", p.errorf("missing )")
+			return "", hostSet{}, p.errorf("missing )")
 		}
 		p.next()
-		return "(" + e + ")", nil
+		return "(" + e + ")", hs, nil
 	case tIdent:
 		return p.call()
 	case tError:
-		return "", p.errorf("%s", p.tok.text)
+		return "", hostSet{}, p.errorf("%s", p.tok.text)
 	case tEOF:
-		return "", p.errorf("rule ends early")
+		return "", hostSet{}, p.errorf("rule ends early")
 	default:
-		return "", p.errorf("unexpected %q", p.tok.text)
+		return "", hostSet{}, p.errorf("unexpected %q", p.tok.text)
 	}
 }
 
-func (p *ruleParser) call() (string, error) {
+func (p *ruleParser) call() (string, hostSet, error) {
 	name := p.tok.text
 	if n, ok := renamedMatchers[name]; ok {
 		name = n
 	}
 	if !knownMatchers[name] {
-		return "", p.errorf("unknown matcher %s; Traefik v3 knows Host, HostRegexp, Path, PathPrefix, PathRegexp, Method, Header, HeaderRegexp, Query, QueryRegexp, ClientIP", p.tok.text)
+		return "", hostSet{}, p.errorf("unknown matcher %s; Traefik v3 knows Host, HostRegexp, Path, PathPrefix, PathRegexp, Method, Header, HeaderRegexp, Query, QueryRegexp, ClientIP", p.tok.text)
 	}
 	p.next()
 	if p.tok.kind != tLParen {
-		return "", p.errorf("missing ( after %s", name)
+		return "", hostSet{}, p.errorf("missing ( after %s", name)
 	}
 	p.next()
 	var args []string
 	for {
 		if p.tok.kind == tError {
-			return "", p.errorf("%s", p.tok.text)
+			return "", hostSet{}, p.errorf("%s", p.tok.text)
 		}
 		if p.tok.kind != tString {
-			return "", p.errorf("%s takes `quoted` arguments", name)
+			return "", hostSet{}, p.errorf("%s takes `quoted` arguments", name)
 		}
 		args = append(args, p.tok.text)
 		p.next()
@@ -201,7 +271,7 @@ func (p *ruleParser) call() (string, error) {
 			break
 		}
 		if p.tok.kind != tComma {
-			return "", p.errorf("missing , or ) in %s", name)
+			return "", hostSet{}, p.errorf("missing , or ) in %s", name)
 		}
 		p.next()
 	}
@@ -209,11 +279,15 @@ func (p *ruleParser) call() (string, error) {
 		for i, h := range args {
 			h = strings.ToLower(h)
 			if err := checkHost(h); err != nil {
-				return "", err
+				return "", hostSet{}, err
 			}
 			args[i] = h
 			p.hosts = append(p.hosts, h)
 		}
+	}
+	hs := hostSet{any: true}
+	if name == "Host" {
+		hs = finiteHosts(args)
 	}
 	quote := func(args []string) string { return "`" + strings.Join(args, "`, `") + "`" }
 	if expandedMatchers[name] && len(args) > 1 {
@@ -221,7 +295,7 @@ func (p *ruleParser) call() (string, error) {
 		for i, a := range args {
 			alts[i] = name + "(" + quote([]string{a}) + ")"
 		}
-		return "(" + strings.Join(alts, " || ") + ")", nil
+		return "(" + strings.Join(alts, " || ") + ")", hs, nil
 	}
-	return name + "(" + quote(args) + ")", nil
+	return name + "(" + quote(args) + ")", hs, nil
 }

@@ -125,7 +125,11 @@ func (b *svcBuild) buildV1() {
 		r.RedirectFrom = []string{b.o.httpEP()}
 	}
 	r.URL = b.o.url(b.svc.Name, scheme, port)
-	b.routes = append(b.routes, r)
+	// A v1 rule is a conjunction: with a Host part it matches only those
+	// hosts; without one (PathPrefix:/x) it matches any host.
+	hs := finiteHosts(r.Hosts)
+	hs.any = len(r.Hosts) == 0
+	b.addRoute(r, hs)
 }
 
 func containsFold(list []string, s string) bool {

@@ -10,6 +10,7 @@ type v2Router struct {
 	name        string
 	rule        string
 	hosts       []string
+	hostSet     hostSet
 	eps         []string
 	middlewares []string
 	service     string
@@ -57,7 +58,7 @@ func (b *svcBuild) buildV2() {
 			case lk == "traefik.enable", lk == "traefik.docker.network", lk == "traefik.swarm.network",
 				lk == "traefik.docker.lbswarm", lk == "traefik.swarm.lbswarm":
 			case strings.HasPrefix(lk, "traefik.tcp."), strings.HasPrefix(lk, "traefik.udp."):
-				b.ignore(k, "edge routes HTTP only; TCP and UDP routers need Traefik's static or file configuration")
+				// buildL4's.
 			case strings.HasPrefix(lk, "traefik.frontend."), strings.HasPrefix(lk, "traefik.backend"), lk == "traefik.port", lk == "traefik.protocol":
 				// Reported once by build when dialects are mixed.
 			default:
@@ -76,7 +77,7 @@ func (b *svcBuild) buildV2() {
 			r := router(name)
 			switch attr {
 			case "rule":
-				r.rule, r.hosts, err = normalizeRule(v)
+				r.rule, r.hosts, r.hostSet, err = parseRule(v)
 				r.labelKey = k
 			case "entrypoints":
 				r.eps, err = parseNames(v, "entry point")
@@ -218,7 +219,7 @@ func (b *svcBuild) buildV2() {
 		if route.TLS != nil && !containsFold(route.EntryPoints, b.o.httpEP()) {
 			route.RedirectFrom = []string{b.o.httpEP()}
 		}
-		b.routes = append(b.routes, route)
+		b.addRoute(route, r.hostSet)
 	}
 	// A router of the service's own for the same rule on the HTTP entry
 	// point (the usual v2 pattern: one router redirects, one serves TLS)

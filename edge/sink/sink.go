@@ -135,6 +135,48 @@ func (f *File) Stats() Stats {
 type (
 	dynamic struct {
 		HTTP httpConfig `yaml:"http"`
+		TCP  *tcpConfig `yaml:"tcp,omitempty"`
+		UDP  *udpConfig `yaml:"udp,omitempty"`
+	}
+	tcpConfig struct {
+		Routers  map[string]tcpRouter  `yaml:"routers"`
+		Services map[string]tcpService `yaml:"services"`
+	}
+	tcpRouter struct {
+		Rule        string        `yaml:"rule"`
+		EntryPoints []string      `yaml:"entryPoints,flow"`
+		Service     string        `yaml:"service"`
+		TLS         *tcpRouterTLS `yaml:"tls,omitempty"`
+	}
+	tcpRouterTLS struct {
+		Passthrough  bool   `yaml:"passthrough,omitempty"`
+		CertResolver string `yaml:"certResolver,omitempty"`
+	}
+	tcpService struct {
+		LoadBalancer tcpLoadBalancer `yaml:"loadBalancer"`
+	}
+	tcpLoadBalancer struct {
+		Servers       []addrServer   `yaml:"servers"`
+		ProxyProtocol *proxyProtocol `yaml:"proxyProtocol,omitempty"`
+	}
+	proxyProtocol struct {
+		Version int `yaml:"version"`
+	}
+	addrServer struct {
+		Address string `yaml:"address"`
+	}
+	udpConfig struct {
+		Routers  map[string]udpRouter  `yaml:"routers"`
+		Services map[string]udpService `yaml:"services"`
+	}
+	udpRouter struct {
+		EntryPoints []string `yaml:"entryPoints,flow"`
+		Service     string   `yaml:"service"`
+	}
+	udpService struct {
+		LoadBalancer struct {
+			Servers []addrServer `yaml:"servers"`
+		} `yaml:"loadBalancer"`
 	}
 	httpConfig struct {
 		Routers     map[string]router     `yaml:"routers,omitempty"`
@@ -204,6 +246,31 @@ func Render(t builder.Table) ([]byte, error) {
 			slices.SortFunc(s.LoadBalancer.Servers, func(a, b server) int { return strings.Compare(a.URL, b.URL) })
 		}
 		cfg.HTTP.Services[r.Backend] = s
+	}
+	// TCP and UDP: one Traefik service per router, named after it.
+	if len(t.TCP) > 0 {
+		cfg.TCP = &tcpConfig{Routers: map[string]tcpRouter{}, Services: map[string]tcpService{}}
+		for _, r := range t.TCP {
+			rt := tcpRouter{Rule: r.Rule, EntryPoints: r.EntryPoints, Service: r.Name}
+			if r.TLS != nil {
+				rt.TLS = &tcpRouterTLS{Passthrough: r.TLS.Passthrough, CertResolver: r.TLS.CertResolver}
+			}
+			cfg.TCP.Routers[r.Name] = rt
+			lb := tcpLoadBalancer{Servers: []addrServer{{Address: r.Address}}}
+			if r.ProxyProtocol != 0 {
+				lb.ProxyProtocol = &proxyProtocol{Version: r.ProxyProtocol}
+			}
+			cfg.TCP.Services[r.Name] = tcpService{LoadBalancer: lb}
+		}
+	}
+	if len(t.UDP) > 0 {
+		cfg.UDP = &udpConfig{Routers: map[string]udpRouter{}, Services: map[string]udpService{}}
+		for _, r := range t.UDP {
+			cfg.UDP.Routers[r.Name] = udpRouter{EntryPoints: r.EntryPoints, Service: r.Name}
+			var us udpService
+			us.LoadBalancer.Servers = []addrServer{{Address: r.Address}}
+			cfg.UDP.Services[r.Name] = us
+		}
 	}
 	var buf bytes.Buffer
 	buf.WriteString(header)

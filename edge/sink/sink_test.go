@@ -256,3 +256,69 @@ func TestWriteFailureKeepsOldFile(t *testing.T) {
 		t.Errorf("stats %+v, want 1 write and 1 error", st)
 	}
 }
+
+func TestRenderTCPUDP(t *testing.T) {
+	t.Parallel()
+	http, err := Render(builder.Table{})
+	if err != nil || strings.Contains(string(http), "tcp:") || strings.Contains(string(http), "udp:") {
+		t.Fatalf("an HTTP-only table renders tcp/udp sections (files of older edges would change):\n%s", http)
+	}
+	out, err := Render(builder.Table{
+		TCP: []builder.TCPRoute{
+			{Name: "mail-tcp-smtp", Rule: "HostSNI(`*`)", EntryPoints: []string{"tcp-25"}, Address: "mail:25", ProxyProtocol: 2},
+			{Name: "x-tcp-c2s", Rule: "HostSNI(`x.example.org`)", EntryPoints: []string{"websecure"}, TLS: &builder.TCPTLS{Passthrough: true}, Address: "x:5223"},
+			{Name: "i-tcp-imaps", Rule: "HostSNI(`i.example.org`)", EntryPoints: []string{"tcp-993"}, TLS: &builder.TCPTLS{CertResolver: "le"}, Address: "i:143"},
+		},
+		UDP: []builder.UDPRoute{{Name: "ts-udp-voice", EntryPoints: []string{"udp-9987"}, Address: "ts:9987"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `tcp:
+  routers:
+    i-tcp-imaps:
+      rule: HostSNI(` + "`i.example.org`" + `)
+      entryPoints: [tcp-993]
+      service: i-tcp-imaps
+      tls:
+        certResolver: le
+    mail-tcp-smtp:
+      rule: HostSNI(` + "`*`" + `)
+      entryPoints: [tcp-25]
+      service: mail-tcp-smtp
+    x-tcp-c2s:
+      rule: HostSNI(` + "`x.example.org`" + `)
+      entryPoints: [websecure]
+      service: x-tcp-c2s
+      tls:
+        passthrough: true
+  services:
+    i-tcp-imaps:
+      loadBalancer:
+        servers:
+          - address: i:143
+    mail-tcp-smtp:
+      loadBalancer:
+        servers:
+          - address: mail:25
+        proxyProtocol:
+          version: 2
+    x-tcp-c2s:
+      loadBalancer:
+        servers:
+          - address: x:5223
+udp:
+  routers:
+    ts-udp-voice:
+      entryPoints: [udp-9987]
+      service: ts-udp-voice
+  services:
+    ts-udp-voice:
+      loadBalancer:
+        servers:
+          - address: ts:9987
+`
+	if !strings.HasSuffix(string(out), want) {
+		t.Fatalf("Render:\n%s\nwant it to end with:\n%s", out, want)
+	}
+}

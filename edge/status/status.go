@@ -28,6 +28,8 @@ import (
 // Report is what edge last fed Traefik.
 type Report struct {
 	Routes    []builder.Route      `json:"routes"`
+	TCP       []builder.TCPRoute   `json:"tcp,omitempty"`
+	UDP       []builder.UDPRoute   `json:"udp,omitempty"`
 	Skipped   []builder.Diagnostic `json:"diagnostics"`
 	UpdatedAt time.Time            `json:"updatedAt"`
 	// Error, when set, says the last table could not be handed to Traefik;
@@ -87,10 +89,22 @@ func (s *Server) Publish(r Report) {
 	s.served = true
 }
 
+// snapshot returns the report as shown: builder already redacts label
+// values; a rule that carries a credential (a Header matcher on
+// Authorization, a password hash) is redacted here too.
 func (s *Server) snapshot() (Report, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.report, s.served
+	rep, copied := s.report, false
+	for i, r := range rep.Routes {
+		if builder.LooksSecret(r.Rule) {
+			if !copied {
+				rep.Routes, copied = append([]builder.Route(nil), rep.Routes...), true
+			}
+			rep.Routes[i].Rule = builder.Redacted
+		}
+	}
+	return rep, s.served
 }
 
 // ServeHTTP implements [http.Handler].
@@ -146,7 +160,11 @@ func (s *Server) writeJSON(w http.ResponseWriter) {
 func (s *Server) writeText(w io.Writer) {
 	rep, served := s.snapshot()
 	now := s.o.Now()
-	fmt.Fprintf(w, "edge: %d routes, %d diagnostics", len(rep.Routes), len(rep.Skipped))
+	fmt.Fprintf(w, "edge: %d routes", len(rep.Routes))
+	if len(rep.TCP)+len(rep.UDP) > 0 {
+		fmt.Fprintf(w, " (+%d TCP, %d UDP)", len(rep.TCP), len(rep.UDP))
+	}
+	fmt.Fprintf(w, ", %d diagnostics", len(rep.Skipped))
 	if served {
 		fmt.Fprintf(w, ", updated %s ago", now.Sub(rep.UpdatedAt).Round(time.Millisecond))
 	} else {
@@ -187,6 +205,39 @@ func (s *Server) writeText(w io.Writer) {
 			strings.Join(r.EntryPoints, ","), tls, target)
 	}
 	tw.Flush()
+	if len(rep.TCP) > 0 {
+		io.WriteString(w, "\nTCP ROUTES\n")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROUTER\tSERVICE\tDIALECT\tRULE\tENTRYPOINTS\tTLS\tTARGET")
+		for _, r := range rep.TCP {
+			tls := "-"
+			switch {
+			case r.TLS == nil:
+			case r.TLS.Passthrough:
+				tls = "passthrough"
+			case r.TLS.CertResolver != "":
+				tls = "acme:" + r.TLS.CertResolver
+			default:
+				tls = "terminated"
+			}
+			target := r.Address
+			if r.ProxyProtocol != 0 {
+				target += fmt.Sprintf(" (PROXY v%d)", r.ProxyProtocol)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, r.Rule,
+				strings.Join(r.EntryPoints, ","), tls, target)
+		}
+		tw.Flush()
+	}
+	if len(rep.UDP) > 0 {
+		io.WriteString(w, "\nUDP ROUTES\n")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROUTER\tSERVICE\tDIALECT\tENTRYPOINTS\tTARGET")
+		for _, r := range rep.UDP {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, strings.Join(r.EntryPoints, ","), r.Address)
+		}
+		tw.Flush()
+	}
 	if len(rep.Skipped) > 0 {
 		io.WriteString(w, "\nDIAGNOSTICS\n")
 		for _, d := range rep.Skipped {
@@ -206,7 +257,9 @@ func (s *Server) writeMetrics(w io.Writer) {
 		}
 	}
 	ms := []Metric{
-		{Name: "edge_routes", Help: "Routes edge currently feeds Traefik.", Type: "gauge", Value: float64(len(rep.Routes))},
+		{Name: "edge_routes", Help: "HTTP routes edge currently feeds Traefik.", Type: "gauge", Value: float64(len(rep.Routes))},
+		{Name: "edge_tcp_routes", Help: "TCP routes edge currently feeds Traefik.", Type: "gauge", Value: float64(len(rep.TCP))},
+		{Name: "edge_udp_routes", Help: "UDP routes edge currently feeds Traefik.", Type: "gauge", Value: float64(len(rep.UDP))},
 		{Name: "edge_labels_skipped", Help: "Diagnostics that made edge skip a route.", Type: "gauge", Value: float64(skipped)},
 		{Name: "edge_labels_ignored", Help: "Diagnostics about labels edge ignored while routing.", Type: "gauge", Value: float64(ignored)},
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +70,54 @@ func TestEnvDurations(t *testing.T) {
 				t.Fatalf("envDurations = %v, %v, %v; want %v, %v", r, d, err, tc.resync, tc.debounce)
 			}
 		})
+	}
+}
+
+// TestStatusOnLoopbackByDefault is issue 12's item 13: the status page,
+// which has no authentication, listens on loopback unless told otherwise.
+func TestStatusOnLoopbackByDefault(t *testing.T) {
+	t.Parallel()
+	if publicListen(DefaultListen) {
+		t.Fatalf("default status address %s listens beyond loopback", DefaultListen)
+	}
+	for addr, public := range map[string]bool{
+		":8089": true, "0.0.0.0:8089": true, "[::]:8089": true, "10.254.0.1:8089": true, "vps:8089": true,
+		"127.0.0.1:8089": false, "[::1]:8089": false, "localhost:8089": false,
+	} {
+		if got := publicListen(addr); got != public {
+			t.Errorf("publicListen(%q) = %v, want %v", addr, got, public)
+		}
+	}
+}
+
+func TestParseInternal(t *testing.T) {
+	t.Parallel()
+	if got, err := parseInternal(" api@internal, dashboard@internal ,"); err != nil || len(got) != 2 || got[1] != "dashboard@internal" {
+		t.Fatalf("parseInternal = %v, %v", got, err)
+	}
+	for _, bad := range []string{"api", "api@file", "@internal", "a pi@internal"} {
+		if _, err := parseInternal(bad); !errors.Is(err, settings.ErrInvalid) {
+			t.Errorf("parseInternal(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+func TestParsePorts(t *testing.T) {
+	t.Parallel()
+	got, err := parsePorts("-tcp-ports", " 993, 25,587,10000-10002,25 ")
+	if want := []int{25, 587, 993, 10000, 10001, 10002}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("parsePorts = %v, %v; want %v", got, err, want)
+	}
+	if got, err := parsePorts("-udp-ports", ""); err != nil || got != nil {
+		t.Fatalf("empty = %v, %v", got, err)
+	}
+	for _, bad := range []string{"0", "65536", "x", "10-5", "1-", "-3", "1-2000"} {
+		if _, err := parsePorts("-tcp-ports", bad); !errors.Is(err, settings.ErrInvalid) || !strings.Contains(err.Error(), "-tcp-ports") {
+			t.Errorf("parsePorts(%q) = %v, want ErrInvalid naming the setting", bad, err)
+		}
+	}
+	flags := entryPointFlags([]int{25}, []int{9987})
+	if want := []string{"--entryPoints.tcp-25.address=:25/tcp", "--entryPoints.udp-9987.address=:9987/udp"}; !reflect.DeepEqual(flags, want) {
+		t.Fatalf("entryPointFlags = %v", flags)
 	}
 }
