@@ -4,7 +4,13 @@
 # `make test` runs every test; `make push REPO=registry/ns` publishes.
 
 GO        ?= go
-BUILD     ?= build
+# GOARCH=arm64 builds for Raspberry Pi nodes, into build/arm64 (make
+# plugins / push GOARCH=arm64); unset, the host's architecture into build.
+GOARCH    ?=
+BUILD     ?= build$(if $(GOARCH),/$(GOARCH))
+ifneq ($(GOARCH),)
+export GOARCH
+endif
 GOFLAGS_B := -trimpath -ldflags='-s -w'
 export CGO_ENABLED := 0
 
@@ -20,7 +26,7 @@ CMD_meshnet := ./netdriver/cmd/meshnet
 CMD_edge    := ./edge/cmd/edge
 TAGS_syncvol := noassets
 
-.PHONY: all bins plugins install uninstall deps test test-unit fuzz test-e2e push topo-up topo-down demo demo-down bench clean fmt vet $(PLUGINS) $(DAEMONS)
+.PHONY: all bins plugins install uninstall deps test test-unit test-arm64 fuzz test-e2e push topo-up topo-down demo demo-down bench clean fmt vet $(PLUGINS) $(DAEMONS)
 
 all: bins
 
@@ -34,7 +40,7 @@ $(BUILD)/bin/%: FORCE
 FORCE:
 
 # One bundle per plugin: build/<name>/config.json + build/<name>/rootfs/.
-plugins: $(addprefix $(BUILD)/,$(addsuffix /config.json,$(PLUGINS)))
+plugins: $(addprefix $(BUILD)/,$(addsuffix /config.json,$(PLUGINS))) $(addprefix $(BUILD)/bin/,$(DAEMONS))
 
 $(BUILD)/%/config.json: $(BUILD)/bin/% FORCE
 	@rm -rf $(BUILD)/$*
@@ -55,7 +61,9 @@ uninstall:
 
 # REPO=registry.example.org/homeswarm → REPO/syncvol:TAG, installable with
 # `docker plugin install REPO/syncvol`.
-TAG ?= latest
+# With GOARCH set the tag is the architecture (REPO/syncvol:arm64), so an
+# arm64 push never replaces the amd64 latest.
+TAG ?= $(if $(GOARCH),$(GOARCH),latest)
 push: plugins
 	@test -n "$(REPO)" || { echo "usage: make push REPO=<registry>/<namespace> [TAG=latest]" >&2; exit 2; }
 	@for p in $(PLUGINS); do \
@@ -71,7 +79,7 @@ vet:
 
 # Unit tests (fakes, in-process; kernel tests run for real as root), then
 # the end-to-end tests on the scripted multi-engine topology.
-test: deps fmt vet test-unit fuzz test-e2e
+test: deps fmt vet test-unit test-arm64 fuzz test-e2e
 
 # What demo and test need on a fresh Debian machine (packages, an engine,
 # Traefik), installed when missing; quick otherwise.
@@ -91,6 +99,11 @@ fuzz:
 
 test-unit:
 	CGO_ENABLED=1 $(GO) test -race -tags noassets -timeout 15m ./...
+
+# The unit tests of the arm64 binaries, under qemu-user (see the script for
+# the kernel tests qemu cannot run).
+test-arm64:
+	@GOARCH= scripts/test-arm64.sh
 
 test-e2e: plugins
 	scripts/e2e.sh
