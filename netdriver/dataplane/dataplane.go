@@ -125,7 +125,8 @@ type port struct {
 	p    Port
 	done chan struct{}
 
-	rx [][]byte // packets from the mesh held until Flush (mesh goroutine only)
+	rx     [][]byte // packets from the mesh held until Flush (mesh goroutine only)
+	queued bool     // in Switch.dirty (mesh goroutine only)
 
 	closed atomic.Bool
 }
@@ -433,14 +434,14 @@ func (s *Switch) Deliver(pkt []byte) bool {
 		return true
 	}
 	s.fromMesh.Add(1)
-	if len(to.rx) < batch {
-		if len(to.rx) == 0 {
-			s.dirty = append(s.dirty, to)
-		}
-		to.rx = append(to.rx, pkt)
-		return true
+	if len(to.rx) == batch {
+		s.flushPort(to) // the held packets go first: they came first
 	}
-	s.write(to, pkt)
+	if !to.queued {
+		to.queued = true
+		s.dirty = append(s.dirty, to)
+	}
+	to.rx = append(to.rx, pkt)
 	return true
 }
 
@@ -449,19 +450,25 @@ func (s *Switch) Deliver(pkt []byte) bool {
 // instead of dozens.
 func (s *Switch) Flush() {
 	for _, to := range s.dirty {
-		mac := *to.mac.Load()
-		s.coal.Frames(to.rx, func(f []byte) error {
-			putEth(f[vnetLen:frameHdr], mac, etherIPv4)
-			if err := to.p.Write(f[:frameHdr], f[frameHdr:]); err != nil {
-				s.drop(dropWrite)
-			}
-			return nil
-		})
-		clear(to.rx)
-		to.rx = to.rx[:0]
+		s.flushPort(to)
+		to.queued = false
 	}
 	clear(s.dirty)
 	s.dirty = s.dirty[:0]
+}
+
+// flushPort writes the packets held for one container (mesh goroutine).
+func (s *Switch) flushPort(to *port) {
+	mac := *to.mac.Load()
+	s.coal.Frames(to.rx, func(f []byte) error {
+		putEth(f[vnetLen:frameHdr], mac, etherIPv4)
+		if err := to.p.Write(f[:frameHdr], f[frameHdr:]); err != nil {
+			s.drop(dropWrite)
+		}
+		return nil
+	})
+	clear(to.rx)
+	to.rx = to.rx[:0]
 }
 
 // write sends an IP packet to an endpoint's container.

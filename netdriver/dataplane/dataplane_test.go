@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -346,5 +347,33 @@ func TestSwitchBatch(t *testing.T) {
 	}
 	if u := pb.out[1]; u[1] != 0 || !bytes.HasSuffix(u, []byte("udp")) {
 		t.Fatalf("plain frame % x", u)
+	}
+}
+
+// TestSwitchKeepsOrder: more packets for one container than a held batch
+// reach it in the order they came (a full batch is written before the
+// next packet, not after it).
+func TestSwitchKeepsOrder(t *testing.T) {
+	s := New(func() Sender { return &fakeSender{} }, nil)
+	s.AddNetwork("n1", pool1)
+	pb := newChanPort()
+	must(t, s.Attach(Endpoint{ID: "b", Network: "n1", Addr: netip.MustParseAddr("10.0.1.6"), MAC: macB, Pools: pool1}, pb))
+	defer s.Close()
+	n := batch + 3
+	for i := range n {
+		if !s.Deliver(ipv4("10.0.1.77", "10.0.1.6", fmt.Appendf(nil, "p%03d", i))) {
+			t.Fatal("not taken")
+		}
+	}
+	s.Flush()
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	if len(pb.out) != n {
+		t.Fatalf("%d frames, want %d", len(pb.out), n)
+	}
+	for i, f := range pb.out {
+		if want := fmt.Appendf(nil, "p%03d", i); !bytes.HasSuffix(f, want) {
+			t.Fatalf("frame %d ends %q, want %q", i, f[len(f)-4:], want)
+		}
 	}
 }
