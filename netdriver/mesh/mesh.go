@@ -47,8 +47,11 @@
 //
 // # Limits
 //
-//   - Every cluster member is trusted: a node holding the cluster key may
-//     announce any IPv4 prefix except this node's own, and may relay.
+//   - A cluster member may relay, and may announce IPv4 prefixes, but it
+//     cannot take what another holds: a mesh address belongs to the first
+//     key that announced it (kept in Options.AddrBookFile), a prefix stays
+//     with its current holder while that holder announces it and is live,
+//     and nothing overlapping this node's own addresses is routed away.
 //   - Nodes behind one NAT reach each other through a public peer's relay
 //     unless the NAT hairpins, or they list each other's LAN address in
 //     Peers (then they talk directly).
@@ -123,7 +126,10 @@ type Mesh struct {
 	info     []byte         // encoded NodeInfo for handshakes
 	publicEP netip.AddrPort // how peers see us, from gossip
 
-	routes atomic.Pointer[routeTable]
+	routes    atomic.Pointer[routeTable]
+	contested atomic.Bool // some prefix has several claimants
+	meshNet   netip.Prefix
+	book      *addrBook
 
 	idxMu sync.RWMutex
 	index map[uint32]indexEntry
@@ -224,6 +230,12 @@ func New(opts Options) (*Mesh, error) {
 			s.addrs = []netip.AddrPort{netip.AddrPortFrom(a.Unmap(), s.port)}
 		}
 		m.seeds = append(m.seeds, s)
+	}
+	if opts.Addr.IsValid() {
+		m.meshNet = opts.Addr.Masked()
+	}
+	if m.book, err = loadAddrBook(opts.AddrBookFile); err != nil {
+		return nil, err
 	}
 	m.routes.Store(&routeTable{})
 	return m, nil
@@ -402,17 +414,48 @@ func (m *Mesh) Routes() []Route {
 
 // rebuildRoutes recomputes the route table from every peer's prefixes.
 func (m *Mesh) rebuildRoutes() {
+	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var claims []routeClaim
 	for _, p := range m.peers {
 		p.mu.Lock()
+		live := now-p.lastRx.Load() < m.pathTimeout
 		for _, pf := range p.prefixes {
-			claims = append(claims, routeClaim{prefix: pf, peer: p, when: p.prefixSince[pf]})
+			claims = append(claims, routeClaim{prefix: pf, peer: p, when: p.prefixSince[pf], live: live})
 		}
 		p.mu.Unlock()
 	}
-	m.routes.Store(buildRoutes(m.prefixes, claims))
+	t, refused, contested := buildRoutes(routeInput{own: m.prefixes, meshNet: m.meshNet, book: m.book, prev: m.routes.Load(), claims: claims})
+	m.routes.Store(t)
+	m.contested.Store(contested)
+	if err := m.book.takeErr(); err != nil {
+		m.log.WithError(err).Error("address book")
+	}
+	byPeer := map[*peer]map[netip.Prefix]bool{}
+	for _, c := range refused {
+		if byPeer[c.peer] == nil {
+			byPeer[c.peer] = map[netip.Prefix]bool{}
+		}
+		byPeer[c.peer][c.prefix] = true
+	}
+	for _, p := range m.peers {
+		now := byPeer[p]
+		p.mu.Lock()
+		for pf := range now {
+			if p.refused[pf] {
+				continue
+			}
+			m.stats.refusedClaims.Add(1)
+			f := logrus.Fields{"peer": p.key.Short(), "prefix": pf}
+			if k, ok := m.book.owner(pf.Addr()); ok && pf.IsSingleIP() {
+				f["owner"] = k.Short()
+			}
+			m.log.WithFields(f).Warn("refused a peer's claim inside the mesh network: the address belongs to another key, or the key already has one")
+		}
+		p.refused = now
+		p.mu.Unlock()
+	}
 }
 
 // peerLocked returns the peer with key k, creating it if create is set.

@@ -87,6 +87,11 @@ type Options struct {
 	// Peers are kept as long as their address is. Zero: 10 minutes.
 	PeerExpiry time.Duration
 
+	// AddrBookFile is where the binding of each node's mesh address to its
+	// static key (first key seen wins) is kept across restarts, e.g. next
+	// to the private key. Zero: the bindings live in memory only.
+	AddrBookFile string
+
 	// Receiver, if set, is offered every received data packet before TUN
 	// (meshnet's container switch). Zero: every packet goes to TUN.
 	Receiver Receiver

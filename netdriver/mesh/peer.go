@@ -48,6 +48,7 @@ type peer struct {
 	relays        map[*peer]int64        // peers that gossiped a direct path to it
 	prefixes      []netip.Prefix         // what it announced, authenticated
 	prefixSince   map[netip.Prefix]int64 // when it first announced each of them
+	refused       map[netip.Prefix]bool  // claims refused (logged once)
 	queue         [][]byte               // packets waiting for a session, at headroom
 	gossipDue     bool
 	lastGossip    int64

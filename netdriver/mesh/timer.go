@@ -89,6 +89,9 @@ func (m *Mesh) tick(w *worker, now int64) {
 	if m.expirePeers(now) {
 		changed = true
 	}
+	if m.contested.Load() {
+		changed = true // a claimant's liveness may have changed
+	}
 	if changed {
 		m.rebuildRoutes()
 	}
