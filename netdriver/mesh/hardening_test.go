@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homeswarm/homeswarm/netdriver/conn"
 	"github.com/homeswarm/homeswarm/netdriver/conn/bindtest"
 	"github.com/homeswarm/homeswarm/netdriver/tun/tuntest"
+	"github.com/homeswarm/homeswarm/netdriver/wire"
 )
 
 // routeOwner returns the public key n routes prefix to, or "".
@@ -132,4 +134,203 @@ func TestContainerAddressMovesOnlyWhenReleased(t *testing.T) {
 	// C dies without withdrawing: once it is unreachable, B has it
 	c.m.Close()
 	waitFor(t, 5*time.Second, "address back to B after C died", func() bool { return a.routeOwner(moved) == bk })
+}
+
+// memberInits returns n fresh messages 1 sealed with the test cluster key,
+// made by a node that is not running, whose clock is clock.
+func memberInits(t testing.TB, n int, clock func() time.Time) [][]byte {
+	t.Helper()
+	k, err := GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Options{PrivateKey: k, ClusterKey: testClusterKey, TUN: tuntest.New("gen", DefaultMTU),
+		Bind: bindtest.NewNetwork().Bind(ap("192.0.2.250:1")), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	m.clock = clock
+	out := make([][]byte, n)
+	for i := range out {
+		_, msg := m.newInitiation(m.now())
+		if msg == nil {
+			t.Fatal("no init")
+		}
+		out[i] = msg
+	}
+	return out
+}
+
+// TestSpoofedJunkDoesNotStarveHandshakes: 4-byte junk spoofed from the
+// home NAT's address at ~400 pps (issue 12, item 2a) used up that
+// address's handshake rate limit before any check, so the home node never
+// completed a handshake. Junk is now dropped as malformed without a charge.
+func TestSpoofedJunkDoesNotStarveHandshakes(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	nat := net.NewNAT(netip.MustParseAddr("203.0.113.1"))
+	vps := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, func(o *Options) { o.HandshakeRate = 20 })
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		n := 0
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- n
+				return
+			case <-tk.C:
+			}
+			for range 4 { // 400 pps
+				if net.Spoof(ap("203.0.113.1:40000"), ap("192.0.2.2:3210"), []byte{wire.TypeHandshakeInit, 0, 0, 0}) {
+					n++
+				}
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // the old bucket (burst 40) is long empty
+	home := newNode(t, nat.Bind(ap("192.168.1.10:3210")), "10.254.0.10/24", []string{"192.0.2.2:3210"})
+	err := tryPing(home, vps, 3*time.Second)
+	close(stop)
+	sent := <-done
+	d := vps.m.Status().Drops
+	t.Logf("spoofed junk sent %d, drops %v", sent, d)
+	if err != nil {
+		t.Fatalf("home node starved by spoofed junk: %v", err)
+	}
+	if d["malformed"] == 0 || d["handshake_rate"] != 0 {
+		t.Fatalf("junk not counted as malformed, or charged: %v", d)
+	}
+}
+
+// TestReplayedInitsDoNotLockOut: one captured message 1 replayed 40 times
+// from each of 110 source addresses (issue 12, item 2b) filled the pending
+// table, cost two Diffie-Hellman and a reply each, and locked out a
+// legitimate node. Copies are now dropped as handshake_replay before any
+// Diffie-Hellman, reply or state.
+func TestReplayedInitsDoNotLockOut(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	capt := &capture{typ: wire.TypeHandshakeInit, to: ap("192.0.2.2:3210")}
+	net.SetFilter(capt.filter)
+	slow := func(o *Options) { o.HandshakeTimeout = 5 * time.Second } // pending state lives 10 s
+	vps := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, slow)
+	x := newNode(t, net.Bind(ap("192.0.2.3:3210")), "10.254.0.3/24", []string{"192.0.2.2:3210"})
+	ping(t, x, vps, 5*time.Second)
+	init := capt.get(0)
+	answered := vps.m.Status().Handshakes
+	sent := 0
+	for src := range 110 {
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(src)}), 4000)
+		for range 40 {
+			for !net.Spoof(from, ap("192.0.2.2:3210"), init) {
+				time.Sleep(time.Millisecond) // receive queue full
+			}
+			sent++
+		}
+	}
+	waitFor(t, 5*time.Second, "replays processed", func() bool {
+		return vps.m.Status().Drops["handshake_replay"] >= uint64(sent)
+	})
+	vps.m.idxMu.RLock()
+	pending := vps.m.nResp
+	vps.m.idxMu.RUnlock()
+	t.Logf("replays %d, drops %v, pending %d", sent, vps.m.Status().Drops, pending)
+	if pending > 1 {
+		t.Fatalf("%d responder handshakes pending after replays", pending)
+	}
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"}, slow)
+	ping(t, a, vps, 2*time.Second)
+	if got := vps.m.Status().Handshakes; got != answered+1 {
+		t.Fatalf("handshakes %d, want %d", got, answered+1)
+	}
+}
+
+// TestStaleInitDropped: a message 1 older (or newer) than the clock window
+// is dropped as handshake_stale, without an answer.
+func TestStaleInitDropped(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	vps := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, func(o *Options) { o.MaxClockSkew = time.Minute })
+	x := net.Bind(ap("198.51.100.9:1"))
+	old := memberInits(t, 1, func() time.Time { return time.Now().Add(-2 * time.Minute) })
+	future := memberInits(t, 1, func() time.Time { return time.Now().Add(2 * time.Minute) })
+	x.WriteBatch([]conn.Message{{Buf: old[0], Addr: ap("192.0.2.2:3210")}, {Buf: future[0], Addr: ap("192.0.2.2:3210")}})
+	waitFor(t, 3*time.Second, "stale inits dropped", func() bool { return vps.m.Status().Drops["handshake_stale"] == 2 })
+	vps.m.idxMu.RLock()
+	defer vps.m.idxMu.RUnlock()
+	if vps.m.nResp != 0 {
+		t.Fatal("stale init answered")
+	}
+}
+
+// TestReplayCacheBounded: the cache of answered messages 1 keeps at most
+// its bound, forgetting the oldest, and forgets entries past the window.
+func TestReplayCacheBounded(t *testing.T) {
+	t.Parallel()
+	c := newInitCache(4)
+	now := time.Now()
+	for i := range 6 {
+		c.add([32]byte{byte(i)}, now.Add(time.Duration(i)*time.Second))
+	}
+	if c.len() != 4 || c.seenBefore([32]byte{0}) || c.seenBefore([32]byte{1}) || !c.seenBefore([32]byte{5}) {
+		t.Fatalf("bound: %d entries", c.len())
+	}
+	c.prune(now.Add(3500 * time.Millisecond))
+	if c.len() != 2 || !c.seenBefore([32]byte{4}) {
+		t.Fatalf("prune: %d entries", c.len())
+	}
+}
+
+// TestForgedHandshakeMessageKeepsHandshake: one forged message 2 or 3
+// naming an in-flight handshake's index used to kill it (issue 12, item 6):
+// the real message that followed was dropped as unknown_index and the
+// handshake waited for a retry. The state is now kept until a message
+// authenticates, so the real one completes it at once.
+func TestForgedHandshakeMessageKeepsHandshake(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		typ  byte
+	}{{"message 2", wire.TypeHandshakeResp}, {"message 3", wire.TypeHandshakeFinal}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			net := bindtest.NewNetwork()
+			aAddr, bAddr := ap("192.0.2.1:3210"), ap("192.0.2.2:3210")
+			to, from := aAddr, bAddr // message 2 goes from B to A
+			if tt.typ == wire.TypeHandshakeFinal {
+				to, from = bAddr, aAddr
+			}
+			capt := &capture{typ: tt.typ, to: to}
+			capt.withhold.Store(1)
+			net.SetFilter(capt.filter)
+			slow := func(o *Options) { o.HandshakeTimeout = 3 * time.Second } // no retry within the test
+			b := newNode(t, net.Bind(bAddr), "10.254.0.2/24", nil, slow)
+			a := newNode(t, net.Bind(aAddr), "10.254.0.1/24", []string{bAddr.String()}, slow)
+			recv := a
+			if tt.typ == wire.TypeHandshakeFinal {
+				recv = b
+			}
+			waitFor(t, 2*time.Second, "message withheld", func() bool { return capt.len() > 0 })
+			real := capt.get(0)
+			forged := slices.Clone(real)
+			forged[len(forged)-1] ^= 1
+			start := time.Now()
+			if !net.Spoof(from, to, forged) || !net.Spoof(from, to, real) {
+				t.Fatal("spoof")
+			}
+			waitFor(t, time.Second, "handshake completed by the real message", func() bool {
+				return a.m.Status().Handshakes >= 1 && b.m.Status().Handshakes >= 1
+			})
+			t.Logf("completed %v after the forged message", time.Since(start))
+			if recv.m.Status().Drops["handshake_auth"] == 0 {
+				t.Fatalf("forged message not counted: %v", recv.m.Status().Drops)
+			}
+			ping(t, a, b, time.Second)
+			ping(t, b, a, time.Second)
+		})
+	}
 }

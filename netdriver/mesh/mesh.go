@@ -26,8 +26,13 @@
 // See session.go for the Noise handshake. Sessions are rekeyed every
 // RekeyAfter (or after RekeyAfterMessages); the replaced session keeps
 // receiving for HandshakeTimeout so in-flight packets are not lost, and no
-// session is used after RejectAfter. Handshake messages are rate limited per
-// source address.
+// session is used after RejectAfter. A stranger's handshake messages are
+// dropped before they cost a Diffie-Hellman or a reply: malformed, not
+// sealed with the cluster key, outside the clock window (message 1 carries
+// a TAI64N timestamp), a replayed copy of a message 1 already answered, or
+// naming no handshake in flight; only then is the source address charged
+// to its rate limit. A forged message 2 or 3 cannot kill the handshake it
+// names, and unfinished responder state is bounded (the oldest goes).
 //
 // # Relay
 //
@@ -131,8 +136,13 @@ type Mesh struct {
 	meshNet   netip.Prefix
 	book      *addrBook
 
-	idxMu sync.RWMutex
-	index map[uint32]indexEntry
+	idxMu      sync.RWMutex
+	index      map[uint32]indexEntry
+	responders []*handshake // unfinished responder handshakes, oldest first (some already gone)
+	nResp      int          // how many of them are still in index
+
+	inits *initCache // message 1s answered within the clock window
+	clock func() time.Time
 
 	stats stats
 
@@ -186,6 +196,8 @@ func New(opts Options) (*Mesh, error) {
 		peers:   map[Key]*peer{},
 		byID:    map[uint64]*peer{},
 		index:   map[uint32]indexEntry{},
+		inits:   newInitCache(maxInitCache),
+		clock:   time.Now,
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -494,14 +506,55 @@ func (m *Mesh) newIndex(e indexEntry) uint32 {
 
 func (m *Mesh) setIndex(i uint32, e indexEntry) {
 	m.idxMu.Lock()
+	m.deleteIndexLocked(i)
 	m.index[i] = e
 	m.idxMu.Unlock()
 }
 
 func (m *Mesh) dropIndex(i uint32) {
 	m.idxMu.Lock()
-	delete(m.index, i)
+	m.deleteIndexLocked(i)
 	m.idxMu.Unlock()
+}
+
+func (m *Mesh) deleteIndexLocked(i uint32) {
+	if e, ok := m.index[i]; ok {
+		if e.hs != nil && !e.hs.initiator {
+			m.nResp--
+		}
+		delete(m.index, i)
+	}
+}
+
+// newResponder registers responder handshake h under a fresh index. When
+// maxPendingHandshakes are unfinished, the oldest is forgotten: its
+// initiator retries, and no flood of messages 1 keeps a node out.
+func (m *Mesh) newResponder(h *handshake) uint32 {
+	i := m.newIndex(indexEntry{hs: h})
+	m.idxMu.Lock()
+	defer m.idxMu.Unlock()
+	h.local = i
+	m.nResp++
+	m.responders = append(m.responders, h)
+	for m.nResp > maxPendingHandshakes && len(m.responders) > 0 {
+		old := m.responders[0]
+		m.responders = m.responders[1:]
+		if e := m.index[old.local]; e.hs == old {
+			m.deleteIndexLocked(old.local)
+			m.drop(dropPendingEvicted)
+		}
+	}
+	if len(m.responders) > 2*maxPendingHandshakes {
+		live := m.responders[:0]
+		for _, r := range m.responders {
+			if m.index[r.local].hs == r {
+				live = append(live, r)
+			}
+		}
+		clear(m.responders[len(live):])
+		m.responders = live
+	}
+	return i
 }
 
 func (m *Mesh) lookupIndex(i uint32) indexEntry {

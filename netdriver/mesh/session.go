@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/sha256"
@@ -25,7 +26,10 @@ import (
 // key: both static keys travel encrypted. psk0 mixes the cluster key (via
 // HKDF) in before the first message, so message 1 already carries a tag
 // that only cluster members can produce: a responder rejects outsiders after
-// one hash and one AEAD open, before any Diffie-Hellman. Both sides use
+// one hash and one AEAD open, before any Diffie-Hellman. Message 1's sealed
+// payload is a TAI64N timestamp: copies outside the clock window, or seen
+// before within it (initCache), are dropped at the same cost, so a captured
+// message 1 cannot be replayed to make us work or keep state. Both sides use
 // fresh ephemeral keys, so recorded traffic stays secret even if static keys
 // or the cluster key leak later (forward secrecy). After the third message
 // each side holds two ChaCha20-Poly1305 keys, used by the transport below
@@ -33,7 +37,9 @@ import (
 // reordered or lost UDP packets do not break the session.
 var (
 	cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
-	prologue    = []byte("homeswarm meshnet v1")
+	// v2: message 1 carries a timestamp (v1 nodes and v2 nodes refuse
+	// each other's handshakes: upgrade every node).
+	prologue = []byte("homeswarm meshnet v2")
 )
 
 // derivePSK turns the cluster secret of any length into the Noise PSK.
@@ -45,8 +51,12 @@ func derivePSK(clusterKey []byte) ([]byte, error) {
 	return psk, nil
 }
 
-func (m *Mesh) newNoise(initiator bool) (*noise.HandshakeState, error) {
+// newNoise returns a handshake state whose ephemeral key is drawn from
+// eseed: the same seed gives the same messages, so a state spoiled by a
+// message that failed to authenticate can be rebuilt (see handshake.rebuild).
+func (m *Mesh) newNoise(initiator bool, eseed *[32]byte) (*noise.HandshakeState, error) {
 	return noise.NewHandshakeState(noise.Config{
+		Random:                bytes.NewReader(eseed[:]),
 		CipherSuite:           cipherSuite,
 		Pattern:               noise.HandshakeXX,
 		Initiator:             initiator,
@@ -134,8 +144,13 @@ func (kp *keypair) replayAccept(ctr uint64) bool {
 }
 
 // handshake is a handshake in progress, registered under its local index.
+// Its Noise state is kept until a message authenticates: a forged message
+// 2 or 3 that names its index only spoils the state (flynn/noise leaves a
+// failed read half-applied), which is then rebuilt from the inputs kept
+// here before the next message is read.
 type handshake struct {
 	state     *noise.HandshakeState
+	spoiled   bool // state must be rebuilt before the next read
 	local     uint32
 	remote    uint32 // responder only: the initiator's index
 	initiator bool
@@ -143,6 +158,31 @@ type handshake struct {
 	created   int64
 	peer      *peer // initiator: the peer we meant to reach, if known
 	seed      *seed // initiator: the bootstrap address we dialled, if any
+
+	eseed [32]byte // our ephemeral key's seed
+	msg1  []byte   // initiator: message 1's payload; responder: message 1's Noise bytes
+	sent  []byte   // responder: the payload of the message 2 we sent
+}
+
+// rebuild recreates h's Noise state as it was after the last message we
+// sent. For a responder this costs the two Diffie-Hellman of message 2.
+func (m *Mesh) rebuild(h *handshake) error {
+	st, err := m.newNoise(h.initiator, &h.eseed)
+	if err != nil {
+		return err
+	}
+	if h.initiator {
+		_, _, _, err = st.WriteMessage(nil, h.msg1)
+	} else {
+		if _, _, _, err = st.ReadMessage(nil, h.msg1); err == nil {
+			_, _, _, err = st.WriteMessage(nil, h.sent)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild handshake: %w", err)
+	}
+	h.state, h.spoiled = st, false
+	return nil
 }
 
 // indexEntry is what a session index names.

@@ -23,12 +23,16 @@ const (
 	dropNoSession                          // queue full while handshaking
 	dropRelay                              // relay impossible or not allowed
 	dropTUNWrite                           // TUN rejected a packet
+	dropHandshakeStale                     // message 1's timestamp outside the clock window
+	dropHandshakeReplay                    // a copy of a message 1 already answered
+	dropPendingEvicted                     // unfinished responder handshake forgotten for a newer one
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "unknown_index", "expired", "replay", "auth", "handshake_auth",
 	"handshake_rate", "no_route", "not_ipv4", "source_not_allowed", "no_session", "relay", "tun_write",
+	"handshake_stale", "handshake_replay", "handshake_evicted",
 }
 
 type stats struct {

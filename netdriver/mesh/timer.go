@@ -246,10 +246,11 @@ func (m *Mesh) pruneHandshakes(now int64) {
 	m.idxMu.Lock()
 	for i, e := range m.index {
 		if e.hs != nil && now-e.hs.created > limit {
-			delete(m.index, i)
+			m.deleteIndexLocked(i)
 		}
 	}
 	m.idxMu.Unlock()
+	m.inits.prune(m.clock().Add(-2 * m.opts.MaxClockSkew)) // a copy is fresh until ts+skew, ts up to skew ahead
 }
 
 // resolveLoop resolves bootstrap host names now and every ResolveInterval.
