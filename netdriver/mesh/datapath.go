@@ -341,6 +341,7 @@ func (m *Mesh) roam(p *peer, src netip.AddrPort, now int64) {
 		}
 		p.endpoint = src
 	}
+	p.endpointGossiped = false
 	m.setPathLocked(p, m.choosePathLocked(p, now))
 	p.mu.Unlock()
 }

@@ -38,6 +38,18 @@ func (m *Mesh) initiate(w *worker, p *peer, now int64) {
 	default:
 		pt = direct
 	}
+	if pt.via == nil && p.endpointGossiped && pt.ep == p.endpoint && !m.allowProbe(pt.ep.Addr(), now) {
+		// An endpoint we only know from gossip: a member could name any
+		// address, so probes to it are limited (the relay is not).
+		m.drop(dropProbeRate)
+		pt = relayed
+		if !pt.valid() {
+			p.attempts++
+			p.lastInit = now
+			p.mu.Unlock()
+			return
+		}
+	}
 	if !pt.valid() {
 		p.mu.Unlock()
 		return
@@ -56,6 +68,12 @@ func (m *Mesh) initiate(w *worker, p *peer, now int64) {
 	p.lastInit = now
 	p.mu.Unlock()
 	m.sendRaw(w, pt, msg)
+}
+
+// allowProbe charges a handshake to a gossiped endpoint at address a to the
+// probe limits: per address, and for all such addresses together.
+func (m *Mesh) allowProbe(a netip.Addr, now int64) bool {
+	return m.probeAddr.allow(a, now) && m.probeAll.allow(netip.Addr{}, now)
 }
 
 // newInitiation registers a new initiator handshake and returns message 1.
@@ -304,6 +322,10 @@ func (m *Mesh) markSelf(h *handshake) {
 func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, from path, h *handshake, now int64) *peer {
 	m.mu.Lock()
 	p := m.peerLocked(remote, true)
+	if r := p.introducer; r != nil {
+		r.unvouched-- // its gossip about p was true
+		p.introducer = nil
+	}
 	m.mu.Unlock()
 	kp.peer = p
 	m.setIndex(kp.local, indexEntry{kp: kp})
@@ -329,7 +351,7 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 	}
 	p.attempts = 0
 	if from.via == nil {
-		p.endpoint = from.ep
+		p.endpoint, p.endpointGossiped = from.ep, false
 		p.lastDirectRx.Store(now)
 	} else {
 		p.via = from.via

@@ -1,11 +1,13 @@
 package mesh
 
 import (
+	cryptorand "crypto/rand"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,4 +335,65 @@ func TestForgedHandshakeMessageKeepsHandshake(t *testing.T) {
 			ping(t, b, a, time.Second)
 		})
 	}
+}
+
+// TestGossipPoisoningBounded: 100 gossip packets of made-up peers from a
+// member (issue 12, item 3) gave the victim 3201 peers and made it send
+// 6016 handshake inits to a third-party address. A gossiper is now believed
+// only while the peers it introduced turn out to exist, and handshakes to
+// endpoints known only from gossip are rate limited.
+func TestGossipPoisoningBounded(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	victimAddr, third := ap("192.0.2.1:3210"), ap("198.51.100.200:3210")
+	var inits atomic.Int64
+	net.SetFilter(func(_, to netip.AddrPort, b []byte) bool {
+		if to == third && wire.Type(b) == wire.TypeHandshakeInit {
+			inits.Add(1)
+		}
+		return true
+	})
+	net.Bind(third) // a host that never answers
+	victim := newNode(t, net.Bind(victimAddr), "10.254.0.1/24", nil)
+	evil := newNode(t, net.Bind(ap("192.0.2.66:3210")), "10.254.0.66/24", []string{victimAddr.String()})
+	ping(t, evil, victim, 5*time.Second)
+
+	evil.m.mu.Lock()
+	vp := evil.m.peers[victim.m.PublicKey()]
+	evil.m.mu.Unlock()
+	kp := vp.sendable(evil.m.now())
+	w := &worker{}
+	made := 0
+	for range 100 {
+		var g wire.Gossip
+		for range wire.MaxGossipEntries {
+			var k [32]byte
+			cryptorand.Read(k[:])
+			g.Entries = append(g.Entries, wire.GossipEntry{Key: k, Endpoint: third})
+			made++
+		}
+		b, err := g.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil.m.sendSealed(w, vp, kp, wire.TypeGossip, b, nil)
+		evil.m.flush(w)
+	}
+	waitFor(t, 3*time.Second, "gossip processed", func() bool {
+		d := victim.m.Status().Drops
+		return d["gossip_unvouched"]+d["peer_limit"] >= uint64(made-maxUnvouched)
+	})
+	time.Sleep(2 * time.Second) // many handshake timeouts (100 ms here) and ticks
+	peers := len(victim.m.Status().Peers)
+	n := inits.Load()
+	t.Logf("%d made-up peers gossiped: victim knows %d peers, sent %d inits to %v in ~2 s; drops %v", made, peers, n, third, victim.m.Status().Drops)
+	if peers > 1+maxUnvouched {
+		t.Fatalf("victim keeps %d peers", peers)
+	}
+	// 2 s of probes: a burst of 2*probeRate and probeRate a second after
+	if n > 2*probeRate+3*probeRate {
+		t.Fatalf("%d handshakes sent to the third party", n)
+	}
+	// the gossiping member still works, and real gossip still works
+	ping(t, victim, evil, time.Second)
 }

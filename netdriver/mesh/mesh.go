@@ -121,6 +121,8 @@ type Mesh struct {
 	epoch       time.Time
 	pathTimeout int64
 	limiter     *limiter
+	probeAddr   *limiter // handshakes to gossiped endpoints, per address
+	probeAll    *limiter // the same, all addresses (one bucket)
 	kick        chan struct{}
 
 	mu       sync.Mutex
@@ -190,16 +192,18 @@ func New(opts Options) (*Mesh, error) {
 		log:  opts.Logger,
 		// The clock starts a day in the past so that a zero timestamp
 		// ("never") is always long ago.
-		epoch:   time.Now().Add(-24 * time.Hour),
-		limiter: newLimiter(opts.HandshakeRate),
-		kick:    make(chan struct{}, 1),
-		peers:   map[Key]*peer{},
-		byID:    map[uint64]*peer{},
-		index:   map[uint32]indexEntry{},
-		inits:   newInitCache(maxInitCache),
-		clock:   time.Now,
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		epoch:     time.Now().Add(-24 * time.Hour),
+		limiter:   newLimiter(opts.HandshakeRate),
+		probeAddr: newLimiter(probeRate),
+		probeAll:  newLimiter(probeRateAll),
+		kick:      make(chan struct{}, 1),
+		peers:     map[Key]*peer{},
+		byID:      map[uint64]*peer{},
+		index:     map[uint32]indexEntry{},
+		inits:     newInitCache(maxInitCache),
+		clock:     time.Now,
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	if m.log == nil {
 		m.log = logrus.NewEntry(logrus.StandardLogger())

@@ -26,6 +26,9 @@ const (
 	dropHandshakeStale                     // message 1's timestamp outside the clock window
 	dropHandshakeReplay                    // a copy of a message 1 already answered
 	dropPendingEvicted                     // unfinished responder handshake forgotten for a newer one
+	dropGossipUnvouched                    // gossiped peer ignored: its gossiper has too many unverified ones
+	dropPeerLimit                          // gossiped peer ignored: maxPeers known
+	dropProbeRate                          // handshake to a gossiped endpoint held back by the probe limit
 	numDropReasons
 )
 
@@ -33,6 +36,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "unknown_index", "expired", "replay", "auth", "handshake_auth",
 	"handshake_rate", "no_route", "not_ipv4", "source_not_allowed", "no_session", "relay", "tun_write",
 	"handshake_stale", "handshake_replay", "handshake_evicted",
+	"gossip_unvouched", "peer_limit", "probe_rate",
 }
 
 type stats struct {
