@@ -548,7 +548,7 @@ func (m *Mesh) newResponder(h *handshake) uint32 {
 			m.drop(dropPendingEvicted)
 		}
 	}
-	if len(m.responders) > 2*maxPendingHandshakes {
+	if len(m.responders) > 2*m.nResp+64 { // finished ones: let them go
 		live := m.responders[:0]
 		for _, r := range m.responders {
 			if m.index[r.local].hs == r {

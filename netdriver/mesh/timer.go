@@ -63,7 +63,7 @@ func (m *Mesh) tick(w *worker, now int64) {
 			if p := m.peers[s.key]; p != nil {
 				p.mu.Lock()
 				if p.current == nil && p.hs == nil && !slices.Contains(s.addrs, p.endpoint) {
-					p.endpoint = s.addrs[0]
+					p.endpoint, p.endpointGossiped = s.addrs[0], false
 					m.setPathLocked(p, m.choosePathLocked(p, now))
 				}
 				p.mu.Unlock()
