@@ -454,3 +454,38 @@ func TestPendingHandshakesBounded(t *testing.T) {
 		t.Fatalf("pending %d, remembered %d", m.nResp, len(m.responders))
 	}
 }
+
+// TestRandomInputCountedNeverPanics: datagrams of every type with random
+// contents and lengths, from spoofed sources, are each dropped and counted,
+// and the node keeps working.
+func TestRandomInputCountedNeverPanics(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil)
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"})
+	ping(t, a, b, 5*time.Second)
+	total := func() (n uint64) {
+		for _, v := range b.m.Status().Drops {
+			n += v
+		}
+		return n
+	}
+	before := total()
+	const n = 2000
+	buf := make([]byte, 1500)
+	for i := range n {
+		cryptorand.Read(buf)
+		l := int(buf[0])*6%1500 + 1
+		if i%2 == 0 {
+			buf[0], buf[1], buf[2], buf[3] = byte(1+i%7), 0, 0, 0
+		}
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), uint16(1000+i))
+		for !net.Spoof(from, ap("192.0.2.2:3210"), buf[:l]) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor(t, 5*time.Second, "every datagram counted", func() bool { return total()-before >= n })
+	t.Logf("drops %v", b.m.Status().Drops)
+	ping(t, a, b, 2*time.Second)
+	ping(t, b, a, 2*time.Second)
+}
