@@ -55,6 +55,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if len(c.Key) < MinKeyLen {
 		return bad("MESH_KEY must be set, at least %d characters (try: openssl rand -hex 32)", MinKeyLen)
 	}
+	if b := KeyBits(c.Key); b < MinKeyBits {
+		return bad("MESH_KEY is too easy to guess (about %.0f bits of entropy, at least %d needed: no repeats, a larger alphabet or more characters); make one with: openssl rand -hex 32", b, MinKeyBits)
+	}
 	var err error
 	if c.Port, err = settings.Port("MESH_PORT", getenv("MESH_PORT"), c.Port); err != nil {
 		return c, err

@@ -22,6 +22,12 @@ func TestConfigFromEnv(t *testing.T) {
 		}},
 		{"no key", map[string]string{"MESH_ADDR": "10.254.0.1/24"}, "MESH_KEY must be set", nil},
 		{"short key", map[string]string{"MESH_KEY": "abc", "MESH_ADDR": "10.254.0.1/24"}, "MESH_KEY", nil},
+		{"repeated key", map[string]string{"MESH_KEY": "aaaaaaaaaaaaaaaaaaaaaaaa", "MESH_ADDR": "10.254.0.1/24"}, "MESH_KEY is too easy to guess", nil},
+		{"doubled word", map[string]string{"MESH_KEY": "passwordpassword", "MESH_ADDR": "10.254.0.1/24"}, "MESH_KEY is too easy to guess", nil},
+		{"repeated phrase", map[string]string{"MESH_KEY": "Password123!Password123!", "MESH_ADDR": "10.254.0.1/24"}, "MESH_KEY is too easy to guess", nil},
+		{"64-bit hex key", map[string]string{"MESH_KEY": "0123456789abcdef", "MESH_ADDR": "10.254.0.1/24"}, "MESH_KEY is too easy to guess", nil},
+		{"hex key", map[string]string{"MESH_KEY": "9f86d081884c7d659a2feaa0c55ad015", "MESH_ADDR": "10.254.0.1/24"}, "", func(c Config) bool { return true }},
+		{"base64 key", map[string]string{"MESH_KEY": "q3Zx/7Kp0Lw+9aTm", "MESH_ADDR": "10.254.0.1/24"}, "", func(c Config) bool { return true }},
 		{"no addr", map[string]string{"MESH_KEY": key}, "MESH_ADDR", nil},
 		{"network addr", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.0/24"}, "MESH_ADDR", nil},
 		{"host route", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/32"}, "MESH_ADDR", nil},
@@ -37,7 +43,7 @@ func TestConfigFromEnv(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
 				}
-				if strings.Contains(err.Error(), key) {
+				if strings.Contains(err.Error(), key) || strings.Contains(err.Error(), tc.env["MESH_KEY"]) && tc.env["MESH_KEY"] != "" {
 					t.Fatal("error reveals MESH_KEY")
 				}
 				return
@@ -46,5 +52,24 @@ func TestConfigFromEnv(t *testing.T) {
 				t.Fatalf("ConfigFromEnv = %+v, %v", c, err)
 			}
 		})
+	}
+}
+
+func TestKeyBits(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		key      string
+		min, max float64
+	}{
+		{"", 0, 0},
+		{"aaaaaaaaaaaaaaaa", 0, 10},
+		{"0123456789abcdef", 64, 64},                           // 16 hex digits
+		{strings.Repeat("ab12", 8), 0, 30},                     // a period of 4
+		{"9f86d081884c7d659a2feaa0c55ad0159f86d081", 100, 160}, // 40 hex digits (counted as at most 2 per distinct one)
+		{"not-the-mesh-key-at-all", 100, 200},                  // the e2e tests' wrong key must be accepted
+	} {
+		if b := KeyBits(tc.key); b < tc.min || b > tc.max {
+			t.Errorf("KeyBits(%q) = %.1f, want %v..%v", tc.key, b, tc.min, tc.max)
+		}
 	}
 }

@@ -220,21 +220,19 @@ func (m *Mesh) receive(w *worker, b []byte, src netip.AddrPort, relay *peer, rel
 	t := wire.Type(b)
 	switch {
 	case t >= wire.TypeHandshakeInit && t <= wire.TypeHandshakeFinal:
-		if !m.limiter.allow(src.Addr(), now) {
-			m.drop(dropHandshakeRate)
-			return
-		}
+		// each handler charges src's rate limit only after the checks
+		// that cost no Diffie-Hellman
 		from := path{ep: src}
 		if relay != nil {
 			from = path{via: relay, id: relayID}
 		}
 		switch t {
 		case wire.TypeHandshakeInit:
-			m.handleInit(w, b, from, now)
+			m.handleInit(w, b, src, from, now)
 		case wire.TypeHandshakeResp:
-			m.handleResp(w, b, from, now)
+			m.handleResp(w, b, src, from, now)
 		default:
-			m.handleFinal(w, b, from, now)
+			m.handleFinal(w, b, src, from, now)
 		}
 	case wire.IsTransport(t):
 		m.handleTransport(w, b, src, relay, now)
@@ -343,6 +341,7 @@ func (m *Mesh) roam(p *peer, src netip.AddrPort, now int64) {
 		}
 		p.endpoint = src
 	}
+	p.endpointGossiped = false
 	m.setPathLocked(p, m.choosePathLocked(p, now))
 	p.mu.Unlock()
 }

@@ -1,15 +1,19 @@
 package mesh
 
 import (
+	cryptorand "crypto/rand"
 	"net/netip"
 	"time"
 
+	"github.com/flynn/noise"
 	"github.com/sirupsen/logrus"
 
 	"github.com/homeswarm/homeswarm/netdriver/wire"
 )
 
-// maxPendingHandshakes bounds responder state kept for unfinished handshakes.
+// maxPendingHandshakes bounds responder state kept for unfinished
+// handshakes; beyond it the oldest is forgotten, so that no flood can keep
+// a new node from getting a slot.
 const maxPendingHandshakes = 4096
 
 // initiate starts a handshake towards p. The first attempt uses the path
@@ -34,6 +38,18 @@ func (m *Mesh) initiate(w *worker, p *peer, now int64) {
 	default:
 		pt = direct
 	}
+	if pt.via == nil && p.endpointGossiped && pt.ep == p.endpoint && !m.allowProbe(pt.ep.Addr(), now) {
+		// An endpoint we only know from gossip: a member could name any
+		// address, so probes to it are limited (the relay is not).
+		m.drop(dropProbeRate)
+		pt = relayed
+		if !pt.valid() {
+			p.attempts++
+			p.lastInit = now
+			p.mu.Unlock()
+			return
+		}
+	}
 	if !pt.valid() {
 		p.mu.Unlock()
 		return
@@ -54,19 +70,30 @@ func (m *Mesh) initiate(w *worker, p *peer, now int64) {
 	m.sendRaw(w, pt, msg)
 }
 
+// allowProbe charges a handshake to a gossiped endpoint at address a to the
+// probe limits: per address, and for all such addresses together.
+func (m *Mesh) allowProbe(a netip.Addr, now int64) bool {
+	return m.probeAddr.allow(a, now) && m.probeAll.allow(netip.Addr{}, now)
+}
+
 // newInitiation registers a new initiator handshake and returns message 1.
 func (m *Mesh) newInitiation(now int64) (*handshake, []byte) {
-	st, err := m.newNoise(true)
+	h := &handshake{initiator: true, created: now, msg1: wire.TimestampOf(m.clock()).Append(nil)}
+	if _, err := cryptorand.Read(h.eseed[:]); err != nil {
+		m.log.WithError(err).Error("handshake setup")
+		return nil, nil
+	}
+	st, err := m.newNoise(true, &h.eseed)
 	if err != nil {
 		m.log.WithError(err).Error("handshake setup")
 		return nil, nil
 	}
-	n, _, _, err := st.WriteMessage(nil, nil)
+	n, _, _, err := st.WriteMessage(nil, h.msg1)
 	if err != nil {
 		m.log.WithError(err).Error("handshake message 1")
 		return nil, nil
 	}
-	h := &handshake{state: st, initiator: true, created: now}
+	h.state = st
 	h.local = m.newIndex(indexEntry{hs: h})
 	msg, err := wire.HandshakeInit{Sender: h.local, Noise: n}.Append(nil)
 	if err != nil {
@@ -94,37 +121,61 @@ func (m *Mesh) initiateSeed(w *worker, s *seed, addr path, now int64) {
 	m.sendRaw(w, addr, msg)
 }
 
-func (m *Mesh) handleInit(w *worker, b []byte, from path, now int64) {
+// handleInit answers message 1. What a stranger can send is dropped
+// before it costs anything but a hash and an AEAD open (and before it is
+// charged to its source address's rate limit, which a stranger could
+// otherwise spend in another's name): malformed, not sealed with the
+// cluster key, too old or new for the clock window, or a copy of a message
+// 1 already seen (replayed). Only then is the source charged and the two
+// Diffie-Hellman of message 2 done.
+func (m *Mesh) handleInit(w *worker, b []byte, src netip.AddrPort, from path, now int64) {
 	msg, err := wire.ParseHandshakeInit(b)
 	if err != nil {
 		m.drop(dropMalformed)
 		return
 	}
-	m.idxMu.RLock()
-	full := len(m.index) >= maxPendingHandshakes
-	m.idxMu.RUnlock()
-	if full {
+	h := &handshake{remote: msg.Sender, path: from, created: now, msg1: append([]byte(nil), msg.Noise...)}
+	if _, err := cryptorand.Read(h.eseed[:]); err != nil {
+		return
+	}
+	st, err := m.newNoise(false, &h.eseed)
+	if err != nil {
+		return
+	}
+	payload, _, _, err := st.ReadMessage(nil, msg.Noise)
+	if err != nil {
+		m.drop(dropHandshakeAuth)
+		return
+	}
+	ts, err := wire.ParseTimestamp(payload)
+	if err != nil {
+		m.drop(dropHandshakeAuth)
+		return
+	}
+	if d := m.clock().Sub(ts.Time()); d > m.opts.MaxClockSkew || d < -m.opts.MaxClockSkew {
+		m.drop(dropHandshakeStale)
+		return
+	}
+	eph := msg.InitEphemeral()
+	if m.inits.seenBefore(eph) {
+		m.drop(dropHandshakeReplay)
+		return
+	}
+	if !m.limiter.allow(src.Addr(), now) {
 		m.drop(dropHandshakeRate)
 		return
 	}
-	st, err := m.newNoise(false)
-	if err != nil {
-		return
-	}
-	if _, _, _, err := st.ReadMessage(nil, msg.Noise); err != nil {
-		m.drop(dropHandshakeAuth)
-		return
-	}
+	m.inits.add(eph, m.clock())
 	m.mu.Lock()
-	info := m.info
+	h.sent = m.info
 	m.mu.Unlock()
-	n, _, _, err := st.WriteMessage(nil, info)
+	n, _, _, err := st.WriteMessage(nil, h.sent)
 	if err != nil {
 		m.drop(dropHandshakeAuth)
 		return
 	}
-	h := &handshake{state: st, remote: msg.Sender, path: from, created: now}
-	h.local = m.newIndex(indexEntry{hs: h})
+	h.state = st
+	h.local = m.newResponder(h)
 	out, err := wire.HandshakeResp{Sender: h.local, Receiver: msg.Sender, Noise: n}.Append(nil)
 	if err != nil {
 		m.dropIndex(h.local)
@@ -133,7 +184,29 @@ func (m *Mesh) handleInit(w *worker, b []byte, from path, now int64) {
 	m.sendRaw(w, from, out)
 }
 
-func (m *Mesh) handleResp(w *worker, b []byte, from path, now int64) {
+// readHandshake reads message 2 or 3 into h's Noise state. A message that
+// does not authenticate leaves h in place (only spoiled, rebuilt before the
+// next read), so a forged copy cannot kill the handshake it names.
+func (m *Mesh) readHandshake(h *handshake, noiseMsg []byte) ([]byte, *noise.CipherState, *noise.CipherState, bool) {
+	if h.spoiled {
+		if err := m.rebuild(h); err != nil {
+			m.dropIndex(h.local)
+			m.drop(dropHandshakeAuth)
+			return nil, nil, nil, false
+		}
+	}
+	payload, cs1, cs2, err := h.state.ReadMessage(nil, noiseMsg)
+	if err != nil {
+		h.spoiled = true
+		m.drop(dropHandshakeAuth)
+		return nil, nil, nil, false
+	}
+	// authenticated: the attempt is used up whatever follows
+	m.dropIndex(h.local)
+	return payload, cs1, cs2, true
+}
+
+func (m *Mesh) handleResp(w *worker, b []byte, src netip.AddrPort, from path, now int64) {
 	msg, err := wire.ParseHandshakeResp(b)
 	if err != nil {
 		m.drop(dropMalformed)
@@ -144,12 +217,12 @@ func (m *Mesh) handleResp(w *worker, b []byte, from path, now int64) {
 		m.drop(dropUnknownIndex)
 		return
 	}
-	// A failed read leaves the Noise state unusable: forget the attempt,
-	// the timer retries.
-	m.dropIndex(h.local)
-	payload, _, _, err := h.state.ReadMessage(nil, msg.Noise)
-	if err != nil {
-		m.drop(dropHandshakeAuth)
+	if !m.limiter.allow(src.Addr(), now) {
+		m.drop(dropHandshakeRate)
+		return
+	}
+	payload, _, _, ok := m.readHandshake(h, msg.Noise)
+	if !ok {
 		return
 	}
 	remote := Key(h.state.PeerStatic())
@@ -191,7 +264,7 @@ func (m *Mesh) handleResp(w *worker, b []byte, from path, now int64) {
 	m.install(w, remote, kp, info, from, h, now)
 }
 
-func (m *Mesh) handleFinal(w *worker, b []byte, from path, now int64) {
+func (m *Mesh) handleFinal(w *worker, b []byte, src netip.AddrPort, from path, now int64) {
 	msg, err := wire.ParseHandshakeFinal(b)
 	if err != nil {
 		m.drop(dropMalformed)
@@ -202,9 +275,15 @@ func (m *Mesh) handleFinal(w *worker, b []byte, from path, now int64) {
 		m.drop(dropUnknownIndex)
 		return
 	}
-	m.dropIndex(h.local)
-	payload, cs1, cs2, err := h.state.ReadMessage(nil, msg.Noise)
-	if err != nil || cs1 == nil {
+	if !m.limiter.allow(src.Addr(), now) {
+		m.drop(dropHandshakeRate)
+		return
+	}
+	payload, cs1, cs2, ok := m.readHandshake(h, msg.Noise)
+	if !ok {
+		return
+	}
+	if cs1 == nil {
 		m.drop(dropHandshakeAuth)
 		return
 	}
@@ -243,6 +322,10 @@ func (m *Mesh) markSelf(h *handshake) {
 func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, from path, h *handshake, now int64) *peer {
 	m.mu.Lock()
 	p := m.peerLocked(remote, true)
+	if r := p.introducer; r != nil {
+		r.unvouched-- // its gossip about p was true
+		p.introducer = nil
+	}
 	m.mu.Unlock()
 	kp.peer = p
 	m.setIndex(kp.local, indexEntry{kp: kp})
@@ -259,6 +342,7 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 	p.replacedAt = now
 	p.lastHandshake = time.Now()
 	p.seen = now
+	p.lastRx.Store(now) // the handshake message authenticated it
 	if p.hs != nil && (p.hs == h || kp.initiator) {
 		if p.hs != h {
 			m.dropIndex(p.hs.local)
@@ -267,7 +351,7 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 	}
 	p.attempts = 0
 	if from.via == nil {
-		p.endpoint = from.ep
+		p.endpoint, p.endpointGossiped = from.ep, false
 		p.lastDirectRx.Store(now)
 	} else {
 		p.via = from.via

@@ -26,8 +26,13 @@
 // See session.go for the Noise handshake. Sessions are rekeyed every
 // RekeyAfter (or after RekeyAfterMessages); the replaced session keeps
 // receiving for HandshakeTimeout so in-flight packets are not lost, and no
-// session is used after RejectAfter. Handshake messages are rate limited per
-// source address.
+// session is used after RejectAfter. A stranger's handshake messages are
+// dropped before they cost a Diffie-Hellman or a reply: malformed, not
+// sealed with the cluster key, outside the clock window (message 1 carries
+// a TAI64N timestamp), a replayed copy of a message 1 already answered, or
+// naming no handshake in flight; only then is the source address charged
+// to its rate limit. A forged message 2 or 3 cannot kill the handshake it
+// names, and unfinished responder state is bounded (the oldest goes).
 //
 // # Relay
 //
@@ -47,8 +52,11 @@
 //
 // # Limits
 //
-//   - Every cluster member is trusted: a node holding the cluster key may
-//     announce any IPv4 prefix except this node's own, and may relay.
+//   - A cluster member may relay, and may announce IPv4 prefixes, but it
+//     cannot take what another holds: a mesh address belongs to the first
+//     key that announced it (kept in Options.AddrBookFile), a prefix stays
+//     with its current holder while that holder announces it and is live,
+//     and nothing overlapping this node's own addresses is routed away.
 //   - Nodes behind one NAT reach each other through a public peer's relay
 //     unless the NAT hairpins, or they list each other's LAN address in
 //     Peers (then they talk directly).
@@ -113,6 +121,8 @@ type Mesh struct {
 	epoch       time.Time
 	pathTimeout int64
 	limiter     *limiter
+	probeAddr   *limiter // handshakes to gossiped endpoints, per address
+	probeAll    *limiter // the same, all addresses (one bucket)
 	kick        chan struct{}
 
 	mu       sync.Mutex
@@ -123,10 +133,18 @@ type Mesh struct {
 	info     []byte         // encoded NodeInfo for handshakes
 	publicEP netip.AddrPort // how peers see us, from gossip
 
-	routes atomic.Pointer[routeTable]
+	routes    atomic.Pointer[routeTable]
+	contested atomic.Bool // some prefix has several claimants
+	meshNet   netip.Prefix
+	book      *addrBook
 
-	idxMu sync.RWMutex
-	index map[uint32]indexEntry
+	idxMu      sync.RWMutex
+	index      map[uint32]indexEntry
+	responders []*handshake // unfinished responder handshakes, oldest first (some already gone)
+	nResp      int          // how many of them are still in index
+
+	inits *initCache // message 1s answered within the clock window
+	clock func() time.Time
 
 	stats stats
 
@@ -174,14 +192,18 @@ func New(opts Options) (*Mesh, error) {
 		log:  opts.Logger,
 		// The clock starts a day in the past so that a zero timestamp
 		// ("never") is always long ago.
-		epoch:   time.Now().Add(-24 * time.Hour),
-		limiter: newLimiter(opts.HandshakeRate),
-		kick:    make(chan struct{}, 1),
-		peers:   map[Key]*peer{},
-		byID:    map[uint64]*peer{},
-		index:   map[uint32]indexEntry{},
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		epoch:     time.Now().Add(-24 * time.Hour),
+		limiter:   newLimiter(opts.HandshakeRate),
+		probeAddr: newLimiter(probeRate),
+		probeAll:  newLimiter(probeRateAll),
+		kick:      make(chan struct{}, 1),
+		peers:     map[Key]*peer{},
+		byID:      map[uint64]*peer{},
+		index:     map[uint32]indexEntry{},
+		inits:     newInitCache(maxInitCache),
+		clock:     time.Now,
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	if m.log == nil {
 		m.log = logrus.NewEntry(logrus.StandardLogger())
@@ -224,6 +246,12 @@ func New(opts Options) (*Mesh, error) {
 			s.addrs = []netip.AddrPort{netip.AddrPortFrom(a.Unmap(), s.port)}
 		}
 		m.seeds = append(m.seeds, s)
+	}
+	if opts.Addr.IsValid() {
+		m.meshNet = opts.Addr.Masked()
+	}
+	if m.book, err = loadAddrBook(opts.AddrBookFile); err != nil {
+		return nil, err
 	}
 	m.routes.Store(&routeTable{})
 	return m, nil
@@ -402,17 +430,48 @@ func (m *Mesh) Routes() []Route {
 
 // rebuildRoutes recomputes the route table from every peer's prefixes.
 func (m *Mesh) rebuildRoutes() {
+	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var claims []routeClaim
 	for _, p := range m.peers {
 		p.mu.Lock()
+		live := now-p.lastRx.Load() < m.pathTimeout
 		for _, pf := range p.prefixes {
-			claims = append(claims, routeClaim{prefix: pf, peer: p, when: p.prefixSince[pf]})
+			claims = append(claims, routeClaim{prefix: pf, peer: p, when: p.prefixSince[pf], live: live})
 		}
 		p.mu.Unlock()
 	}
-	m.routes.Store(buildRoutes(m.prefixes, claims))
+	t, refused, contested := buildRoutes(routeInput{own: m.prefixes, meshNet: m.meshNet, book: m.book, prev: m.routes.Load(), claims: claims})
+	m.routes.Store(t)
+	m.contested.Store(contested)
+	if err := m.book.takeErr(); err != nil {
+		m.log.WithError(err).Error("address book")
+	}
+	byPeer := map[*peer]map[netip.Prefix]bool{}
+	for _, c := range refused {
+		if byPeer[c.peer] == nil {
+			byPeer[c.peer] = map[netip.Prefix]bool{}
+		}
+		byPeer[c.peer][c.prefix] = true
+	}
+	for _, p := range m.peers {
+		now := byPeer[p]
+		p.mu.Lock()
+		for pf := range now {
+			if p.refused[pf] {
+				continue
+			}
+			m.stats.refusedClaims.Add(1)
+			f := logrus.Fields{"peer": p.key.Short(), "prefix": pf}
+			if k, ok := m.book.owner(pf.Addr()); ok && pf.IsSingleIP() {
+				f["owner"] = k.Short()
+			}
+			m.log.WithFields(f).Warn("refused a peer's claim inside the mesh network: the address belongs to another key, or the key already has one")
+		}
+		p.refused = now
+		p.mu.Unlock()
+	}
 }
 
 // peerLocked returns the peer with key k, creating it if create is set.
@@ -451,14 +510,55 @@ func (m *Mesh) newIndex(e indexEntry) uint32 {
 
 func (m *Mesh) setIndex(i uint32, e indexEntry) {
 	m.idxMu.Lock()
+	m.deleteIndexLocked(i)
 	m.index[i] = e
 	m.idxMu.Unlock()
 }
 
 func (m *Mesh) dropIndex(i uint32) {
 	m.idxMu.Lock()
-	delete(m.index, i)
+	m.deleteIndexLocked(i)
 	m.idxMu.Unlock()
+}
+
+func (m *Mesh) deleteIndexLocked(i uint32) {
+	if e, ok := m.index[i]; ok {
+		if e.hs != nil && !e.hs.initiator {
+			m.nResp--
+		}
+		delete(m.index, i)
+	}
+}
+
+// newResponder registers responder handshake h under a fresh index. When
+// maxPendingHandshakes are unfinished, the oldest is forgotten: its
+// initiator retries, and no flood of messages 1 keeps a node out.
+func (m *Mesh) newResponder(h *handshake) uint32 {
+	i := m.newIndex(indexEntry{hs: h})
+	m.idxMu.Lock()
+	defer m.idxMu.Unlock()
+	h.local = i
+	m.nResp++
+	m.responders = append(m.responders, h)
+	for m.nResp > maxPendingHandshakes && len(m.responders) > 0 {
+		old := m.responders[0]
+		m.responders = m.responders[1:]
+		if e := m.index[old.local]; e.hs == old {
+			m.deleteIndexLocked(old.local)
+			m.drop(dropPendingEvicted)
+		}
+	}
+	if len(m.responders) > 2*m.nResp+64 { // finished ones: let them go
+		live := m.responders[:0]
+		for _, r := range m.responders {
+			if m.index[r.local].hs == r {
+				live = append(live, r)
+			}
+		}
+		clear(m.responders[len(live):])
+		m.responders = live
+	}
+	return i
 }
 
 func (m *Mesh) lookupIndex(i uint32) indexEntry {

@@ -521,21 +521,25 @@ func TestHandshakeRateLimited(t *testing.T) {
 	t.Parallel()
 	net := bindtest.NewNetwork()
 	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, func(o *Options) { o.HandshakeRate = 5 })
-	// a flood of well-formed but unauthenticated handshake inits from one address
 	flood := net.Bind(ap("198.51.100.7:999"))
-	init, _ := wire.HandshakeInit{Sender: 1, Noise: make([]byte, wire.InitNoiseLen)}.Append(nil)
-	msgs := make([]conn.Message, 100)
-	for i := range msgs {
-		msgs[i] = conn.Message{Buf: init, Addr: ap("192.0.2.2:3210")}
+	send := func(pkts [][]byte) {
+		msgs := make([]conn.Message, len(pkts))
+		for i := range msgs {
+			msgs[i] = conn.Message{Buf: pkts[i], Addr: ap("192.0.2.2:3210")}
+		}
+		flood.WriteBatch(msgs)
 	}
-	flood.WriteBatch(msgs)
-	waitFor(t, 3*time.Second, "flood processed", func() bool {
-		d := b.m.Status().Drops
-		return d["handshake_rate"]+d["handshake_auth"] == 100
-	})
-	if d := b.m.Status().Drops; d["handshake_auth"] > 15 || d["handshake_rate"] < 85 {
-		t.Fatalf("rate limit not applied: %v", d)
+	// well-formed but unauthenticated inits are refused before they cost
+	// the source anything
+	junk, _ := wire.HandshakeInit{Sender: 1, Noise: make([]byte, wire.InitNoiseLen)}.Append(nil)
+	send(slices.Repeat([][]byte{junk}, 100))
+	waitFor(t, 3*time.Second, "junk processed", func() bool { return b.m.Status().Drops["handshake_auth"] == 100 })
+	if d := b.m.Status().Drops; d["handshake_rate"] != 0 {
+		t.Fatalf("junk charged to the rate limit: %v", d)
 	}
+	// a flood of fresh, authenticated inits (a member's) from one address
+	send(memberInits(t, 100, time.Now))
+	waitFor(t, 3*time.Second, "flood processed", func() bool { return b.m.Status().Drops["handshake_rate"] >= 85 })
 	// another source is not affected
 	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"})
 	ping(t, a, b, 5*time.Second)
@@ -576,42 +580,4 @@ func TestRecoversAfterLinkCut(t *testing.T) {
 	cut.Store(false)
 	ping(t, vps, home, 10*time.Second)
 	ping(t, home, vps, 5*time.Second)
-}
-
-// TestMovedAddressFollowsNewestClaim: a container address moves from B to
-// C while B, cut off from its engine, keeps announcing it; A routes it to
-// C, whose claim is newer, and keeps doing so across B's later handshakes.
-func TestMovedAddressFollowsNewestClaim(t *testing.T) {
-	t.Parallel()
-	net := bindtest.NewNetwork()
-	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", nil)
-	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", []string{"192.0.2.1:3210"},
-		func(o *Options) { o.RekeyAfter = 300 * time.Millisecond })
-	c := newNode(t, net.Bind(ap("192.0.2.3:3210")), "10.254.0.3/24", []string{"192.0.2.1:3210"})
-	ping(t, b, a, 5*time.Second)
-	ping(t, c, a, 5*time.Second)
-	moved := netip.MustParsePrefix("10.0.1.5/32")
-	owner := func() string {
-		for _, r := range a.m.Routes() {
-			if r.Prefix == moved {
-				return r.Peer
-			}
-		}
-		return ""
-	}
-	if err := b.m.AddPrefix(moved); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 3*time.Second, "address routed to B", func() bool { return owner() == b.m.PublicKey().String() })
-	if err := c.m.AddPrefix(moved); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 3*time.Second, "address routed to C", func() bool { return owner() == c.m.PublicKey().String() })
-	// B rekeys several times meanwhile: the route stays with C.
-	for range 10 {
-		time.Sleep(100 * time.Millisecond)
-		if o := owner(); o != c.m.PublicKey().String() {
-			t.Fatalf("route went back to %s", o)
-		}
-	}
 }

@@ -82,10 +82,21 @@ type Options struct {
 	// IP address may make us process (burst twice that). Zero: 20.
 	HandshakeRate float64
 
+	// MaxClockSkew is how far the timestamp in a handshake's message 1 may
+	// be from this node's clock: older (or newer) ones are dropped as
+	// handshake_stale, and copies of those within it as handshake_replay.
+	// Nodes' clocks must agree within it (NTP). Zero: 10 minutes.
+	MaxClockSkew time.Duration
+
 	// PeerExpiry is how long a peer learned from gossip is remembered
 	// without any session or mention before it is forgotten. Peers from
 	// Peers are kept as long as their address is. Zero: 10 minutes.
 	PeerExpiry time.Duration
+
+	// AddrBookFile is where the binding of each node's mesh address to its
+	// static key (first key seen wins) is kept across restarts, e.g. next
+	// to the private key. Zero: the bindings live in memory only.
+	AddrBookFile string
 
 	// Receiver, if set, is offered every received data packet before TUN
 	// (meshnet's container switch). Zero: every packet goes to TUN.
@@ -130,6 +141,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.PeerExpiry <= 0 {
 		o.PeerExpiry = 10 * time.Minute
+	}
+	if o.MaxClockSkew <= 0 {
+		o.MaxClockSkew = 10 * time.Minute
 	}
 	if o.HandshakeRate <= 0 {
 		o.HandshakeRate = 20

@@ -36,23 +36,29 @@ type peer struct {
 	lastDirectRx atomic.Int64
 	lastRelayRx  atomic.Int64
 
-	mu            sync.Mutex
-	current       *keypair
-	previous      *keypair
-	replacedAt    int64
-	hs            *handshake // our handshake in flight to this peer
-	attempts      int
-	lastInit      int64
-	endpoint      netip.AddrPort         // last known direct address
-	via           *peer                  // relay that last delivered its packets
-	relays        map[*peer]int64        // peers that gossiped a direct path to it
-	prefixes      []netip.Prefix         // what it announced, authenticated
-	prefixSince   map[netip.Prefix]int64 // when it first announced each of them
-	queue         [][]byte               // packets waiting for a session, at headroom
-	gossipDue     bool
-	lastGossip    int64
-	lastHandshake time.Time
-	seen          int64 // last time we heard of it at all, for expiry
+	mu               sync.Mutex
+	current          *keypair
+	previous         *keypair
+	replacedAt       int64
+	hs               *handshake // our handshake in flight to this peer
+	attempts         int
+	lastInit         int64
+	endpoint         netip.AddrPort         // last known direct address
+	endpointGossiped bool                   // endpoint came from gossip, not yet from the peer itself
+	via              *peer                  // relay that last delivered its packets
+	relays           map[*peer]int64        // peers that gossiped a direct path to it
+	prefixes         []netip.Prefix         // what it announced, authenticated
+	prefixSince      map[netip.Prefix]int64 // when it first announced each of them
+	refused          map[netip.Prefix]bool  // claims refused (logged once)
+	queue            [][]byte               // packets waiting for a session, at headroom
+	gossipDue        bool
+	lastGossip       int64
+	lastHandshake    time.Time
+	seen             int64 // last time we heard of it at all, for expiry
+
+	// guarded by Mesh.mu
+	introducer *peer // the gossiper that made us create it, until it handshakes
+	unvouched  int   // peers this one introduced that have not handshaken yet
 }
 
 // setPrefixesLocked records what p announces now, keeping the time each

@@ -2,14 +2,15 @@ package mesh
 
 // The replay filter is WireGuard's (RFC 6479 style): a ring of 64-bit blocks
 // holding one bit per counter, so that checking and sliding cost O(1) and no
-// allocation. The ring is 2048 bits; one block is always being recycled, so
-// the usable window is windowSize counters behind the highest seen.
+// allocation. The ring is 8192 bits; one block is always being recycled, so
+// the usable window is windowSize (8128, as in wireguard-go) counters behind
+// the highest seen: what the README states (TestReplayWindowMatchesREADME).
 const (
 	blockBitLog = 6
 	blockBits   = 1 << blockBitLog // 64
-	ringBlocks  = 32               // 2048 bits
+	ringBlocks  = 128              // 8192 bits
 	blockMask   = ringBlocks - 1
-	windowSize  = (ringBlocks - 1) * blockBits // 1984
+	windowSize  = (ringBlocks - 1) * blockBits // 8128
 
 	// rejectAfterMessages is the hard limit of a session's counter.
 	rejectAfterMessages = ^uint64(0) - (1 << 13)

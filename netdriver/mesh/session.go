@@ -1,15 +1,17 @@
 package mesh
 
 import (
+	"bytes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
 	"github.com/flynn/noise"
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/homeswarm/homeswarm/netdriver/wire"
@@ -23,9 +25,12 @@ import (
 //
 // XX because a node knows its bootstrap peers only by address, never by
 // key: both static keys travel encrypted. psk0 mixes the cluster key (via
-// HKDF) in before the first message, so message 1 already carries a tag
+// Argon2id, see derivePSK) in before the first message, so message 1 already carries a tag
 // that only cluster members can produce: a responder rejects outsiders after
-// one hash and one AEAD open, before any Diffie-Hellman. Both sides use
+// one hash and one AEAD open, before any Diffie-Hellman. Message 1's sealed
+// payload is a TAI64N timestamp: copies outside the clock window, or seen
+// before within it (initCache), are dropped at the same cost, so a captured
+// message 1 cannot be replayed to make us work or keep state. Both sides use
 // fresh ephemeral keys, so recorded traffic stays secret even if static keys
 // or the cluster key leak later (forward secrecy). After the third message
 // each side holds two ChaCha20-Poly1305 keys, used by the transport below
@@ -33,20 +38,47 @@ import (
 // reordered or lost UDP packets do not break the session.
 var (
 	cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
-	prologue    = []byte("homeswarm meshnet v1")
+	// v2: message 1 carries a timestamp (v1 nodes and v2 nodes refuse
+	// each other's handshakes: upgrade every node).
+	prologue = []byte("homeswarm meshnet v2")
 )
+
+// The cluster key is stretched into the Noise PSK with Argon2id (RFC 9106's
+// second recommended setting: 3 passes over 64 MiB), so that guessing a
+// weak MESH_KEY offline from one captured handshake costs 64 MiB and a
+// fifth of a second per guess instead of one hash. It runs once per key and
+// process (New is called once; tests share the result).
+const (
+	pskTime    = 3
+	pskMemory  = 64 << 10 // KiB
+	pskThreads = 2
+)
+
+var pskSalt = []byte("homeswarm meshnet v2 psk")
+
+var pskCache sync.Map // sha256(cluster key) -> []byte
 
 // derivePSK turns the cluster secret of any length into the Noise PSK.
 func derivePSK(clusterKey []byte) ([]byte, error) {
-	psk, err := hkdf.Key(sha256.New, clusterKey, []byte("homeswarm meshnet v1"), "noise psk", 32)
-	if err != nil {
-		return nil, fmt.Errorf("derive psk: %w", err)
+	if len(clusterKey) == 0 {
+		return nil, ErrNoClusterKey
 	}
+	id := sha256.Sum256(clusterKey)
+	if psk, ok := pskCache.Load(id); ok {
+		return psk.([]byte), nil
+	}
+	psk := argon2.IDKey(clusterKey, pskSalt, pskTime, pskMemory, pskThreads, 32)
+	pskCache.Store(id, psk)
+	debug.FreeOSMemory() // give the 64 MiB back now, not in minutes
 	return psk, nil
 }
 
-func (m *Mesh) newNoise(initiator bool) (*noise.HandshakeState, error) {
+// newNoise returns a handshake state whose ephemeral key is drawn from
+// eseed: the same seed gives the same messages, so a state spoiled by a
+// message that failed to authenticate can be rebuilt (see handshake.rebuild).
+func (m *Mesh) newNoise(initiator bool, eseed *[32]byte) (*noise.HandshakeState, error) {
 	return noise.NewHandshakeState(noise.Config{
+		Random:                bytes.NewReader(eseed[:]),
 		CipherSuite:           cipherSuite,
 		Pattern:               noise.HandshakeXX,
 		Initiator:             initiator,
@@ -134,8 +166,13 @@ func (kp *keypair) replayAccept(ctr uint64) bool {
 }
 
 // handshake is a handshake in progress, registered under its local index.
+// Its Noise state is kept until a message authenticates: a forged message
+// 2 or 3 that names its index only spoils the state (flynn/noise leaves a
+// failed read half-applied), which is then rebuilt from the inputs kept
+// here before the next message is read.
 type handshake struct {
 	state     *noise.HandshakeState
+	spoiled   bool // state must be rebuilt before the next read
 	local     uint32
 	remote    uint32 // responder only: the initiator's index
 	initiator bool
@@ -143,6 +180,31 @@ type handshake struct {
 	created   int64
 	peer      *peer // initiator: the peer we meant to reach, if known
 	seed      *seed // initiator: the bootstrap address we dialled, if any
+
+	eseed [32]byte // our ephemeral key's seed
+	msg1  []byte   // initiator: message 1's payload; responder: message 1's Noise bytes
+	sent  []byte   // responder: the payload of the message 2 we sent
+}
+
+// rebuild recreates h's Noise state as it was after the last message we
+// sent. For a responder this costs the two Diffie-Hellman of message 2.
+func (m *Mesh) rebuild(h *handshake) error {
+	st, err := m.newNoise(h.initiator, &h.eseed)
+	if err != nil {
+		return err
+	}
+	if h.initiator {
+		_, _, _, err = st.WriteMessage(nil, h.msg1)
+	} else {
+		if _, _, _, err = st.ReadMessage(nil, h.msg1); err == nil {
+			_, _, _, err = st.WriteMessage(nil, h.sent)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild handshake: %w", err)
+	}
+	h.state, h.spoiled = st, false
+	return nil
 }
 
 // indexEntry is what a session index names.

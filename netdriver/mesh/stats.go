@@ -23,12 +23,20 @@ const (
 	dropNoSession                          // queue full while handshaking
 	dropRelay                              // relay impossible or not allowed
 	dropTUNWrite                           // TUN rejected a packet
+	dropHandshakeStale                     // message 1's timestamp outside the clock window
+	dropHandshakeReplay                    // a copy of a message 1 already answered
+	dropPendingEvicted                     // unfinished responder handshake forgotten for a newer one
+	dropGossipUnvouched                    // gossiped peer ignored: its gossiper has too many unverified ones
+	dropPeerLimit                          // gossiped peer ignored: maxPeers known
+	dropProbeRate                          // handshake to a gossiped endpoint held back by the probe limit
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "unknown_index", "expired", "replay", "auth", "handshake_auth",
 	"handshake_rate", "no_route", "not_ipv4", "source_not_allowed", "no_session", "relay", "tun_write",
+	"handshake_stale", "handshake_replay", "handshake_evicted",
+	"gossip_unvouched", "peer_limit", "probe_rate",
 }
 
 type stats struct {
@@ -37,6 +45,8 @@ type stats struct {
 	txBytes    atomic.Uint64
 	handshakes atomic.Uint64
 	relayed    atomic.Uint64
+
+	refusedClaims atomic.Uint64 // peers' prefix claims refused (once per peer and prefix)
 }
 
 func (m *Mesh) drop(r dropReason) { m.stats.drops[r].Add(1) }
@@ -55,7 +65,8 @@ type Status struct {
 	RxBytes        uint64            `json:"rx_bytes"`
 	TxBytes        uint64            `json:"tx_bytes"`
 	Handshakes     uint64            `json:"handshakes"`
-	Relayed        uint64            `json:"relayed_packets"` // forwarded for other peers
+	Relayed        uint64            `json:"relayed_packets"`          // forwarded for other peers
+	RefusedClaims  uint64            `json:"refused_claims,omitempty"` // address claims refused
 	Drops          map[string]uint64 `json:"drops"`
 	Routes         []Route           `json:"routes"`
 }
@@ -71,23 +82,25 @@ type PeerStatus struct {
 	TxBytes       uint64    `json:"tx_bytes"`
 	Roams         uint64    `json:"roams"`
 	Prefixes      []string  `json:"prefixes,omitempty"`
+	Refused       []string  `json:"refused,omitempty"` // claims not routed to it (held by another key)
 }
 
 // Status returns a snapshot of the mesh.
 func (m *Mesh) Status() Status {
 	now := m.now()
 	s := Status{
-		PublicKey:  m.pub.String(),
-		ListenPort: m.opts.Bind.LocalPort(),
-		Interface:  m.opts.TUN.Name(),
-		MTU:        m.opts.TUN.MTU(),
-		RxBytes:    m.stats.rxBytes.Load(),
-		TxBytes:    m.stats.txBytes.Load(),
-		Handshakes: m.stats.handshakes.Load(),
-		Relayed:    m.stats.relayed.Load(),
-		Drops:      map[string]uint64{},
-		Routes:     m.Routes(),
-		State:      "new",
+		PublicKey:     m.pub.String(),
+		ListenPort:    m.opts.Bind.LocalPort(),
+		Interface:     m.opts.TUN.Name(),
+		MTU:           m.opts.TUN.MTU(),
+		RxBytes:       m.stats.rxBytes.Load(),
+		TxBytes:       m.stats.txBytes.Load(),
+		Handshakes:    m.stats.handshakes.Load(),
+		Relayed:       m.stats.relayed.Load(),
+		RefusedClaims: m.stats.refusedClaims.Load(),
+		Drops:         map[string]uint64{},
+		Routes:        m.Routes(),
+		State:         "new",
 	}
 	if m.opts.Addr.IsValid() {
 		s.Addr = m.opts.Addr.String()
@@ -136,6 +149,9 @@ func (m *Mesh) Status() Status {
 		}
 		for _, pf := range p.prefixes {
 			ps.Prefixes = append(ps.Prefixes, pf.String())
+			if p.refused[pf] {
+				ps.Refused = append(ps.Refused, pf.String())
+			}
 		}
 		p.mu.Unlock()
 		s.Peers = append(s.Peers, ps)

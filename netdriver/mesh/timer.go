@@ -38,6 +38,8 @@ func (m *Mesh) timerLoop() {
 		m.flush(w)
 		if now-lastPrune > int64(time.Second) {
 			m.limiter.prune(now)
+			m.probeAddr.prune(now)
+			m.probeAll.prune(now)
 			m.pruneHandshakes(now)
 			lastPrune = now
 		}
@@ -61,7 +63,7 @@ func (m *Mesh) tick(w *worker, now int64) {
 			if p := m.peers[s.key]; p != nil {
 				p.mu.Lock()
 				if p.current == nil && p.hs == nil && !slices.Contains(s.addrs, p.endpoint) {
-					p.endpoint = s.addrs[0]
+					p.endpoint, p.endpointGossiped = s.addrs[0], false
 					m.setPathLocked(p, m.choosePathLocked(p, now))
 				}
 				p.mu.Unlock()
@@ -88,6 +90,9 @@ func (m *Mesh) tick(w *worker, now int64) {
 	}
 	if m.expirePeers(now) {
 		changed = true
+	}
+	if m.contested.Load() {
+		changed = true // a claimant's liveness may have changed
 	}
 	if changed {
 		m.rebuildRoutes()
@@ -122,6 +127,10 @@ func (m *Mesh) expirePeers(now int64) bool {
 		p.mu.Unlock()
 	}
 	for _, p := range gone {
+		if r := p.introducer; r != nil {
+			r.unvouched--
+			p.introducer = nil
+		}
 		delete(m.peers, p.key)
 		if m.byID[p.id] == p {
 			delete(m.byID, p.id)
@@ -243,10 +252,11 @@ func (m *Mesh) pruneHandshakes(now int64) {
 	m.idxMu.Lock()
 	for i, e := range m.index {
 		if e.hs != nil && now-e.hs.created > limit {
-			delete(m.index, i)
+			m.deleteIndexLocked(i)
 		}
 	}
 	m.idxMu.Unlock()
+	m.inits.prune(m.clock().Add(-2 * m.opts.MaxClockSkew)) // a copy is fresh until ts+skew, ts up to skew ahead
 }
 
 // resolveLoop resolves bootstrap host names now and every ResolveInterval.
@@ -340,6 +350,22 @@ func (m *Mesh) sendGossip(w *worker, p *peer, kp *keypair, now int64) {
 	p.mu.Unlock()
 }
 
+// Gossip bounds: a member's gossip could otherwise make us remember any
+// number of made-up peers and send handshakes to any address.
+const (
+	// maxUnvouched is how many peers one gossiper may have introduced
+	// that have not handshaken with us yet; more are ignored until some
+	// do (or expire). One gossip message holds at most as many.
+	maxUnvouched = wire.MaxGossipEntries
+	// maxPeers bounds the peers learned from gossip.
+	maxPeers = 1024
+	// probeRate is how many handshakes per second may go to one address
+	// known only from gossip (burst twice that); probeRateAll is for all
+	// such addresses together.
+	probeRate    = 2
+	probeRateAll = 20
+)
+
 // handleGossip merges what from tells us.
 func (m *Mesh) handleGossip(from *peer, pt []byte, now int64) {
 	g, err := wire.ParseGossip(pt)
@@ -365,7 +391,22 @@ func (m *Mesh) handleGossip(from *peer, pt []byte, now int64) {
 				m.publicEP = e.Endpoint
 			}
 		default:
-			q := m.peerLocked(k, true)
+			q := m.peers[k]
+			if q == nil {
+				// A peer we did not know: believe from only while the
+				// peers it introduced turn out to exist (handshake).
+				if from.unvouched >= maxUnvouched {
+					m.drop(dropGossipUnvouched)
+					continue
+				}
+				if len(m.peers) >= maxPeers {
+					m.drop(dropPeerLimit)
+					continue
+				}
+				q = m.peerLocked(k, true)
+				q.introducer = from
+				from.unvouched++
+			}
 			q.mu.Lock()
 			if q.relays[from] == 0 {
 				learned = true
@@ -373,7 +414,7 @@ func (m *Mesh) handleGossip(from *peer, pt []byte, now int64) {
 			q.relays[from] = now
 			q.seen = now
 			if e.Endpoint.IsValid() && q.current == nil && now-q.lastDirectRx.Load() >= m.pathTimeout {
-				q.endpoint = e.Endpoint
+				q.endpoint, q.endpointGossiped = e.Endpoint, true
 			}
 			q.mu.Unlock()
 		}

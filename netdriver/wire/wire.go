@@ -7,7 +7,8 @@
 //
 // Every packet starts with a one-byte type followed by three zero bytes:
 //
-//	type 1  handshake init      Noise XXpsk0 message 1 (initiator -> responder)
+//	type 1  handshake init      Noise XXpsk0 message 1 (initiator -> responder),
+//	                            its sealed payload a TAI64N Timestamp
 //	type 2  handshake response  Noise XXpsk0 message 2 (responder -> initiator)
 //	type 3  handshake final     Noise XXpsk0 message 3 (initiator -> responder)
 //	type 4  data                sealed IP packet; empty plaintext = keepalive
@@ -30,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Packet types.
@@ -61,7 +63,7 @@ const (
 
 	// noise XXpsk0 with X25519 and empty/short payloads.
 	dhLen             = 32
-	handshakeInitLen  = 8 + dhLen + TagLen                   // 56, empty payload
+	handshakeInitLen  = 8 + dhLen + TimestampLen + TagLen    // 68, payload: a Timestamp
 	handshakeRespMin  = 12 + dhLen + dhLen + TagLen + TagLen // 108
 	handshakeFinalMin = 8 + dhLen + TagLen + TagLen          // 72
 	// MaxHandshakeLen bounds the handshake messages we accept or produce.
@@ -102,8 +104,12 @@ func checkType(b []byte, want byte, min int) error {
 // HandshakeInit is message 1 of the handshake.
 type HandshakeInit struct {
 	Sender uint32 // initiator's session index
-	Noise  []byte // Noise message: ephemeral key and sealed empty payload
+	Noise  []byte // Noise message: ephemeral key and sealed Timestamp
 }
+
+// InitEphemeral returns the initiator's ephemeral public key, the first
+// bytes of a HandshakeInit's Noise message: it names one handshake attempt.
+func (m HandshakeInit) InitEphemeral() [32]byte { return [32]byte(m.Noise[:dhLen]) }
 
 // InitNoiseLen is the fixed length of HandshakeInit.Noise.
 const InitNoiseLen = handshakeInitLen - 8
@@ -187,6 +193,53 @@ func (m HandshakeFinal) Append(dst []byte) ([]byte, error) {
 	dst = append(dst, TypeHandshakeFinal, 0, 0, 0)
 	dst = binary.LittleEndian.AppendUint32(dst, m.Receiver)
 	return append(dst, m.Noise...), nil
+}
+
+// TimestampLen is the length of a TAI64N timestamp.
+const TimestampLen = 12
+
+// tai64Base is TAI64's label of the Unix epoch (2^62, ignoring leap
+// seconds, as WireGuard does).
+const tai64Base = uint64(0x4000000000000000)
+
+// Timestamp is the plaintext of message 1: when the initiator made it,
+// as TAI64N (8 bytes of seconds, 4 of nanoseconds, big endian), the
+// encoding WireGuard's handshake initiation carries.
+type Timestamp struct {
+	Seconds uint64 // TAI64 label: 2^62 + Unix seconds
+	Nanos   uint32 // below 1e9
+}
+
+// TimestampOf returns t as a Timestamp.
+func TimestampOf(t time.Time) Timestamp {
+	return Timestamp{Seconds: tai64Base + uint64(t.Unix()), Nanos: uint32(t.Nanosecond())}
+}
+
+// Time returns the timestamp as a time.Time.
+func (ts Timestamp) Time() time.Time {
+	return time.Unix(int64(ts.Seconds-tai64Base), int64(ts.Nanos))
+}
+
+// ParseTimestamp parses a TAI64N timestamp of exactly TimestampLen bytes,
+// refusing labels before 1970 or past 2^63 and nanoseconds of 1e9 or more.
+func ParseTimestamp(b []byte) (Timestamp, error) {
+	if len(b) < TimestampLen {
+		return Timestamp{}, ErrShort
+	}
+	if len(b) > TimestampLen {
+		return Timestamp{}, ErrLong
+	}
+	ts := Timestamp{Seconds: binary.BigEndian.Uint64(b), Nanos: binary.BigEndian.Uint32(b[8:])}
+	if ts.Seconds < tai64Base || ts.Seconds >= 1<<63 || ts.Nanos >= 1e9 {
+		return Timestamp{}, ErrFormat
+	}
+	return ts, nil
+}
+
+// Append appends the encoded timestamp to dst.
+func (ts Timestamp) Append(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, ts.Seconds)
+	return binary.BigEndian.AppendUint32(dst, ts.Nanos)
 }
 
 // TransportHeader is the header of packet types 4..7.

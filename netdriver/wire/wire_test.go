@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
+	"time"
 )
 
 func seedInit() []byte {
@@ -136,6 +138,45 @@ func FuzzHandshakeInit(f *testing.F) {
 		out, err := m.Append(nil)
 		if err != nil || !bytes.Equal(out, b) {
 			t.Fatalf("round trip: %v %x != %x", err, out, b)
+		}
+	})
+}
+
+func TestTimestamp(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 1, 23, 30, 0, 123456789, time.UTC)
+	b := TimestampOf(now).Append(nil)
+	if len(b) != TimestampLen || b[0] != 0x40 {
+		t.Fatalf("encoding %x", b)
+	}
+	ts, err := ParseTimestamp(b)
+	if err != nil || !ts.Time().Equal(now) {
+		t.Fatalf("round trip %v %v", ts.Time(), err)
+	}
+	if a, b := TimestampOf(now).Append(nil), TimestampOf(now.Add(time.Nanosecond)).Append(nil); bytes.Compare(a, b) >= 0 {
+		t.Fatal("encoding does not sort by time")
+	}
+	bad := [][]byte{nil, b[:11], append(slices.Clone(b), 0), make([]byte, 12), {0x40, 0, 0, 0, 0, 0, 0, 0, 0x3b, 0x9a, 0xca, 0}, {0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}
+	for _, x := range bad {
+		if _, err := ParseTimestamp(x); err == nil {
+			t.Errorf("%x accepted", x)
+		}
+	}
+}
+
+func FuzzTimestamp(f *testing.F) {
+	f.Add(TimestampOf(time.Unix(1764631800, 5)).Append(nil))
+	f.Add([]byte{0x40})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ts, err := ParseTimestamp(b)
+		if err != nil {
+			return
+		}
+		if out := ts.Append(nil); !bytes.Equal(out, b) {
+			t.Fatalf("round trip %x != %x", out, b)
+		}
+		if TimestampOf(ts.Time()) != ts {
+			t.Fatalf("time round trip %v", ts)
 		}
 	})
 }

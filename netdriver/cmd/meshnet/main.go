@@ -76,6 +76,8 @@ func run() error {
 		TUN:        dev,
 		Bind:       bind,
 		Logger:     log.WithField("part", "mesh"),
+		// which key owns which mesh address: first join wins, for good
+		AddrBookFile: filepath.Join(cfg.StateDir, "addresses.json"),
 	}, log.WithField("part", "switch"))
 	if err != nil {
 		dev.Close()

@@ -243,3 +243,26 @@ func (b *Bind) Close() error {
 	b.closeOnce.Do(func() { close(b.closed) })
 	return nil
 }
+
+// Spoof delivers b to the public Bind at dst as if it came from src: a
+// forged source address, which nothing on a real network prevents. It
+// bypasses NATs and the filter, and reports whether the datagram was
+// queued (false: no such Bind, or its receive queue is full).
+func (n *Network) Spoof(src, dst netip.AddrPort, b []byte) bool {
+	n.mu.Lock()
+	to := n.binds[dst]
+	n.mu.Unlock()
+	if to == nil || to.nat != nil {
+		return false
+	}
+	bp := n.pool.Get().(*[]byte)
+	select {
+	case to.in <- datagram{b: append((*bp)[:0], b...), src: src}:
+		n.Delivered.Add(1)
+		return true
+	default:
+		n.pool.Put(bp)
+		n.Dropped.Add(1)
+		return false
+	}
+}
