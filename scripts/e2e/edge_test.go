@@ -126,15 +126,7 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		"--env", "EDGE_NETWORK="+o.network, "--env", "EDGE_LISTEN="+o.edgeListen,
 		"homeswarm/edge")
 
-	d := &netns.Dialer{Path: vpsNS}
-	d.Timeout = 2 * time.Second
-	s.client = &http.Client{
-		Timeout:   o.timeout,
-		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
+	s.client = vpsClient(o.timeout)
 	eventually(t, o.traefikUp, "Traefik answering on the VPS", func() error {
 		code, _, err := s.get(o.probe)
 		if err == nil && code != http.StatusNotFound {
@@ -157,6 +149,20 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		}
 	})
 	return s
+}
+
+// vpsClient sends requests from the VPS's network namespace (the
+// topology's "internet" side of Traefik), following no redirect.
+func vpsClient(timeout time.Duration) *http.Client {
+	d := &netns.Dialer{Path: netns.Path(topoPrefix + "-vps")}
+	d.Timeout = 2 * time.Second
+	return &http.Client{
+		Timeout:   timeout,
+		Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }
 
 // get sends GET / with Host: host to Traefik on the VPS.
