@@ -101,7 +101,11 @@ func TestStackDeploy(t *testing.T) {
 	var after string
 	eventually(t, 120*time.Second, "the app answering from another node", func() (err error) {
 		after, err = get("/")
-		if err == nil && strings.HasSuffix(after, "host="+node) {
+		if err == nil && strings.HasSuffix(after, " host="+node) {
+			// still there: that visit counts too
+			if _, err := fmt.Sscanf(after, "visits=%d ", &visits); err != nil {
+				t.Fatalf("app said %q: %v", after, err)
+			}
 			err = fmt.Errorf("still on %s", node)
 		}
 		return err
