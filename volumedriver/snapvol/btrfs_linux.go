@@ -314,3 +314,57 @@ func ChangedSince(path string, transid uint64) (bool, error) {
 	}
 	return a.nrItems > 0, nil
 }
+
+// ChangedInodes returns the inode numbers whose inode items lie in tree
+// blocks of the subvolume at dir written after transaction since: a
+// superset of the inodes touched since then (btrfs copies a block on every
+// change, stamping it with the transaction). Blocks older than that are
+// never read, so a generation costs what changed, not the tree's size.
+func ChangedInodes(dir string, since uint64) (map[uint64]bool, error) {
+	f, err := openDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[uint64]bool{}
+	a := &searchArgs{}
+	var minObj, minOff uint64
+	var minType uint32
+	for {
+		*a = searchArgs{minObjectID: minObj, maxObjectID: ^uint64(0), minOffset: minOff, maxOffset: ^uint64(0),
+			minTransid: since + 1, maxTransid: ^uint64(0), minType: minType, maxType: ^uint32(0), nrItems: 4096}
+		if err := ioctl(f.Fd(), iocTreeSearch, unsafe.Pointer(a)); err != nil {
+			return nil, fmt.Errorf("tree search %s: %w", dir, err)
+		}
+		if a.nrItems == 0 {
+			return out, nil
+		}
+		b, off := a.buf[:], 0
+		var obj, ioff uint64
+		var typ uint32
+		for i := uint32(0); i < a.nrItems; i++ {
+			if off+searchHeader > len(b) {
+				return nil, fmt.Errorf("tree search %s: short result", dir)
+			}
+			obj = *(*uint64)(unsafe.Pointer(&b[off+8]))
+			ioff = *(*uint64)(unsafe.Pointer(&b[off+16]))
+			typ = *(*uint32)(unsafe.Pointer(&b[off+24]))
+			l := int(*(*uint32)(unsafe.Pointer(&b[off+28])))
+			if typ == inodeItemKey {
+				out[obj] = true
+			}
+			off += searchHeader + l
+		}
+		// next key after the last one returned
+		switch {
+		case ioff < ^uint64(0):
+			minObj, minType, minOff = obj, typ, ioff+1
+		case typ < ^uint32(0):
+			minObj, minType, minOff = obj, typ+1, 0
+		case obj < ^uint64(0):
+			minObj, minType, minOff = obj+1, 0, 0
+		default:
+			return out, nil
+		}
+	}
+}

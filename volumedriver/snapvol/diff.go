@@ -79,6 +79,14 @@ func sendDiff(prev, cur string, emit func(*msg) error) (diffStats, error) {
 			return st, fmt.Errorf("diff %s: %w", prev, err)
 		}
 	}
+	// touched: the inodes btrfs may have changed since prev was taken
+	// (nil: unknown, ask each file)
+	var touched map[uint64]bool
+	if prev != "" {
+		if since, err := CreatedIn(prev); err == nil {
+			touched, _ = ChangedInodes(cur, since)
+		}
+	}
 	buf := make([]byte, chunk)
 	err := filepath.WalkDir(cur, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -118,7 +126,7 @@ func sendDiff(prev, cur string, emit func(*msg) error) (diffStats, error) {
 			m.Kind, m.Target = opSymlink, t
 			return emit(m)
 		case 0:
-			if same && unchangedInode(filepath.Join(prev, rel), p) {
+			if same && ((touched != nil && !touched[cs.Ino]) || unchangedInode(filepath.Join(prev, rel), p)) {
 				return nil
 			}
 			st.Files++

@@ -767,6 +767,11 @@ func TestChangedSince(t *testing.T) {
 	if err := os.WriteFile(p, bytes.Repeat([]byte("a"), 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	for i := range 2000 { // many inodes, so that a rewrite touches few tree blocks
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprint("u", i)), []byte("untouched"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	snap := func(name string) uint64 {
 		g := filepath.Join(root, name)
 		if err := Snapshot(src, g, true); err != nil {
@@ -822,5 +827,25 @@ func TestChangedSince(t *testing.T) {
 	snap("g3")
 	if a, b := version(filepath.Join(root, "g2", "f")), version(filepath.Join(root, "g3", "f")); a == b {
 		t.Fatalf("rewritten file: versions %v in both", a)
+	}
+	// ChangedInodes names f (rewritten) and few of the untouched ones
+	// (those sharing its tree blocks), none since g3.
+	var fi syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(root, "g3", "f"), &fi); err != nil {
+		t.Fatal(err)
+	}
+	touched, err := ChangedInodes(filepath.Join(root, "g3"), t2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !touched[fi.Ino] || len(touched) > 200 {
+		t.Fatalf("ChangedInodes since g2: %d inodes (f, %d, rewritten: %v); want f and few others", len(touched), fi.Ino, touched[fi.Ino])
+	}
+	t3, err := CreatedIn(filepath.Join(root, "g3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if touched, err := ChangedInodes(filepath.Join(root, "g3"), t3); err != nil || len(touched) != 0 {
+		t.Fatalf("ChangedInodes of g3 since its own creation: %v, %v", touched, err)
 	}
 }
