@@ -1,6 +1,7 @@
 package snapvol
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -255,12 +256,12 @@ func InodeVersion(f *os.File) (transid, seq uint64, err error) {
 		return 0, 0, fmt.Errorf("tree search %s: no inode item %d", f.Name(), st.Ino)
 	}
 	b := a.buf[:]
-	l := *(*uint32)(unsafe.Pointer(&b[28]))
+	l := binary.NativeEndian.Uint32(b[28:])
 	if l < inodeSeqAt+8 {
 		return 0, 0, fmt.Errorf("tree search %s: short inode item (%d bytes)", f.Name(), l)
 	}
 	item := b[searchHeader:]
-	return *(*uint64)(unsafe.Pointer(&item[inodeTransidAt])), *(*uint64)(unsafe.Pointer(&item[inodeSeqAt])), nil
+	return binary.NativeEndian.Uint64(item[inodeTransidAt:]), binary.NativeEndian.Uint64(item[inodeSeqAt:]), nil
 }
 
 // subvolInfo is struct btrfs_ioctl_get_subvol_info_args (504 bytes).
@@ -346,10 +347,13 @@ func ChangedInodes(dir string, since uint64) (map[uint64]bool, error) {
 			if off+searchHeader > len(b) {
 				return nil, fmt.Errorf("tree search %s: short result", dir)
 			}
-			obj = *(*uint64)(unsafe.Pointer(&b[off+8]))
-			ioff = *(*uint64)(unsafe.Pointer(&b[off+16]))
-			typ = *(*uint32)(unsafe.Pointer(&b[off+24]))
-			l := int(*(*uint32)(unsafe.Pointer(&b[off+28])))
+			obj = binary.NativeEndian.Uint64(b[off+8:])
+			ioff = binary.NativeEndian.Uint64(b[off+16:])
+			typ = binary.NativeEndian.Uint32(b[off+24:])
+			l := int(binary.NativeEndian.Uint32(b[off+28:]))
+			if off+searchHeader+l > len(b) {
+				return nil, fmt.Errorf("tree search %s: item overruns the result", dir)
+			}
 			if typ == inodeItemKey {
 				out[obj] = true
 			}
