@@ -80,3 +80,55 @@ func unescapeMountinfo(s string) string {
 	}
 	return b.String()
 }
+
+// openDirBeneath opens root/rel as an O_PATH directory without following
+// any symlink below root and without ever leaving it: rel lies in a volume
+// other devices write (a files volume's data directory is inside the
+// replicated folder), so any of its components may have been replaced by
+// a symlink to another volume or to the node's key. root itself is the
+// plugin's own (trusted) path. The caller closes the descriptor; bind
+// mounting /proc/self/fd/<fd> mounts exactly the directory checked here,
+// whatever is renamed in between.
+func openDirBeneath(root, rel string) (int, error) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rfd)
+	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err == nil {
+		return fd, nil
+	}
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
+		return -1, &os.PathError{Op: "open", Path: filepath.Join(root, rel), Err: err}
+	}
+	// No openat2 (before Linux 5.6, or filtered by seccomp): walk one
+	// component at a time, refusing symlinks and "..".
+	cur, err := unix.Dup(rfd)
+	if err != nil {
+		return -1, err
+	}
+	for _, part := range strings.Split(filepath.Clean(rel), "/") {
+		if part == "" || part == "." {
+			continue
+		}
+		if part == ".." {
+			unix.Close(cur)
+			return -1, &os.PathError{Op: "open", Path: filepath.Join(root, rel), Err: unix.EXDEV}
+		}
+		next, err := unix.Openat(cur, part, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(cur)
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: filepath.Join(root, rel), Err: err}
+		}
+		cur = next
+	}
+	return cur, nil
+}
+
+// fdPath names an open descriptor so that mount(2) and friends act on
+// the very inode it refers to.
+func fdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }

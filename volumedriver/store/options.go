@@ -21,6 +21,7 @@ var (
 	ErrNotFound      = errors.New("no such volume")
 	ErrInUse         = errors.New("volume is in use")
 	ErrClosed        = errors.New("store is closed")
+	ErrUnsafePath    = errors.New("volume directory is not a plain directory")
 )
 
 // MaxNameLen bounds a volume name (see package volname: one rule for

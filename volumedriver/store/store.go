@@ -25,11 +25,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Replicator keeps replicas of volumes in step with other nodes. The store
@@ -411,19 +413,27 @@ func (s *Store) createOnDisk(e *entry) error {
 }
 
 // initRoot makes dir the root of a new volume, with its uid, gid and mode.
+// A files volume's dir may already have arrived from another device:
+// ownership and mode are set through a descriptor opened without
+// following a symlink, so a planted link never changes a file outside.
 func (e *entry) initRoot(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrUnsafePath, dir, err)
+	}
+	defer f.Close()
 	mode := e.opts.Mode
 	if mode == 0 {
 		mode = 0o755
 	}
-	if err := os.Chmod(dir, mode); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return err
 	}
 	if e.opts.UID >= 0 || e.opts.GID >= 0 {
-		return os.Lchown(dir, e.opts.UID, e.opts.GID)
+		return f.Chown(e.opts.UID, e.opts.GID)
 	}
 	return nil
 }
@@ -650,10 +660,34 @@ func (s *Store) ensureMounted(name string) error {
 		src = s.dataDirOf(e)
 	}
 	s.mu.RUnlock()
-	if err := s.opts.Mounter.Mount(src, mp); err != nil {
+	fd, err := s.openMountSource(name, src)
+	if err != nil {
+		return fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	defer unix.Close(fd)
+	if err := s.opts.Mounter.Mount(fdPath(fd), mp); err != nil {
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	return nil
+}
+
+// openMountSource opens the directory to bind-mount for volume name,
+// following no symlink below the volume's own directory: a files
+// volume's data directory lies inside the replicated folder, so another
+// device sharing it can replace it (or a parent) by a symlink to another
+// volume or to the node's key. The mount is made from the descriptor, so
+// what is mounted is what was checked.
+func (s *Store) openMountSource(name, src string) (int, error) {
+	base := s.volumeDir(name)
+	rel, err := filepath.Rel(base, src)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		base, rel = filepath.Dir(src), filepath.Base(src)
+	}
+	fd, err := openDirBeneath(base, rel)
+	if err != nil {
+		return -1, fmt.Errorf("%w: %s is not a plain directory below %s (%v): a device sharing the volume may have replaced it by a symlink; refusing to mount it (inspect it, then remove the volume here and let it sync again)", ErrUnsafePath, src, base, err)
+	}
+	return fd, nil
 }
 
 // Unmount removes id from the volume's users. When the last user goes, the
