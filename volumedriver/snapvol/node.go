@@ -562,6 +562,25 @@ func (n *Node) Release(ctx context.Context, name string) error {
 	return nil
 }
 
+// Holder asks every peer whether another node holds the volume's writer
+// lease now, and returns that node ("" when none does). It fails when
+// fewer than a majority of the nodes answer in time (bounded by ctx and
+// 2s): a writer may then be among those that did not.
+func (n *Node) Holder(ctx context.Context, name string) (string, error) {
+	if err := n.opts.ValidName(name); err != nil {
+		return "", err
+	}
+	peers := n.opts.Peers()
+	rs := n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
+	if holder, left := liveLease(rs, n.opts.Self); holder != "" {
+		return fmt.Sprintf("%s (lease %.1fs left)", holder, left.Seconds()), nil
+	}
+	if reach, total := len(rs)+1, len(peers)+1; reach*2 <= total {
+		return "", fmt.Errorf("volume %s: %w (%d of %d reachable)", name, ErrNoMajority, reach, total)
+	}
+	return "", nil
+}
+
 // Remove forgets the volume here and deletes its subvolumes.
 func (n *Node) Remove(name string) error {
 	v, err := n.vol(name, false)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -686,4 +687,37 @@ func TestTreeSurvivesCrashExactly(t *testing.T) {
 	c.crash(0)
 	live1 := acquire(t, c.nodes[1], "tree", 15*time.Second)
 	compareTrees(t, live, live1)
+}
+
+// TestHolder: a node asked to delete a volume everywhere learns from the
+// peers that another node writes it (its lease is live), that nobody does
+// once it was released, and that it cannot tell when it reaches no
+// majority.
+func TestHolder(t *testing.T) {
+	c := newCluster(t, 3, 3*time.Second)
+	ask := func(i int) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return c.nodes[i].Holder(ctx, "db")
+	}
+	if h, err := ask(1); h != "" || err != nil {
+		t.Fatalf("Holder of a volume nobody wrote = %q, %v", h, err)
+	}
+	acquire(t, c.nodes[0], "db", 5*time.Second)
+	if h, err := ask(1); err != nil || h == "" || !strings.Contains(h, short(c.ids[0])) {
+		t.Fatalf("Holder while node 0 writes = %q, %v; want node 0 (%s)", h, err, short(c.ids[0]))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := c.nodes[0].Release(ctx, "db")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := ask(1); h != "" || err != nil {
+		t.Fatalf("Holder after release = %q, %v", h, err)
+	}
+	c.partition(1, true)
+	if h, err := ask(1); !errors.Is(err, ErrNoMajority) {
+		t.Fatalf("Holder without a majority = %q, %v; want ErrNoMajority", h, err)
+	}
 }

@@ -20,7 +20,13 @@ type fakeSnapshots struct {
 	released map[string]int
 	removed  map[string]bool
 	writing  map[string]bool
-	inUse    bool // Acquire waits for ctx, then fails as if another node wrote
+	inUse    bool   // Acquire waits for ctx, then fails as if another node wrote
+	holder   string // what Holder answers
+	holdErr  error  // what Holder fails with
+}
+
+func (f *fakeSnapshots) Holder(ctx context.Context, name string) (string, error) {
+	return f.holder, f.holdErr
 }
 
 func newFakeSnapshots(root string) *fakeSnapshots {

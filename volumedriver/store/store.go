@@ -59,6 +59,13 @@ type Replicator interface {
 	Status(name string) map[string]string
 	// Volumes lists the volumes the cluster knows, from local state.
 	Volumes() []ClusterVolume
+	// SetInUse publishes whether a container uses the volume on this node;
+	// while it does, this node never deletes it for a removal everywhere
+	// made elsewhere. It never blocks.
+	SetInUse(name string, used bool)
+	// UsedBy names the other nodes that report a container using the
+	// volume, from local state.
+	UsedBy(name string) []string
 }
 
 // Snapshotter replicates snapshot volumes (replication=snapshots) as
@@ -79,6 +86,9 @@ type Snapshotter interface {
 	LiveDir(name string) string
 	// Writing reports whether this node writes the volume now.
 	Writing(name string) bool
+	// Holder asks the peers which other node holds the volume's writer
+	// lease now ("" for none); it fails when it cannot ask a majority.
+	Holder(ctx context.Context, name string) (string, error)
 }
 
 // ClusterVolume is a volume known somewhere in the cluster.
@@ -256,6 +266,9 @@ func (s *Store) load() error {
 			if err := s.register(e); err != nil {
 				s.log.WithField("volume", name).WithError(err).Warn("cannot resume replication")
 			}
+		}
+		if len(rec.MountIDs) > 0 {
+			s.setInUse(name, true)
 		}
 		if len(rec.MountIDs) > 0 && s.snapshots(e) {
 			// The plugin restarted under running containers: resume writing
@@ -608,6 +621,9 @@ func (s *Store) Mount(name, id string) (string, error) {
 		s.mu.Unlock()
 	}
 	if len(e.rec.MountIDs) == 0 {
+		// Published before the wait: a removal everywhere made meanwhile
+		// on another node must not wipe what this Mount is about to present.
+		s.setInUse(name, true)
 		timeout := s.opts.MountTimeout
 		if e.opts.MountTimeout > 0 {
 			timeout = min(e.opts.MountTimeout, MaxCallWait)
@@ -622,10 +638,14 @@ func (s *Store) Mount(name, id string) (string, error) {
 		}
 		cancel()
 		if err != nil {
+			s.setInUse(name, false)
 			return "", fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout)
 		}
 	}
 	if err := s.ensureMounted(name); err != nil {
+		if len(e.rec.MountIDs) == 0 {
+			s.setInUse(name, false)
+		}
 		return "", err
 	}
 	s.mu.Lock()
@@ -740,8 +760,44 @@ func (s *Store) Unmount(name, id string) error {
 	if ferr != nil {
 		s.log.WithField("volume", name).WithError(ferr).Warn("last unmount: not every change reached a peer in time")
 	}
+	s.setInUse(name, false)
 	return nil
 }
+
+// setInUse tells the replicator whether a container uses the volume here.
+func (s *Store) setInUse(name string, used bool) {
+	if r := s.opts.Replicator; r != nil {
+		r.SetInUse(name, used)
+	}
+}
+
+// checkRemoveEverywhere refuses to delete e on every node while a
+// container on another node uses it: the node's published use, and for a
+// snapshot volume a live writer lease anywhere (which a crashed or
+// restarted node's stale record could not show). When the peers cannot be
+// asked, it refuses too: deleting blind could wipe a running database.
+func (s *Store) checkRemoveEverywhere(e *entry) error {
+	name := e.rec.Name
+	if users := s.opts.Replicator.UsedBy(name); len(users) > 0 {
+		return fmt.Errorf("%w: %s is used by a container on %s, and remove=everywhere would delete it under it: stop it there first (nothing was deleted)", ErrInUse, name, strings.Join(users, ", "))
+	}
+	if !s.snapshots(e) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), holderWait)
+	defer cancel()
+	holder, err := s.opts.Snapshots.Holder(ctx, name)
+	if holder != "" {
+		return fmt.Errorf("%w: %s is written by a container on %s, and remove=everywhere would delete it under it: stop it there first (nothing was deleted)", ErrInUse, name, holder)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: cannot tell whether another node writes it (%v); retry when most nodes are reachable (nothing was deleted)", ErrInUse, name, err)
+	}
+	return nil
+}
+
+// holderWait bounds Remove's question to the peers about a writer.
+const holderWait = 3 * time.Second
 
 // Remove deletes this node's replica of a volume (or, for volumes created
 // with remove=everywhere, asks the cluster to delete it everywhere). A
@@ -763,6 +819,11 @@ func (s *Store) Remove(name string) error {
 	s.mu.RUnlock()
 	if users > 0 {
 		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, users)
+	}
+	if s.opts.Replicator != nil && e.opts.Remove == RemoveEverywhere {
+		if err := s.checkRemoveEverywhere(e); err != nil {
+			return err
+		}
 	}
 	if r := s.opts.Replicator; r != nil {
 		if err := r.RemoveVolume(name, e.opts.Remove == RemoveEverywhere); err != nil {

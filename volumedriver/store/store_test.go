@@ -69,7 +69,24 @@ type fakeReplicator struct {
 	entered    chan string // if set, WaitSynced sends the volume's name on entry
 	cluster    []ClusterVolume
 	statuses   map[string]string
-	registered []string // snapshot volumes registered
+	registered []string            // snapshot volumes registered
+	inUse      map[string]bool     // SetInUse as called
+	usedBy     map[string][]string // what UsedBy answers
+}
+
+func (f *fakeReplicator) SetInUse(name string, used bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inUse == nil {
+		f.inUse = map[string]bool{}
+	}
+	f.inUse[name] = used
+}
+
+func (f *fakeReplicator) UsedBy(name string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.usedBy[name]
 }
 
 func newFakeReplicator() *fakeReplicator {
