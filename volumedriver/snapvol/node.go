@@ -65,6 +65,8 @@ var (
 	ErrFenced     = errors.New("this node lost the volume to another writer")
 	ErrNotBtrfs   = errors.New("state directory is not on btrfs")
 	ErrClosed     = errors.New("snapshot replication stopped")
+	// ErrNotReplicated means this node's newest generation is on no peer.
+	ErrNotReplicated = errors.New("newest generation not yet on any peer")
 	errNotMember  = errors.New("peer is not a cluster member")
 	errStale      = errors.New("stale writer epoch")
 )
@@ -579,6 +581,35 @@ func (n *Node) Holder(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("volume %s: %w (%d of %d reachable)", name, ErrNoMajority, reach, total)
 	}
 	return "", nil
+}
+
+// Replicated returns nil when a peer holds this node's newest generation
+// of the volume (or a newer one), when this node holds none, or when it
+// has no peers; otherwise an error wrapping ErrNotReplicated: deleting the
+// volume here would lose writes nobody else has (a last Release that
+// reached no peer). Bounded by ctx and 2s.
+func (n *Node) Replicated(ctx context.Context, name string) error {
+	v, err := n.vol(name, false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	v.mu.Lock()
+	latest := v.st.Latest
+	v.mu.Unlock()
+	peers := n.opts.Peers()
+	if latest.IsZero() || len(peers) == 0 {
+		return nil
+	}
+	rs := n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
+	for _, r := range rs {
+		if !r.Latest.Less(latest) {
+			return nil
+		}
+	}
+	return fmt.Errorf("volume %s: %w: generation %s is on none of the %d peers that answered (%d known)", name, ErrNotReplicated, latest, len(rs), len(peers))
 }
 
 // Remove forgets the volume here and deletes its subvolumes.

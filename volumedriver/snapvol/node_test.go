@@ -716,6 +716,25 @@ func TestHolder(t *testing.T) {
 	if h, err := ask(1); h != "" || err != nil {
 		t.Fatalf("Holder after release = %q, %v", h, err)
 	}
+	replicated := func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return c.nodes[i].Replicated(ctx, "db")
+	}
+	if err := replicated(0); err != nil {
+		t.Fatalf("Replicated after a release the peers confirmed: %v", err)
+	}
+	// A last generation that reached no peer is this node's only copy.
+	live := acquire(t, c.nodes[0], "db", 5*time.Second)
+	os.WriteFile(filepath.Join(live, "late"), []byte("only here"), 0o644)
+	c.partition(0, true)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	c.nodes[0].Release(ctx, "db")
+	cancel()
+	c.partition(0, false)
+	if err := replicated(0); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("Replicated with a generation on no peer = %v, want ErrNotReplicated", err)
+	}
 	c.partition(1, true)
 	if h, err := ask(1); !errors.Is(err, ErrNoMajority) {
 		t.Fatalf("Holder without a majority = %q, %v; want ErrNoMajority", h, err)

@@ -22,6 +22,7 @@ var (
 	ErrInUse         = errors.New("volume is in use")
 	ErrClosed        = errors.New("store is closed")
 	ErrUnsafePath    = errors.New("volume directory is not a plain directory")
+	ErrNotReplicated = errors.New("local changes not yet on any other node")
 )
 
 // MaxNameLen bounds a volume name (see package volname: one rule for

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +123,48 @@ func TestMountPublishesUse(t *testing.T) {
 	}
 	if !r2.inUse["web"] {
 		t.Fatal("a restart under a running container did not publish the use")
+	}
+}
+
+// TestRemoveLocalKeepsUnreplicatedChanges: dropping this node's replica
+// (remove=local, the default) is refused while it holds changes no other
+// node has — a last Unmount whose flush reached no peer — and goes ahead
+// once a peer has them.
+func TestRemoveLocalKeepsUnreplicatedChanges(t *testing.T) {
+	t.Parallel()
+	for _, repl := range []string{"files", "snapshots"} {
+		t.Run(repl, func(t *testing.T) {
+			t.Parallel()
+			notYet := fmt.Errorf("%w: 3 files (1 MiB) not yet held by any connected peer", ErrNotReplicated)
+			s, snaps, _, r := newSnapStore(t, nil)
+			if err := s.Create("web", map[string]string{"replication": repl}); err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			r.flushErr = notYet
+			r.mu.Unlock()
+			snaps.mu.Lock()
+			snaps.replErr = notYet
+			snaps.mu.Unlock()
+			err := s.Remove("web")
+			if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "no other node has") {
+				t.Fatalf("Remove with unreplicated changes = %v", err)
+			}
+			if _, ok := r.removed["web"]; ok || snaps.removed["web"] {
+				t.Fatal("removed anyway")
+			}
+			if _, err := os.Stat(s.volumeDir("web")); err != nil {
+				t.Fatalf("local data gone: %v", err)
+			}
+			r.mu.Lock()
+			r.flushErr = errors.New("volume web: volume not replicated on this node") // not a loss
+			r.mu.Unlock()
+			snaps.mu.Lock()
+			snaps.replErr = nil
+			snaps.mu.Unlock()
+			if err := s.Remove("web"); err != nil {
+				t.Fatalf("Remove once replicated: %v", err)
+			}
+		})
 	}
 }

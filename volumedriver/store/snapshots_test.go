@@ -23,7 +23,10 @@ type fakeSnapshots struct {
 	inUse    bool   // Acquire waits for ctx, then fails as if another node wrote
 	holder   string // what Holder answers
 	holdErr  error  // what Holder fails with
+	replErr  error  // what Replicated fails with
 }
+
+func (f *fakeSnapshots) Replicated(ctx context.Context, name string) error { return f.replErr }
 
 func (f *fakeSnapshots) Holder(ctx context.Context, name string) (string, error) {
 	return f.holder, f.holdErr

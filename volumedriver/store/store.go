@@ -51,7 +51,9 @@ type Replicator interface {
 	// WaitSynced returns once the local replica has caught up with the
 	// reachable peers, or an error saying how far behind it is.
 	WaitSynced(ctx context.Context, name string) error
-	// Flush returns once at least one peer holds every local change.
+	// Flush returns once at least one peer holds every local change; when
+	// ctx ends first because some change is on no peer, the error wraps
+	// ErrNotReplicated.
 	Flush(ctx context.Context, name string) error
 	// Touched hints that something changed below the volume; it never blocks.
 	Touched(name string, subdirs ...string)
@@ -89,6 +91,9 @@ type Snapshotter interface {
 	// Holder asks the peers which other node holds the volume's writer
 	// lease now ("" for none); it fails when it cannot ask a majority.
 	Holder(ctx context.Context, name string) (string, error)
+	// Replicated returns nil unless this node holds a generation no peer
+	// has (then an error that says which).
+	Replicated(ctx context.Context, name string) error
 }
 
 // ClusterVolume is a volume known somewhere in the cluster.
@@ -796,6 +801,28 @@ func (s *Store) checkRemoveEverywhere(e *entry) error {
 	return nil
 }
 
+// checkReplicated refuses to drop this node's replica of e while it holds
+// changes no other node has (a last Unmount whose flush reached no peer):
+// they would be lost for good.
+func (s *Store) checkReplicated(e *entry) error {
+	name := e.rec.Name
+	ctx, cancel := context.WithTimeout(context.Background(), holderWait)
+	defer cancel()
+	var err error
+	if s.snapshots(e) {
+		err = s.opts.Snapshots.Replicated(ctx, name)
+	} else {
+		err = s.opts.Replicator.Flush(ctx, name)
+		if !errors.Is(err, ErrNotReplicated) {
+			err = nil // not replicated here at all, or stopping: nothing to lose to a peer
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s holds changes no other node has yet (%v): retry once a peer is reachable (nothing was deleted)", ErrInUse, name, err)
+	}
+	return nil
+}
+
 // holderWait bounds Remove's question to the peers about a writer.
 const holderWait = 3 * time.Second
 
@@ -822,6 +849,11 @@ func (s *Store) Remove(name string) error {
 	}
 	if s.opts.Replicator != nil && e.opts.Remove == RemoveEverywhere {
 		if err := s.checkRemoveEverywhere(e); err != nil {
+			return err
+		}
+	}
+	if s.opts.Replicator != nil && e.opts.Remove != RemoveEverywhere {
+		if err := s.checkReplicated(e); err != nil {
 			return err
 		}
 	}

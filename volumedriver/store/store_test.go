@@ -72,6 +72,7 @@ type fakeReplicator struct {
 	registered []string            // snapshot volumes registered
 	inUse      map[string]bool     // SetInUse as called
 	usedBy     map[string][]string // what UsedBy answers
+	flushErr   error               // what Flush fails with
 }
 
 func (f *fakeReplicator) SetInUse(name string, used bool) {
@@ -135,7 +136,7 @@ func (f *fakeReplicator) Flush(ctx context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.flushes++
-	return nil
+	return f.flushErr
 }
 
 func (f *fakeReplicator) Touched(string, ...string) {}
