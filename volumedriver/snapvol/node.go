@@ -67,8 +67,8 @@ var (
 	ErrClosed     = errors.New("snapshot replication stopped")
 	// ErrNotReplicated means this node's newest generation is on no peer.
 	ErrNotReplicated = errors.New("newest generation not yet on any peer")
-	errNotMember  = errors.New("peer is not a cluster member")
-	errStale      = errors.New("stale writer epoch")
+	errNotMember     = errors.New("peer is not a cluster member")
+	errStale         = errors.New("stale writer epoch")
 )
 
 // Peer is another node of the cluster.
