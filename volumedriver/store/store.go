@@ -177,6 +177,11 @@ type Store struct {
 	mu     sync.RWMutex
 	vols   map[string]*entry
 	closed bool
+
+	// callTimeout bounds a whole Mount, waiting for the volume's lock
+	// included: MaxCallWait (tests shorten it).
+	callTimeout time.Duration
+	wg          sync.WaitGroup // releases after failed mounts
 }
 
 // New opens the store at opts.Root, creating it if needed, and restores the
@@ -200,11 +205,11 @@ func New(opts Options) (*Store, error) {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
 	if opts.MountTimeout > MaxCallWait || opts.FlushTimeout > MaxCallWait {
-		opts.Logger.WithField("max", MaxCallWait).Info("MOUNT_TIMEOUT / FLUSH_TIMEOUT longer than Docker waits for a plugin call: using the maximum")
+		opts.Logger.WithField("max", MaxCallWait).Warn("MOUNT_TIMEOUT / FLUSH_TIMEOUT longer than Docker waits for a plugin call: using the maximum")
 	}
 	opts.MountTimeout = min(opts.MountTimeout, MaxCallWait)
 	opts.FlushTimeout = min(opts.FlushTimeout, MaxCallWait)
-	s := &Store{Layout: Layout(opts.Root), opts: opts, log: opts.Logger, vols: map[string]*entry{}}
+	s := &Store{Layout: Layout(opts.Root), opts: opts, log: opts.Logger, vols: map[string]*entry{}, callTimeout: MaxCallWait}
 	for _, d := range []string{s.volumesDir(), opts.MountRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -260,7 +265,7 @@ func (s *Store) load() error {
 			s.log.WithField("volume", name).Warn("skipping volume with a corrupt record")
 			continue
 		}
-		vo, err := ParseOptions(rec.Options)
+		vo, err := parseRecorded(rec.Options)
 		if err != nil {
 			s.log.WithField("volume", name).WithError(err).Warn("volume record has invalid options; using defaults")
 			vo, _ = ParseOptions(nil)
@@ -350,6 +355,12 @@ func (s *Store) Create(name string, raw map[string]string) error {
 		return err
 	}
 	vo, err := ParseOptions(raw)
+	if errors.Is(err, errLongMountTimeout) && s.known(name) {
+		// Swarm creates a volume with its service's -o options on every
+		// node it lands on: a volume an older release made with a longer
+		// mount-timeout keeps working (at the most a Mount waits).
+		vo, err = parseRecorded(raw)
+	}
 	if err != nil {
 		return err
 	}
@@ -378,7 +389,7 @@ func (s *Store) Create(name string, raw map[string]string) error {
 	// A volume the cluster already knows keeps the cluster's options and
 	// creation time, so every replica reports the same.
 	if cv, ok := s.clusterVolume(name); ok && (len(raw) == 0 || !explicit && sameOptions(withoutKey(cv.Options, "replication"), withoutKey(vo.Raw(), "replication"))) {
-		if cvo, err := ParseOptions(cv.Options); err == nil {
+		if cvo, err := parseRecorded(cv.Options); err == nil {
 			if cvo.Replication == ReplicationSnapshots && s.opts.Snapshots == nil {
 				s.mu.Unlock()
 				return fmt.Errorf("%w: volume %s is replicated as snapshots, which needs this node's state directory on btrfs", ErrInvalidOption, name)
@@ -476,6 +487,17 @@ func sameOptions(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// known reports whether the volume exists here or in the cluster.
+func (s *Store) known(name string) bool {
+	s.mu.RLock()
+	_, ok := s.vols[name]
+	s.mu.RUnlock()
+	if !ok {
+		_, ok = s.clusterVolume(name)
+	}
+	return ok
 }
 
 func (s *Store) clusterVolume(name string) (ClusterVolume, bool) {
@@ -595,6 +617,7 @@ func (s *Store) withDefault(vo VolumeOptions) VolumeOptions {
 // caught up with its peers; a replica that cannot catch up in time fails the
 // mount with an error saying how far behind it is, so Swarm retries it.
 func (s *Store) Mount(name, id string) (string, error) {
+	deadline := time.Now().Add(s.callTimeout)
 	e, err := s.lookup(name)
 	if errors.Is(err, ErrNotFound) {
 		// Docker found the volume in the cluster's list and mounts it
@@ -608,8 +631,16 @@ func (s *Store) Mount(name, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	e.op.Lock()
-	defer e.op.Unlock()
+	if !lockBy(&e.op, deadline) {
+		return "", fmt.Errorf("mount volume %s: another Mount, Unmount or Remove of it still runs after %s; retry", name, s.callTimeout)
+	}
+	release := false
+	defer func() {
+		e.op.Unlock()
+		if release && s.snapshots(e) {
+			s.releaseAbandoned(e)
+		}
+	}()
 	for _, m := range e.rec.MountIDs {
 		if m == id {
 			return s.MountPoint(name), s.ensureMounted(name)
@@ -625,14 +656,28 @@ func (s *Store) Mount(name, id string) (string, error) {
 		e.rec.MountIDs = nil
 		s.mu.Unlock()
 	}
+	// fail undoes what this Mount did when it is the volume's first user
+	// here: nothing of a Mount that failed, or that Docker gave up on,
+	// may stay (a recorded user keeps `docker volume rm` saying "in use"
+	// for good, a mount or a writer lease keeps the volume here).
+	fail := func(err error) (string, error) {
+		if len(e.rec.MountIDs) == 0 {
+			s.opts.Mounter.Unmount(s.MountPoint(name))
+			os.Remove(s.MountPoint(name))
+			s.setInUse(name, false)
+			release = true // once e.op is free (see the deferred call)
+		}
+		return "", err
+	}
 	if len(e.rec.MountIDs) == 0 {
 		// Published before the wait: a removal everywhere made meanwhile
 		// on another node must not wipe what this Mount is about to present.
 		s.setInUse(name, true)
 		timeout := s.opts.MountTimeout
 		if e.opts.MountTimeout > 0 {
-			timeout = min(e.opts.MountTimeout, MaxCallWait)
+			timeout = e.opts.MountTimeout
 		}
+		timeout = min(timeout, time.Until(deadline))
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		var err error
 		switch {
@@ -643,15 +688,14 @@ func (s *Store) Mount(name, id string) (string, error) {
 		}
 		cancel()
 		if err != nil {
-			s.setInUse(name, false)
-			return "", fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout)
+			return fail(fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout.Round(time.Millisecond)))
 		}
 	}
 	if err := s.ensureMounted(name); err != nil {
-		if len(e.rec.MountIDs) == 0 {
-			s.setInUse(name, false)
-		}
-		return "", err
+		return fail(err)
+	}
+	if time.Now().After(deadline) {
+		return fail(fmt.Errorf("mount volume %s: took longer than %s, after which Docker may have given up on it: undone; retry", name, s.callTimeout))
 	}
 	s.mu.Lock()
 	e.rec.MountIDs = append(e.rec.MountIDs, id)
@@ -660,9 +704,47 @@ func (s *Store) Mount(name, id string) (string, error) {
 		s.mu.Lock()
 		e.rec.MountIDs = e.rec.MountIDs[:len(e.rec.MountIDs)-1]
 		s.mu.Unlock()
-		return "", fmt.Errorf("mount volume %s: %w", name, err)
+		return fail(fmt.Errorf("mount volume %s: %w", name, err))
 	}
 	return s.MountPoint(name), nil
+}
+
+// lockBy takes mu, waiting at most until deadline.
+func lockBy(mu *sync.Mutex, deadline time.Time) bool {
+	for !mu.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// releaseAbandoned lets go of a snapshot volume a failed Mount may have
+// acquired, unless a later Mount uses it by now. It runs after the Mount
+// answered (Docker must not wait for the last generation to ship).
+func (s *Store) releaseAbandoned(e *entry) {
+	name := e.rec.Name
+	if !s.opts.Snapshots.Writing(name) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		e.op.Lock()
+		defer e.op.Unlock()
+		s.mu.RLock()
+		users := len(e.rec.MountIDs)
+		s.mu.RUnlock()
+		if users > 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
+		defer cancel()
+		if err := s.opts.Snapshots.Release(ctx, name); err != nil {
+			s.log.WithField("volume", name).WithError(err).Warn("a failed mount: letting the volume go")
+		}
+	}()
 }
 
 // ensureMounted bind-mounts the data directory on the mount point unless it
@@ -1054,5 +1136,6 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.wg.Wait()
 	return nil
 }

@@ -73,6 +73,7 @@ type fakeReplicator struct {
 	inUse      map[string]bool     // SetInUse as called
 	usedBy     map[string][]string // what UsedBy answers
 	flushErr   error               // what Flush fails with
+	flushBlock chan struct{}       // if set, Flush waits for it (or ctx)
 }
 
 func (f *fakeReplicator) SetInUse(name string, used bool) {
@@ -134,9 +135,16 @@ func (f *fakeReplicator) WaitSynced(ctx context.Context, name string) error {
 
 func (f *fakeReplicator) Flush(ctx context.Context, name string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.flushes++
-	return f.flushErr
+	err, block := f.flushErr, f.flushBlock
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+	}
+	return err
 }
 
 func (f *fakeReplicator) Touched(string, ...string) {}
