@@ -60,6 +60,9 @@ func TestRemoveEverywhereRefusedWhileUsedElsewhere(t *testing.T) {
 			if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Remove = %v, want ErrInUse naming %q", err, tc.want)
 			}
+			if v, _ := s.Get("web"); len(tc.usedBy) > 0 && v.Status["usedOn"] != tc.usedBy[0] {
+				t.Fatalf("inspect shows usedOn %q, want %q", v.Status["usedOn"], tc.usedBy[0])
+			}
 			if _, ok := r.removed["web"]; ok {
 				t.Fatal("the cluster was asked to delete it anyway")
 			}

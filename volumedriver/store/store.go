@@ -1066,6 +1066,11 @@ func (s *Store) Get(name string) (Volume, error) {
 	for k, val := range status {
 		v.Status[k] = val
 	}
+	if s.opts.Replicator != nil {
+		if users := s.opts.Replicator.UsedBy(name); len(users) > 0 {
+			v.Status["usedOn"] = strings.Join(users, ", ")
+		}
+	}
 	return v, nil
 }
 
