@@ -21,7 +21,7 @@ var (
 	ErrNotFound      = errors.New("no such volume")
 	ErrInUse         = errors.New("volume is in use")
 	ErrClosed        = errors.New("store is closed")
-	ErrUnsafePath    = errors.New("volume directory is not a plain directory")
+	ErrUnsafePath    = errors.New("unsafe volume directory")
 	ErrNotReplicated = errors.New("local changes not yet on any other node")
 )
 
