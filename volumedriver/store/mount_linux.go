@@ -17,10 +17,27 @@ type BindMounter struct{}
 
 var _ Mounter = BindMounter{}
 
-// Mount bind-mounts src onto dst.
+// Mount bind-mounts the directory src onto dst. src itself must not be a
+// symlink, and what ends up mounted must be the directory src named when
+// Mount began: a directory swapped for a symlink meanwhile (a peer's
+// change landing) is found by comparing device and inode, unmounted, and
+// refused with ErrUnsafePath.
 func (BindMounter) Mount(src, dst string) error {
+	fd, err := unix.Open(src, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bind mount %s on %s: %w: %v", src, dst, ErrUnsafePath, err)
+	}
+	defer unix.Close(fd)
+	var want, got unix.Stat_t
+	if err := unix.Fstat(fd, &want); err != nil {
+		return fmt.Errorf("bind mount %s on %s: %w", src, dst, err)
+	}
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind mount %s on %s: %w", src, dst, err)
+	}
+	if err := unix.Stat(dst, &got); err != nil || got.Dev != want.Dev || got.Ino != want.Ino {
+		unix.Unmount(dst, unix.MNT_DETACH)
+		return fmt.Errorf("bind mount %s on %s: %w: it changed while being mounted", src, dst, ErrUnsafePath)
 	}
 	return nil
 }
@@ -86,9 +103,7 @@ func unescapeMountinfo(s string) string {
 // other devices write (a files volume's data directory is inside the
 // replicated folder), so any of its components may have been replaced by
 // a symlink to another volume or to the node's key. root itself is the
-// plugin's own (trusted) path. The caller closes the descriptor; bind
-// mounting /proc/self/fd/<fd> mounts exactly the directory checked here,
-// whatever is renamed in between.
+// plugin's own (trusted) path. The caller closes the descriptor.
 func openDirBeneath(root, rel string) (int, error) {
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -128,7 +143,3 @@ func openDirBeneath(root, rel string) (int, error) {
 	}
 	return cur, nil
 }
-
-// fdPath names an open descriptor so that mount(2) and friends act on
-// the very inode it refers to.
-func fdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }

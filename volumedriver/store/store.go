@@ -771,8 +771,10 @@ func (s *Store) ensureMounted(name string) error {
 	if err != nil {
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
-	defer unix.Close(fd)
-	if err := s.opts.Mounter.Mount(fdPath(fd), mp); err != nil {
+	unix.Close(fd)
+	// The mounter checks again that what it mounted is the directory
+	// named src, not a symlink planted since (see BindMounter.Mount).
+	if err := s.opts.Mounter.Mount(src, mp); err != nil {
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	return nil
@@ -782,8 +784,7 @@ func (s *Store) ensureMounted(name string) error {
 // following no symlink below the volume's own directory: a files
 // volume's data directory lies inside the replicated folder, so another
 // device sharing it can replace it (or a parent) by a symlink to another
-// volume or to the node's key. The mount is made from the descriptor, so
-// what is mounted is what was checked.
+// volume or to the node's key.
 func (s *Store) openMountSource(name, src string) (int, error) {
 	base := s.volumeDir(name)
 	rel, err := filepath.Rel(base, src)

@@ -89,11 +89,12 @@ func TestCreateNeverChmodsThroughSymlink(t *testing.T) {
 	}
 }
 
-// TestBindMountFromCheckedDescriptor makes real bind mounts (root only):
-// a volume mounts through the descriptor the store checked, and a data
-// directory replaced by a symlink to another directory is refused, so its
-// content never shows at the mount point.
-func TestBindMountFromCheckedDescriptor(t *testing.T) {
+// TestBindMountNeverFollowsPlantedSymlink makes real bind mounts (root
+// only): a volume mounts, and a data directory replaced by a symlink to
+// another directory is refused — by the store, and by BindMounter itself
+// should the symlink land after the store's check — so its content never
+// shows at the mount point.
+func TestBindMountNeverFollowsPlantedSymlink(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("bind mounts need root")
 	}
@@ -122,5 +123,13 @@ func TestBindMountFromCheckedDescriptor(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(mp, "key.pem")); err == nil {
 		t.Fatal("the planted symlink's target is visible at the mount point")
+	}
+	os.MkdirAll(mp, 0o755)
+	if err := (BindMounter{}).Mount(s.DataDir("web"), mp); !errors.Is(err, ErrUnsafePath) {
+		BindMounter{}.Unmount(mp)
+		t.Fatalf("BindMounter.Mount of a symlink = %v, want ErrUnsafePath", err)
+	}
+	if _, err := os.Stat(filepath.Join(mp, "key.pem")); err == nil {
+		t.Fatal("BindMounter followed the symlink")
 	}
 }
