@@ -96,6 +96,11 @@ func (e *Engine) reconcile() {
 		detached:   cloneMap(e.detached),
 		paused:     e.partitioned,
 	}
+	for name := range e.noWipe {
+		if r, ok := vols[name]; ok && !r.Deleted {
+			delete(e.noWipe, name) // the removal was undone (keepInUse on another node)
+		}
+	}
 	noWipe := cloneMap(e.noWipe)
 	e.mu.Unlock()
 
