@@ -19,7 +19,7 @@ import (
 func TestSyncvolRemoveEverywhereSparesUse(t *testing.T) {
 	for _, repl := range []string{"files", "snapshots"} {
 		t.Run(repl, func(t *testing.T) {
-			vol := "e2e-keep-" + repl
+			vol := "e2e-keep-" + repl + "-" + runID
 			user := vol + "-user"
 			t.Cleanup(func() {
 				dk("home3", "rm", "-f", user)
@@ -74,17 +74,34 @@ func TestSyncvolRemoveEverywhereSparesUse(t *testing.T) {
 	}
 }
 
-// TestSyncvolPlantedSymlinkNeverFollowed: a files volume's data directory
-// replaced by a symlink (what a device sharing the replicated folder can
-// plant) to a directory holding a secret: the next Mount is refused and
-// no container sees the secret.
+// TestSyncvolPlantedSymlinkNeverFollowed: a device sharing a files
+// volume (here home1, a member; a share= device can do the same) replaces
+// its data directory by a symlink to a directory holding a secret on the
+// other nodes; Syncthing carries the symlink to home2, whose next Mount is
+// refused, saying why, and no container sees the secret.
 func TestSyncvolPlantedSymlinkNeverFollowed(t *testing.T) {
-	const node, vol = "home2", "e2e-planted"
-	t.Cleanup(func() { dk(node, "volume", "rm", vol) })
-	mustDk(t, node, "volume", "create", "-d", "syncvol", "-o", "replication=files", vol)
-	mustDk(t, node, "run", "--rm", "-v", vol+":/vol", "busybox", "sh", "-c", "echo ok > /vol/f")
-	base := filepath.Join(topoRoot, node, "syncvol")
-	secret := filepath.Join(base, "planted-secret")
+	const victim, peer = "home2", "home1"
+	vol := "e2e-planted-" + runID
+	t.Cleanup(func() {
+		for _, n := range []string{victim, peer} {
+			dk(n, "volume", "rm", vol)
+		}
+	})
+	mustDk(t, victim, "volume", "create", "-d", "syncvol", "-o", "replication=files", vol)
+	// Left empty: a directory with content changes under the puller as
+	// the deletions land, and Syncthing then retries the symlink only a
+	// minute later.
+	mustDk(t, victim, "run", "--rm", "-v", vol+":/vol", "busybox", "true")
+	// docker run --rm returns before the daemon unmounts: the next Mount
+	// must be a first one, which opens the data directory anew.
+	eventually(t, 20*time.Second, "the volume unmounted", func() error {
+		out, err := dk(victim, "volume", "inspect", "-f", `{{index .Status "mounts"}}`, vol)
+		if err != nil || out != "0" {
+			return fmt.Errorf("mounts %q %v", out, err)
+		}
+		return nil
+	})
+	secret := filepath.Join(topoRoot, victim, "syncvol", "planted-secret")
 	if err := os.MkdirAll(secret, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -92,16 +109,26 @@ func TestSyncvolPlantedSymlinkNeverFollowed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(secret, "key.pem"), []byte("SECRET"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	data := filepath.Join(base, "volumes", vol, "replica", "data")
-	if err := os.RemoveAll(data); err != nil {
+	data := func(n string) string { return filepath.Join(topoRoot, n, "syncvol", "volumes", vol, "replica", "data") }
+	eventually(t, 30*time.Second, "the volume on "+peer, func() error {
+		_, err := os.Stat(data(peer))
+		return err
+	})
+	if err := os.RemoveAll(data(peer)); err != nil {
 		t.Fatal(err)
 	}
-	// Relative, as a peer's symlink would be: it resolves inside the
+	// Relative, so that it points at the secret on every node, inside the
 	// plugin's /state as well as on the host.
-	if err := os.Symlink("../../../planted-secret", data); err != nil {
+	if err := os.Symlink("../../../planted-secret", data(peer)); err != nil {
 		t.Fatal(err)
 	}
-	out, err := dk(node, "run", "--rm", "-v", vol+":/vol", "busybox", "cat", "/vol/key.pem")
+	eventually(t, 90*time.Second, "the symlink on "+victim, func() error {
+		if fi, err := os.Lstat(data(victim)); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return fmt.Errorf("not (yet) a symlink: %v", err)
+		}
+		return nil
+	})
+	out, err := dk(victim, "run", "--rm", "-v", vol+":/vol", "busybox", "cat", "/vol/key.pem")
 	if err == nil || strings.Contains(out, "SECRET") {
 		t.Fatalf("a container mounted the planted symlink: %q %v", out, err)
 	}
