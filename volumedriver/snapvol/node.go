@@ -65,8 +65,10 @@ var (
 	ErrFenced     = errors.New("this node lost the volume to another writer")
 	ErrNotBtrfs   = errors.New("state directory is not on btrfs")
 	ErrClosed     = errors.New("snapshot replication stopped")
-	errNotMember  = errors.New("peer is not a cluster member")
-	errStale      = errors.New("stale writer epoch")
+	// ErrNotReplicated means this node's newest generation is on no peer.
+	ErrNotReplicated = errors.New("newest generation not yet on any peer")
+	errNotMember     = errors.New("peer is not a cluster member")
+	errStale         = errors.New("stale writer epoch")
 )
 
 // Peer is another node of the cluster.
@@ -560,6 +562,54 @@ func (n *Node) Release(ctx context.Context, name string) error {
 		return fmt.Errorf("volume %s: the last generation %s reached no peer in time (%d known); it keeps its data here", name, g, len(peers))
 	}
 	return nil
+}
+
+// Holder asks every peer whether another node holds the volume's writer
+// lease now, and returns that node ("" when none does). It fails when
+// fewer than a majority of the nodes answer in time (bounded by ctx and
+// 2s): a writer may then be among those that did not.
+func (n *Node) Holder(ctx context.Context, name string) (string, error) {
+	if err := n.opts.ValidName(name); err != nil {
+		return "", err
+	}
+	peers := n.opts.Peers()
+	rs := n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
+	if holder, left := liveLease(rs, n.opts.Self); holder != "" {
+		return fmt.Sprintf("%s (lease %.1fs left)", holder, left.Seconds()), nil
+	}
+	if reach, total := len(rs)+1, len(peers)+1; reach*2 <= total {
+		return "", fmt.Errorf("volume %s: %w (%d of %d reachable)", name, ErrNoMajority, reach, total)
+	}
+	return "", nil
+}
+
+// Replicated returns nil when a peer holds this node's newest generation
+// of the volume (or a newer one), when this node holds none, or when it
+// has no peers; otherwise an error wrapping ErrNotReplicated: deleting the
+// volume here would lose writes nobody else has (a last Release that
+// reached no peer). Bounded by ctx and 2s.
+func (n *Node) Replicated(ctx context.Context, name string) error {
+	v, err := n.vol(name, false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	v.mu.Lock()
+	latest := v.st.Latest
+	v.mu.Unlock()
+	peers := n.opts.Peers()
+	if latest.IsZero() || len(peers) == 0 {
+		return nil
+	}
+	rs := n.queryAll(ctx, peers, &msg{Req: reqQuery, Volume: name})
+	for _, r := range rs {
+		if !r.Latest.Less(latest) {
+			return nil
+		}
+	}
+	return fmt.Errorf("volume %s: %w: generation %s is on none of the %d peers that answered (%d known)", name, ErrNotReplicated, latest, len(rs), len(peers))
 }
 
 // Remove forgets the volume here and deletes its subvolumes.

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -847,5 +848,57 @@ func TestChangedSince(t *testing.T) {
 	}
 	if touched, err := ChangedInodes(filepath.Join(root, "g3"), t3); err != nil || len(touched) != 0 {
 		t.Fatalf("ChangedInodes of g3 since its own creation: %v, %v", touched, err)
+	}
+}
+
+// TestHolder: a node asked to delete a volume everywhere learns from the
+// peers that another node writes it (its lease is live), that nobody does
+// once it was released, and that it cannot tell when it reaches no
+// majority.
+func TestHolder(t *testing.T) {
+	c := newCluster(t, 3, 3*time.Second)
+	ask := func(i int) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return c.nodes[i].Holder(ctx, "db")
+	}
+	if h, err := ask(1); h != "" || err != nil {
+		t.Fatalf("Holder of a volume nobody wrote = %q, %v", h, err)
+	}
+	acquire(t, c.nodes[0], "db", 5*time.Second)
+	if h, err := ask(1); err != nil || h == "" || !strings.Contains(h, short(c.ids[0])) {
+		t.Fatalf("Holder while node 0 writes = %q, %v; want node 0 (%s)", h, err, short(c.ids[0]))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := c.nodes[0].Release(ctx, "db")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := ask(1); h != "" || err != nil {
+		t.Fatalf("Holder after release = %q, %v", h, err)
+	}
+	replicated := func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return c.nodes[i].Replicated(ctx, "db")
+	}
+	if err := replicated(0); err != nil {
+		t.Fatalf("Replicated after a release the peers confirmed: %v", err)
+	}
+	// A last generation that reached no peer is this node's only copy.
+	live := acquire(t, c.nodes[0], "db", 5*time.Second)
+	os.WriteFile(filepath.Join(live, "late"), []byte("only here"), 0o644)
+	c.partition(0, true)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	c.nodes[0].Release(ctx, "db")
+	cancel()
+	c.partition(0, false)
+	if err := replicated(0); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("Replicated with a generation on no peer = %v, want ErrNotReplicated", err)
+	}
+	c.partition(1, true)
+	if h, err := ask(1); !errors.Is(err, ErrNoMajority) {
+		t.Fatalf("Holder without a majority = %q, %v; want ErrNoMajority", h, err)
 	}
 }

@@ -17,10 +17,27 @@ type BindMounter struct{}
 
 var _ Mounter = BindMounter{}
 
-// Mount bind-mounts src onto dst.
+// Mount bind-mounts the directory src onto dst. src itself must not be a
+// symlink, and what ends up mounted must be the directory src named when
+// Mount began: a directory swapped for a symlink meanwhile (a peer's
+// change landing) is found by comparing device and inode, unmounted, and
+// refused with ErrUnsafePath.
 func (BindMounter) Mount(src, dst string) error {
+	fd, err := unix.Open(src, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bind mount %s on %s: %w: %v", src, dst, ErrUnsafePath, err)
+	}
+	defer unix.Close(fd)
+	var want, got unix.Stat_t
+	if err := unix.Fstat(fd, &want); err != nil {
+		return fmt.Errorf("bind mount %s on %s: %w", src, dst, err)
+	}
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind mount %s on %s: %w", src, dst, err)
+	}
+	if err := unix.Stat(dst, &got); err != nil || got.Dev != want.Dev || got.Ino != want.Ino {
+		unix.Unmount(dst, unix.MNT_DETACH)
+		return fmt.Errorf("bind mount %s on %s: %w: it changed while being mounted", src, dst, ErrUnsafePath)
 	}
 	return nil
 }
@@ -79,4 +96,50 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// openDirBeneath opens root/rel as an O_PATH directory without following
+// any symlink below root and without ever leaving it: rel lies in a volume
+// other devices write (a files volume's data directory is inside the
+// replicated folder), so any of its components may have been replaced by
+// a symlink to another volume or to the node's key. root itself is the
+// plugin's own (trusted) path. The caller closes the descriptor.
+func openDirBeneath(root, rel string) (int, error) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rfd)
+	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err == nil {
+		return fd, nil
+	}
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
+		return -1, &os.PathError{Op: "open", Path: filepath.Join(root, rel), Err: err}
+	}
+	// No openat2 (before Linux 5.6, or filtered by seccomp): walk one
+	// component at a time, refusing symlinks and "..".
+	cur, err := unix.Dup(rfd)
+	if err != nil {
+		return -1, err
+	}
+	for _, part := range strings.Split(filepath.Clean(rel), "/") {
+		if part == "" || part == "." {
+			continue
+		}
+		if part == ".." {
+			unix.Close(cur)
+			return -1, &os.PathError{Op: "open", Path: filepath.Join(root, rel), Err: unix.EXDEV}
+		}
+		next, err := unix.Openat(cur, part, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(cur)
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: filepath.Join(root, rel), Err: err}
+		}
+		cur = next
+	}
+	return cur, nil
 }

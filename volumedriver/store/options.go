@@ -21,6 +21,8 @@ var (
 	ErrNotFound      = errors.New("no such volume")
 	ErrInUse         = errors.New("volume is in use")
 	ErrClosed        = errors.New("store is closed")
+	ErrUnsafePath    = errors.New("unsafe volume directory")
+	ErrNotReplicated = errors.New("local changes not yet on any other node")
 )
 
 // MaxNameLen bounds a volume name (see package volname: one rule for
@@ -84,7 +86,7 @@ var optionHelp = map[string]string{
 	"gid":           "gid=<0-4294967294>",
 	"mode":          "mode=<octal, e.g. 0750>",
 	"remove":        "remove=local|everywhere",
-	"mount-timeout": "mount-timeout=<duration, e.g. 20s; at most 25s is used>",
+	"mount-timeout": "mount-timeout=<duration, e.g. 15s; at most 25s>",
 	"share":         "share=<syncthing device ID>[@host:port][,…]",
 	"replication":   "replication=snapshots|files",
 }
@@ -117,9 +119,22 @@ var (
 // IsDeviceID reports whether id is a Syncthing device ID in upper case.
 func IsDeviceID(id string) bool { return deviceIDOnlyRE.MatchString(id) }
 
+// errLongMountTimeout marks a mount-timeout beyond MaxCallWait, which
+// older releases accepted (up to legacyMaxMountTimeout).
+var errLongMountTimeout = errors.New("mount-timeout too long")
+
+const legacyMaxMountTimeout = 10 * time.Minute
+
 // ParseOptions validates raw `-o` options. Unknown keys and malformed values
 // are errors that name the valid options; nothing is half-applied.
-func ParseOptions(raw map[string]string) (VolumeOptions, error) {
+func ParseOptions(raw map[string]string) (VolumeOptions, error) { return parseOptions(raw, false) }
+
+// parseRecorded parses options an older release may have recorded (in a
+// volume's record or the cluster's registry): a mount-timeout it accepted
+// beyond MaxCallWait is read as MaxCallWait, the most a Mount waits.
+func parseRecorded(raw map[string]string) (VolumeOptions, error) { return parseOptions(raw, true) }
+
+func parseOptions(raw map[string]string, lenient bool) (VolumeOptions, error) {
 	o := VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal}
 	bad := func(k, v, why string) error {
 		return fmt.Errorf("%w: %s=%q %s; valid options: %s", ErrInvalidOption, k, v, why, ValidOptions())
@@ -166,8 +181,15 @@ func ParseOptions(raw map[string]string) (VolumeOptions, error) {
 			}
 		case "mount-timeout":
 			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 || d > 10*time.Minute {
-				return o, bad(k, v, "is not a duration between 1ms and 10m (Mount waits at most 25s: Docker gives a plugin call 30s)")
+			if err != nil || d <= 0 {
+				return o, bad(k, v, "is not a positive duration (e.g. 15s)")
+			}
+			if d > MaxCallWait {
+				if !lenient || d > legacyMaxMountTimeout {
+					return o, fmt.Errorf("%w: %w: mount-timeout=%q is longer than %s: Docker gives up on a Mount after 30s, and a Mount it gave up on must not go on; use at most %s (Swarm retries a Mount that failed); valid options: %s",
+						ErrInvalidOption, errLongMountTimeout, v, MaxCallWait, MaxCallWait, ValidOptions())
+				}
+				d = MaxCallWait // recorded by an older release: what is used anyway
 			}
 			o.MountTimeout = d
 		case "share":

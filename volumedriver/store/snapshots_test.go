@@ -20,7 +20,17 @@ type fakeSnapshots struct {
 	released map[string]int
 	removed  map[string]bool
 	writing  map[string]bool
-	inUse    bool // Acquire waits for ctx, then fails as if another node wrote
+	inUse    bool          // Acquire waits for ctx, then fails as if another node wrote
+	holder   string        // what Holder answers
+	holdErr  error         // what Holder fails with
+	replErr  error         // what Replicated fails with
+	delay    time.Duration // Acquire takes this long, whatever its ctx says
+}
+
+func (f *fakeSnapshots) Replicated(ctx context.Context, name string) error { return f.replErr }
+
+func (f *fakeSnapshots) Holder(ctx context.Context, name string) (string, error) {
+	return f.holder, f.holdErr
 }
 
 func newFakeSnapshots(root string) *fakeSnapshots {
@@ -30,6 +40,7 @@ func newFakeSnapshots(root string) *fakeSnapshots {
 func (f *fakeSnapshots) LiveDir(name string) string { return filepath.Join(f.root, name, "live") }
 
 func (f *fakeSnapshots) Acquire(ctx context.Context, name string, init func(string) error) (string, error) {
+	time.Sleep(f.delay)
 	if f.inUse {
 		<-ctx.Done()
 		return "", errors.New("volume is in use on another node")

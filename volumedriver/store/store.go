@@ -25,11 +25,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Replicator keeps replicas of volumes in step with other nodes. The store
@@ -49,7 +51,9 @@ type Replicator interface {
 	// WaitSynced returns once the local replica has caught up with the
 	// reachable peers, or an error saying how far behind it is.
 	WaitSynced(ctx context.Context, name string) error
-	// Flush returns once at least one peer holds every local change.
+	// Flush returns once at least one peer holds every local change; when
+	// ctx ends first because some change is on no peer, the error wraps
+	// ErrNotReplicated.
 	Flush(ctx context.Context, name string) error
 	// Touched hints that something changed below the volume; it never blocks.
 	Touched(name string, subdirs ...string)
@@ -57,6 +61,13 @@ type Replicator interface {
 	Status(name string) map[string]string
 	// Volumes lists the volumes the cluster knows, from local state.
 	Volumes() []ClusterVolume
+	// SetInUse publishes whether a container uses the volume on this node;
+	// while it does, this node never deletes it for a removal everywhere
+	// made elsewhere. It never blocks.
+	SetInUse(name string, used bool)
+	// UsedBy names the other nodes that report a container using the
+	// volume, from local state.
+	UsedBy(name string) []string
 }
 
 // Snapshotter replicates snapshot volumes (replication=snapshots) as
@@ -77,6 +88,12 @@ type Snapshotter interface {
 	LiveDir(name string) string
 	// Writing reports whether this node writes the volume now.
 	Writing(name string) bool
+	// Holder asks the peers which other node holds the volume's writer
+	// lease now ("" for none); it fails when it cannot ask a majority.
+	Holder(ctx context.Context, name string) (string, error)
+	// Replicated returns nil unless this node holds a generation no peer
+	// has (then an error that says which).
+	Replicated(ctx context.Context, name string) error
 }
 
 // ClusterVolume is a volume known somewhere in the cluster.
@@ -160,6 +177,11 @@ type Store struct {
 	mu     sync.RWMutex
 	vols   map[string]*entry
 	closed bool
+
+	// callTimeout bounds a whole Mount, waiting for the volume's lock
+	// included: MaxCallWait (tests shorten it).
+	callTimeout time.Duration
+	wg          sync.WaitGroup // releases after failed mounts
 }
 
 // New opens the store at opts.Root, creating it if needed, and restores the
@@ -183,11 +205,11 @@ func New(opts Options) (*Store, error) {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
 	if opts.MountTimeout > MaxCallWait || opts.FlushTimeout > MaxCallWait {
-		opts.Logger.WithField("max", MaxCallWait).Info("MOUNT_TIMEOUT / FLUSH_TIMEOUT longer than Docker waits for a plugin call: using the maximum")
+		opts.Logger.WithField("max", MaxCallWait).Warn("MOUNT_TIMEOUT / FLUSH_TIMEOUT longer than Docker waits for a plugin call: using the maximum")
 	}
 	opts.MountTimeout = min(opts.MountTimeout, MaxCallWait)
 	opts.FlushTimeout = min(opts.FlushTimeout, MaxCallWait)
-	s := &Store{Layout: Layout(opts.Root), opts: opts, log: opts.Logger, vols: map[string]*entry{}}
+	s := &Store{Layout: Layout(opts.Root), opts: opts, log: opts.Logger, vols: map[string]*entry{}, callTimeout: MaxCallWait}
 	for _, d := range []string{s.volumesDir(), opts.MountRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -243,7 +265,7 @@ func (s *Store) load() error {
 			s.log.WithField("volume", name).Warn("skipping volume with a corrupt record")
 			continue
 		}
-		vo, err := ParseOptions(rec.Options)
+		vo, err := parseRecorded(rec.Options)
 		if err != nil {
 			s.log.WithField("volume", name).WithError(err).Warn("volume record has invalid options; using defaults")
 			vo, _ = ParseOptions(nil)
@@ -254,6 +276,9 @@ func (s *Store) load() error {
 			if err := s.register(e); err != nil {
 				s.log.WithField("volume", name).WithError(err).Warn("cannot resume replication")
 			}
+		}
+		if len(rec.MountIDs) > 0 {
+			s.setInUse(name, true)
 		}
 		if len(rec.MountIDs) > 0 && s.snapshots(e) {
 			// The plugin restarted under running containers: resume writing
@@ -330,6 +355,12 @@ func (s *Store) Create(name string, raw map[string]string) error {
 		return err
 	}
 	vo, err := ParseOptions(raw)
+	if errors.Is(err, errLongMountTimeout) && s.known(name) {
+		// Swarm creates a volume with its service's -o options on every
+		// node it lands on: a volume an older release made with a longer
+		// mount-timeout keeps working (at the most a Mount waits).
+		vo, err = parseRecorded(raw)
+	}
 	if err != nil {
 		return err
 	}
@@ -358,7 +389,7 @@ func (s *Store) Create(name string, raw map[string]string) error {
 	// A volume the cluster already knows keeps the cluster's options and
 	// creation time, so every replica reports the same.
 	if cv, ok := s.clusterVolume(name); ok && (len(raw) == 0 || !explicit && sameOptions(withoutKey(cv.Options, "replication"), withoutKey(vo.Raw(), "replication"))) {
-		if cvo, err := ParseOptions(cv.Options); err == nil {
+		if cvo, err := parseRecorded(cv.Options); err == nil {
 			if cvo.Replication == ReplicationSnapshots && s.opts.Snapshots == nil {
 				s.mu.Unlock()
 				return fmt.Errorf("%w: volume %s is replicated as snapshots, which needs this node's state directory on btrfs", ErrInvalidOption, name)
@@ -411,19 +442,27 @@ func (s *Store) createOnDisk(e *entry) error {
 }
 
 // initRoot makes dir the root of a new volume, with its uid, gid and mode.
+// A files volume's dir may already have arrived from another device:
+// ownership and mode are set through a descriptor opened without
+// following a symlink, so a planted link never changes a file outside.
 func (e *entry) initRoot(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrUnsafePath, dir, err)
+	}
+	defer f.Close()
 	mode := e.opts.Mode
 	if mode == 0 {
 		mode = 0o755
 	}
-	if err := os.Chmod(dir, mode); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return err
 	}
 	if e.opts.UID >= 0 || e.opts.GID >= 0 {
-		return os.Lchown(dir, e.opts.UID, e.opts.GID)
+		return f.Chown(e.opts.UID, e.opts.GID)
 	}
 	return nil
 }
@@ -448,6 +487,17 @@ func sameOptions(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// known reports whether the volume exists here or in the cluster.
+func (s *Store) known(name string) bool {
+	s.mu.RLock()
+	_, ok := s.vols[name]
+	s.mu.RUnlock()
+	if !ok {
+		_, ok = s.clusterVolume(name)
+	}
+	return ok
 }
 
 func (s *Store) clusterVolume(name string) (ClusterVolume, bool) {
@@ -567,6 +617,7 @@ func (s *Store) withDefault(vo VolumeOptions) VolumeOptions {
 // caught up with its peers; a replica that cannot catch up in time fails the
 // mount with an error saying how far behind it is, so Swarm retries it.
 func (s *Store) Mount(name, id string) (string, error) {
+	deadline := time.Now().Add(s.callTimeout)
 	e, err := s.lookup(name)
 	if errors.Is(err, ErrNotFound) {
 		// Docker found the volume in the cluster's list and mounts it
@@ -580,8 +631,16 @@ func (s *Store) Mount(name, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	e.op.Lock()
-	defer e.op.Unlock()
+	if !lockBy(&e.op, deadline) {
+		return "", fmt.Errorf("mount volume %s: another Mount, Unmount or Remove of it still runs after %s; retry", name, s.callTimeout)
+	}
+	release := false
+	defer func() {
+		e.op.Unlock()
+		if release && s.snapshots(e) {
+			s.releaseAbandoned(e)
+		}
+	}()
 	for _, m := range e.rec.MountIDs {
 		if m == id {
 			return s.MountPoint(name), s.ensureMounted(name)
@@ -597,11 +656,28 @@ func (s *Store) Mount(name, id string) (string, error) {
 		e.rec.MountIDs = nil
 		s.mu.Unlock()
 	}
+	// fail undoes what this Mount did when it is the volume's first user
+	// here: nothing of a Mount that failed, or that Docker gave up on,
+	// may stay (a recorded user keeps `docker volume rm` saying "in use"
+	// for good, a mount or a writer lease keeps the volume here).
+	fail := func(err error) (string, error) {
+		if len(e.rec.MountIDs) == 0 {
+			s.opts.Mounter.Unmount(s.MountPoint(name))
+			os.Remove(s.MountPoint(name))
+			s.setInUse(name, false)
+			release = true // once e.op is free (see the deferred call)
+		}
+		return "", err
+	}
 	if len(e.rec.MountIDs) == 0 {
+		// Published before the wait: a removal everywhere made meanwhile
+		// on another node must not wipe what this Mount is about to present.
+		s.setInUse(name, true)
 		timeout := s.opts.MountTimeout
 		if e.opts.MountTimeout > 0 {
-			timeout = min(e.opts.MountTimeout, MaxCallWait)
+			timeout = e.opts.MountTimeout
 		}
+		timeout = min(timeout, time.Until(deadline))
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		var err error
 		switch {
@@ -612,11 +688,14 @@ func (s *Store) Mount(name, id string) (string, error) {
 		}
 		cancel()
 		if err != nil {
-			return "", fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout)
+			return fail(fmt.Errorf("mount volume %s: %w (waited %s; retry, or raise MOUNT_TIMEOUT / -o mount-timeout)", name, err, timeout.Round(time.Millisecond)))
 		}
 	}
 	if err := s.ensureMounted(name); err != nil {
-		return "", err
+		return fail(err)
+	}
+	if time.Now().After(deadline) {
+		return fail(fmt.Errorf("mount volume %s: took longer than %s, after which Docker may have given up on it: undone; retry", name, s.callTimeout))
 	}
 	s.mu.Lock()
 	e.rec.MountIDs = append(e.rec.MountIDs, id)
@@ -625,9 +704,47 @@ func (s *Store) Mount(name, id string) (string, error) {
 		s.mu.Lock()
 		e.rec.MountIDs = e.rec.MountIDs[:len(e.rec.MountIDs)-1]
 		s.mu.Unlock()
-		return "", fmt.Errorf("mount volume %s: %w", name, err)
+		return fail(fmt.Errorf("mount volume %s: %w", name, err))
 	}
 	return s.MountPoint(name), nil
+}
+
+// lockBy takes mu, waiting at most until deadline.
+func lockBy(mu *sync.Mutex, deadline time.Time) bool {
+	for !mu.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// releaseAbandoned lets go of a snapshot volume a failed Mount may have
+// acquired, unless a later Mount uses it by now. It runs after the Mount
+// answered (Docker must not wait for the last generation to ship).
+func (s *Store) releaseAbandoned(e *entry) {
+	name := e.rec.Name
+	if !s.opts.Snapshots.Writing(name) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		e.op.Lock()
+		defer e.op.Unlock()
+		s.mu.RLock()
+		users := len(e.rec.MountIDs)
+		s.mu.RUnlock()
+		if users > 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
+		defer cancel()
+		if err := s.opts.Snapshots.Release(ctx, name); err != nil {
+			s.log.WithField("volume", name).WithError(err).Warn("a failed mount: letting the volume go")
+		}
+	}()
 }
 
 // ensureMounted bind-mounts the data directory on the mount point unless it
@@ -650,10 +767,35 @@ func (s *Store) ensureMounted(name string) error {
 		src = s.dataDirOf(e)
 	}
 	s.mu.RUnlock()
+	fd, err := s.openMountSource(name, src)
+	if err != nil {
+		return fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	unix.Close(fd)
+	// The mounter checks again that what it mounted is the directory
+	// named src, not a symlink planted since (see BindMounter.Mount).
 	if err := s.opts.Mounter.Mount(src, mp); err != nil {
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	return nil
+}
+
+// openMountSource opens the directory to bind-mount for volume name,
+// following no symlink below the volume's own directory: a files
+// volume's data directory lies inside the replicated folder, so another
+// device sharing it can replace it (or a parent) by a symlink to another
+// volume or to the node's key.
+func (s *Store) openMountSource(name, src string) (int, error) {
+	base := s.volumeDir(name)
+	rel, err := filepath.Rel(base, src)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		base, rel = filepath.Dir(src), filepath.Base(src)
+	}
+	fd, err := openDirBeneath(base, rel)
+	if err != nil {
+		return -1, fmt.Errorf("%w: %s is not a plain directory below %s (%v): a device sharing the volume may have replaced it by a symlink; refusing to mount it (inspect it, then remove the volume here and let it sync again)", ErrUnsafePath, src, base, err)
+	}
+	return fd, nil
 }
 
 // Unmount removes id from the volume's users. When the last user goes, the
@@ -706,8 +848,66 @@ func (s *Store) Unmount(name, id string) error {
 	if ferr != nil {
 		s.log.WithField("volume", name).WithError(ferr).Warn("last unmount: not every change reached a peer in time")
 	}
+	s.setInUse(name, false)
 	return nil
 }
+
+// setInUse tells the replicator whether a container uses the volume here.
+func (s *Store) setInUse(name string, used bool) {
+	if r := s.opts.Replicator; r != nil {
+		r.SetInUse(name, used)
+	}
+}
+
+// checkRemoveEverywhere refuses to delete e on every node while a
+// container on another node uses it: the node's published use, and for a
+// snapshot volume a live writer lease anywhere (which a crashed or
+// restarted node's stale record could not show). When the peers cannot be
+// asked, it refuses too: deleting blind could wipe a running database.
+func (s *Store) checkRemoveEverywhere(e *entry) error {
+	name := e.rec.Name
+	if users := s.opts.Replicator.UsedBy(name); len(users) > 0 {
+		return fmt.Errorf("%w: %s is used by a container on %s, and remove=everywhere would delete it under it: stop it there first (nothing was deleted)", ErrInUse, name, strings.Join(users, ", "))
+	}
+	if !s.snapshots(e) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), holderWait)
+	defer cancel()
+	holder, err := s.opts.Snapshots.Holder(ctx, name)
+	if holder != "" {
+		return fmt.Errorf("%w: %s is written by a container on %s, and remove=everywhere would delete it under it: stop it there first (nothing was deleted)", ErrInUse, name, holder)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: cannot tell whether another node writes it (%v); retry when most nodes are reachable (nothing was deleted)", ErrInUse, name, err)
+	}
+	return nil
+}
+
+// checkReplicated refuses to drop this node's replica of e while it holds
+// changes no other node has (a last Unmount whose flush reached no peer):
+// they would be lost for good.
+func (s *Store) checkReplicated(e *entry) error {
+	name := e.rec.Name
+	ctx, cancel := context.WithTimeout(context.Background(), holderWait)
+	defer cancel()
+	var err error
+	if s.snapshots(e) {
+		err = s.opts.Snapshots.Replicated(ctx, name)
+	} else {
+		err = s.opts.Replicator.Flush(ctx, name)
+		if !errors.Is(err, ErrNotReplicated) {
+			err = nil // not replicated here at all, or stopping: nothing to lose to a peer
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s holds changes no other node has yet (%v): retry once a peer is reachable (nothing was deleted)", ErrInUse, name, err)
+	}
+	return nil
+}
+
+// holderWait bounds Remove's question to the peers about a writer.
+const holderWait = 3 * time.Second
 
 // Remove deletes this node's replica of a volume (or, for volumes created
 // with remove=everywhere, asks the cluster to delete it everywhere). A
@@ -729,6 +929,16 @@ func (s *Store) Remove(name string) error {
 	s.mu.RUnlock()
 	if users > 0 {
 		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, users)
+	}
+	if s.opts.Replicator != nil && e.opts.Remove == RemoveEverywhere {
+		if err := s.checkRemoveEverywhere(e); err != nil {
+			return err
+		}
+	}
+	if s.opts.Replicator != nil && e.opts.Remove != RemoveEverywhere {
+		if err := s.checkReplicated(e); err != nil {
+			return err
+		}
 	}
 	if r := s.opts.Replicator; r != nil {
 		if err := r.RemoveVolume(name, e.opts.Remove == RemoveEverywhere); err != nil {
@@ -857,6 +1067,11 @@ func (s *Store) Get(name string) (Volume, error) {
 	for k, val := range status {
 		v.Status[k] = val
 	}
+	if s.opts.Replicator != nil {
+		if users := s.opts.Replicator.UsedBy(name); len(users) > 0 {
+			v.Status["usedOn"] = strings.Join(users, ", ")
+		}
+	}
 	return v, nil
 }
 
@@ -927,5 +1142,6 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.wg.Wait()
 	return nil
 }

@@ -61,7 +61,26 @@ type fakeReplicator struct {
 	entered    chan string // if set, WaitSynced sends the volume's name on entry
 	cluster    []ClusterVolume
 	statuses   map[string]string
-	registered []string // snapshot volumes registered
+	registered []string            // snapshot volumes registered
+	inUse      map[string]bool     // SetInUse as called
+	usedBy     map[string][]string // what UsedBy answers
+	flushErr   error               // what Flush fails with
+	flushBlock chan struct{}       // if set, Flush waits for it (or ctx)
+}
+
+func (f *fakeReplicator) SetInUse(name string, used bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inUse == nil {
+		f.inUse = map[string]bool{}
+	}
+	f.inUse[name] = used
+}
+
+func (f *fakeReplicator) UsedBy(name string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.usedBy[name]
 }
 
 func newFakeReplicator() *fakeReplicator {
@@ -108,9 +127,16 @@ func (f *fakeReplicator) WaitSynced(ctx context.Context, name string) error {
 
 func (f *fakeReplicator) Flush(ctx context.Context, name string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.flushes++
-	return nil
+	err, block := f.flushErr, f.flushBlock
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+	}
+	return err
 }
 
 func (f *fakeReplicator) Touched(string, ...string) {}

@@ -72,6 +72,9 @@ var (
 	// ErrNotReplicated means local changes are not yet held by any
 	// connected peer.
 	ErrNotReplicated = errors.New("local changes not yet replicated")
+	// ErrInUse means a container on another node uses the volume, so it
+	// cannot be deleted everywhere.
+	ErrInUse = errors.New("volume is in use on another node")
 	// ErrUnknownVolume means the engine does not replicate that volume on
 	// this node.
 	ErrUnknownVolume = errors.New("volume not replicated on this node")
@@ -186,6 +189,7 @@ type Engine struct {
 	replicas   map[string]string   // volume → replica dir that may need wiping (persisted; reconcileMu)
 	fresh      map[string]bool     // volumes this engine created from nothing
 	noWipe     map[string]bool     // deleted volumes whose data the glue removes
+	inUse      map[string]bool     // volumes a container uses on this node (SetInUse)
 	volumes    map[string]VolumeRecord
 	members    map[protocol.DeviceID]memberRecord
 	verified   map[protocol.DeviceID]verifiedDevice
@@ -292,6 +296,7 @@ func New(opts Options) (*Engine, error) {
 		replicas:     map[string]string{},
 		fresh:        map[string]bool{},
 		noWipe:       map[string]bool{},
+		inUse:        map[string]bool{},
 		volumes:      map[string]VolumeRecord{},
 		members:      map[protocol.DeviceID]memberRecord{},
 		verified:     map[protocol.DeviceID]verifiedDevice{},

@@ -62,6 +62,10 @@ func (e *Engine) reconcile() {
 		return
 	}
 	vols, members := e.readRegistry()
+	e.mu.Lock()
+	inUse := sortedKeys(e.inUse)
+	e.mu.Unlock()
+	e.keepInUse(vols, inUse)
 
 	e.mu.Lock()
 	e.volumes = vols
@@ -92,10 +96,15 @@ func (e *Engine) reconcile() {
 		detached:   cloneMap(e.detached),
 		paused:     e.partitioned,
 	}
+	for name := range e.noWipe {
+		if r, ok := vols[name]; ok && !r.Deleted {
+			delete(e.noWipe, name) // the removal was undone (keepInUse on another node)
+		}
+	}
 	noWipe := cloneMap(e.noWipe)
 	e.mu.Unlock()
 
-	e.writeOwnMemberRecord(members)
+	e.writeOwnMemberRecord(members, inUse)
 
 	before := e.cfg.RawCopy()
 	after := before.Copy()
@@ -117,6 +126,29 @@ func (e *Engine) reconcile() {
 	cur := e.cfg.RawCopy()
 	e.wipeDeleted(before, cur, vols, noWipe, s.detached)
 	e.syncWatchers(cur)
+}
+
+// keepInUse undoes the deletion of every volume a container uses on this
+// node: another node deleted it everywhere (remove=everywhere) before it
+// learnt of the use here, and wiping it would pull the data from under a
+// running container, with no copy kept anywhere. The record is written
+// back, so every node keeps (or fetches again) the volume. Called with
+// reconcileMu held; vols is updated in place.
+func (e *Engine) keepInUse(vols map[string]VolumeRecord, inUse []string) {
+	for _, name := range inUse {
+		r, ok := vols[name]
+		if !ok || !r.Deleted {
+			continue
+		}
+		r.Deleted, r.DeletedAt = false, time.Time{}
+		if err := writeJSONAtomic(e.volumeRecordPath(name), r); err != nil {
+			e.log.WithField("volume", name).WithError(err).Warn("cannot undo the removal of a volume in use here")
+			continue
+		}
+		vols[name] = r
+		e.touchFolder(RegistryFolderID, "volumes")
+		e.log.WithField("volume", name).Warn("volume removed everywhere while a container uses it here: the removal is undone, every node keeps it")
+	}
 }
 
 // wipeDeleted wipes the local replica of every volume deleted cluster-wide,

@@ -34,6 +34,9 @@ type memberRecord struct {
 	Addresses []string  `json:"addresses,omitempty"`
 	Updated   time.Time `json:"updated"`
 	Removed   bool      `json:"removed,omitempty"`
+	// InUse lists the volumes a container uses on that node now, so no
+	// other node deletes them everywhere under it (see SetInUse).
+	InUse []string `json:"inUse,omitempty"`
 }
 
 const conflictMarker = ".sync-conflict-"
@@ -152,15 +155,15 @@ func (e *Engine) memberRecordPath(id protocol.DeviceID) string {
 
 // writeOwnMemberRecord publishes this node in the registry if the record
 // is missing or stale.
-func (e *Engine) writeOwnMemberRecord(have map[protocol.DeviceID]memberRecord) {
+func (e *Engine) writeOwnMemberRecord(have map[protocol.DeviceID]memberRecord, inUse []string) {
 	cur, ok := have[e.myID]
-	if ok && !cur.Removed && cur.Name == e.myName && slices.Equal(cur.Addresses, e.advAddrs) {
+	if ok && !cur.Removed && cur.Name == e.myName && slices.Equal(cur.Addresses, e.advAddrs) && slices.Equal(cur.InUse, inUse) {
 		return
 	}
 	if ok && cur.Removed {
 		return // we were removed from the cluster; do not resurrect ourselves
 	}
-	rec := memberRecord{DeviceID: e.myID.String(), Name: e.myName, Addresses: e.advAddrs, Updated: time.Now().UTC()}
+	rec := memberRecord{DeviceID: e.myID.String(), Name: e.myName, Addresses: e.advAddrs, Updated: time.Now().UTC(), InUse: inUse}
 	if err := writeJSONAtomic(e.memberRecordPath(e.myID), rec); err != nil {
 		e.log.WithError(err).Warn("cannot publish member record")
 		return

@@ -210,7 +210,10 @@ func dirEmpty(dir string) bool {
 // RemoveVolume stops replicating volume name on this node; the glue
 // removes the local data. With everywhere the volume is marked deleted in
 // the registry, and every other node stops replicating it and wipes its
-// replica (the contents of its data dir).
+// replica (the contents of its data dir) — unless a container uses it
+// there: a removal everywhere of a volume a member reports in use
+// (UsedBy) is refused with ErrInUse, and a node that learns of the
+// removal while a container uses the volume there undoes it.
 func (e *Engine) RemoveVolume(name string, everywhere bool) error {
 	if err := validVolumeName(name); err != nil {
 		return err
@@ -219,6 +222,9 @@ func (e *Engine) RemoveVolume(name string, everywhere bool) error {
 		return err
 	}
 	if everywhere {
+		if users := e.UsedBy(name); len(users) > 0 {
+			return fmt.Errorf("remove volume %s everywhere: %w: %s", name, ErrInUse, strings.Join(users, ", "))
+		}
 		rec, err := e.readVolumeRecord(name)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove volume %s: read record: %w", name, err)
@@ -271,4 +277,41 @@ func (e *Engine) Volumes() []VolumeRecord {
 // once. It is cheap and never blocks.
 func (e *Engine) Touched(name string, subdirs ...string) {
 	e.touchFolder(FolderID(name), subdirs...)
+}
+
+// SetInUse records whether a container uses volume name on this node.
+// While it does, this node never wipes it (a removal everywhere that
+// arrives meanwhile is undone), and the other nodes see the use in this
+// node's member record (UsedBy) and refuse to delete it everywhere. It
+// never blocks; the record is published by the next reconcile pass.
+func (e *Engine) SetInUse(name string, used bool) {
+	e.mu.Lock()
+	if used {
+		e.inUse[name] = true
+	} else {
+		delete(e.inUse, name)
+	}
+	e.mu.Unlock()
+	e.triggerReconcile()
+}
+
+// UsedBy names the other members that report a container using volume
+// name (removed and refused members left out), from local state.
+func (e *Engine) UsedBy(name string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for id, r := range e.members {
+		if id == e.myID || r.Removed {
+			continue
+		}
+		if _, refused := e.refused[id]; refused {
+			continue
+		}
+		if slices.Contains(r.InUse, name) {
+			out = append(out, displayName(r.Name)+" ("+id.Short().String()+")")
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -1,8 +1,6 @@
 package syncengine
 
 import (
-	"os"
-
 	"github.com/syncthing/notify"
 	"golang.org/x/sys/unix"
 )
@@ -24,11 +22,19 @@ func createdByOpen(ev notify.EventInfo) bool {
 
 // startWriteback starts writing the dirty pages of path out to disk and
 // returns without waiting for them (a file gone or renamed is ignored).
+// path lies in a volume a container writes, so it may be anything but the
+// Syncthing temporary its name says: it is opened without blocking (a FIFO
+// with no writer would hang the open, and the plugin's shutdown with it)
+// and without following a symlink, and only a regular file is acted on.
 func startWriteback(path string) {
-	f, err := os.Open(path)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
-	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-	f.Close()
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -49,6 +50,16 @@ func (r replicator) RegisterVolume(name string, options map[string]string) error
 
 func (r replicator) RemoveVolume(name string, everywhere bool) error {
 	return bounded("remove volume "+name, func() error { return r.Engine.RemoveVolume(name, everywhere) })
+}
+
+// Flush is the engine's, with its "not on any peer" error marked as the
+// store's ErrNotReplicated.
+func (r replicator) Flush(ctx context.Context, name string) error {
+	err := r.Engine.Flush(ctx, name)
+	if errors.Is(err, syncengine.ErrNotReplicated) {
+		return fmt.Errorf("%w: %w", store.ErrNotReplicated, err)
+	}
+	return err
 }
 
 func (r replicator) Volumes() []store.ClusterVolume {

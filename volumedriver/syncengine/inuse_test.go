@@ -1,0 +1,72 @@
+package syncengine
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRemoveEverywhereSparesAVolumeInUse: a volume a container uses on b
+// is not deleted by a removal everywhere on a. a refuses once it knows of
+// the use (b's member record), naming b; and a deletion that reaches b
+// before a knew (written straight into the registry here) is undone by b,
+// which keeps its data and gives the volume back to the cluster.
+func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, "a", testKey, nil)
+	b := startNode(t, "b", testKey, nil, a)
+	waitFor(t, 20*time.Second, "a and b connected", func() bool { return connected(a, b) })
+	for _, n := range []*node{a, b} {
+		if err := n.AddVolume("web", n.vol("web"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := []byte("written on a, used on b")
+	writeFile(t, filepath.Join(a.vol("web"), "f"), data)
+	a.Touched("web")
+	bFile := filepath.Join(b.vol("web"), "f")
+	waitFor(t, 20*time.Second, "f on b", func() bool { return hasContent(bFile, data) })
+
+	b.SetInUse("web", true)
+	waitFor(t, 10*time.Second, "a sees web in use on b", func() bool { return len(a.UsedBy("web")) > 0 })
+	err := a.RemoveVolume("web", true)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "b") {
+		t.Fatalf("RemoveVolume everywhere while b uses it = %v, want ErrInUse naming b", err)
+	}
+	if !slices.Contains(volumeNames(a), "web") {
+		t.Fatal("a refused removal still marked web deleted")
+	}
+
+	// The race: a deletion written before a learnt of the use.
+	rec, err := a.readVolumeRecord("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Deleted, rec.DeletedAt = true, time.Now().UTC()
+	if err := writeJSONAtomic(a.volumeRecordPath("web"), rec); err != nil {
+		t.Fatal(err)
+	}
+	a.touchFolder(RegistryFolderID, "volumes")
+	waitFor(t, 20*time.Second, "the removal undone on a", func() bool {
+		r, err := a.readVolumeRecord("web")
+		return err == nil && !r.Deleted && r.DeletedAt.IsZero()
+	})
+	b.reconcile()
+	if !hasContent(bFile, data) {
+		t.Fatal("b's replica was wiped under its container")
+	}
+	if _, ok := b.cfg.Folder(FolderID("web")); !ok {
+		t.Fatal("b stopped replicating a volume in use")
+	}
+
+	// Once nobody uses it, removing everywhere works.
+	b.SetInUse("web", false)
+	waitFor(t, 10*time.Second, "a sees web unused", func() bool { return len(a.UsedBy("web")) == 0 })
+	if err := a.RemoveVolume("web", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "web wiped on b", func() bool { return !exists(bFile) })
+}
