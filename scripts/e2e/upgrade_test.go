@@ -23,8 +23,9 @@ import (
 //  2. A new build (VERSION stamped) is pushed under a second tag.
 //  3. SQLite at home on a syncvol volume and a meshnet network commits
 //     continuously (dbload_test.go counts its acks); on its node meshnet,
-//     then syncvol are upgraded in place with scripts/upgrade-plugin.sh,
-//     README's procedure, no drain. The same container keeps committing
+//     then syncvol are upgraded in place with scripts/upgrade-plugin.sh
+//     (layers fetched first, then disable -f, upgrade, state.source again,
+//     enable), README's procedure, no drain. The same container keeps committing
 //     (Swarm never restarted the task), the new builds run, the container
 //     still reaches a container on the VPS over the meshnet network, the
 //     database passes its own check and holds every ack.
@@ -143,10 +144,11 @@ func TestPluginUpgrade(t *testing.T) {
 	upgrade("docker plugin upgrade meshnet+syncvol", func() error {
 		for _, p := range []string{"meshnet", "syncvol"} {
 			s := time.Now()
-			if out, err := onNode(node, filepath.Join(repo, "scripts/upgrade-plugin.sh"), p, repoRef+"/"+p+":"+tag); err != nil {
+			out, err := onNode(node, filepath.Join(repo, "scripts/upgrade-plugin.sh"), p, repoRef+"/"+p+":"+tag)
+			if err != nil {
 				return fmt.Errorf("upgrade-plugin.sh %s: %v %s", p, err, out)
 			}
-			t.Logf("upgrade-plugin.sh %s %s/%s:%s on %s: %.2f s", p, repoRef, p, tag, node, time.Since(s).Seconds())
+			t.Logf("upgrade-plugin.sh %s %s/%s:%s on %s: %.2f s (%s)", p, repoRef, p, tag, node, time.Since(s).Seconds(), out)
 		}
 		return nil
 	})
