@@ -11,7 +11,10 @@ BUILD     ?= build$(if $(GOARCH),/$(GOARCH))
 ifneq ($(GOARCH),)
 export GOARCH
 endif
-GOFLAGS_B := -trimpath -ldflags='-s -w'
+# VERSION=v2 stamps the binaries (main.version, in each plugin's first log
+# line); unset, they say "dev".
+VERSION   ?=
+GOFLAGS_B := -trimpath -ldflags='-s -w$(if $(VERSION), -X main.version=$(VERSION))'
 export CGO_ENABLED := 0
 
 # A plugin is built when its command exists; meshnet joins when netdriver

@@ -22,6 +22,9 @@
 #   topo.sh wan-address ADDR                 give the NAT box a new public address (dyndns case)
 #   topo.sh add-host nas                     a plain host on the home LAN (192.168.50.30), no engine
 #   topo.sh install-plugins [NODE…]         reinstall the built plugins (make plugins first)
+#   topo.sh registry-up                      the plugin registry on the VPS (Debian's docker-registry)
+#   topo.sh push-plugins [TAG]               registry-up, then `make push` from the VPS's engine:
+#                                            REGISTRY/homeswarm/{syncvol,meshnet}:TAG (latest; VERSION=… stamps the build)
 #   topo.sh engine-stop NODE [--kill]        stop (or SIGKILL) NODE's dockerd
 #   topo.sh engine-start NODE                start it again
 #   topo.sh add-node NAME                    one more home node on the LAN (home4 → 192.168.50.14); no Swarm join
@@ -31,7 +34,15 @@
 # TOPO_RUN (/run/hs), MESH_PORT (3210), TOPO_STORAGE_DRIVER (vfs),
 # TOPO_SYNCVOL_FS (btrfs: each node's syncvol state on a btrfs image; plain),
 # PLUGIN_SETTINGS_syncvol / PLUGIN_SETTINGS_meshnet (extra settings per node,
-# %NODE% replaced by the node name).
+# %NODE% replaced by the node name),
+# TOPO_PLUGINS (local: `make install` of the built bundles; registry: pushed
+# to the topology's registry once, then every node runs `docker plugin install
+# --grant-all-permissions --alias NAME REPO/NAME:TAG KEY=value…` as README
+# tells a user; for up, install-plugins and add-node), TOPO_PLUGIN_TAG (latest).
+#
+# The registry (REGISTRY, 203.0.113.10:5000: the VPS's topology address, plain
+# HTTP, listening on nothing else) is trusted by every engine through its own
+# daemon.json (insecure-registries).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -47,6 +58,9 @@ WAN_NET=203.0.113
 LAN_NET=192.168.50
 MESH_NET=10.254.0
 HOME_NODES=(home1 home2 home3)
+REGISTRY="$WAN_NET.10:${TOPO_REGISTRY_PORT:-5000}"
+PLUGIN_REPO="$REGISTRY/homeswarm"
+PLUGIN_TAG=${TOPO_PLUGIN_TAG:-latest}
 ENGINE_NODES=(vps "${HOME_NODES[@]}")
 
 say() { printf '[topo %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -221,7 +235,8 @@ home_link_up() {
 engine_start() {
   local n=$1 d="$ROOT/$1" r="$RUN/$1"
   mkdir -p "$d/docker" "$r"
-  [ -f "$d/daemon.json" ] || echo '{}' > "$d/daemon.json"
+  # The topology's plugin registry is plain HTTP on the VPS's address.
+  [ -f "$d/daemon.json" ] || printf '{"insecure-registries": ["%s"]}\n' "$REGISTRY" > "$d/daemon.json"
   # Own UTS namespace for the hostname (the Swarm node name); nsenter, not
   # `ip netns exec`, which remounts /sys and breaks dockerd's cgroups.
   nsenter --net="/run/netns/$(ns "$n")" unshare --uts env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
@@ -344,9 +359,59 @@ install_plugins() {
     [ -n "${!extra:-}" ] && settings+=(${!extra//%NODE%/$n})
     mkdir -p "$ROOT/$n/meshnet"
     syncvol_fs "$n"
+    if [ "${TOPO_PLUGINS:-local}" = registry ]; then
+      install_from_registry "$n" "$p" "${settings[@]}"
+      continue
+    fi
     DOCKER_HOST="unix://$(sock "$n")" make -s -C "$REPO" install "SETTINGS_$p=${settings[*]}" PLUGINS="$p" >/dev/null \
       || die "plugin $p did not install on $n"
   done
+}
+
+# registry_up: Debian's docker-registry (distribution 2.8) in the VPS's
+# namespace, listening on $REGISTRY only, its blobs under $ROOT/registry.
+registry_up() {
+  local d="$ROOT/registry"
+  if [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; then return 0; fi
+  command -v docker-registry >/dev/null || die "docker-registry not found: apt-get install docker-registry"
+  mkdir -p "$d/data"
+  printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n' \
+    "$d/data" "$REGISTRY" > "$d/config.yml"
+  nsenter --net="/run/netns/$(ns vps)" docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 &
+  echo $! > "$d/pid"
+  local deadline=$((SECONDS + 20))
+  until nsx vps curl -sf -o /dev/null "http://$REGISTRY/v2/"; do
+    [ $SECONDS -lt $deadline ] || { tail -5 "$d/registry.log" >&2; die "registry did not answer at $REGISTRY"; }
+    sleep 0.2
+  done
+}
+
+# push_plugins TAG: `make push` from the VPS's engine (the host's engine
+# cannot reach the topology); the pushed copies are removed there, so the
+# VPS holds only what it installs.
+push_plugins() {
+  local tag=$1 p
+  registry_up
+  DOCKER_HOST="unix://$(sock vps)" make -s -C "$REPO" push REPO="$PLUGIN_REPO" TAG="$tag" >/dev/null \
+    || die "make push REPO=$PLUGIN_REPO TAG=$tag failed"
+  for p in $(cd "$REPO/build" && ls -d meshnet syncvol 2>/dev/null); do
+    dk vps plugin rm -f "$PLUGIN_REPO/$p:$tag" >/dev/null
+  done
+  touch "$ROOT/registry/pushed-$tag"
+}
+
+# install_from_registry NODE NAME SETTING…: as README tells a user, the
+# old install (if any) removed first.
+install_from_registry() {
+  local n=$1 p=$2
+  shift 2
+  [ -f "$ROOT/registry/pushed-$PLUGIN_TAG" ] || push_plugins "$PLUGIN_TAG"
+  if dk "$n" plugin inspect "$p" >/dev/null 2>&1; then
+    dk "$n" plugin disable -f "$p" >/dev/null 2>&1 || true
+    dk "$n" plugin rm -f "$p" >/dev/null
+  fi
+  dk "$n" plugin install --grant-all-permissions --alias "$p" "$PLUGIN_REPO/$p:$PLUGIN_TAG" "$@" >/dev/null \
+    || die "docker plugin install $PLUGIN_REPO/$p:$PLUGIN_TAG did not work on $n"
 }
 
 # swarm_addr NODE: the address NODE's engine advertises to the Swarm.
@@ -418,7 +483,7 @@ up() {
   if [ $plugins = 1 ]; then
     [ -f "$REPO/build/syncvol/config.json" ] || make -s -C "$REPO" plugins >/dev/null
     for n in "${ENGINE_NODES[@]}"; do
-      say "plugins on $n"
+      say "plugins on $n${TOPO_PLUGINS:+ ($TOPO_PLUGINS)}"
       install_plugins "$n"
     done
   fi
@@ -487,6 +552,8 @@ case $cmd in
   install-plugins)
     for n in "${@:-${ENGINE_NODES[@]}}"; do install_plugins "$n"; done
     ;;
+  registry-up) registry_up; echo "$PLUGIN_REPO" ;;
+  push-plugins) push_plugins "${1:-$PLUGIN_TAG}"; echo "$PLUGIN_REPO" ;;
   engine-stop) if [ "${2:-}" = --kill ]; then engine_stop "$1" KILL; else engine_stop "$1"; fi ;;
   engine-start) engine_start "$1" ;;
   add-node)

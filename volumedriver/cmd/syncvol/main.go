@@ -17,6 +17,11 @@ import (
 	"github.com/homeswarm/homeswarm/volumedriver/store"
 )
 
+// version is the build's version, set by `make VERSION=…` (-ldflags -X
+// main.version); it is in the plugin's first log line, so an upgrade shows
+// which build runs.
+var version = "dev"
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "syncvol:", err)
@@ -32,6 +37,7 @@ func run() error {
 	logrus.SetLevel(cfg.LogLevel)
 	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	log := logrus.WithField("plugin", "syncvol")
+	log.WithField("version", version).Info("starting")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
