@@ -68,7 +68,7 @@ func startSyncvol(ctx context.Context, c config, dir string, noFsync bool) (*svP
 	if err := writeFile(filepath.Join(p.a, "warmup"), []byte("warm")); err != nil {
 		return fail(err)
 	}
-	if err := a.AddVolume(vol, p.a, nil); err != nil {
+	if err := a.AddVolume(vol, p.a, nil, nil); err != nil {
 		return fail(err)
 	}
 	if _, err := waitContent(ctx, filepath.Join(p.b, "warmup"), []byte("warm"), c.poll, 60*time.Second); err != nil {

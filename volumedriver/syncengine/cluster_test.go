@@ -131,10 +131,10 @@ func TestCluster(t *testing.T) {
 	t.Run("volume created on A is listed and replicated on B", func(t *testing.T) {
 		writeFile(t, filepath.Join(a.vol("web"), "index.html"), []byte("hello"))
 		writeFile(t, filepath.Join(a.vol("web"), "sub/dir/deep.txt"), []byte("deep"))
-		if err := a.AddVolumeWithOptions("web", a.vol("web"), nil, map[string]string{"mode": "x"}); err != nil {
+		if err := a.AddVolume("web", a.vol("web"), nil, map[string]string{"mode": "x"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := a.AddVolume("web", a.vol("web"), nil); err != nil {
+		if err := a.AddVolume("web", a.vol("web"), nil, nil); err != nil {
 			t.Fatalf("AddVolume is not idempotent: %v", err)
 		}
 		waitFor(t, 10*time.Second, "web in b.Volumes()", func() bool { return slices.Contains(volumeNames(b), "web") })
@@ -344,7 +344,7 @@ func TestCluster(t *testing.T) {
 		})
 		// A volume created on c is known everywhere.
 		writeFile(t, filepath.Join(c.vol("db"), "x"), []byte("from c"))
-		if err := c.AddVolume("db", c.vol("db"), nil); err != nil {
+		if err := c.AddVolume("db", c.vol("db"), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range []*node{a, b} {
@@ -459,7 +459,7 @@ func (e *Engine) setPartitioned(p bool) {
 // replicator is the interface the volume plugin glue uses; the engine
 // must keep satisfying it.
 type replicator interface {
-	AddVolume(name, dir string, share []string) error
+	AddVolume(name, dir string, share []string, opts map[string]string) error
 	RemoveVolume(name string, everywhere bool) error
 	WaitSynced(ctx context.Context, name string) error
 	Flush(ctx context.Context, name string) error

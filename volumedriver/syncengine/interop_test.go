@@ -50,7 +50,7 @@ func TestInteropPlainSyncthing(t *testing.T) {
 	// The volume, shared with the plain device, which listens on 127.0.0.1.
 	writeFile(t, filepath.Join(a.vol("nas"), "from-engine-before.txt"), []byte("engine 1"))
 	share := fmt.Sprintf("%s@127.0.0.1:%d", plainID, listenPort)
-	if err := a.AddVolume("nas", a.vol("nas"), []string{share}); err != nil {
+	if err := a.AddVolume("nas", a.vol("nas"), []string{share}, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -20,7 +20,7 @@ func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 	b := startNode(t, "b", testKey, nil, a)
 	waitFor(t, 20*time.Second, "a and b connected", func() bool { return connected(a, b) })
 	for _, n := range []*node{a, b} {
-		if err := n.AddVolume("web", n.vol("web"), nil); err != nil {
+		if err := n.AddVolume("web", n.vol("web"), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

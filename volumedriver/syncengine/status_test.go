@@ -41,14 +41,14 @@ func TestSingleNode(t *testing.T) {
 	if err := n.WaitSynced(context.Background(), "nope"); !errors.Is(err, ErrUnknownVolume) {
 		t.Fatalf("WaitSynced(unknown) = %v", err)
 	}
-	if err := n.AddVolume("../x", t.TempDir(), nil); !errors.Is(err, ErrInvalidName) {
+	if err := n.AddVolume("../x", t.TempDir(), nil, nil); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("AddVolume(../x) = %v", err)
 	}
-	if err := n.AddVolume("v", n.vol("v"), []string{"bogus"}); err == nil {
+	if err := n.AddVolume("v", n.vol("v"), []string{"bogus"}, nil); err == nil {
 		t.Fatal("bad share accepted")
 	}
 	writeFile(t, n.vol("v")+"/a.txt", []byte("12345"))
-	if err := n.AddVolume("v", n.vol("v"), nil); err != nil {
+	if err := n.AddVolume("v", n.vol("v"), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A new volume and no peers: both return at once.

@@ -15,17 +15,12 @@ import (
 )
 
 // AddVolume starts replicating volume name, whose data lives in dir, and
-// registers it cluster-wide. share lists extra plain Syncthing devices
-// ("DEVICEID" or "DEVICEID@host:port") the volume is shared with. It is
-// idempotent and returns once the folder is configured locally.
-func (e *Engine) AddVolume(name, dir string, share []string) error {
-	return e.AddVolumeWithOptions(name, dir, share, nil)
-}
-
-// AddVolumeWithOptions is AddVolume that also records the volume's driver
-// options in the registry when it creates the volume (an existing record
-// keeps its options).
-func (e *Engine) AddVolumeWithOptions(name, dir string, share []string, opts map[string]string) error {
+// registers it cluster-wide with the volume's driver options opts (an
+// existing record keeps its options; nil records none). share lists extra
+// plain Syncthing devices ("DEVICEID" or "DEVICEID@host:port") the volume
+// is shared with. It is idempotent and returns once the folder is
+// configured locally.
+func (e *Engine) AddVolume(name, dir string, share []string, opts map[string]string) error {
 	if err := validVolumeName(name); err != nil {
 		return err
 	}

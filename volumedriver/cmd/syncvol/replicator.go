@@ -41,7 +41,7 @@ func bounded(what string, f func() error) error {
 }
 
 func (r replicator) AddVolume(name, dir string, share []string, options map[string]string) error {
-	return bounded("add volume "+name, func() error { return r.Engine.AddVolumeWithOptions(name, dir, share, options) })
+	return bounded("add volume "+name, func() error { return r.Engine.AddVolume(name, dir, share, options) })
 }
 
 func (r replicator) RegisterVolume(name string, options map[string]string) error {
