@@ -28,7 +28,7 @@ func TestRunRejectsBadSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := run("unix:///nonexistent.sock", tt.dir, tt.file, "", tt.level, time.Second, time.Millisecond, builder.Options{})
+			err := run("unix:///nonexistent.sock", tt.dir, tt.file, "", tt.level, time.Second, time.Millisecond, -1, builder.Options{})
 			if !tt.check(err) {
 				t.Errorf("run = %v", err)
 			}
