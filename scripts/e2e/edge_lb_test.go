@@ -127,7 +127,7 @@ func TestEdgeRollingUpdate(t *testing.T) {
 	update := func(t *testing.T, name, host string, replicas int, args ...string) {
 		t.Helper()
 		web(t, name, host, append([]string{"--replicas", fmt.Sprint(replicas), "--endpoint-mode", "dnsrr",
-			"--stop-grace-period", "5s", "--env", "WEB_STOP_DELAY=2"}, args...)...)
+			"--stop-grace-period", "5s", "--env", "WEB_STOP_DELAY=" + envOr("EDGE_E2E_STOP_DELAY", "2")}, args...)...)
 		s.waitFor(t, host, http.StatusOK, "", 60*time.Second)
 		// Every replica serves before the update begins.
 		eventually(t, 60*time.Second, "all replicas running and routed", func() error {

@@ -125,6 +125,9 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
 		"--mount", "type=bind,source="+s.routes+",target=/routes",
 		"--env", "EDGE_NETWORK="+o.network, "--env", "EDGE_LISTEN="+o.edgeListen,
+		// EDGE_E2E_LB=vip and EDGE_E2E_RETRY=0 run edge as it was before
+		// task-level balancing (routes to http://<service>:<port>, no retry).
+		"--env", "EDGE_LB="+os.Getenv("EDGE_E2E_LB"), "--env", "EDGE_RETRY="+os.Getenv("EDGE_E2E_RETRY"),
 		"homeswarm/edge")
 
 	s.client = vpsClient(o.timeout)
