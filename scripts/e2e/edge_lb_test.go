@@ -136,7 +136,7 @@ func TestEdgeRollingUpdate(t *testing.T) {
 				return fmt.Errorf("%d of %d running: %s", n, replicas, out)
 			}
 			b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
-			if n := len(taskURL.FindAll(b, -1)); n != replicas {
+			if n := len(taskURL.FindAll(b, -1)); n != replicas && os.Getenv("EDGE_E2E_LB") != "vip" {
 				return fmt.Errorf("%d task URLs in edge.yml", n)
 			}
 			return nil
