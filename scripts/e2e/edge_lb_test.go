@@ -97,7 +97,7 @@ var taskURL = regexp.MustCompile(`url: http://\d+\.\d+\.\d+\.\d+:8080`)
 // (no IPVS), is reached through Traefik at its task's address; and rolling
 // updates under a steady request stream fail no request — a 2-replica
 // service (stop-first, the default) and a 1-replica service with
-// --update-order start-first. The services follow edge's README: they keep
+// --update-order start-first, in both endpoint modes. The services follow edge's README: they keep
 // serving WEB_STOP_DELAY seconds after SIGTERM (within --stop-grace-period),
 // while edge has already taken their address out of Traefik.
 func TestEdgeRollingUpdate(t *testing.T) {
@@ -126,7 +126,7 @@ func TestEdgeRollingUpdate(t *testing.T) {
 
 	update := func(t *testing.T, name, host string, replicas int, args ...string) {
 		t.Helper()
-		web(t, name, host, append([]string{"--replicas", fmt.Sprint(replicas), "--endpoint-mode", "dnsrr",
+		web(t, name, host, append([]string{"--replicas", fmt.Sprint(replicas),
 			"--stop-grace-period", "5s", "--env", "WEB_STOP_DELAY=" + envOr("EDGE_E2E_STOP_DELAY", "2")}, args...)...)
 		s.waitFor(t, host, http.StatusOK, "", 60*time.Second)
 		// Every replica serves before the update begins.
@@ -161,10 +161,15 @@ func TestEdgeRollingUpdate(t *testing.T) {
 			t.Errorf("%d tasks answered, want the %d old and %d new", n, replicas, replicas)
 		}
 	}
-	t.Run("TwoReplicas", func(t *testing.T) {
-		update(t, "e2e-roll2", "roll2.e2e.test", 2)
-	})
-	t.Run("OneReplicaStartFirst", func(t *testing.T) {
-		update(t, "e2e-roll1", "roll1.e2e.test", 1, "--update-order", "start-first")
-	})
+	// Swarm's default endpoint mode (VIP, unusable here without IPVS: only
+	// task-level routing reaches it), then dnsrr (where edge.lb=vip works
+	// too, by DNS).
+	for _, mode := range []string{"vip", "dnsrr"} {
+		t.Run("TwoReplicas-"+mode, func(t *testing.T) {
+			update(t, "e2e-roll2"+mode, "roll2"+mode+".e2e.test", 2, "--endpoint-mode", mode)
+		})
+		t.Run("OneReplicaStartFirst-"+mode, func(t *testing.T) {
+			update(t, "e2e-roll1"+mode, "roll1"+mode+".e2e.test", 1, "--endpoint-mode", mode, "--update-order", "start-first")
+		})
+	}
 }
