@@ -45,6 +45,9 @@ type Options struct {
 	// Debounce, Resync: see watcher.Options. Zero: watcher.DefaultDebounce
 	// and watcher.DefaultResync.
 	Debounce, Resync time.Duration
+	// TaskPoll: see watcher.Options. Zero: watcher.DefaultTaskPoll;
+	// negative: tasks are listed only with the services.
+	TaskPoll time.Duration
 	// MinBackoff, MaxBackoff: see watcher.Options. Zero: 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
 	// Listener serves the status pages. Zero: no status server.
@@ -83,7 +86,7 @@ func New(o Options) (*Daemon, error) {
 	}
 	d := &Daemon{o: o, log: log}
 	d.watcher = watcher.New(watcher.Options{
-		Docker: o.Docker, Apply: d.apply, Debounce: o.Debounce, Resync: o.Resync,
+		Docker: o.Docker, Apply: d.apply, Debounce: o.Debounce, Resync: o.Resync, TaskPoll: o.TaskPoll,
 		MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff, Log: log.WithField("part", "watcher"),
 	})
 	d.status = status.New(status.Options{Metrics: d.metrics, Docker: d.docker})
@@ -127,7 +130,7 @@ func (d *Daemon) apply(st watcher.State) {
 	start := time.Now()
 	services := make([]builder.Service, len(st.Services))
 	for i, s := range st.Services {
-		services[i] = builder.FromSwarm(s, st.Networks)
+		services[i] = builder.FromSwarm(s, st.Networks, st.Tasks...)
 	}
 	table, diags := builder.Build(services, d.o.Build)
 	changed, err := d.o.Sink.Write(table)
@@ -224,6 +227,8 @@ func (d *Daemon) metrics() []status.Metric {
 		{Name: "edge_docker_events_total", Help: "Service events received from Docker.", Type: "counter", Value: float64(ws.Events)},
 		{Name: "edge_docker_connects_total", Help: "Event stream (re)connections attempted.", Type: "counter", Value: float64(ws.Reconnects)},
 		{Name: "edge_docker_errors_total", Help: "Failed listings or broken event streams.", Type: "counter", Value: float64(ws.SyncErrors)},
+		{Name: "edge_task_polls_total", Help: "Listings of the Swarm's running tasks between full listings.", Type: "counter", Value: float64(ws.TaskPolls)},
+		{Name: "edge_task_changes_total", Help: "Task listings that found the serving tasks changed.", Type: "counter", Value: float64(ws.TaskSyncs)},
 		{Name: "edge_syncs_total", Help: "Complete listings of the Swarm's services.", Type: "counter", Value: float64(applies)},
 		{Name: "edge_route_changes_total", Help: "Listings that changed Traefik's routes.", Type: "counter", Value: float64(changes)},
 		{Name: "edge_sink_errors_total", Help: "Failed attempts to update Traefik's routes.", Type: "counter", Value: float64(sinkErrors)},

@@ -97,9 +97,12 @@ build_web() {
     cat > "$t/web.sh" <<'EOF'
 #!/bin/sh
 # Serve $WEB_TEXT (default: hostname) at / on $WEB_PORT (default 8080).
+# On SIGTERM keep serving $WEB_STOP_DELAY seconds (default 0) before
+# stopping, as a server that drains does: the task's address leaves
+# Traefik while it still answers.
 text=${WEB_TEXT:-$(hostname)}
 echo "$text" > /www/index.html
-trap 'kill $pid 2>/dev/null; exit 0' TERM INT
+trap 'sleep "${WEB_STOP_DELAY:-0}"; kill $pid 2>/dev/null; exit 0' TERM INT
 httpd -f -p "${WEB_PORT:-8080}" -h /www &
 pid=$!
 wait $pid

@@ -36,6 +36,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,12 +87,19 @@ func envOr(k, d string) string {
 var logf, fail = swarmtopo.Log("bench/edge").Printf, swarmtopo.Log("bench/edge").Fatalf
 
 func main() {
-	n := flag.Int("n", 8, "repetitions (>= 5)")
-	out := flag.String("out", "bench/results/edge.json", "JSON results file")
+	n := flag.Int("n", 8, "repetitions (>= 5; 0 with -updates: rolling updates only)")
+	updates := flag.Int("updates", 0, "rounds of each rolling update (2 replicas --force; 1 replica start-first) counting failed requests per Traefik")
+	out := flag.String("out", "", "JSON results file (default bench/results/edge.json, or edge-updates.json with -n 0)")
 	timeout := flag.Duration("timeout", 60*time.Second, "give up on one route change after this long")
 	flag.Parse()
-	if *n < 5 {
-		fail("-n must be at least 5")
+	if *n < 5 && !(*n == 0 && *updates > 0) {
+		fail("-n must be at least 5 (or 0 with -updates)")
+	}
+	if *out == "" {
+		*out = "bench/results/edge.json"
+		if *n == 0 {
+			*out = "bench/results/edge-updates.json"
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -99,14 +107,24 @@ func main() {
 	b := &bench{timeout: *timeout, routes: filepath.Join(root, "vps", "edge-routes")}
 	err := b.setup(ctx)
 	var samples map[string][]sample
-	if err == nil {
+	if err == nil && *n > 0 {
 		samples, err = b.measure(ctx, *n)
+	}
+	var rolls []rollResult
+	if err == nil && *updates > 0 {
+		rolls, err = b.rollingUpdates(ctx, *updates)
 	}
 	b.teardown()
 	if err != nil {
 		fail("%v", err)
 	}
-	rep := b.report(samples)
+	var rep report
+	if *n > 0 {
+		rep = b.report(samples)
+	} else {
+		rep = report{Bench: "edge", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339)}
+	}
+	rep.Rows = append(rep.Rows, b.rollRows(rolls)...)
 	if err := schema.Write(*out, rep); err != nil {
 		fail("%v", err)
 	}
@@ -488,7 +506,156 @@ func printSummary(rep report, out string) {
 		if r.Met != nil {
 			target += map[bool]string{true: " (met)", false: " (not met)"}[*r.Met]
 		}
+		if r.Unit != "s" {
+			if r.Anchor != "" {
+				a, ratio = fmt.Sprintf("%.0f", r.AnchorValue), "-"
+			}
+			fmt.Printf("%-34s %-30s %8.0f %10s %7s  %s\n", r.Name, r.Metric, r.Value, a, ratio, target)
+			continue
+		}
 		fmt.Printf("%-34s %-30s %7.3fs %10s %7s  %s\n", r.Name, r.Metric, r.Value, a, ratio, target)
 	}
 	fmt.Printf("\nanchor: %s; ratio = anchor / value (times faster)\nwritten: %s\n", anchor, out)
+}
+
+// rollResult is one rolling update's count, per provider.
+type rollResult struct {
+	kind            string
+	failed, answers []int // per provider
+}
+
+// rollingUpdates runs rounds of each rolling update: `docker service update
+// --force` of a 2-replica service (stop-first), and of a 1-replica service
+// with --update-order start-first, under a steady request stream through
+// every Traefik, and counts the requests that did not get a 200. The
+// services use the settings edge/README.md recommends (a 2 s stop delay
+// within a 5 s grace period) and Swarm's default endpoint mode: every
+// provider routes to task addresses.
+func (b *bench) rollingUpdates(ctx context.Context, rounds int) ([]rollResult, error) {
+	var out []rollResult
+	kinds := []struct {
+		kind     string
+		replicas int
+		args     []string
+	}{
+		{"2 replicas, update --force", 2, nil},
+		{"1 replica start-first, update --force", 1, []string{"--update-order", "start-first"}},
+	}
+	for r := 1; r <= rounds; r++ {
+		for k, kd := range kinds {
+			name := fmt.Sprintf("roll-%d-%d", k, r)
+			res, err := b.rollOnce(ctx, name, kd.replicas, kd.args)
+			if err != nil {
+				return nil, err
+			}
+			res.kind = kd.kind
+			var parts []string
+			for i, p := range b.providers {
+				parts = append(parts, fmt.Sprintf("%s %d/%d failed", p.service, res.failed[i], res.answers[i]))
+			}
+			logf("rolling update %d/%d (%s): %s", r, rounds, kd.kind, strings.Join(parts, ", "))
+			out = append(out, res)
+		}
+	}
+	return out, nil
+}
+
+func (b *bench) rollOnce(ctx context.Context, name string, replicas int, args []string) (rollResult, error) {
+	res := rollResult{failed: make([]int, len(b.providers)), answers: make([]int, len(b.providers))}
+	host := name + ".bench.test"
+	router := strings.ReplaceAll(name, "-", "")
+	create := append([]string{"service", "create", "-q", "--detach", "--no-resolve-image", "--name", name,
+		"--replicas", fmt.Sprint(replicas), "--network", "web", "--constraint", "node.role==manager",
+		"--stop-grace-period", "5s", "--env", "WEB_STOP_DELAY=2",
+		"--label", "traefik.http.routers." + router + ".rule=Host(`" + host + "`)",
+		"--label", "traefik.http.services." + router + ".loadbalancer.server.port=8080"}, args...)
+	if _, err := docker(append(create, "homeswarm/web")...); err != nil {
+		return res, err
+	}
+	defer docker("service", "rm", name)
+	// Every Traefik serves every replica before the update.
+	err := b.each(ctx, func(i int, p *provider) error {
+		seen := map[string]bool{}
+		_, err := b.until(ctx, p, host, func(code int, body string) bool {
+			if code == 200 {
+				seen[body] = true
+			}
+			return len(seen) == replicas
+		})
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i, p := range b.providers {
+		for c := 0; c < 2; c++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for sctx.Err() == nil {
+					code, _, err := p.get(sctx, host)
+					if sctx.Err() != nil {
+						return
+					}
+					mu.Lock()
+					res.answers[i]++
+					if err != nil || code != 200 {
+						res.failed[i]++
+					}
+					mu.Unlock()
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+		}
+	}
+	swarmtopo.Sleep(ctx, time.Second)
+	_, err = docker("service", "update", "-q", "--force", "--detach=false", name)
+	// Long enough for a 15 s poll to notice the new tasks.
+	swarmtopo.Sleep(ctx, 20*time.Second)
+	stop()
+	wg.Wait()
+	return res, err
+}
+
+// rollRows turns the rolling updates into rows: failed requests per
+// provider, summed over the rounds, samples per round.
+func (b *bench) rollRows(rolls []rollResult) []row {
+	var rows []row
+	anchor := b.providers[1].name
+	kinds := []string{}
+	for _, r := range rolls {
+		if !slices.Contains(kinds, r.kind) {
+			kinds = append(kinds, r.kind)
+		}
+	}
+	for _, kind := range kinds {
+		sums, totals := make([]int, len(b.providers)), make([]int, len(b.providers))
+		samples := make([][]float64, len(b.providers))
+		for _, r := range rolls {
+			if r.kind != kind {
+				continue
+			}
+			for i := range b.providers {
+				sums[i] += r.failed[i]
+				totals[i] += r.answers[i]
+				samples[i] = append(samples[i], float64(r.failed[i]))
+			}
+		}
+		for i, p := range b.providers {
+			rw := row{Name: p.name, Metric: "failed requests, " + kind, Unit: "requests", Value: float64(sums[i]), Samples: samples[i],
+				Note: fmt.Sprintf("%d of %d requests (2 clients, every 20 ms, from 1 s before the update to 20 s after it) not a 200; services with a 2 s stop delay, --stop-grace-period 5s; Traefiks side by side, same services, same run", sums[i], totals[i])}
+			if p.name != anchor {
+				rw.Anchor, rw.AnchorValue = anchor, float64(sums[1])
+			}
+			if i == 0 {
+				met := sums[i] == 0
+				rw.Target, rw.Met = "0", &met
+			}
+			rows = append(rows, rw)
+		}
+	}
+	return rows
 }

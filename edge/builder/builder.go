@@ -40,19 +40,44 @@ type Service struct {
 	// newcomer can never displace a running service. Zero values sort first.
 	ID        string
 	CreatedAt time.Time
+	// Tasks are the service's running tasks (desired state running and
+	// state running), sorted by ID. With task-level balancing
+	// (Options.TaskRouting, edge.lb=tasks) Traefik balances over their
+	// addresses; a task Swarm is shutting down is not among them.
+	Tasks []Task
 }
 
 // FromSwarm converts a Swarm service. networkNames maps network IDs to names;
-// a nil map leaves IDs as they are.
-func FromSwarm(s swarm.Service, networkNames map[string]string) Service {
+// a nil map leaves IDs as they are. tasks may hold any tasks: those of s
+// that serve (desired state and state running) become Service.Tasks.
+func FromSwarm(s swarm.Service, networkNames map[string]string, tasks ...swarm.Task) Service {
 	out := Service{Name: s.Spec.Name, Labels: s.Spec.Labels, ID: s.ID, CreatedAt: s.Meta.CreatedAt}
-	for _, n := range s.Spec.TaskTemplate.Networks {
-		name := n.Target
-		if nn, ok := networkNames[n.Target]; ok {
-			name = nn
+	netName := func(id string) string {
+		if nn, ok := networkNames[id]; ok {
+			return nn
 		}
-		out.Networks = append(out.Networks, name)
+		return id
 	}
+	for _, n := range s.Spec.TaskTemplate.Networks {
+		out.Networks = append(out.Networks, netName(n.Target))
+	}
+	for _, t := range tasks {
+		if t.ServiceID != s.ID || t.DesiredState != swarm.TaskStateRunning || t.Status.State != swarm.TaskStateRunning {
+			continue
+		}
+		task := Task{ID: t.ID, Addrs: map[string]string{}}
+		for _, a := range t.NetworksAttachments {
+			name := netName(a.Network.ID)
+			if _, ok := networkNames[a.Network.ID]; !ok && a.Network.Spec.Name != "" {
+				name = a.Network.Spec.Name
+			}
+			if len(a.Addresses) > 0 && a.Addresses[0].IsValid() {
+				task.Addrs[name] = a.Addresses[0].Addr().String()
+			}
+		}
+		out.Tasks = append(out.Tasks, task)
+	}
+	slices.SortFunc(out.Tasks, func(a, b Task) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -93,7 +118,25 @@ type Options struct {
 	// service:port, the service's VIP by DNS. Tests point it at a local
 	// backend.
 	BackendAddress func(service string, port int) string
+	// TaskRouting balances HTTP routes in Traefik over the addresses of
+	// each service's running tasks (Service.Tasks) on the network Traefik
+	// shares with it (Network, the service's network label, or its only
+	// network), as Traefik's swarm provider does: no IPVS needed, and
+	// Traefik's health checks and sticky sessions see the tasks. A
+	// service's edge.lb=vip (or traefik.docker.lbswarm=true) keeps its
+	// VIP. Zero: every route points at the service's VIP.
+	TaskRouting bool
+	// RetryAttempts, when positive, appends Traefik's retry middleware
+	// (RetryMiddleware, this many attempts) to every route to a service of
+	// edge's: a request whose connection to a task fails (a task stopping
+	// during an update) is sent again, to another task if there is one.
+	// Zero: no retry.
+	RetryAttempts int
 }
+
+// RetryMiddleware is the Traefik retry middleware the sink defines when
+// Options.RetryAttempts is set.
+const RetryMiddleware = "edge-retry"
 
 func (o Options) httpEP() string {
 	if o.HTTPEntryPoint == "" {
@@ -150,8 +193,17 @@ type Route struct {
 	// Backend is the Traefik service name. It contains '@' when it names a
 	// service defined by another Traefik provider; URL is empty then.
 	Backend string `json:"backend"`
-	// URL is where the backend forwards requests: the Swarm service's VIP.
+	// URL is the Swarm service's VIP URL, where the backend forwards
+	// requests unless Tasks is set.
 	URL string `json:"url,omitempty"`
+	// Tasks says the backend balances over Servers, the URLs of the
+	// service's running tasks (none: Traefik answers 503), not over URL.
+	Tasks   bool     `json:"tasks,omitempty"`
+	Servers []string `json:"servers,omitempty"`
+	// HealthCheck and Sticky are the backend's health check and sticky
+	// cookie; nil: none.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	Sticky      *Sticky      `json:"sticky,omitempty"`
 }
 
 // RedirectMiddleware is the Traefik middleware that redirects plain HTTP to
@@ -165,9 +217,12 @@ func RedirectRouterName(name string) string { return name + "-redirect-https" }
 
 // Table is the complete set of routes, each list sorted by Name.
 type Table struct {
-	Routes []Route    `json:"routes"`
-	TCP    []TCPRoute `json:"tcp,omitempty"`
-	UDP    []UDPRoute `json:"udp,omitempty"`
+	// RetryAttempts is Options.RetryAttempts: the sink defines
+	// RetryMiddleware with it.
+	RetryAttempts int        `json:"retryAttempts,omitempty"`
+	Routes        []Route    `json:"routes"`
+	TCP           []TCPRoute `json:"tcp,omitempty"`
+	UDP           []UDPRoute `json:"udp,omitempty"`
 }
 
 // Diagnostic explains a label edge did not use.
@@ -223,6 +278,7 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 		anyHost  []int                 // indexes in t.Routes of rules that match any host
 		l4       = newL4Claims()
 	)
+	t.RetryAttempts = max(o.RetryAttempts, 0)
 	for _, s := range svcs {
 		b := &svcBuild{svc: s, o: o, claims: map[string]hostSet{}}
 		b.build()
@@ -268,6 +324,9 @@ func Build(services []Service, o Options) (Table, []Diagnostic) {
 				continue
 			}
 			backends[r.Backend] = key
+			if t.RetryAttempts > 0 && r.URL != "" && !slices.Contains(r.Middlewares, RetryMiddleware) {
+				r.Middlewares = append(slices.Clone(r.Middlewares), RetryMiddleware)
+			}
 			names[r.Name] = s.Name
 			names[RedirectRouterName(r.Name)] = s.Name
 			for _, k := range ruleKeys(r) {
@@ -365,6 +424,10 @@ type svcBuild struct {
 	udp    []UDPRoute
 	// net memoizes networkOK, so its diagnostic appears once.
 	net map[string]bool
+	// lb memoizes lbMode ("bad": a malformed label); lbWarned says its
+	// fallback was reported.
+	lb       string
+	lbWarned bool
 	// v1Backend is set when a Traefik v1 service names its backend, which
 	// lets several services share one load-balanced backend as in v1.
 	v1Backend string
@@ -443,7 +506,7 @@ func (b *svcBuild) label(key string) (k, v string, ok bool) {
 func (b *svcBuild) build() {
 	hasEdge := false // edge.enable alone selects no dialect
 	for _, k := range b.sortedKeys("edge.") {
-		hasEdge = hasEdge || !strings.EqualFold(k, "edge.enable") && !isL4Key(k)
+		hasEdge = hasEdge || !strings.EqualFold(k, "edge.enable") && !strings.EqualFold(k, "edge.lb") && !isL4Key(k)
 	}
 	hasV2 := len(b.sortedKeys("traefik.http.")) > 0
 	hasV1 := b.hasV1()
@@ -556,6 +619,7 @@ func (b *svcBuild) buildEdge() {
 		redirect *bool
 		ok       = true
 		fail     = func(k string, err error) { b.skip(k, "%v", err); ok = false }
+		lb       lbOptions
 	)
 	for _, k := range b.sortedKeys("edge.") {
 		v := b.svc.Labels[k]
@@ -564,8 +628,8 @@ func (b *svcBuild) buildEdge() {
 			continue // buildL4's
 		}
 		switch strings.ToLower(k) {
-		case "edge.enable", "edge.network":
-			// Handled by build and networkOK.
+		case "edge.enable", "edge.network", "edge.lb":
+			// Handled by build, networkOK and lbMode.
 		case "edge.host":
 			r.Hosts, err = parseHosts(v)
 		case "edge.port":
@@ -591,7 +655,17 @@ func (b *svcBuild) buildEdge() {
 			on, err = parseBool(v)
 			redirect = &on
 		default:
-			err = fmt.Errorf("unknown edge label; known: edge.host, edge.port, edge.path, edge.entrypoints, edge.middlewares, edge.tls, edge.certresolver, edge.redirect-https, edge.network, edge.scheme, edge.priority, edge.enable")
+			lk := strings.ToLower(k)
+			var handled bool
+			if attr, found := strings.CutPrefix(lk, "edge."); found && (strings.HasPrefix(attr, "healthcheck.") || attr == "sticky" || strings.HasPrefix(attr, "sticky.")) {
+				if strings.HasPrefix(attr, "sticky.") {
+					attr = "sticky.cookie." + strings.TrimPrefix(attr, "sticky.")
+				}
+				handled, err = lb.parse(attr, v)
+			}
+			if !handled {
+				err = fmt.Errorf("unknown edge label; known: edge.host, edge.port, edge.path, edge.entrypoints, edge.middlewares, edge.tls, edge.certresolver, edge.redirect-https, edge.network, edge.scheme, edge.priority, edge.lb, edge.healthcheck.*, edge.sticky, edge.enable")
+			}
 		}
 		if err != nil {
 			fail(k, err)
@@ -623,6 +697,10 @@ func (b *svcBuild) buildEdge() {
 		b.skip("edge.redirect-https", "redirecting to HTTPS needs TLS: set edge.tls=true or edge.certresolver")
 		return
 	}
+	if err := lb.apply(&r); err != nil {
+		b.skip("edge.healthcheck.path", "%v", err)
+		return
+	}
 	doRedirect := r.TLS != nil && (redirect == nil || *redirect)
 	b.finishSimple(&r, port, scheme, doRedirect, "edge.network")
 }
@@ -643,7 +721,9 @@ func (b *svcBuild) finishSimple(r *Route, port int, scheme string, redirect bool
 		r.RedirectFrom = []string{b.o.httpEP()}
 	}
 	r.Rule = simpleRule(r.Hosts, r.PathPrefix)
-	r.URL = b.o.url(b.svc.Name, scheme, port)
+	if !b.target(r, scheme, port, networkLabels...) {
+		return
+	}
 	b.addRoute(*r, finiteHosts(r.Hosts))
 }
 

@@ -273,12 +273,15 @@ func FuzzBuildLabels(f *testing.F) {
 	f.Add("edge.udp.a.port", "1", "edge.udp.a.entrypoint", "udp-9987")
 	f.Add("traefik.tcp.routers.r.rule", "HostSNI(`*`)", "traefik.tcp.routers.r.entrypoints", "tcp-25")
 	f.Add("traefik.http.routers.r.rule", "HostRegexp(`.+`)", "traefik.http.services.s.loadbalancer.server.port", "80")
+	f.Add("edge.lb", "tasks", "edge.healthcheck.path", "/health")
+	f.Add("traefik.http.services.s.loadbalancer.healthcheck.interval", "1s", "traefik.http.services.s.loadbalancer.sticky.cookie.samesite", "lax")
+	f.Add("traefik.swarm.lbswarm", "true", "edge.sticky.maxage", "60")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
 		svcs := []Service{
 			svc("gogs", "edge.host", "gogs.example.org", "edge.port", "3000"),
-			svc("x", k1, v1, k2, v2, "traefik.tcp.services.s.loadbalancer.server.port", "25", "edge.tcp.a.port", "25"),
+			withTasks(svc("x", k1, v1, k2, v2, "traefik.tcp.services.s.loadbalancer.server.port", "25", "edge.tcp.a.port", "25"), "10.0.1.5"),
 		}
-		table, _ := Build(svcs, Options{TCPPorts: []int{25}, UDPPorts: []int{9987}})
+		table, _ := Build(svcs, Options{TCPPorts: []int{25}, UDPPorts: []int{9987}, TaskRouting: true, RetryAttempts: 3})
 		for _, r := range table.Routes {
 			if _, _, err := normalizeRule(r.Rule); err != nil {
 				t.Fatalf("route %s: rule %q does not parse: %v", r.Name, r.Rule, err)

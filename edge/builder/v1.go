@@ -124,7 +124,9 @@ func (b *svcBuild) buildV1() {
 	if redirect {
 		r.RedirectFrom = []string{b.o.httpEP()}
 	}
-	r.URL = b.o.url(b.svc.Name, scheme, port)
+	if !b.target(&r, scheme, port, "traefik.docker.network", "traefik.swarm.network") {
+		return
+	}
 	// A v1 rule is a conjunction: with a Host part it matches only those
 	// hosts; without one (PathPrefix:/x) it matches any host.
 	hs := finiteHosts(r.Hosts)

@@ -24,6 +24,7 @@ type v2Router struct {
 type v2Service struct {
 	port   int
 	scheme string
+	lb     lbOptions
 	bad    bool
 }
 
@@ -56,7 +57,7 @@ func (b *svcBuild) buildV2() {
 		if len(seg) < 3 || !strings.EqualFold(seg[1], "http") {
 			switch {
 			case lk == "traefik.enable", lk == "traefik.docker.network", lk == "traefik.swarm.network",
-				lk == "traefik.docker.lbswarm", lk == "traefik.swarm.lbswarm":
+				lk == "traefik.docker.lbswarm", lk == "traefik.swarm.lbswarm": // lbswarm: lbMode's
 			case strings.HasPrefix(lk, "traefik.tcp."), strings.HasPrefix(lk, "traefik.udp."):
 				// buildL4's.
 			case strings.HasPrefix(lk, "traefik.frontend."), strings.HasPrefix(lk, "traefik.backend"), lk == "traefik.port", lk == "traefik.protocol":
@@ -113,7 +114,13 @@ func (b *svcBuild) buildV2() {
 					err = fmt.Errorf("passHostHeader=false is not supported by edge")
 				}
 			default:
-				err = fmt.Errorf("service option not supported by edge; routers using this service are skipped")
+				var handled bool
+				if a, found := strings.CutPrefix(attr, "loadbalancer."); found {
+					handled, err = s.lb.parse(a, v)
+				}
+				if !handled {
+					err = fmt.Errorf("service option not supported by edge; routers using this service are skipped")
+				}
 			}
 			if err != nil {
 				s.bad = true
@@ -200,8 +207,15 @@ func (b *svcBuild) buildV2() {
 				b.skip(prefix+n+".service", "service %s needs traefik.http.services.%s.loadbalancer.server.port: Swarm services publish no port edge could guess", sname, sname)
 				continue
 			}
+			if err := s.lb.apply(&route); err != nil {
+				b.diags = append(b.diags, Diagnostic{Service: b.svc.Name, Skipped: true,
+					Reason: fmt.Sprintf("router %s skipped: service %s: %v", n, sname, err)})
+				continue
+			}
 			route.Backend = b.svc.Name + "-" + sname
-			route.URL = b.o.url(b.svc.Name, s.scheme, s.port)
+			if !b.target(&route, s.scheme, s.port, "traefik.docker.network", "traefik.swarm.network") {
+				continue
+			}
 		case len(services) == 0:
 			b.skip(prefix+n+".rule", "router %s has no service port; add traefik.http.services.<name>.loadbalancer.server.port", n)
 			continue

@@ -30,6 +30,10 @@ import (
 // to redirect plain HTTP to HTTPS.
 const RedirectMiddleware = builder.RedirectMiddleware
 
+// RetryInterval is the first wait of the retry middleware between two
+// attempts; Traefik doubles it at each further attempt.
+const RetryInterval = "100ms"
+
 // DefaultFile is the file name [File] writes when Options.File is empty.
 const DefaultFile = "edge.yml"
 
@@ -198,13 +202,40 @@ type (
 		LoadBalancer loadBalancer `yaml:"loadBalancer"`
 	}
 	loadBalancer struct {
-		Servers []server `yaml:"servers"`
+		Servers     []server     `yaml:"servers"`
+		HealthCheck *healthCheck `yaml:"healthCheck,omitempty"`
+		Sticky      *sticky      `yaml:"sticky,omitempty"`
+	}
+	healthCheck struct {
+		Path     string `yaml:"path"`
+		Interval string `yaml:"interval,omitempty"`
+		Timeout  string `yaml:"timeout,omitempty"`
+		Port     int    `yaml:"port,omitempty"`
+		Scheme   string `yaml:"scheme,omitempty"`
+		Hostname string `yaml:"hostname,omitempty"`
+		Method   string `yaml:"method,omitempty"`
+		Status   int    `yaml:"status,omitempty"`
+	}
+	sticky struct {
+		Cookie stickyCookie `yaml:"cookie"`
+	}
+	stickyCookie struct {
+		Name     string `yaml:"name,omitempty"`
+		Secure   bool   `yaml:"secure,omitempty"`
+		HTTPOnly bool   `yaml:"httpOnly,omitempty"`
+		SameSite string `yaml:"sameSite,omitempty"`
+		MaxAge   int    `yaml:"maxAge,omitempty"`
 	}
 	server struct {
 		URL string `yaml:"url"`
 	}
 	middleware struct {
 		RedirectScheme *redirectScheme `yaml:"redirectScheme,omitempty"`
+		Retry          *retry          `yaml:"retry,omitempty"`
+	}
+	retry struct {
+		Attempts        int    `yaml:"attempts"`
+		InitialInterval string `yaml:"initialInterval"`
 	}
 	redirectScheme struct {
 		Scheme    string `yaml:"scheme"`
@@ -240,12 +271,32 @@ func Render(t builder.Table) ([]byte, error) {
 		if r.URL == "" || strings.Contains(r.Backend, "@") {
 			continue
 		}
-		s := cfg.HTTP.Services[r.Backend]
-		if !slices.Contains(s.LoadBalancer.Servers, server{URL: r.URL}) {
-			s.LoadBalancer.Servers = append(s.LoadBalancer.Servers, server{URL: r.URL})
-			slices.SortFunc(s.LoadBalancer.Servers, func(a, b server) int { return strings.Compare(a.URL, b.URL) })
+		s, seen := cfg.HTTP.Services[r.Backend]
+		if !seen {
+			s.LoadBalancer.Servers = []server{} // a task-balanced service with no running task: Traefik answers 503
+		}
+		urls := []string{r.URL}
+		if r.Tasks {
+			urls = r.Servers
+		}
+		for _, u := range urls {
+			if !slices.Contains(s.LoadBalancer.Servers, server{URL: u}) {
+				s.LoadBalancer.Servers = append(s.LoadBalancer.Servers, server{URL: u})
+			}
+		}
+		slices.SortFunc(s.LoadBalancer.Servers, func(a, b server) int { return strings.Compare(a.URL, b.URL) })
+		if hc := r.HealthCheck; hc != nil && s.LoadBalancer.HealthCheck == nil {
+			s.LoadBalancer.HealthCheck = &healthCheck{Path: hc.Path, Interval: hc.Interval, Timeout: hc.Timeout,
+				Port: hc.Port, Scheme: hc.Scheme, Hostname: hc.Hostname, Method: hc.Method, Status: hc.Status}
+		}
+		if st := r.Sticky; st != nil && s.LoadBalancer.Sticky == nil {
+			s.LoadBalancer.Sticky = &sticky{Cookie: stickyCookie{Name: st.Name, Secure: st.Secure,
+				HTTPOnly: st.HTTPOnly, SameSite: st.SameSite, MaxAge: st.MaxAge}}
 		}
 		cfg.HTTP.Services[r.Backend] = s
+	}
+	if t.RetryAttempts > 0 {
+		cfg.HTTP.Middlewares[builder.RetryMiddleware] = middleware{Retry: &retry{Attempts: t.RetryAttempts, InitialInterval: RetryInterval}}
 	}
 	// TCP and UDP: one Traefik service per router, named after it.
 	if len(t.TCP) > 0 {

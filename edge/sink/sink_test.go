@@ -322,3 +322,60 @@ udp:
 		t.Fatalf("Render:\n%s\nwant it to end with:\n%s", out, want)
 	}
 }
+
+// Task-balanced backends list their tasks (none: an empty list, so Traefik
+// answers 503 rather than resolving the VIP), with the health check, sticky
+// cookie and retry middleware the table asks for.
+func TestRenderTasks(t *testing.T) {
+	t.Parallel()
+	tb := builder.Table{RetryAttempts: 3, Routes: []builder.Route{
+		{Name: "w", Rule: "Host(`w.test`)", EntryPoints: []string{"web"}, Middlewares: []string{builder.RetryMiddleware},
+			Backend: "w", URL: "http://w:80", Tasks: true, Servers: []string{"http://10.0.1.5:80", "http://10.0.1.6:80"},
+			HealthCheck: &builder.HealthCheck{Path: "/health", Interval: "1s"}, Sticky: &builder.Sticky{Name: "srv", HTTPOnly: true}},
+		{Name: "z", Rule: "Host(`z.test`)", EntryPoints: []string{"web"}, Backend: "z", URL: "http://z:80", Tasks: true, Servers: []string{}},
+	}}
+	got, err := Render(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := header + `http:
+  routers:
+    w:
+      rule: Host(` + "`w.test`" + `)
+      entryPoints: [web]
+      middlewares: [edge-retry]
+      service: w
+    z:
+      rule: Host(` + "`z.test`" + `)
+      entryPoints: [web]
+      service: z
+  services:
+    w:
+      loadBalancer:
+        servers:
+          - url: http://10.0.1.5:80
+          - url: http://10.0.1.6:80
+        healthCheck:
+          path: /health
+          interval: 1s
+        sticky:
+          cookie:
+            name: srv
+            httpOnly: true
+    z:
+      loadBalancer:
+        servers: []
+  middlewares:
+    edge-redirect-https:
+      redirectScheme:
+        scheme: https
+        permanent: true
+    edge-retry:
+      retry:
+        attempts: 3
+        initialInterval: 100ms
+`
+	if string(got) != want {
+		t.Errorf("Render:\n%s\nwant:\n%s", got, want)
+	}
+}

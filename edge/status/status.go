@@ -195,6 +195,12 @@ func (s *Server) writeText(w io.Writer) {
 			}
 		}
 		target := r.URL
+		if r.Tasks {
+			target = fmt.Sprintf("%d task(s) of %s", len(r.Servers), r.URL)
+			if len(r.Servers) > 0 {
+				target += ": " + strings.Join(r.Servers, " ")
+			}
+		}
 		if target == "" {
 			target = r.Backend
 		}

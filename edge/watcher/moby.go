@@ -49,6 +49,12 @@ func (m *Moby) Networks(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
+// Tasks implements [Docker].
+func (m *Moby) Tasks(ctx context.Context) ([]swarm.Task, error) {
+	res, err := m.c.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("desired-state", "running")})
+	return res.Items, err
+}
+
 // Events implements [Docker].
 func (m *Moby) Events(ctx context.Context) (<-chan events.Message, <-chan error) {
 	res := m.c.Events(ctx, client.EventsListOptions{

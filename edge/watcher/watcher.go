@@ -8,6 +8,12 @@
 // route (the model is Traefik's own providers). When Docker is unreachable
 // the watcher retries with backoff and does not call Apply at all, so the
 // last good routes stay in place.
+//
+// Swarm's event stream carries no task events, so the watcher also polls the
+// manager's task list (desired state running, a cheap call answered from the
+// manager's memory) every Options.TaskPoll and hands the state on only when
+// the running tasks or their addresses changed: a task that starts, or one
+// Swarm begins to shut down, reaches Apply within one poll.
 package watcher
 
 import (
@@ -15,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +38,9 @@ type Docker interface {
 	Services(ctx context.Context) ([]swarm.Service, error)
 	// Networks maps the IDs of Swarm-scoped networks to their names.
 	Networks(ctx context.Context) (map[string]string, error)
+	// Tasks lists the Swarm's tasks whose desired state is running (a task
+	// Swarm is shutting down has desired state shutdown and is not listed).
+	Tasks(ctx context.Context) ([]swarm.Task, error)
 	// Events streams service events until ctx is done or the stream fails.
 	// The error channel receives exactly one error when the stream ends;
 	// the message channel is never closed.
@@ -41,6 +52,45 @@ type State struct {
 	Services []swarm.Service
 	// Networks maps network IDs to names.
 	Networks map[string]string
+	// Tasks are the tasks that serve: desired state running and state
+	// running (see [Serving]), sorted by ID.
+	Tasks []swarm.Task
+}
+
+// Serving reports whether t serves requests: Swarm wants it running and it
+// runs. A task Swarm is shutting down (desired state shutdown) or that has
+// not started yet does not.
+func Serving(t swarm.Task) bool {
+	return t.DesiredState == swarm.TaskStateRunning && t.Status.State == swarm.TaskStateRunning
+}
+
+// servingTasks keeps the tasks that serve, sorted by ID.
+func servingTasks(tasks []swarm.Task) []swarm.Task {
+	var out []swarm.Task
+	for _, t := range tasks {
+		if Serving(t) {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b swarm.Task) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// taskKey is what routing depends on in tasks (as servingTasks returns
+// them): which run, for which service, at which addresses.
+func taskKey(tasks []swarm.Task) string {
+	var sb strings.Builder
+	for _, t := range tasks {
+		sb.WriteString(t.ID + " " + t.ServiceID)
+		for _, n := range t.NetworksAttachments {
+			sb.WriteString(" " + n.Network.ID + "=")
+			for _, a := range n.Addresses {
+				sb.WriteString(a.String() + ",")
+			}
+		}
+		sb.WriteByte('\n')
+	}
+	return sb.String()
 }
 
 // The defaults of Options.Debounce and Options.Resync, and of edge's
@@ -48,6 +98,9 @@ type State struct {
 const (
 	DefaultDebounce = 75 * time.Millisecond
 	DefaultResync   = 30 * time.Second
+	// DefaultTaskPoll is the default of Options.TaskPoll and edge's
+	// -task-poll.
+	DefaultTaskPoll = 250 * time.Millisecond
 )
 
 // Options configures a [Watcher].
@@ -63,6 +116,10 @@ type Options struct {
 	// Resync is how often the services are listed without an event, to
 	// catch missed ones. Zero: [DefaultResync].
 	Resync time.Duration
+	// TaskPoll is how often the tasks are listed; Apply is called only
+	// when the serving tasks or their addresses changed. Zero:
+	// [DefaultTaskPoll]; negative: tasks are listed only with the services.
+	TaskPoll time.Duration
 	// MinBackoff and MaxBackoff bound the wait before reconnecting to an
 	// unreachable Docker; it doubles on every failure. Zero: 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
@@ -77,6 +134,8 @@ type Stats struct {
 	Connected  bool      // the event stream is up and the last listing succeeded
 	Events     uint64    // service events received
 	Syncs      uint64    // successful listings handed to Apply
+	TaskPolls  uint64    // task listings between full listings
+	TaskSyncs  uint64    // task listings that changed the serving tasks
 	SyncErrors uint64    // failed listings or broken event streams
 	Reconnects uint64    // event stream (re)connections attempted
 	LastSync   time.Time // time of the last successful listing; zero: none yet
@@ -87,6 +146,10 @@ type Stats struct {
 type Watcher struct {
 	o   Options
 	log *logrus.Entry
+
+	// last is the state last handed to Apply (Run's goroutine only).
+	last    State
+	lastKey string
 
 	mu    sync.Mutex
 	stats Stats
@@ -108,6 +171,9 @@ func New(o Options) *Watcher {
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	}
+	if o.TaskPoll == 0 {
+		o.TaskPoll = DefaultTaskPoll
 	}
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = 10 * time.Second
@@ -186,6 +252,12 @@ func (w *Watcher) session(ctx context.Context) (synced bool, err error) {
 
 	resync := time.NewTicker(w.o.Resync)
 	defer resync.Stop()
+	var pollC <-chan time.Time
+	if w.o.TaskPoll > 0 {
+		poll := time.NewTicker(w.o.TaskPoll)
+		defer poll.Stop()
+		pollC = poll.C
+	}
 	var (
 		debounce  *time.Timer
 		debounceC <-chan time.Time
@@ -224,8 +296,43 @@ func (w *Watcher) session(ctx context.Context) (synced bool, err error) {
 			if err := w.sync(ctx); err != nil {
 				return true, err
 			}
+		case <-pollC:
+			if err := w.pollTasks(ctx); err != nil {
+				return true, err
+			}
 		}
 	}
+}
+
+// pollTasks lists the tasks and, if the serving ones changed, hands the
+// last services with the new tasks to Apply.
+func (w *Watcher) pollTasks(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, w.o.CallTimeout)
+	defer cancel()
+	tasks, err := w.o.Docker.Tasks(cctx)
+	if err != nil {
+		return fmt.Errorf("watcher: list tasks: %w", err)
+	}
+	tasks = servingTasks(tasks)
+	key := taskKey(tasks)
+	w.mu.Lock()
+	w.stats.TaskPolls++
+	w.mu.Unlock()
+	if key == w.lastKey {
+		return nil
+	}
+	st := w.last
+	st.Tasks = tasks
+	w.apply(st, key)
+	w.mu.Lock()
+	w.stats.TaskSyncs++
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *Watcher) apply(st State, key string) {
+	w.last, w.lastKey = st, key
+	w.o.Apply(st)
 }
 
 // sync lists the state and hands it to Apply.
@@ -240,7 +347,12 @@ func (w *Watcher) sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watcher: list services: %w", err)
 	}
-	w.o.Apply(State{Services: svcs, Networks: nets})
+	tasks, err := w.o.Docker.Tasks(cctx)
+	if err != nil {
+		return fmt.Errorf("watcher: list tasks: %w", err)
+	}
+	tasks = servingTasks(tasks)
+	w.apply(State{Services: svcs, Networks: nets, Tasks: tasks}, taskKey(tasks))
 	w.mu.Lock()
 	w.stats.Connected = true
 	w.stats.Syncs++

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/swarm"
 	"github.com/sirupsen/logrus"
 
 	"github.com/homeswarm/homeswarm/edge/watcher"
@@ -223,4 +224,60 @@ func TestStopReleasesEventStream(t *testing.T) {
 	waitFor(t, "subscription", 2*time.Second, func() bool { return h.fake.Subscribers() == 1 })
 	h.stop()
 	waitFor(t, "unsubscribe", 2*time.Second, func() bool { return h.fake.Subscribers() == 0 })
+}
+
+// taskIDs returns the IDs of the last state's tasks.
+func (r *recorder) taskIDs() []string {
+	s, _ := r.last()
+	var ids []string
+	for _, t := range s.Tasks {
+		ids = append(ids, t.ID)
+	}
+	return ids
+}
+
+// Swarm has no task events: the watcher polls the task list and hands on
+// a change (a task starts, one is being shut down) without any event, and
+// only when the serving tasks changed.
+func TestTaskPollFollowsTasksWithoutEvents(t *testing.T) {
+	t.Parallel()
+	const poll = 20 * time.Millisecond
+	run, shut := swarm.TaskStateRunning, swarm.TaskStateShutdown
+	fake := dockertest.New(map[string]string{"n1": "web"})
+	fake.SetServices(dockertest.Service("a", []string{"n1"}))
+	fake.SetTasks(dockertest.Task("t1", "a", run, run, "n1", "10.0.1.5"))
+	h := start(t, watcher.Options{Docker: fake, Resync: time.Hour, TaskPoll: poll})
+	waitFor(t, "first Apply with t1", 2*time.Second, func() bool { return equal(h.rec.taskIDs(), "t1") })
+
+	// A new task is created, then runs: only the running one counts.
+	fake.SetTasks(dockertest.Task("t1", "a", run, run, "n1", "10.0.1.5"),
+		dockertest.Task("t2", "a", run, swarm.TaskStateStarting, "n1", "10.0.1.6"))
+	time.Sleep(5 * poll)
+	if ids := h.rec.taskIDs(); !equal(ids, "t1") {
+		t.Fatalf("tasks %v, want t1 only: t2 is not running yet", ids)
+	}
+	applies := h.rec.count()
+	if applies != 1 {
+		t.Errorf("%d Apply calls for unchanged serving tasks, want 1", applies)
+	}
+	fake.SetTasks(dockertest.Task("t1", "a", run, run, "n1", "10.0.1.5"),
+		dockertest.Task("t2", "a", run, run, "n1", "10.0.1.6"))
+	waitFor(t, "t2 running", time.Second, func() bool { return equal(h.rec.taskIDs(), "t1", "t2") })
+
+	// Swarm starts shutting t1 down (desired state shutdown, still running):
+	// it is dropped at once.
+	fake.SetTasks(dockertest.Task("t1", "a", shut, run, "n1", "10.0.1.5"),
+		dockertest.Task("t2", "a", run, run, "n1", "10.0.1.6"))
+	changed := time.Now()
+	waitFor(t, "t1 dropped", time.Second, func() bool { return equal(h.rec.taskIDs(), "t2") })
+	if lat := time.Since(changed); lat > 10*poll {
+		t.Errorf("shutting-down task dropped after %v, want about one poll (%v)", lat, poll)
+	}
+	st, _ := h.rec.last()
+	if len(st.Services) != 1 || st.Networks["n1"] != "web" {
+		t.Errorf("a task change must keep the last services and networks: %+v", st)
+	}
+	if s := h.w.Stats(); s.TaskPolls == 0 || s.TaskSyncs != 2 || s.Syncs != 1 {
+		t.Errorf("Stats = %+v, want task polls, 2 task changes, 1 full listing", s)
+	}
 }

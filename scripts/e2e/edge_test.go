@@ -29,9 +29,10 @@ import (
 // by default), behind the NAT: Traefik on the VPS reaches them over a
 // meshnet network they share, encrypted by the mesh.
 //
-// Web services use --endpoint-mode dnsrr: this kernel has no IPVS, so Swarm
-// VIPs do not answer here; with dnsrr the service name resolves to its
-// tasks, which is what edge's route (http://<service>:<port>) needs.
+// Web services use --endpoint-mode dnsrr (TestEdgeRollingUpdate also the
+// default VIP mode): this kernel has no IPVS, so Swarm VIPs do not answer
+// here. edge routes to the tasks' addresses (task-level balancing), which
+// works in both modes.
 var (
 	edgeConstraint = envOr("EDGE_E2E_CONSTRAINT", "node.labels.location==home")
 	topoPrefix     = envOr("TOPO_PREFIX", "hs")
@@ -124,6 +125,9 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
 		"--mount", "type=bind,source="+s.routes+",target=/routes",
 		"--env", "EDGE_NETWORK="+o.network, "--env", "EDGE_LISTEN="+o.edgeListen,
+		// EDGE_E2E_LB=vip and EDGE_E2E_RETRY=0 run edge as it was before
+		// task-level balancing (routes to http://<service>:<port>, no retry).
+		"--env", "EDGE_LB="+os.Getenv("EDGE_E2E_LB"), "--env", "EDGE_RETRY="+os.Getenv("EDGE_E2E_RETRY"),
 		"homeswarm/edge")
 
 	s.client = vpsClient(o.timeout)
@@ -269,7 +273,8 @@ func TestEdge(t *testing.T) {
 			"--env-add", "WEB_TEXT=edge-8081", "--label-add", "edge.port=8081", "e2e-edge")
 		d := s.waitFor(t, "edge.e2e.test", http.StatusOK, "edge-8081", 30*time.Second)
 		t.Logf("port 8080 → 8081: served by the new port after %.0f ms", d.Seconds()*1000)
-		if b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml")); !strings.Contains(string(b), "http://e2e-edge:8081") {
+		// Task-level balancing: the route lists the task's address.
+		if b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml")); !strings.Contains(string(b), ":8081") || strings.Contains(string(b), ":8080") {
 			t.Errorf("edge.yml does not point at port 8081:\n%s", b)
 		}
 

@@ -63,8 +63,49 @@ func envDurations(getenv func(string) string) (resync, debounce time.Duration, e
 	return resync, debounce, nil
 }
 
+// DefaultRetry is the default of -retry: attempts of Traefik's retry
+// middleware on every route.
+const DefaultRetry = 3
+
+// lbSettings reads EDGE_LB, EDGE_TASK_POLL and EDGE_RETRY, the defaults of
+// -lb, -task-poll and -retry.
+func lbSettings(getenv func(string) string) (lb string, poll time.Duration, retry int, err error) {
+	lb = strings.ToLower(strings.TrimSpace(getenv("EDGE_LB")))
+	if lb == "" {
+		lb = builder.LBTasks
+	}
+	if err = checkLB("EDGE_LB", lb); err != nil {
+		return "", 0, 0, err
+	}
+	if poll, err = settings.Duration("EDGE_TASK_POLL", getenv("EDGE_TASK_POLL"), watcher.DefaultTaskPoll, 0, 0); err != nil {
+		return "", 0, 0, err
+	}
+	retry = DefaultRetry
+	if v := strings.TrimSpace(getenv("EDGE_RETRY")); v != "" {
+		if retry, err = strconv.Atoi(v); err != nil || retry < 0 || retry > 10 {
+			return "", 0, 0, fmt.Errorf("%w: EDGE_RETRY: %q is not a number of attempts, 0-10", settings.ErrInvalid, v)
+		}
+	}
+	return lb, poll, retry, nil
+}
+
+func checkLB(setting, v string) error {
+	if v != builder.LBTasks && v != builder.LBVIP {
+		return fmt.Errorf("%w: %s: %q: use tasks (Traefik balances over the running tasks) or vip (the service's Swarm VIP)", settings.ErrInvalid, setting, v)
+	}
+	return nil
+}
+
 func main() {
 	defResync, defDebounce, err := envDurations(os.Getenv)
+	var (
+		defLB    string
+		defPoll  time.Duration
+		defRetry int
+	)
+	if err == nil {
+		defLB, defPoll, defRetry, err = lbSettings(os.Getenv)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(1)
@@ -84,6 +125,9 @@ func main() {
 		internal   = flag.String("internal-services", env("EDGE_INTERNAL_SERVICES", ""), "Traefik internal `services` labels may route to, comma-separated (api@internal,dashboard@internal); default none (env EDGE_INTERNAL_SERVICES)")
 		tcpPorts   = flag.String("tcp-ports", env("EDGE_TCP_PORTS", ""), "public TCP `ports` Traefik declares as entry points tcp-<port> for TCP routes, e.g. 25,587,993,10000-10009 (env EDGE_TCP_PORTS)")
 		udpPorts   = flag.String("udp-ports", env("EDGE_UDP_PORTS", ""), "public UDP `ports` Traefik declares as entry points udp-<port> (env EDGE_UDP_PORTS)")
+		lb         = flag.String("lb", defLB, "`mode`: tasks (Traefik balances over each service's running tasks) or vip (the service's Swarm VIP); a service's edge.lb label overrides it (env EDGE_LB)")
+		taskPoll   = flag.Duration("task-poll", defPoll, "how often the running tasks are listed (Swarm has no task events); 0: never between full listings (env EDGE_TASK_POLL)")
+		retry      = flag.Int("retry", defRetry, "attempts of Traefik's retry middleware on every route (a request whose connection to a stopping task fails goes to another); 0: none (env EDGE_RETRY)")
 		logLevel   = flag.String("log-level", env("LOG_LEVEL", "info"), "log `level`: debug, info, warn, error (env LOG_LEVEL)")
 	)
 	flag.Usage = func() {
@@ -114,13 +158,27 @@ func main() {
 		os.Exit(2)
 	}
 	internalServices, err := parseInternal(*internal)
+	if err == nil {
+		err = checkLB("-lb (EDGE_LB)", *lb)
+	}
+	if err == nil && (*retry < 0 || *retry > 10) {
+		err = fmt.Errorf("%w: -retry (EDGE_RETRY): %d is not a number of attempts, 0-10", settings.ErrInvalid, *retry)
+	}
+	if err == nil && *taskPoll < 0 {
+		err = fmt.Errorf("%w: -task-poll (EDGE_TASK_POLL): negative", settings.ErrInvalid)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(1)
 	}
 	build.HTTPEntryPoint, build.HTTPSEntryPoint, build.CertResolver, build.Network = *httpEP, *httpsEP, *resolver, *network
 	build.InternalServices = internalServices
-	if err := run(*dockerHost, *dir, *file, *listen, *logLevel, *resync, *debounce, build); err != nil {
+	build.TaskRouting, build.RetryAttempts = *lb == builder.LBTasks, *retry
+	poll := *taskPoll
+	if poll == 0 {
+		poll = -1 // the watcher's "never"
+	}
+	if err := run(*dockerHost, *dir, *file, *listen, *logLevel, *resync, *debounce, poll, build); err != nil {
 		fmt.Fprintln(os.Stderr, "edge:", err)
 		os.Exit(1)
 	}
@@ -194,7 +252,7 @@ func parseInternal(v string) ([]string, error) {
 	return out, nil
 }
 
-func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.Duration, build builder.Options) error {
+func run(dockerHost, dir, file, listen, logLevel string, resync, debounce, taskPoll time.Duration, build builder.Options) error {
 	logger := logrus.New()
 	lvl, err := settings.LogLevel("-log-level", logLevel)
 	if err != nil {
@@ -219,7 +277,7 @@ func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.D
 		}
 	}
 	d, err := edge.New(edge.Options{Docker: docker, Sink: out, Build: build, Resync: resync,
-		Debounce: debounce, Listener: ln, Log: log})
+		Debounce: debounce, TaskPoll: taskPoll, Listener: ln, Log: log})
 	if err != nil {
 		return err
 	}
@@ -229,7 +287,8 @@ func run(dockerHost, dir, file, listen, logLevel string, resync, debounce time.D
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.WithFields(logrus.Fields{"file": out.Path(), "status": listen, "network": build.Network,
-		"cert_resolver": build.CertResolver, "tcp_ports": build.TCPPorts, "udp_ports": build.UDPPorts}).Info("edge starting")
+		"cert_resolver": build.CertResolver, "tcp_ports": build.TCPPorts, "udp_ports": build.UDPPorts,
+		"task_routing": build.TaskRouting, "task_poll": taskPoll, "retry": build.RetryAttempts}).Info("edge starting")
 	if err := d.Run(ctx); err != nil && ctx.Err() == nil {
 		return err
 	}

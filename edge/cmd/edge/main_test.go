@@ -28,7 +28,7 @@ func TestRunRejectsBadSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := run("unix:///nonexistent.sock", tt.dir, tt.file, "", tt.level, time.Second, time.Millisecond, builder.Options{})
+			err := run("unix:///nonexistent.sock", tt.dir, tt.file, "", tt.level, time.Second, time.Millisecond, -1, builder.Options{})
 			if !tt.check(err) {
 				t.Errorf("run = %v", err)
 			}
@@ -119,5 +119,44 @@ func TestParsePorts(t *testing.T) {
 	flags := entryPointFlags([]int{25}, []int{9987})
 	if want := []string{"--entryPoints.tcp-25.address=:25/tcp", "--entryPoints.udp-9987.address=:9987/udp"}; !reflect.DeepEqual(flags, want) {
 		t.Fatalf("entryPointFlags = %v", flags)
+	}
+}
+
+func TestLBSettings(t *testing.T) {
+	t.Parallel()
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	for _, tc := range []struct {
+		name    string
+		env     func(string) string
+		lb      string
+		poll    time.Duration
+		retry   int
+		wantErr string
+	}{
+		{"defaults", env(), builder.LBTasks, watcher.DefaultTaskPoll, DefaultRetry, ""},
+		{"set", env("EDGE_LB", "VIP", "EDGE_TASK_POLL", "1s", "EDGE_RETRY", "0"), builder.LBVIP, time.Second, 0, ""},
+		{"bad mode", env("EDGE_LB", "ipvs"), "", 0, 0, "EDGE_LB"},
+		{"bad poll", env("EDGE_TASK_POLL", "fast"), "", 0, 0, "EDGE_TASK_POLL"},
+		{"bad retry", env("EDGE_RETRY", "-1"), "", 0, 0, "EDGE_RETRY"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			lb, poll, retry, err := lbSettings(tc.env)
+			if tc.wantErr != "" {
+				if !errors.Is(err, settings.ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || lb != tc.lb || poll != tc.poll || retry != tc.retry {
+				t.Fatalf("lbSettings = %q, %v, %d, %v; want %q, %v, %d", lb, poll, retry, err, tc.lb, tc.poll, tc.retry)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ package dockertest
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -22,6 +23,8 @@ var ErrDown = errors.New("dockertest: cannot connect to the Docker daemon")
 type Fake struct {
 	mu       sync.Mutex
 	services []swarm.Service
+	tasks    []swarm.Task
+	tlists   int
 	networks map[string]string
 	down     bool
 	subs     map[*sub]bool
@@ -57,6 +60,59 @@ func (f *Fake) SetServices(s ...swarm.Service) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.services = slices.Clone(s)
+}
+
+// SetTasks replaces the tasks; no event is emitted (Swarm has no task
+// events).
+func (f *Fake) SetTasks(t ...swarm.Task) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tasks = slices.Clone(t)
+}
+
+// TaskLists is how many times Tasks was called.
+func (f *Fake) TaskLists() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tlists
+}
+
+// Tasks implements [watcher.Docker]: the tasks whose desired state is
+// running, as the engine's desired-state filter gives them.
+func (f *Fake) Tasks(ctx context.Context) ([]swarm.Task, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tlists++
+	if f.down {
+		return nil, ErrDown
+	}
+	var out []swarm.Task
+	for _, t := range f.tasks {
+		if t.DesiredState == swarm.TaskStateRunning {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// Task returns a task of service (its ID, as [Service] makes it: "id-"+name)
+// in the given desired and observed state, with an address (IP, no prefix
+// length) on each network (ID) of addrs, given as pairs.
+func Task(id, service string, desired, state swarm.TaskState, addrs ...string) swarm.Task {
+	var t swarm.Task
+	t.ID = id
+	t.ServiceID = "id-" + service
+	t.DesiredState = desired
+	t.Status.State = state
+	for i := 0; i+1 < len(addrs); i += 2 {
+		var a swarm.NetworkAttachment
+		a.Network.ID = addrs[i]
+		if p, err := netip.ParsePrefix(addrs[i+1] + "/24"); err == nil {
+			a.Addresses = []netip.Prefix{p}
+		}
+		t.NetworksAttachments = append(t.NetworksAttachments, a)
+	}
+	return t
 }
 
 // Emit sends a service event to every open event stream and returns how

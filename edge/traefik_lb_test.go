@@ -1,0 +1,206 @@
+package edge_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/swarm"
+	"github.com/sirupsen/logrus"
+
+	"github.com/homeswarm/homeswarm/edge"
+	"github.com/homeswarm/homeswarm/edge/builder"
+	"github.com/homeswarm/homeswarm/edge/sink"
+	"github.com/homeswarm/homeswarm/edge/traefiktest"
+	"github.com/homeswarm/homeswarm/edge/watcher"
+	"github.com/homeswarm/homeswarm/edge/watcher/dockertest"
+)
+
+// taskBackend is a stand-in for one task: an HTTP server on its own
+// loopback address (127.0.0.N), all on the same port as Swarm tasks are.
+type taskBackend struct {
+	ip   string
+	srv  *http.Server
+	hits atomic.Int64
+	last atomic.Int64 // unix nanoseconds of the last request
+}
+
+func startTask(t *testing.T, ip string, port int) *taskBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		t.Skipf("cannot listen on %s:%d (loopback aliases): %v", ip, port, err)
+	}
+	b := &taskBackend{ip: ip}
+	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host == "web1.test" { // not Traefik's health checks
+			b.hits.Add(1)
+			b.last.Store(time.Now().UnixNano())
+		}
+		io.WriteString(w, ip)
+	})}
+	// No idle connections for Traefik to reuse: a request written onto a
+	// pooled connection the task closes reached it, and Traefik rightly
+	// does not retry those; a refused connection is what the retry
+	// middleware covers (busybox httpd, the e2e tests' web server, closes
+	// every connection too).
+	b.srv.SetKeepAlivesEnabled(false)
+	go b.srv.Serve(ln)
+	t.Cleanup(func() { b.srv.Close() })
+	return b
+}
+
+// TestTraefikBalancesTasks runs the daemon against a fake Swarm whose tasks
+// are local servers, and a real Traefik: Traefik balances over the running
+// tasks, a task Swarm starts shutting down leaves Traefik within a task
+// poll (no event: Swarm has none for tasks), and a rolling update under a
+// steady request stream fails no request, even when a task dies while
+// still listed (the retry middleware sends the request to another task).
+func TestTraefikBalancesTasks(t *testing.T) {
+	dir := t.TempDir()
+	out, err := sink.NewFile(sink.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := traefiktest.Start(t, dir)
+	c := tr.Client()
+	port := traefiktest.FreePort(t, "tcp")
+	t1, t2 := startTask(t, "127.0.0.1", port), startTask(t, "127.0.0.2", port)
+
+	run, shut := swarm.TaskStateRunning, swarm.TaskStateShutdown
+	fake := dockertest.New(map[string]string{"nweb": "web"})
+	fake.SetServices(dockertest.Service("web1", []string{"nweb"}, "edge.host", "web1.test", "edge.port", strconv.Itoa(port),
+		"edge.healthcheck.path", "/", "edge.healthcheck.interval", "500ms", "edge.sticky", "false"))
+	task := func(id string, desired swarm.TaskState, ip string) swarm.Task {
+		return dockertest.Task(id, "web1", desired, run, "nweb", ip)
+	}
+	fake.SetTasks(task("t1", run, t1.ip), task("t2", run, t2.ip))
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	const poll = watcher.DefaultTaskPoll
+	d, err := edge.New(edge.Options{Docker: fake, Sink: out, Log: logrus.NewEntry(log), TaskPoll: poll,
+		Build: builder.Options{TaskRouting: true, Network: "web", RetryAttempts: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	until(t, c, "http://web1.test/", 200, time.Now())
+	for i := 0; i < 20; i++ {
+		status(c, "http://web1.test/")
+	}
+	if t1.hits.Load() == 0 || t2.hits.Load() == 0 {
+		t.Fatalf("Traefik did not balance over both tasks: %d and %d requests", t1.hits.Load(), t2.hits.Load())
+	}
+
+	// A steady request stream through the whole update.
+	var (
+		mu       sync.Mutex
+		failed   []string
+		requests int
+		// abrupt: the phase where a task dies while still listed.
+		abrupt                       bool
+		abruptRequests, abruptFailed int
+	)
+	sctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sctx.Err() == nil {
+				code, body, _ := status(c, "http://web1.test/")
+				mu.Lock()
+				requests++
+				if code != 200 {
+					failed = append(failed, fmt.Sprintf("%d %q", code, body))
+					if abrupt {
+						abruptFailed++
+					}
+				}
+				if abrupt {
+					abruptRequests++
+				}
+				mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+
+	// Swarm shuts t1 down and starts t3 (stop-first, as a default update):
+	// t1 leaves Traefik at once, while it still runs its stop grace period.
+	marked := time.Now()
+	fake.SetTasks(task("t1", shut, t1.ip), task("t2", run, t2.ip))
+	deadline := time.Now().Add(3 * time.Second)
+	var gone time.Duration
+	for {
+		time.Sleep(10 * time.Millisecond)
+		if last := time.Unix(0, t1.last.Load()); time.Since(last) > 300*time.Millisecond {
+			gone = last.Sub(marked)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Traefik still sends requests to a task Swarm shuts down")
+		}
+	}
+	t1.srv.Close()
+	t3 := startTask(t, "127.0.0.3", port)
+	fake.SetTasks(task("t2", run, t2.ip), task("t3", run, t3.ip))
+	for dl := time.Now().Add(3 * time.Second); t3.hits.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(dl) {
+			t.Fatal("the new task t3 got no request within 3 s")
+		}
+	}
+
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	graceful, gracefulFailed := requests, failed
+	abrupt = true
+	mu.Unlock()
+
+	// t2 dies abruptly while still listed (a server that exits at once on
+	// SIGTERM, before the next task poll): the retry middleware sends its
+	// requests to t3, mostly; Traefik's round robin may pick the dead task
+	// for every attempt of a request, hence the recommended stop delay.
+	t2.srv.Close()
+	time.Sleep(500 * time.Millisecond)
+	fake.SetTasks(task("t3", run, t3.ip))
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	wg.Wait()
+	t.Logf("task shut down → its last request through Traefik %v later (task poll %v); %d requests during the graceful update, %d failed; "+
+		"then a task dying while listed: %d of %d requests failed despite the retry middleware",
+		gone.Round(time.Millisecond), poll, graceful, len(gracefulFailed), abruptFailed, abruptRequests)
+	if len(gracefulFailed) > 0 {
+		t.Errorf("%d of %d requests failed during the update: %v", len(gracefulFailed), graceful, gracefulFailed[:min(len(gracefulFailed), 10)])
+	}
+	if abruptFailed*10 > abruptRequests {
+		t.Errorf("%d of %d requests failed when a task died while listed: the retry middleware does not work", abruptFailed, abruptRequests)
+	}
+	if gone > time.Second {
+		t.Errorf("a task Swarm shuts down left Traefik after %v, want < 1 s", gone)
+	}
+	if errs := tr.Errors(); len(errs) > 0 {
+		t.Errorf("Traefik reported errors on edge's file: %s", strings.Join(errs, "\n"))
+	}
+
+	// No running task: Traefik answers 503, at once.
+	fake.SetTasks()
+	until(t, c, "http://web1.test/", 503, time.Now())
+}
