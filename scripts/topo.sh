@@ -544,6 +544,12 @@ case $cmd in
     # entry would keep rewriting home1's packets to the old address.
     command -v conntrack >/dev/null || die "conntrack not found: apt-get install conntrack"
     nsx homegw conntrack -F >/dev/null 2>&1 || true
+    # Once more after the packets in flight during the change are through:
+    # an entry created in that instant can forward a home node's packets
+    # with their LAN source (seen: the VPS then answered 192.168.50.11, and
+    # home1's flow, refreshed by its own traffic, never recovered).
+    sleep 1
+    nsx homegw conntrack -F >/dev/null 2>&1 || true
     ;;
   add-host)
     # A plain host on the home LAN, no engine (e.g. nas, for a real Syncthing).

@@ -141,7 +141,15 @@ func TestMeshFollowsNewPublicAddress(t *testing.T) {
 	if _, err := topo("wan-address", "203.0.113.21"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { topo("wan-address", "203.0.113.20") })
+	t.Cleanup(func() {
+		// The next tests need the mesh as it was: the change back must heal too.
+		if _, err := topo("wan-address", "203.0.113.20"); err != nil {
+			t.Error(err)
+		}
+		for _, n := range []string{"home1", "home2", "home3"} {
+			eventually(t, 60*time.Second, n+" reaches the VPS after the address came back", func() error { return meshPing(n, "10.254.0.1") })
+		}
+	})
 	start := time.Now()
 	for _, n := range []string{"home1", "home2", "home3"} {
 		eventually(t, 60*time.Second, n+" reaches the VPS over the mesh", func() error { return meshPing(n, "10.254.0.1") })
