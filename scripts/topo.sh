@@ -530,7 +530,11 @@ case $cmd in
   cut) nsx "$1" ip link set "$(uplink "$1")" down ;;
   heal)
     nsx "$1" ip link set "$(uplink "$1")" up
-    case $1 in home*) nsx "$1" ip route replace default via "$LAN_NET.1" ;; esac
+    # a home node's default route is the NAT box; the NAT box itself has
+    # none (one via its own LAN address would send Internet-bound packets
+    # to the LAN while the WAN is down, and conntrack would keep them
+    # un-NATed once it is back)
+    case $1 in homegw) ;; home*) nsx "$1" ip route replace default via "$LAN_NET.1" ;; esac
     ;;
   wan-address)
     # Drop the old address first: deleting a primary address also deletes

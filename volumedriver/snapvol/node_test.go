@@ -709,13 +709,13 @@ func TestDiffWhileWriting(t *testing.T) {
 		defer close(done)
 		rng := mrand.New(mrand.NewPCG(3, 4))
 		buf := make([]byte, 1<<20)
-		for i := 0; i < 64; i++ {
+		for i := 0; i < 40; i++ {
 			f, err := os.Create(filepath.Join(src, fmt.Sprint("f", i)))
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			for j := 0; j < 6; j++ {
+			for j := 0; j < 6; j++ { // 240 MiB in all, twice (source and copy) on a 1 GiB file system
 				for k := range buf {
 					buf[k] = byte(rng.Uint32())
 				}
