@@ -25,7 +25,9 @@ DEMO_NET_OPTS=${DEMO_NET_OPTS-}
 NET=web
 HOST=demo.example.org # the service's public name, routed by Traefik
 VPS=203.0.113.10      # the VPS's public address (scripts/topo.sh)
-ROUTES=${TOPO_ROOT:-/var/lib/homeswarm-topo}/vps/edge-routes
+# topo.sh's root: another prefix than hs has its own
+if [ "${TOPO_PREFIX:-hs}" = hs ]; then ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo}; else ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$TOPO_PREFIX}; fi
+ROUTES=$ROOT/vps/edge-routes
 
 ts() { awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN{printf "%6.1fs", a-b}'; }
 since() { awk -v a="$(date +%s.%N)" -v b="$1" 'BEGIN{printf "%.1f", a-b}'; }
@@ -66,7 +68,13 @@ web() {
 # served_by NODE: the service answers through Traefik from NODE.
 served_by() { web /count | grep -q "host=$1\$"; }
 # served_not_by NODE: the service answers through Traefik, from elsewhere.
-served_not_by() { web /count | grep -q 'host=' && ! web /count | grep -q "host=$1\$"; }
+# (one request: two could straddle the move, the first answered by NODE,
+# the second failing, and a failure is not an answer from elsewhere)
+served_not_by() {
+  local out
+  out=$(web /count) || return 1
+  [[ $out == *host=* && $out != *"host=$1" ]]
+}
 node_of() { web /count | sed -n 's/.*host=//p'; }
 visits() { web /count | sed -n 's/visits=\([0-9]*\).*/\1/p'; }
 
@@ -178,7 +186,7 @@ IMAGES=demoapp scripts/images.sh home4 2>&1 | indent
 note "home4 is a Swarm worker at $($T docker vps node inspect home4 --format '{{.Status.Addr}}') (location=home)"
 home4_has() { $T docker home4 volume ls -q | grep -qx demo-data; }
 until_ok "home4 learning of the volume demo-data" 60 home4_has || die "home4 does not know the volume"
-note "home4 lists demo-data: $($T docker home4 volume inspect demo-data --format '{{index .Status "state"}}')"
+note "home4 lists demo-data: $($T docker home4 volume inspect demo-data --format '{{with index .Status "state"}}{{.}}{{else}}{{index .Status "role"}}{{end}}')"
 
 step "docker service update --constraint-add node.hostname==home4 demo"
 t1=$(date +%s.%N)
