@@ -20,6 +20,13 @@ import (
 type Config struct {
 	// Key is MESH_KEY, the cluster secret (required, 16+ characters).
 	Key string
+	// AcceptKey is MESH_KEY_ACCEPT: a second cluster secret this node
+	// accepts from peers while the cluster key is rotated (empty).
+	AcceptKey string
+	// RevokedKeys and RevokedAddrs are MESH_REVOKED: nodes taken out of
+	// the cluster, by public key or by mesh address (empty).
+	RevokedKeys  []mesh.Key
+	RevokedAddrs []netip.Addr
 	// Port is MESH_PORT, the UDP port (3210).
 	Port int
 	// Peers is MESH_PEERS: host:port of other nodes; DNS names re-resolved.
@@ -57,6 +64,23 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if b := KeyBits(c.Key); b < MinKeyBits {
 		return bad("MESH_KEY is too easy to guess (about %.0f bits of entropy, at least %d needed: no repeats, a larger alphabet or more characters); make one with: openssl rand -hex 32", b, MinKeyBits)
+	}
+	if k := getenv("MESH_KEY_ACCEPT"); k != "" && k != c.Key {
+		if len(k) < MinKeyLen || KeyBits(k) < MinKeyBits {
+			return bad("MESH_KEY_ACCEPT is too short or too easy to guess (the same rules as MESH_KEY)")
+		}
+		c.AcceptKey = k
+	}
+	for _, v := range settings.List(getenv("MESH_REVOKED")) {
+		if a, err := netip.ParseAddr(v); err == nil && a.Is4() {
+			c.RevokedAddrs = append(c.RevokedAddrs, a)
+			continue
+		}
+		k, err := mesh.ParseKey(v)
+		if err != nil {
+			return bad("MESH_REVOKED entry %q is neither a mesh address (10.254.0.14) nor a node's public key (base64, as `meshnet` logs it at start and status.json shows)", v)
+		}
+		c.RevokedKeys = append(c.RevokedKeys, k)
 	}
 	var err error
 	if c.Port, err = settings.Port("MESH_PORT", getenv("MESH_PORT"), c.Port); err != nil {

@@ -35,6 +35,14 @@ func TestConfigFromEnv(t *testing.T) {
 		{"bad port", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_PORT": "0"}, "MESH_PORT", nil},
 		{"bad peer", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_PEERS": "a b:99999"}, "MESH_PEERS", nil},
 		{"bad ifname", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_IFNAME": "a/b"}, "MESH_IFNAME", nil},
+		{"key rotation", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_KEY_ACCEPT": "9f86d081884c7d659a2feaa0c55ad015"}, "", func(c Config) bool {
+			return c.AcceptKey == "9f86d081884c7d659a2feaa0c55ad015"
+		}},
+		{"weak accepted key", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_KEY_ACCEPT": "passwordpassword"}, "MESH_KEY_ACCEPT", nil},
+		{"revoked", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_REVOKED": "10.254.0.14, q3Zx/7Kp0Lw+9aTmq3Zx/7Kp0Lw+9aTmq3Zx/7Kp0Lw="}, "", func(c Config) bool {
+			return len(c.RevokedAddrs) == 1 && c.RevokedAddrs[0].String() == "10.254.0.14" && len(c.RevokedKeys) == 1
+		}},
+		{"bad revoked", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_REVOKED": "friend-pi"}, "MESH_REVOKED entry \"friend-pi\"", nil},
 		{"bad mtu", map[string]string{"MESH_KEY": key, "MESH_ADDR": "10.254.0.1/24", "MESH_MTU": "100"}, "MESH_MTU", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -95,7 +95,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		*d.dst = t
 	}
-	for _, id := range strings.FieldsFunc(getenv("REMOVED_NODES"), func(r rune) bool { return r == ',' || r == ' ' }) {
+	for _, id := range settings.List(getenv("REMOVED_NODES")) {
 		if !store.IsDeviceID(strings.ToUpper(id)) {
 			return c, fmt.Errorf("%w: REMOVED_NODES entry %q is not a device ID (see `docker volume inspect` on that node: Status.device)", ErrConfig, id)
 		}

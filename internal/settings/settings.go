@@ -63,12 +63,18 @@ func Duration(key, v string, def, lo, hi time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
+// List splits a setting's value into its entries, separated by commas or
+// white space; empty entries are dropped.
+func List(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
+}
+
 // ParsePeers splits the value of setting key (commas or spaces) into host:port
 // strings, adding defaultPort where none is given. Hosts may be names, IPv4
 // or bracketed IPv6 addresses.
 func ParsePeers(key, v string, defaultPort int) ([]string, error) {
 	var out []string
-	for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
+	for _, p := range List(v) {
 		host, port := p, strconv.Itoa(defaultPort)
 		if h, pt, err := net.SplitHostPort(p); err == nil {
 			host, port = h, pt

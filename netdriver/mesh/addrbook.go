@@ -92,6 +92,14 @@ func (b *addrBook) owner(a netip.Addr) (Key, bool) {
 	return k, ok
 }
 
+// addrOf returns the mesh address bound to k.
+func (b *addrBook) addrOf(k Key) (netip.Addr, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, ok := b.byKey[k]
+	return a, ok
+}
+
 func (b *addrBook) saveLocked() error {
 	if b.path == "" {
 		return nil

@@ -78,12 +78,12 @@ func (m *Mesh) allowProbe(a netip.Addr, now int64) bool {
 
 // newInitiation registers a new initiator handshake and returns message 1.
 func (m *Mesh) newInitiation(now int64) (*handshake, []byte) {
-	h := &handshake{initiator: true, created: now, msg1: wire.TimestampOf(m.clock()).Append(nil)}
+	h := &handshake{initiator: true, created: now, msg1: wire.TimestampOf(m.clock()).Append(nil), psk: m.psks[0]}
 	if _, err := cryptorand.Read(h.eseed[:]); err != nil {
 		m.log.WithError(err).Error("handshake setup")
 		return nil, nil
 	}
-	st, err := m.newNoise(true, &h.eseed)
+	st, err := m.newNoise(true, &h.eseed, h.psk)
 	if err != nil {
 		m.log.WithError(err).Error("handshake setup")
 		return nil, nil
@@ -138,12 +138,22 @@ func (m *Mesh) handleInit(w *worker, b []byte, src netip.AddrPort, from path, no
 	if _, err := cryptorand.Read(h.eseed[:]); err != nil {
 		return
 	}
-	st, err := m.newNoise(false, &h.eseed)
-	if err != nil {
-		return
+	// Message 1 is sealed under one of the cluster keys we accept (the
+	// current one first; during a key rotation also the other): each try
+	// costs a hash and an AEAD open, no Diffie-Hellman.
+	var st *noise.HandshakeState
+	var payload []byte
+	for _, psk := range m.psks {
+		s, err := m.newNoise(false, &h.eseed, psk)
+		if err != nil {
+			return
+		}
+		if p, _, _, err := s.ReadMessage(nil, msg.Noise); err == nil {
+			st, payload, h.psk = s, p, psk
+			break
+		}
 	}
-	payload, _, _, err := st.ReadMessage(nil, msg.Noise)
-	if err != nil {
+	if st == nil {
 		m.drop(dropHandshakeAuth)
 		return
 	}
@@ -235,6 +245,10 @@ func (m *Mesh) handleResp(w *worker, b []byte, src netip.AddrPort, from path, no
 		m.drop(dropMalformed)
 		return
 	}
+	if m.isRevoked(remote, &info) {
+		m.refuseRevoked(remote, from)
+		return
+	}
 	m.mu.Lock()
 	own := m.info
 	m.mu.Unlock()
@@ -294,6 +308,10 @@ func (m *Mesh) handleFinal(w *worker, b []byte, src netip.AddrPort, from path, n
 	info, err := wire.ParseNodeInfo(payload)
 	if err != nil {
 		m.drop(dropMalformed)
+		return
+	}
+	if m.isRevoked(remote, &info) {
+		m.refuseRevoked(remote, from)
 		return
 	}
 	kp, err := newKeypair(cs2, cs1, now, int64(m.opts.RejectAfter))

@@ -108,6 +108,7 @@ var (
 	ErrClosed       = errors.New("mesh: closed")
 	ErrStarted      = errors.New("mesh: already started")
 	ErrBadPrefix    = errors.New("mesh: prefix must be a valid IPv4 prefix")
+	ErrRevokedSelf  = errors.New("mesh: this node is revoked")
 )
 
 // Mesh is one node of the mesh. Create it with New, run it with Start or
@@ -117,7 +118,8 @@ type Mesh struct {
 	log         *logrus.Entry
 	static      noise.DHKey
 	pub         Key
-	psk         []byte
+	psks        [][]byte // stretched cluster keys: ClusterKey's, then AcceptClusterKeys'
+	revoked     *revocations
 	epoch       time.Time
 	pathTimeout int64
 	limiter     *limiter
@@ -215,8 +217,19 @@ func New(opts Options) (*Mesh, error) {
 	m.pub = opts.PrivateKey.PublicKey()
 	m.static = noise.DHKey{Private: append([]byte(nil), opts.PrivateKey[:]...), Public: append([]byte(nil), m.pub[:]...)}
 	var err error
-	if m.psk, err = derivePSK(opts.ClusterKey); err != nil {
-		return nil, err
+	for _, k := range append([][]byte{opts.ClusterKey}, opts.AcceptClusterKeys...) {
+		psk, err := derivePSK(k)
+		if err != nil {
+			return nil, err
+		}
+		m.psks = append(m.psks, psk)
+	}
+	m.revoked = newRevocations(opts.RevokedKeys, opts.RevokedAddrs)
+	if m.revoked.keys[m.pub] {
+		return nil, fmt.Errorf("%w: this node's own key %s is revoked", ErrRevokedSelf, m.pub)
+	}
+	if opts.Addr.IsValid() && m.revoked.addrs[opts.Addr.Addr()] {
+		return nil, fmt.Errorf("%w: this node's own mesh address %v is revoked", ErrRevokedSelf, opts.Addr.Addr())
 	}
 	m.log = m.log.WithField("node", m.pub.Short())
 	var own []netip.Prefix

@@ -26,6 +26,22 @@ type Options struct {
 	// same secret complete a handshake. Empty: New fails with ErrNoClusterKey.
 	ClusterKey []byte
 
+	// AcceptClusterKeys are further cluster secrets accepted from peers
+	// (MESH_KEY_ACCEPT), for rotating the cluster key one node at a time:
+	// a node always proves ClusterKey when it starts a handshake, and
+	// answers handshakes made with ClusterKey or any of these. Zero: only
+	// ClusterKey.
+	AcceptClusterKeys [][]byte
+
+	// RevokedKeys and RevokedAddrs name nodes taken out of the cluster
+	// (MESH_REVOKED): a peer whose static key is listed, whose key owns a
+	// listed mesh address in the address book, or that announces a listed
+	// address, never completes a handshake with this node, is never learned
+	// from gossip, and keeps its address book entry, so no one else takes
+	// the address. Zero: none.
+	RevokedKeys  []Key
+	RevokedAddrs []netip.Addr
+
 	// Addr is this node's address on the mesh with the mesh's prefix
 	// length, e.g. 10.254.0.1/24. Peers route Addr's host address (/32) to
 	// this node. Zero: the node has no mesh address and only relays and

@@ -76,7 +76,10 @@ func derivePSK(clusterKey []byte) ([]byte, error) {
 // newNoise returns a handshake state whose ephemeral key is drawn from
 // eseed: the same seed gives the same messages, so a state spoiled by a
 // message that failed to authenticate can be rebuilt (see handshake.rebuild).
-func (m *Mesh) newNoise(initiator bool, eseed *[32]byte) (*noise.HandshakeState, error) {
+// psk is the stretched cluster key the handshake is bound to: m.psks[0]
+// for an initiator, whichever one message 1 authenticated under for a
+// responder.
+func (m *Mesh) newNoise(initiator bool, eseed *[32]byte, psk []byte) (*noise.HandshakeState, error) {
 	return noise.NewHandshakeState(noise.Config{
 		Random:                bytes.NewReader(eseed[:]),
 		CipherSuite:           cipherSuite,
@@ -84,7 +87,7 @@ func (m *Mesh) newNoise(initiator bool, eseed *[32]byte) (*noise.HandshakeState,
 		Initiator:             initiator,
 		Prologue:              prologue,
 		StaticKeypair:         m.static,
-		PresharedKey:          m.psk,
+		PresharedKey:          psk,
 		PresharedKeyPlacement: 0,
 	})
 }
@@ -182,6 +185,7 @@ type handshake struct {
 	seed      *seed // initiator: the bootstrap address we dialled, if any
 
 	eseed [32]byte // our ephemeral key's seed
+	psk   []byte   // the stretched cluster key it is bound to (see newNoise)
 	msg1  []byte   // initiator: message 1's payload; responder: message 1's Noise bytes
 	sent  []byte   // responder: the payload of the message 2 we sent
 }
@@ -189,7 +193,7 @@ type handshake struct {
 // rebuild recreates h's Noise state as it was after the last message we
 // sent. For a responder this costs the two Diffie-Hellman of message 2.
 func (m *Mesh) rebuild(h *handshake) error {
-	st, err := m.newNoise(h.initiator, &h.eseed)
+	st, err := m.newNoise(h.initiator, &h.eseed, h.psk)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ const (
 	dropGossipUnvouched                    // gossiped peer ignored: its gossiper has too many unverified ones
 	dropPeerLimit                          // gossiped peer ignored: maxPeers known
 	dropProbeRate                          // handshake to a gossiped endpoint held back by the probe limit
+	dropRevoked                            // handshake or gossip of a revoked node (MESH_REVOKED)
 	numDropReasons
 )
 
@@ -36,7 +37,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "unknown_index", "expired", "replay", "auth", "handshake_auth",
 	"handshake_rate", "no_route", "not_ipv4", "source_not_allowed", "no_session", "relay", "tun_write",
 	"handshake_stale", "handshake_replay", "handshake_evicted",
-	"gossip_unvouched", "peer_limit", "probe_rate",
+	"gossip_unvouched", "peer_limit", "probe_rate", "revoked",
 }
 
 type stats struct {
@@ -68,6 +69,7 @@ type Status struct {
 	Relayed        uint64            `json:"relayed_packets"`          // forwarded for other peers
 	RefusedClaims  uint64            `json:"refused_claims,omitempty"` // address claims refused
 	Drops          map[string]uint64 `json:"drops"`
+	Revoked        []string          `json:"revoked,omitempty"` // MESH_REVOKED: keys and mesh addresses refused
 	Routes         []Route           `json:"routes"`
 }
 
@@ -99,6 +101,7 @@ func (m *Mesh) Status() Status {
 		Relayed:       m.stats.relayed.Load(),
 		RefusedClaims: m.stats.refusedClaims.Load(),
 		Drops:         map[string]uint64{},
+		Revoked:       m.revokedStatus(),
 		Routes:        m.Routes(),
 		State:         "new",
 	}

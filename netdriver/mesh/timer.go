@@ -390,6 +390,8 @@ func (m *Mesh) handleGossip(from *peer, pt []byte, now int64) {
 			if e.Endpoint.IsValid() {
 				m.publicEP = e.Endpoint
 			}
+		case m.isRevoked(k, nil):
+			m.drop(dropRevoked) // never learned, never dialled, never a relay
 		default:
 			q := m.peers[k]
 			if q == nil {

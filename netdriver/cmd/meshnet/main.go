@@ -75,13 +75,16 @@ func run() error {
 		return err
 	}
 	sw, m, err := dataplane.NewMesh(mesh.Options{
-		PrivateKey: priv,
-		ClusterKey: []byte(cfg.Key),
-		Addr:       cfg.Addr,
-		Peers:      cfg.Peers,
-		TUN:        dev,
-		Bind:       bind,
-		Logger:     log.WithField("part", "mesh"),
+		PrivateKey:        priv,
+		ClusterKey:        []byte(cfg.Key),
+		AcceptClusterKeys: acceptKeys(cfg.AcceptKey),
+		RevokedKeys:       cfg.RevokedKeys,
+		RevokedAddrs:      cfg.RevokedAddrs,
+		Addr:              cfg.Addr,
+		Peers:             cfg.Peers,
+		TUN:               dev,
+		Bind:              bind,
+		Logger:            log.WithField("part", "mesh"),
 		// which key owns which mesh address: first join wins, for good
 		AddrBookFile: filepath.Join(cfg.StateDir, "addresses.json"),
 	}, log.WithField("part", "switch"))
@@ -123,4 +126,12 @@ func run() error {
 		log.Info("stopping")
 		return nil
 	}
+}
+
+// acceptKeys is MESH_KEY_ACCEPT as mesh.Options wants it.
+func acceptKeys(k string) [][]byte {
+	if k == "" {
+		return nil
+	}
+	return [][]byte{[]byte(k)}
 }
