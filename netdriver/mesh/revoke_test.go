@@ -3,7 +3,7 @@ package mesh
 import (
 	"net/netip"
 	"path/filepath"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/homeswarm/homeswarm/netdriver/conn/bindtest"
@@ -117,7 +117,10 @@ func TestClusterKeyRotation(t *testing.T) {
 	net := bindtest.NewNetwork()
 	ak, bk := mustKey(t), mustKey(t)
 	port := 0
-	next := func() netip.AddrPort { port++; return netip.AddrPortFrom(netip.MustParseAddr("192.0.2.100"), uint16(4000+port)) }
+	next := func() netip.AddrPort {
+		port++
+		return netip.AddrPortFrom(netip.MustParseAddr("192.0.2.100"), uint16(4000+port))
+	}
 	keys := func(primary []byte, accept ...[]byte) func(*Options) {
 		return func(o *Options) { o.ClusterKey, o.AcceptClusterKeys = primary, accept }
 	}
