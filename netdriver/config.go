@@ -45,9 +45,6 @@ type Config struct {
 	LogLevel logrus.Level
 }
 
-// MinKeyLen keeps MESH_KEY out of brute-force reach.
-const MinKeyLen = 16
-
 // ConfigFromEnv validates meshnet's settings; every error names the
 // setting and how to fix it, never the key's value.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -59,15 +56,15 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if v := getenv("STATE_DIR"); v != "" {
 		c.StateDir = v
 	}
-	if len(c.Key) < MinKeyLen {
-		return bad("MESH_KEY must be set, at least %d characters (try: openssl rand -hex 32)", MinKeyLen)
+	if c.Key == "" {
+		return bad("MESH_KEY must be set, at least %d characters (try: openssl rand -hex 32)", settings.MinSecretLen)
 	}
-	if b := KeyBits(c.Key); b < MinKeyBits {
-		return bad("MESH_KEY is too easy to guess (about %.0f bits of entropy, at least %d needed: no repeats, a larger alphabet or more characters); make one with: openssl rand -hex 32", b, MinKeyBits)
+	if err := settings.Secret("MESH_KEY", c.Key); err != nil {
+		return c, err
 	}
 	if k := getenv("MESH_KEY_ACCEPT"); k != "" && k != c.Key {
-		if len(k) < MinKeyLen || KeyBits(k) < MinKeyBits {
-			return bad("MESH_KEY_ACCEPT is too short or too easy to guess (the same rules as MESH_KEY)")
+		if err := settings.Secret("MESH_KEY_ACCEPT", k); err != nil {
+			return c, err
 		}
 		c.AcceptKey = k
 	}

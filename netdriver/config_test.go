@@ -62,22 +62,3 @@ func TestConfigFromEnv(t *testing.T) {
 		})
 	}
 }
-
-func TestKeyBits(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		key      string
-		min, max float64
-	}{
-		{"", 0, 0},
-		{"aaaaaaaaaaaaaaaa", 0, 10},
-		{"0123456789abcdef", 64, 64},                           // 16 hex digits
-		{strings.Repeat("ab12", 8), 0, 30},                     // a period of 4
-		{"9f86d081884c7d659a2feaa0c55ad0159f86d081", 100, 160}, // 40 hex digits (counted as at most 2 per distinct one)
-		{"not-the-mesh-key-at-all", 100, 200},                  // the e2e tests' wrong key must be accepted
-	} {
-		if b := KeyBits(tc.key); b < tc.min || b > tc.max {
-			t.Errorf("KeyBits(%q) = %.1f, want %v..%v", tc.key, b, tc.min, tc.max)
-		}
-	}
-}

@@ -38,16 +38,16 @@ type Config struct {
 	LogLevel logrus.Level
 	// NodeName names this node to its peers; empty means the hostname.
 	NodeName string
-	// Forget lists the device IDs of nodes removed from the cluster; every
-	// node stops trusting them (REMOVED_NODES).
+	// AcceptClusterKey is CLUSTER_KEY_ACCEPT: a second cluster key
+	// accepted from members while CLUSTER_KEY is rotated (empty).
+	AcceptClusterKey string
+	// Forget lists the device IDs of nodes removed from the cluster: this
+	// node refuses them for good (REMOVED_NODES; set it on every node).
 	Forget []string
 }
 
 // ErrConfig marks a setting that cannot be used.
 var ErrConfig = settings.ErrInvalid
-
-// MinClusterKeyLen keeps CLUSTER_KEY out of brute-force reach.
-const MinClusterKeyLen = 16
 
 // ConfigFromEnv validates the plugin's settings. getenv is os.Getenv in
 // the plugin, a map in tests. Every error names the setting and how to fix it.
@@ -62,8 +62,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		FlushTimeout: 20 * time.Second,
 		LogLevel:     logrus.InfoLevel,
 	}
-	if c.ClusterKey != "" && len(c.ClusterKey) < MinClusterKeyLen {
-		return c, fmt.Errorf("%w: CLUSTER_KEY must be at least %d characters (try: openssl rand -hex 32)", ErrConfig, MinClusterKeyLen)
+	if c.ClusterKey != "" {
+		if err := settings.Secret("CLUSTER_KEY", c.ClusterKey); err != nil {
+			return c, err
+		}
+	}
+	if k := getenv("CLUSTER_KEY_ACCEPT"); k != "" && k != c.ClusterKey {
+		if c.ClusterKey == "" {
+			return c, fmt.Errorf("%w: CLUSTER_KEY_ACCEPT is set but CLUSTER_KEY is empty", ErrConfig)
+		}
+		if err := settings.Secret("CLUSTER_KEY_ACCEPT", k); err != nil {
+			return c, err
+		}
+		c.AcceptClusterKey = k
 	}
 	var err error
 	if c.ListenPort, err = settings.Port("LISTEN_PORT", getenv("LISTEN_PORT"), c.ListenPort); err != nil {

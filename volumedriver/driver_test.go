@@ -181,7 +181,7 @@ func TestConfigFromEnv(t *testing.T) {
 		}
 		return func(k string) string { return m[k] }
 	}
-	key := "0123456789abcdef0123"
+	key := "9f86d081884c7d659a2feaa0c55ad015"
 	for _, tc := range []struct {
 		name    string
 		env     func(string) string
@@ -195,6 +195,9 @@ func TestConfigFromEnv(t *testing.T) {
 			return strings.Join(c.Peers, " ") == "vps.example.org:22000 10.0.0.2:22001 [fd00::1]:23 [fd00::2]:22000"
 		}},
 		{"short key", env("CLUSTER_KEY", "short"), "CLUSTER_KEY must be at least", nil},
+		{"weak key", env("CLUSTER_KEY", "0123456789abcdef0123"), "CLUSTER_KEY is too easy to guess", nil},
+		{"rotation", env("CLUSTER_KEY", key, "CLUSTER_KEY_ACCEPT", "q3Zx/7Kp0Lw+9aTm-rotated"), "", func(c Config) bool { return c.AcceptClusterKey == "q3Zx/7Kp0Lw+9aTm-rotated" }},
+		{"weak accepted key", env("CLUSTER_KEY", key, "CLUSTER_KEY_ACCEPT", "passwordpassword"), "CLUSTER_KEY_ACCEPT is too easy", nil},
 		{"peers without key", env("PEERS", "a:1"), "CLUSTER_KEY is empty", nil},
 		{"bad peer port", env("CLUSTER_KEY", key, "PEERS", "a:99999"), "bad port", nil},
 		{"bad peer host", env("CLUSTER_KEY", key, "PEERS", "a_b!:1"), "not host[:port]", nil},

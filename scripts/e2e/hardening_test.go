@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +137,26 @@ func TestSyncvolPlantedSymlinkNeverFollowed(t *testing.T) {
 		t.Fatalf("refusal does not say why: %v", err)
 	}
 	t.Logf("refused: %v", err)
+}
+
+// TestSyncvolLogsNoProof (issue 12, item 5): embedded Syncthing logs each
+// member's device name when it connects, and a member's name carries its
+// proof of the cluster key; what reaches the engines' logs has the proof
+// replaced, on every node, so a log cannot be used to guess the key.
+func TestSyncvolLogsNoProof(t *testing.T) {
+	proof := regexp.MustCompile(`#[A-Za-z0-9_-]{43}`)
+	redacted := 0
+	for _, n := range []string{"vps", "home1", "home2", "home3"} {
+		b, err := os.ReadFile(filepath.Join(topoRoot, n, "dockerd.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := proof.Find(b); m != nil {
+			t.Errorf("%s's log shows a membership proof (%s…)", n, m[:12])
+		}
+		redacted += strings.Count(string(b), "#<proof>")
+	}
+	if redacted == 0 {
+		t.Fatal("no node logged a member's (redacted) name: the check saw nothing")
+	}
 }

@@ -413,21 +413,6 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("removed member is forgotten", func(t *testing.T) {
-		if c == nil {
-			t.Skip("needs node c")
-		}
-		if err := a.ForgetMember(c.DeviceID()); err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range []*node{a, b} {
-			waitFor(t, 15*time.Second, n.name+" forgets c", func() bool {
-				_, ok := n.cfg.Device(c.myID)
-				return !ok && !n.st.IsConnectedTo(c.myID)
-			})
-		}
-	})
-
 	t.Run("remove locally and everywhere", func(t *testing.T) {
 		if err := b.RemoveVolume("db", false); err != nil {
 			t.Fatal(err)

@@ -23,7 +23,7 @@
 // StateDir/registry) shared with verified members only:
 //
 //	volumes/<name>.json      VolumeRecord: options, share list, created, deleted
-//	members/<deviceID>.json  name with proof, addresses; removed=true forgets it
+//	members/<deviceID>.json  name with proof, addresses, volumes in use
 //
 // Every node replicates every volume the registry lists (unless removed
 // locally with RemoveVolume(name, false)); a volume marked deleted is
@@ -106,6 +106,16 @@ type Options struct {
 	// ClusterKey is the shared secret every member proves. Required;
 	// never logged.
 	ClusterKey string
+	// AcceptClusterKey is a second secret accepted from members while the
+	// cluster key is rotated (CLUSTER_KEY_ACCEPT): this node proves
+	// ClusterKey and admits a member proving either. Zero: only ClusterKey.
+	AcceptClusterKey string
+	// Removed are the device IDs of nodes taken out of the cluster
+	// (REMOVED_NODES): this node refuses them for good and drops them from
+	// every folder. Each node enforces its own list (no member can remove
+	// another in everyone's name); a removed node that makes itself a new
+	// device ID is kept out by rotating the cluster key. Zero: none.
+	Removed []string
 	// Peers are "host[:port]" addresses of existing members (port defaults
 	// to DefaultPort). DNS names are re-resolved at every dial. Zero: this
 	// node only waits to be dialled.
@@ -153,7 +163,8 @@ type Options struct {
 type Engine struct {
 	opts     Options
 	log      *logrus.Entry
-	key      []byte
+	keys     [][]byte // cluster keys: ClusterKey (proved), then AcceptClusterKey
+	removed  map[protocol.DeviceID]bool
 	cert     tls.Certificate
 	myID     protocol.DeviceID
 	myName   string // device name with proof
@@ -284,7 +295,8 @@ func New(opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts:         opts,
-		key:          []byte(opts.ClusterKey),
+		keys:         [][]byte{[]byte(opts.ClusterKey)},
+		removed:      map[protocol.DeviceID]bool{},
 		cert:         cert,
 		myID:         protocol.NewDeviceID(cert.Certificate[0]),
 		listen:       listen,
@@ -311,8 +323,21 @@ func New(opts Options) (*Engine, error) {
 		wbLast:       map[string]time.Time{},
 		conflicts:    map[string]conflictCount{},
 	}
+	if k := opts.AcceptClusterKey; k != "" && k != opts.ClusterKey {
+		e.keys = append(e.keys, []byte(k))
+	}
+	for _, s := range opts.Removed {
+		id, err := protocol.DeviceIDFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("syncengine: removed node %q: %w", s, err)
+		}
+		if id == e.myID {
+			return nil, fmt.Errorf("syncengine: this node's own device ID %s is among the removed nodes", id)
+		}
+		e.removed[id] = true
+	}
 	e.log = opts.Logger.WithField("device", e.myID.Short().String())
-	e.myName = memberName(e.key, e.myID, memberLabel(opts.DeviceName, port))
+	e.myName = memberName(e.keys[0], e.myID, memberLabel(opts.DeviceName, port))
 	e.advAddrs = advertiseAddrs(opts.AdvertiseAddrs, listen, port)
 	e.loadDetached()
 	e.loadReplicas()

@@ -81,6 +81,16 @@ func verifyMemberName(key []byte, id protocol.DeviceID, name string) (port int, 
 	return port, true
 }
 
+// verifyName is verifyMemberName under any cluster key this node accepts.
+func (e *Engine) verifyName(id protocol.DeviceID, name string) (port int, ok bool) {
+	for _, k := range e.keys {
+		if port, ok = verifyMemberName(k, id, name); ok {
+			return port, true
+		}
+	}
+	return 0, false
+}
+
 // displayName strips the proof from a member name for logs and status.
 func displayName(name string) string {
 	if i := strings.LastIndex(name, proofSep); i >= 0 {

@@ -116,7 +116,7 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, dialAddr, how string) {
 	if refused {
 		return
 	}
-	if known && rec.Removed {
+	if e.removed[id] || known && rec.Removed {
 		e.refuse(id, addr, "it was removed from the cluster", true)
 		return
 	}
@@ -126,7 +126,7 @@ func (e *Engine) admit(id protocol.DeviceID, name, addr, dialAddr, how string) {
 		// this connection itself). Nothing to verify either way.
 		return
 	}
-	port, ok := verifyMemberName(e.key, id, name)
+	port, ok := e.verifyName(id, name)
 	if !ok {
 		if shared {
 			return // a plain Syncthing device shared with a volume
@@ -254,7 +254,7 @@ func (e *Engine) learnPeer(id protocol.DeviceID, name, addr string) bool {
 	if refused {
 		return false
 	}
-	if _, ok := verifyMemberName(e.key, id, name); !ok {
+	if _, ok := e.verifyName(id, name); !ok {
 		e.refuse(id, addr, errNoProof, false)
 		return false
 	}

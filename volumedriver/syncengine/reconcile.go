@@ -265,7 +265,7 @@ func (e *Engine) apply(c *config.Configuration, s desiredState) bool {
 		if d.DeviceID == e.myID {
 			continue
 		}
-		if _, ok := verifyMemberName(e.key, d.DeviceID, d.Name); ok {
+		if _, ok := e.verifyName(d.DeviceID, d.Name); ok {
 			w := get(d.DeviceID)
 			w.name, w.member = d.Name, true
 		}

@@ -77,12 +77,16 @@ func (e *Engine) readRegistry() (map[string]VolumeRecord, map[protocol.DeviceID]
 		if err != nil || id.String()+".json" != p.name {
 			continue
 		}
-		if !r.Removed {
-			if _, ok := verifyMemberName(e.key, id, r.Name); !ok {
-				continue // a record anyone without the key could have forged
-			}
+		if r.Removed {
+			continue // carries no proof: any member could write one (REMOVED_NODES is each node's own)
+		}
+		if _, ok := e.verifyName(id, r.Name); !ok {
+			continue // a record anyone without the key could have forged
 		}
 		members[id] = r
+	}
+	for id := range e.removed {
+		members[id] = memberRecord{DeviceID: id.String(), Removed: true}
 	}
 	return vols, members
 }
@@ -160,34 +164,12 @@ func (e *Engine) writeOwnMemberRecord(have map[protocol.DeviceID]memberRecord, i
 	if ok && !cur.Removed && cur.Name == e.myName && slices.Equal(cur.Addresses, e.advAddrs) && slices.Equal(cur.InUse, inUse) {
 		return
 	}
-	if ok && cur.Removed {
-		return // we were removed from the cluster; do not resurrect ourselves
-	}
 	rec := memberRecord{DeviceID: e.myID.String(), Name: e.myName, Addresses: e.advAddrs, Updated: time.Now().UTC(), InUse: inUse}
 	if err := writeJSONAtomic(e.memberRecordPath(e.myID), rec); err != nil {
 		e.log.WithError(err).Warn("cannot publish member record")
 		return
 	}
 	e.touchFolder(RegistryFolderID, "members")
-}
-
-// ForgetMember removes a device from the cluster: every member drops it
-// and refuses it from then on, even if it proves the key.
-func (e *Engine) ForgetMember(deviceID string) error {
-	id, err := protocol.DeviceIDFromString(deviceID)
-	if err != nil {
-		return fmt.Errorf("forget member: %w", err)
-	}
-	if err := e.running(); err != nil {
-		return err
-	}
-	rec := memberRecord{DeviceID: id.String(), Updated: time.Now().UTC(), Removed: true}
-	if err := writeJSONAtomic(e.memberRecordPath(id), rec); err != nil {
-		return fmt.Errorf("forget member %s: %w", id.Short(), err)
-	}
-	e.touchFolder(RegistryFolderID, "members")
-	e.triggerReconcile()
-	return nil
 }
 
 // Local, non-replicated state: volumes removed on this node only.

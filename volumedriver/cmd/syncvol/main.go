@@ -15,6 +15,7 @@ import (
 
 	"github.com/homeswarm/homeswarm/volumedriver"
 	"github.com/homeswarm/homeswarm/volumedriver/store"
+	"github.com/homeswarm/homeswarm/volumedriver/syncengine"
 )
 
 // version is the build's version, set by `make VERSION=…` (-ldflags -X
@@ -32,6 +33,10 @@ func main() {
 func run() error {
 	cfg, err := volumedriver.ConfigFromEnv(os.Getenv)
 	if err != nil {
+		return err
+	}
+	// embedded Syncthing logs members' names, proofs included, to stdout
+	if err := syncengine.RedactStdout(); err != nil {
 		return err
 	}
 	logrus.SetLevel(cfg.LogLevel)

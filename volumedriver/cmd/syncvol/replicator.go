@@ -85,25 +85,22 @@ func startReplicator(ctx context.Context, cfg volumedriver.Config, log *logrus.E
 		name, _ = os.Hostname()
 	}
 	eng, err := syncengine.New(syncengine.Options{
-		StateDir:       cfg.StateDir + "/sync",
-		ListenAddr:     ":" + strconv.Itoa(cfg.ListenPort),
-		AdvertiseAddrs: cfg.Advertise,
-		ClusterKey:     cfg.ClusterKey,
-		Peers:          cfg.Peers,
-		DeviceName:     name,
-		VolumeDir:      replicaDir,
-		Logger:         log.WithField("part", "sync"),
+		StateDir:         cfg.StateDir + "/sync",
+		ListenAddr:       ":" + strconv.Itoa(cfg.ListenPort),
+		AdvertiseAddrs:   cfg.Advertise,
+		ClusterKey:       cfg.ClusterKey,
+		AcceptClusterKey: cfg.AcceptClusterKey,
+		Removed:          cfg.Forget,
+		Peers:            cfg.Peers,
+		DeviceName:       name,
+		VolumeDir:        replicaDir,
+		Logger:           log.WithField("part", "sync"),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sync engine: %w", err)
 	}
 	if err := eng.Start(ctx); err != nil {
 		return nil, nil, fmt.Errorf("sync engine: %w", err)
-	}
-	for _, id := range cfg.Forget {
-		if err := eng.ForgetMember(id); err != nil {
-			log.WithError(err).WithField("device", id).Warn("cannot forget removed node")
-		}
 	}
 	log.WithField("device", eng.DeviceID()).WithField("listen", eng.ListenAddr()).Info("replication on")
 	return replicator{eng}, eng.Close, nil

@@ -1,13 +1,15 @@
-package netdriver
+package settings
 
 import (
+	"fmt"
 	"math"
 	"strings"
 )
 
-// MinKeyBits is the least estimated entropy MESH_KEY must have. With the
-// Argon2id stretching of the key (mesh.derivePSK), 80 bits keep an offline
-// guess at one captured handshake out of reach.
+// MinKeyBits is the least estimated entropy a cluster secret (MESH_KEY,
+// CLUSTER_KEY) must have: 80 bits keep an offline guess at one captured
+// handshake or membership proof out of reach (MESH_KEY is stretched with
+// Argon2id on top, see mesh.derivePSK).
 const MinKeyBits = 80
 
 // KeyBits estimates, conservatively, the entropy in bits of a secret typed
@@ -76,4 +78,20 @@ func period(rs []rune) int {
 		}
 	}
 	return len(rs)
+}
+
+// MinSecretLen is the least length of a cluster secret.
+const MinSecretLen = 16
+
+// Secret checks the cluster secret v of setting key: at least MinSecretLen
+// characters and MinKeyBits of estimated entropy. The error names the
+// setting and how to make a good one, never the value.
+func Secret(key, v string) error {
+	if len(v) < MinSecretLen {
+		return fmt.Errorf("%w: %s must be at least %d characters (try: openssl rand -hex 32)", ErrInvalid, key, MinSecretLen)
+	}
+	if b := KeyBits(v); b < MinKeyBits {
+		return fmt.Errorf("%w: %s is too easy to guess (about %.0f bits of entropy, at least %d needed: no repeats, a larger alphabet or more characters); make one with: openssl rand -hex 32", ErrInvalid, key, b, MinKeyBits)
+	}
+	return nil
 }

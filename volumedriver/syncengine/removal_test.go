@@ -1,0 +1,81 @@
+package syncengine
+
+import (
+	"testing"
+	"time"
+)
+
+// TestRemovalIsEachNodesOwn (issue 12, item 4): a removal record written
+// into the registry by a member (hostile, or just mistaken) evicts no one,
+// while REMOVED_NODES on a node keeps the removed device out of that node
+// for good, connected or not, without touching the others' view.
+func TestRemovalIsEachNodesOwn(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, "a", testKey, nil)
+	b := startNode(t, "b", testKey, nil, a)
+	c := startNode(t, "c", testKey, nil, a)
+	waitFor(t, 20*time.Second, "a, b and c connected", func() bool { return connected(a, b) && connected(a, c) && connected(b, c) })
+
+	// c forges b's removal, as any member could write it.
+	if err := writeJSONAtomic(c.memberRecordPath(b.myID), memberRecord{DeviceID: b.myID.String(), Updated: time.Now().UTC(), Removed: true}); err != nil {
+		t.Fatal(err)
+	}
+	c.touchFolder(RegistryFolderID, "members")
+	a.Touched(RegistryFolderID)
+	// Let the record travel and every node reconcile a few times.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		a.reconcile()
+		if !connected(a, b) {
+			t.Fatal("a forged removal record cut a from b")
+		}
+		a.mu.Lock()
+		_, refused := a.refused[b.myID]
+		a.mu.Unlock()
+		if refused {
+			t.Fatal("a refuses b on a forged removal record")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The admin removes c on a (REMOVED_NODES): a restarted with it
+	// refuses c; b, which was not told, keeps it.
+	aDir := a.opts.StateDir
+	a.Close()
+	a2 := startNode(t, "a", testKey, func(o *Options) {
+		o.StateDir = aDir
+		o.Removed = []string{c.DeviceID()}
+	}, b)
+	waitFor(t, 20*time.Second, "a back with b", func() bool { return connected(a2, b) })
+	waitFor(t, 15*time.Second, "a forgets c", func() bool {
+		_, ok := a2.cfg.Device(c.myID)
+		return !ok && !a2.st.IsConnectedTo(c.myID)
+	})
+	if !connected(b, c) {
+		t.Fatal("b dropped c, though only a removed it")
+	}
+}
+
+// TestClusterKeyRotationSyncvol (issue 12, item 4): with CLUSTER_KEY_ACCEPT
+// as the overlap, a member proving the new key and one still proving the
+// old admit each other; a node that only knows the old key is refused by
+// a member that no longer accepts it.
+func TestClusterKeyRotationSyncvol(t *testing.T) {
+	t.Parallel()
+	const newKey = "a new cluster key after rotation"
+	a := startNode(t, "a", newKey, func(o *Options) { o.AcceptClusterKey = testKey })
+	b := startNode(t, "b", testKey, func(o *Options) { o.AcceptClusterKey = newKey }, a)
+	waitFor(t, 20*time.Second, "a (new key) and b (old key) connected", func() bool { return connected(a, b) })
+	d := startNode(t, "d", newKey, nil, a)
+	waitFor(t, 20*time.Second, "d (new key only) and a connected", func() bool { return connected(a, d) })
+	m := startNode(t, "m", testKey, nil, d)
+	waitFor(t, 15*time.Second, "d refuses m (old key only)", func() bool {
+		d.mu.Lock()
+		_, refused := d.refused[m.myID]
+		d.mu.Unlock()
+		return refused
+	})
+	if d.st.IsConnectedTo(m.myID) {
+		t.Fatal("d is connected to a node with only the old key")
+	}
+}
