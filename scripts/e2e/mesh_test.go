@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,8 @@ type meshStatus struct {
 		PublicKey, Endpoint, Via, State string
 		Prefixes                        []string
 	} `json:"peers"`
-	Drops map[string]uint64 `json:"drops"`
+	Drops   map[string]uint64 `json:"drops"`
+	Revoked []string          `json:"revoked"`
 }
 
 func readMeshStatus(t *testing.T, node string) meshStatus {
@@ -318,4 +320,66 @@ func udpPayloads(t *testing.T, path string) [][]byte {
 		out = append(out, append([]byte(nil), pkt[14+ihl+8:]...))
 	}
 	return out
+}
+
+// setMeshSetting sets a meshnet setting on node the way the README tells
+// a user: the plugin is disabled (with -f: containers keep their links),
+// set and enabled again, within about a second.
+func setMeshSetting(t *testing.T, node, kv string) {
+	t.Helper()
+	mustDk(t, node, "plugin", "disable", "-f", meshnetDriver)
+	if _, err := dk(node, "plugin", "set", meshnetDriver, kv); err != nil {
+		dk(node, "plugin", "enable", meshnetDriver)
+		t.Fatalf("plugin set %s on %s: %v", kv, node, err)
+	}
+	mustDk(t, node, "plugin", "enable", meshnetDriver)
+}
+
+// TestMeshRevokedNodeStaysOut (issue 12, item 4): a node with the right
+// keys joins the mesh; the admin revokes it by its mesh address on every
+// member (MESH_REVOKED, one plugin restart each); from then on no member
+// answers it, and each says why.
+func TestMeshRevokedNodeStaysOut(t *testing.T) {
+	needMesh(t)
+	members := []string{"vps", "home1", "home2", "home3"}
+	n := freeHomeNode(t)
+	addr := "10.254.0.1" + strings.TrimPrefix(n, "home") // home7 → 10.254.0.17 (topo.sh mesh_ip)
+	// The revocation stays on the members (it names only this node's
+	// address, which no other test uses: freeHomeNode never reuses a name).
+	t.Cleanup(func() { topo("engine-stop", n, "--kill") })
+	if _, err := topo("add-node", n); err != nil {
+		t.Fatalf("add-node %s: %v", n, err)
+	}
+	for _, m := range []string{"10.254.0.1", "10.254.0.11"} {
+		eventually(t, 60*time.Second, n+" reaches "+m+" over the mesh", func() error { return meshPing(n, m) })
+	}
+	start := time.Now()
+	for _, m := range members {
+		setMeshSetting(t, m, "MESH_REVOKED="+addr)
+	}
+	t.Logf("revoked on %d members in %v", len(members), time.Since(start).Round(time.Millisecond))
+	allReady(t, 60*time.Second)
+	eventually(t, 30*time.Second, "the VPS refuses the revoked node", func() error {
+		st := readMeshStatus(t, "vps")
+		if st.Drops["revoked"] == 0 || len(st.Revoked) != 1 || st.Revoked[0] != addr {
+			return fmt.Errorf("revoked drops %d, list %v", st.Drops["revoked"], st.Revoked)
+		}
+		return nil
+	})
+	// From then on the revoked node reaches no member (each failed ping
+	// waits 1 s), and no member lists it as a peer.
+	for range 2 {
+		for i, m := range members {
+			if err := meshPing(n, "10.254.0."+[]string{"1", "11", "12", "13"}[i]); err == nil {
+				t.Fatalf("the revoked node reaches %s over the mesh", m)
+			}
+		}
+	}
+	for _, m := range members {
+		for _, p := range readMeshStatus(t, m).Peers {
+			if slices.Contains(p.Prefixes, addr+"/32") {
+				t.Fatalf("%s lists the revoked node as a peer: %+v", m, p)
+			}
+		}
+	}
 }

@@ -57,10 +57,28 @@ type VolumeOptions struct {
 	MountTimeout time.Duration
 	// Share lists plain Syncthing device IDs that also get this volume.
 	Share []string
+	// ShareMode is how they get it: ShareEncrypted (the default for a new
+	// volume with Share) or ShareReadWrite; "" without Share, and for a
+	// volume recorded before share-mode existed (read-write, as then).
+	ShareMode ShareMode
 	// Replication is how the volume reaches the other nodes; "" means the
 	// store's default (ReplicationSnapshots where it can, else files).
 	Replication Replication
 }
+
+// ShareMode is what a volume's share= devices may do with it.
+type ShareMode string
+
+const (
+	// ShareEncrypted: the devices hold the volume encrypted (Syncthing's
+	// untrusted devices, with the folder as "Receive Encrypted" on them):
+	// they can neither read it nor change it on the cluster's nodes; a
+	// backup any member can restore from.
+	ShareEncrypted ShareMode = "encrypted"
+	// ShareReadWrite: the devices hold the files in the clear and their
+	// changes and deletions reach every replica, as a member's do.
+	ShareReadWrite ShareMode = "readwrite"
+)
 
 // Replication is how a volume's data reaches the other nodes.
 type Replication string
@@ -88,6 +106,7 @@ var optionHelp = map[string]string{
 	"remove":        "remove=local|everywhere",
 	"mount-timeout": "mount-timeout=<duration, e.g. 15s; at most 25s>",
 	"share":         "share=<syncthing device ID>[@host:port][,…]",
+	"share-mode":    "share-mode=encrypted|readwrite",
 	"replication":   "replication=snapshots|files",
 }
 
@@ -205,6 +224,13 @@ func parseOptions(raw map[string]string, lenient bool) (VolumeOptions, error) {
 				}
 				o.Share = append(o.Share, id)
 			}
+		case "share-mode":
+			switch ShareMode(v) {
+			case ShareEncrypted, ShareReadWrite:
+				o.ShareMode = ShareMode(v)
+			default:
+				return o, bad(k, v, "must be encrypted or readwrite")
+			}
 		case "replication":
 			switch Replication(v) {
 			case ReplicationSnapshots, ReplicationFiles:
@@ -215,6 +241,14 @@ func parseOptions(raw map[string]string, lenient bool) (VolumeOptions, error) {
 		default:
 			return o, fmt.Errorf("%w: unknown option %q; valid options: %s", ErrInvalidOption, k, ValidOptions())
 		}
+	}
+	switch {
+	case o.ShareMode != "" && len(o.Share) == 0:
+		return o, fmt.Errorf("%w: share-mode=%s without share=: name the devices to share with; valid options: %s", ErrInvalidOption, o.ShareMode, ValidOptions())
+	case len(o.Share) > 0 && o.ShareMode == "" && !lenient:
+		o.ShareMode = ShareEncrypted
+	case len(o.Share) > 0 && o.ShareMode == "":
+		o.ShareMode = ShareReadWrite // recorded before share-mode existed
 	}
 	if o.Replication == ReplicationSnapshots && len(o.Share) > 0 {
 		return o, fmt.Errorf("%w: share= needs replication=files (plain Syncthing devices sync file by file); valid options: %s", ErrInvalidOption, ValidOptions())
@@ -243,6 +277,9 @@ func (o VolumeOptions) Raw() map[string]string {
 	}
 	if len(o.Share) > 0 {
 		m["share"] = strings.Join(o.Share, ",")
+	}
+	if o.ShareMode != "" {
+		m["share-mode"] = string(o.ShareMode)
 	}
 	if o.Replication != "" {
 		m["replication"] = string(o.Replication)

@@ -58,7 +58,11 @@ func TestParseOptions(t *testing.T) {
 		{name: "remove everywhere", raw: map[string]string{"remove": "everywhere"}, want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveEverywhere}},
 		{name: "mount timeout", raw: map[string]string{"mount-timeout": "20s"}, want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, MountTimeout: 20 * time.Second}},
 		{name: "share", raw: map[string]string{"share": strings.ToLower(devA) + " , " + strings.ReplaceAll(devA, "-", "")},
-			want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Share: []string{devA, strings.ReplaceAll(devA, "-", "")}}},
+			want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Share: []string{devA, strings.ReplaceAll(devA, "-", "")}, ShareMode: ShareEncrypted}},
+		{name: "share read-write", raw: map[string]string{"share": devA, "share-mode": "readwrite"},
+			want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Share: []string{devA}, ShareMode: ShareReadWrite}},
+		{name: "bad share mode", raw: map[string]string{"share": devA, "share-mode": "readonly"}, wantErr: "encrypted or readwrite"},
+		{name: "share mode alone", raw: map[string]string{"share-mode": "encrypted"}, wantErr: "without share="},
 		{name: "unknown", raw: map[string]string{"size": "10G"}, wantErr: `unknown option "size"; valid options: gid=`},
 		{name: "bad uid", raw: map[string]string{"uid": "bob"}, wantErr: "uid=\"bob\" is not a numeric id"},
 		{name: "negative gid", raw: map[string]string{"gid": "-1"}, wantErr: "is not a numeric id"},
@@ -71,7 +75,7 @@ func TestParseOptions(t *testing.T) {
 		{name: "bad replication", raw: map[string]string{"replication": "sometimes"}, wantErr: "snapshots or files"},
 		{name: "share needs files", raw: map[string]string{"replication": "snapshots", "share": "ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG-ABCDEFG"}, wantErr: "replication=files"},
 		{name: "share with address", raw: map[string]string{"share": strings.ToLower(devA) + "@nas.lan:22000"},
-			want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Share: []string{devA + "@nas.lan:22000"}}},
+			want: VolumeOptions{UID: -1, GID: -1, Remove: RemoveLocal, Share: []string{devA + "@nas.lan:22000"}, ShareMode: ShareEncrypted}},
 		{name: "bad device address", raw: map[string]string{"share": devA + "@bad address"}, wantErr: "device IDs"},
 		{name: "bad device", raw: map[string]string{"share": "NOTADEVICE"}, wantErr: "device IDs"},
 	} {
@@ -90,7 +94,7 @@ func TestParseOptions(t *testing.T) {
 				t.Fatalf("ParseOptions(%v): %v", tc.raw, err)
 			}
 			if got.UID != tc.want.UID || got.GID != tc.want.GID || got.Mode != tc.want.Mode || got.Remove != tc.want.Remove ||
-				got.MountTimeout != tc.want.MountTimeout || strings.Join(got.Share, ",") != strings.Join(tc.want.Share, ",") {
+				got.MountTimeout != tc.want.MountTimeout || strings.Join(got.Share, ",") != strings.Join(tc.want.Share, ",") || got.ShareMode != tc.want.ShareMode {
 				t.Fatalf("ParseOptions(%v) = %+v, want %+v", tc.raw, got, tc.want)
 			}
 			// Round trip: the rendered options parse to the same thing.
@@ -99,5 +103,21 @@ func TestParseOptions(t *testing.T) {
 				t.Fatalf("round trip %v → %v (%v)", got.Raw(), again.Raw(), err)
 			}
 		})
+	}
+}
+
+// TestRecordedShareKeepsItsMode: a volume recorded before share-mode
+// existed shared in the clear, and keeps doing so after an upgrade (its
+// devices are set up for it); a new one shares encrypted.
+func TestRecordedShareKeepsItsMode(t *testing.T) {
+	t.Parallel()
+	dev := "MFZWI3D-BONSGYC-YLTMRWG-C43ENR5-QXGZDMM-FZWI3DP-BONSGYY-LTMRWAD"
+	old, err := parseRecorded(map[string]string{"share": dev})
+	if err != nil || old.ShareMode != ShareReadWrite || old.Raw()["share-mode"] != "readwrite" {
+		t.Fatalf("recorded share: %+v %v", old, err)
+	}
+	fresh, err := ParseOptions(map[string]string{"share": dev})
+	if err != nil || fresh.ShareMode != ShareEncrypted || fresh.Raw()["share-mode"] != "encrypted" {
+		t.Fatalf("new share: %+v %v", fresh, err)
 	}
 }

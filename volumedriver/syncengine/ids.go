@@ -48,6 +48,17 @@ func memberProof(key []byte, id protocol.DeviceID, label string) string {
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
+// sharePassword is the password a volume's data is encrypted with for its
+// untrusted share= devices: HMAC-SHA256(clusterKey, domain || name), the
+// same on every member, so each member sends the device the same
+// encrypted files and any member can read them back from it.
+func sharePassword(key []byte, volume string) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("syncvol/share/v1\x00"))
+	mac.Write([]byte(volume))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
 // memberName is the device name a member announces: "<label>#<proof>",
 // where label is "<device name>@<listen port>".
 func memberName(key []byte, id protocol.DeviceID, label string) string {

@@ -1,12 +1,13 @@
 package syncengine
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,36 +27,34 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestInteropPlainSyncthing shares a volume with a real Syncthing process
-// (Debian's package) by its device ID, as `-o share=` does, and checks
-// that files written on either side appear on the other.
-func TestInteropPlainSyncthing(t *testing.T) {
-	if _, err := os.Stat(plainSyncthing); err != nil {
-		t.Skipf("%s not installed", plainSyncthing)
-	}
-	a := startNode(t, "a", testKey, nil)
+// plainDevice is a real Syncthing process (Debian's package) sharing one
+// folder with an engine.
+type plainDevice struct {
+	id   protocol.DeviceID
+	dir  string // the folder's path on the device
+	addr string // where it listens, for share=ID@addr
+}
 
+// startPlainSyncthing runs Syncthing with folder (type folderType: the
+// config's sendreceive, receiveencrypted, …) shared with engine a.
+func startPlainSyncthing(t *testing.T, a *node, folder, folderType string) *plainDevice {
+	t.Helper()
+	if _, err := os.Stat(plainSyncthing); err != nil {
+		t.Fatalf("%s not installed (Debian's syncthing package; make deps installs it)", plainSyncthing)
+	}
 	home := t.TempDir()
 	cert, err := tlsutil.NewCertificate(filepath.Join(home, "cert.pem"), filepath.Join(home, "key.pem"), "syncthing", 365)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plainID := protocol.NewDeviceID(cert.Certificate[0])
+	d := &plainDevice{id: protocol.NewDeviceID(cert.Certificate[0]), dir: filepath.Join(home, "nas")}
 	listenPort, guiPort := freePort(t), freePort(t)
-	plainDir := filepath.Join(home, "nas")
-	if err := os.MkdirAll(filepath.Join(plainDir, ".stfolder"), 0o755); err != nil {
+	d.addr = fmt.Sprintf("127.0.0.1:%d", listenPort)
+	if err := os.MkdirAll(filepath.Join(d.dir, ".stfolder"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-
-	// The volume, shared with the plain device, which listens on 127.0.0.1.
-	writeFile(t, filepath.Join(a.vol("nas"), "from-engine-before.txt"), []byte("engine 1"))
-	share := fmt.Sprintf("%s@127.0.0.1:%d", plainID, listenPort)
-	if err := a.AddVolume("nas", a.vol("nas"), []string{share}, nil); err != nil {
-		t.Fatal(err)
-	}
-
 	cfg := fmt.Sprintf(`<configuration version="36">
-    <folder id="%[1]s" label="nas" path="%[2]s" type="sendreceive" rescanIntervalS="3600" fsWatcherEnabled="true" fsWatcherDelayS="1">
+    <folder id="%[1]s" label="nas" path="%[2]s" type="%[8]s" rescanIntervalS="3600" fsWatcherEnabled="true" fsWatcherDelayS="1">
         <device id="%[3]s"></device>
         <device id="%[4]s"></device>
     </folder>
@@ -75,11 +74,10 @@ func TestInteropPlainSyncthing(t *testing.T) {
         <reconnectionIntervalS>1</reconnectionIntervalS>
     </options>
 </configuration>
-`, FolderID("nas"), plainDir, plainID, a.DeviceID(), a.ListenAddr(), guiPort, listenPort)
+`, folder, d.dir, d.id, a.DeviceID(), a.ListenAddr(), guiPort, listenPort, folderType)
 	if err := os.WriteFile(filepath.Join(home, "config.xml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-
 	cmd := exec.Command(plainSyncthing, "serve", "--home="+home, "--no-browser", "--no-restart", "--no-upgrade")
 	cmd.Env = append(os.Environ(), "HOME="+home, "STNOUPGRADE=1", "STNORESTART=1")
 	logf, err := os.Create(filepath.Join(home, "syncthing.log"))
@@ -99,6 +97,24 @@ func TestInteropPlainSyncthing(t *testing.T) {
 			t.Logf("plain syncthing log:\n%s", out)
 		}
 	})
+	return d
+}
+
+// TestInteropPlainSyncthing shares a volume with a real Syncthing process
+// (Debian's package) by its device ID, as `-o share=… -o
+// share-mode=readwrite` does, and checks that files written on either side
+// appear on the other.
+func TestInteropPlainSyncthing(t *testing.T) {
+	a := startNode(t, "a", testKey, nil)
+	// The volume, shared with the plain device, which listens on 127.0.0.1.
+	writeFile(t, filepath.Join(a.vol("nas"), "from-engine-before.txt"), []byte("engine 1"))
+	d := startPlainSyncthing(t, a, FolderID("nas"), "sendreceive")
+	share := d.id.String() + "@" + d.addr
+	if err := a.AddVolume("nas", a.vol("nas"), []string{share}, map[string]string{"share": share, "share-mode": "readwrite"}); err != nil {
+		t.Fatal(err)
+	}
+	plainID, plainDir := d.id, d.dir
+	listenPort := d.addr
 
 	waitFor(t, 30*time.Second, "engine file on plain syncthing", func() bool {
 		return hasContent(filepath.Join(plainDir, "from-engine-before.txt"), []byte("engine 1"))
@@ -110,9 +126,9 @@ func TestInteropPlainSyncthing(t *testing.T) {
 	waitFor(t, 15*time.Second, "new engine file on plain syncthing", func() bool {
 		return hasContent(filepath.Join(plainDir, "from-engine.txt"), []byte("engine 2"))
 	})
-	writeFile(t, filepath.Join(plainDir, "sub", "from-nas.txt"), []byte("nas "+strconv.Itoa(listenPort)))
+	writeFile(t, filepath.Join(plainDir, "sub", "from-nas.txt"), []byte("nas "+listenPort))
 	waitFor(t, 20*time.Second, "plain syncthing file on engine", func() bool {
-		return hasContent(filepath.Join(a.vol("nas"), "sub", "from-nas.txt"), []byte("nas "+strconv.Itoa(listenPort)))
+		return hasContent(filepath.Join(a.vol("nas"), "sub", "from-nas.txt"), []byte("nas "+listenPort))
 	})
 	// The plain device is no cluster member: it never gets the registry.
 	if exists(filepath.Join(plainDir, "volumes")) {
@@ -121,4 +137,92 @@ func TestInteropPlainSyncthing(t *testing.T) {
 	if st := a.Status("nas"); st["peersConnected"] != "1" {
 		t.Fatalf("status: %v", st)
 	}
+}
+
+// TestInteropEncryptedShare (issue 12, item 9): with share-mode=encrypted
+// (the default for share=) a real Syncthing device holds the volume as
+// Syncthing's "Receive Encrypted": it never sees a name or a byte of the
+// files in the clear, and what it changes or deletes on its side never
+// reaches the volume. A device that insists on the clear text
+// (sendreceive) gets nothing.
+func TestInteropEncryptedShare(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, "a", testKey, nil)
+	secret := []byte("the database's secret contents")
+	writeFile(t, filepath.Join(a.vol("nas"), "wp-config.php"), secret)
+	d := startPlainSyncthing(t, a, FolderID("nas"), "receiveencrypted")
+	share := d.id.String() + "@" + d.addr
+	if err := a.AddVolume("nas", a.vol("nas"), []string{share}, map[string]string{"share": share, "share-mode": "encrypted"}); err != nil {
+		t.Fatal(err)
+	}
+	var stored []string
+	waitFor(t, 30*time.Second, "encrypted files on the device", func() bool {
+		stored = regularFiles(t, d.dir)
+		return len(stored) > 0
+	})
+	for _, f := range stored {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(f, "wp-config") || bytes.Contains(b, secret) {
+			t.Fatalf("the device holds %s in the clear", f)
+		}
+	}
+	// The device overwrites and deletes what it holds: the volume keeps its file.
+	for _, f := range stored {
+		if err := os.WriteFile(f, []byte("tampered"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second) // its watcher's delay is 1 s: a change would be announced by now
+	for _, f := range stored {
+		os.Remove(f)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		a.Touched("nas")
+		if !hasContent(filepath.Join(a.vol("nas"), "wp-config.php"), secret) {
+			t.Fatal("the encrypted device changed the volume")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A device configured for the clear text gets nothing and changes nothing.
+	writeFile(t, filepath.Join(a.vol("plain"), "f"), secret)
+	p := startPlainSyncthing(t, a, FolderID("plain"), "sendreceive")
+	writeFile(t, filepath.Join(p.dir, "from-device.txt"), []byte("pushed"))
+	pshare := p.id.String() + "@" + p.addr
+	if err := a.AddVolume("plain", a.vol("plain"), []string{pshare}, map[string]string{"share": pshare, "share-mode": "encrypted"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		if exists(filepath.Join(p.dir, "f")) {
+			t.Fatal("a clear-text device got the file of an encrypted share")
+		}
+		if exists(filepath.Join(a.vol("plain"), "from-device.txt")) {
+			t.Fatal("a clear-text device changed an encrypted share")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// regularFiles lists the regular files under dir, Syncthing's own excepted.
+func regularFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if de.IsDir() && (de.Name() == ".stfolder" || de.Name() == ".stversions") {
+			return filepath.SkipDir
+		}
+		if de.Type().IsRegular() && !strings.HasPrefix(de.Name(), ".syncthing.") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
 }

@@ -1,6 +1,7 @@
 package syncengine
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -369,12 +370,20 @@ func (e *Engine) apply(c *config.Configuration, s desiredState) bool {
 
 	// Folders.
 	wantFolders := map[string]config.FolderConfiguration{}
-	reg := e.folderFrom(c, RegistryFolderID, "syncvol registry", e.registryDir(), members)
+	reg := e.folderFrom(c, RegistryFolderID, "syncvol registry", e.registryDir(), members, nil)
 	wantFolders[RegistryFolderID] = reg
 	for _, name := range active {
 		devs := append(append([]protocol.DeviceID(nil), members...), volShares[name]...)
+		var untrusted map[protocol.DeviceID]string
+		if rec, ok := s.vols[name]; !ok || ShareEncrypted(rec.Options) {
+			pw := sharePassword(e.keys[0], name)
+			untrusted = map[protocol.DeviceID]string{}
+			for _, d := range volShares[name] {
+				untrusted[d] = pw
+			}
+		}
 		id := FolderID(name)
-		wantFolders[id] = e.folderFrom(c, id, name, e.volumeDir(c, name, s), devs)
+		wantFolders[id] = e.folderFrom(c, id, name, e.volumeDir(c, name, s), devs, untrusted)
 	}
 	var newFolders []config.FolderConfiguration
 	for _, f := range c.Folders {
@@ -422,7 +431,9 @@ func (e *Engine) activeVolumes(s desiredState) []string {
 
 // folderFrom returns the wanted configuration of a folder, starting from
 // the existing one so that fields we do not own are kept.
-func (e *Engine) folderFrom(c *config.Configuration, id, label, path string, devices []protocol.DeviceID) config.FolderConfiguration {
+// untrusted maps the devices that get the folder encrypted (Syncthing's
+// untrusted devices) to the password.
+func (e *Engine) folderFrom(c *config.Configuration, id, label, path string, devices []protocol.DeviceID, untrusted map[protocol.DeviceID]string) config.FolderConfiguration {
 	f, _, ok := c.Folder(id)
 	if !ok {
 		f = e.newFolder(c, id, label, path)
@@ -436,7 +447,7 @@ func (e *Engine) folderFrom(c *config.Configuration, id, label, path string, dev
 	fds = append(fds, config.FolderDeviceConfiguration{DeviceID: e.myID})
 	for _, d := range devices {
 		if d != e.myID {
-			fds = append(fds, config.FolderDeviceConfiguration{DeviceID: d})
+			fds = append(fds, config.FolderDeviceConfiguration{DeviceID: d, EncryptionPassword: untrusted[d]})
 		}
 	}
 	slices.SortFunc(fds, func(a, b config.FolderDeviceConfiguration) int { return a.DeviceID.Compare(b.DeviceID) })
@@ -452,22 +463,14 @@ func sameFolder(a, b config.FolderConfiguration) bool {
 		a.SendOwnership != b.SendOwnership || a.SyncOwnership != b.SyncOwnership {
 		return false
 	}
-	as, bs := map[protocol.DeviceID]bool{}, map[protocol.DeviceID]bool{}
+	as, bs := map[protocol.DeviceID]string{}, map[protocol.DeviceID]string{}
 	for _, d := range a.Devices {
-		as[d.DeviceID] = true
+		as[d.DeviceID] = d.EncryptionPassword
 	}
 	for _, d := range b.Devices {
-		bs[d.DeviceID] = true
+		bs[d.DeviceID] = d.EncryptionPassword
 	}
-	if len(as) != len(bs) {
-		return false
-	}
-	for id := range as {
-		if !bs[id] {
-			return false
-		}
-	}
-	return true
+	return maps.Equal(as, bs)
 }
 
 // enforceCheck re-applies enforce and flags a change if it altered c.

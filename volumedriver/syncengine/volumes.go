@@ -123,6 +123,13 @@ func (e *Engine) ensureRecord(name string, share []string, opts map[string]strin
 // snapshot volume, which Syncthing does not replicate.
 func SnapshotVolume(opts map[string]string) bool { return opts["replication"] == "snapshots" }
 
+// ShareEncrypted reports whether a volume's share= devices get its data
+// encrypted, as Syncthing's untrusted devices that can neither read it nor
+// change it (share-mode=encrypted, what a volume created with share= gets
+// unless share-mode=readwrite says otherwise). A volume recorded before
+// share-mode existed has none and shares in the clear, as it did.
+func ShareEncrypted(opts map[string]string) bool { return opts["share-mode"] == "encrypted" }
+
 // Member is another node of the cluster, as the registry lists it.
 type Member struct {
 	ID    string
