@@ -125,6 +125,9 @@ func (m *Mesh) sealTo(w *worker, p *peer, kp *keypair, typ byte, buf []byte, n i
 	}
 	p.txBytes.Add(uint64(len(out)))
 	p.lastTx.Store(now)
+	if typ == wire.TypeData && n > 0 && p.unanswered.Load() == 0 {
+		p.unanswered.CompareAndSwap(0, now)
+	}
 	m.stats.txBytes.Add(uint64(len(out)))
 }
 
@@ -272,6 +275,9 @@ func (m *Mesh) handleTransport(w *worker, b []byte, src netip.AddrPort, relay *p
 	p := kp.peer
 	kp.lastRx.Store(now)
 	p.lastRx.Store(now)
+	if p.unanswered.Load() != 0 {
+		p.unanswered.Store(0)
+	}
 	if !kp.confirmed.Load() {
 		kp.confirmed.Store(true)
 		p.mu.Lock()
@@ -299,6 +305,7 @@ func (m *Mesh) handleTransport(w *worker, b []byte, src netip.AddrPort, relay *p
 		if len(pt) == 0 {
 			return // keepalive
 		}
+		p.lastDataRx.Store(now)
 		s, ok := wire.IPv4Src(pt)
 		if !ok || m.routes.Load().lookup(s) != p {
 			m.drop(dropSourceNotAllowed)

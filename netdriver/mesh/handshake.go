@@ -361,6 +361,7 @@ func (m *Mesh) install(w *worker, remote Key, kp *keypair, info wire.NodeInfo, f
 	p.lastHandshake = time.Now()
 	p.seen = now
 	p.lastRx.Store(now) // the handshake message authenticated it
+	p.unanswered.Store(0)
 	if p.hs != nil && (p.hs == h || kp.initiator) {
 		if p.hs != h {
 			m.dropIndex(p.hs.local)

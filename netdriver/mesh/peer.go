@@ -26,13 +26,20 @@ type peer struct {
 	id  uint64
 
 	// read lock-free by the data path
-	sendKP       atomic.Pointer[keypair]
-	path         atomic.Pointer[path]
-	rxBytes      atomic.Uint64
-	txBytes      atomic.Uint64
-	roams        atomic.Uint64
-	lastTx       atomic.Int64
-	lastRx       atomic.Int64 // any authenticated packet
+	sendKP     atomic.Pointer[keypair]
+	path       atomic.Pointer[path]
+	rxBytes    atomic.Uint64
+	txBytes    atomic.Uint64
+	roams      atomic.Uint64
+	lastTx     atomic.Int64
+	lastRx     atomic.Int64 // any authenticated packet
+	lastDataRx atomic.Int64 // a data packet with a payload
+	// unanswered is when we sent the first data packet with a payload
+	// since the last authenticated packet from the peer (0: none): a peer
+	// that lost the session (restarted) never answers, and a new handshake
+	// is started soon instead of after a whole path timeout (wireguard-go's
+	// new-handshake timer).
+	unanswered   atomic.Int64
 	lastDirectRx atomic.Int64
 	lastRelayRx  atomic.Int64
 

@@ -169,3 +169,30 @@ func TestClusterKeyRotation(t *testing.T) {
 		t.Fatal("a node with only the old key was not refused as handshake_auth")
 	}
 }
+
+// TestRehandshakeAfterPeerRestart: the VPS (no peers of its own) restarts
+// and forgets every session; a home node that sends to it on the old
+// session starts a new handshake once its data goes unanswered for
+// KeepaliveInterval/2 + HandshakeTimeout, instead of after a whole path
+// timeout (2×KeepaliveInterval + HandshakeTimeout) of silence. Before,
+// every home node was cut off for up to 45 s after a VPS plugin restart.
+func TestRehandshakeAfterPeerRestart(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	slow := func(o *Options) { o.KeepaliveInterval, o.HandshakeTimeout = 2*time.Second, 200*time.Millisecond }
+	vk := mustKey(t)
+	vEP := ap("192.0.2.1:3210")
+	v := newNode(t, net.Bind(vEP), "10.254.0.1/24", nil, withKey(vk), slow)
+	h := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", []string{vEP.String()}, slow)
+	ping(t, h, v, 5*time.Second)
+	time.Sleep(300 * time.Millisecond) // both sides idle on a confirmed session
+	v.m.Close()
+	v = newNode(t, net.Bind(vEP), "10.254.0.1/24", nil, withKey(vk), slow)
+	start := time.Now()
+	ping(t, h, v, 10*time.Second)
+	// new-handshake threshold 1.2 s, path timeout 4.2 s
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the home node reached the restarted VPS after %v; want well under the 4.2 s path timeout", d)
+	}
+	t.Logf("reached the restarted peer after %v", time.Since(start).Round(time.Millisecond))
+}

@@ -202,6 +202,11 @@ func (m *Mesh) tickPeer(w *worker, p *peer, now int64) bool {
 		need = true
 	case cur.initiator && !cur.confirmed.Load() && now-cur.created >= int64(m.opts.HandshakeTimeout):
 		need = true // our final message may be lost
+	case p.unanswered.Load() != 0 && now-p.unanswered.Load() > int64(m.opts.KeepaliveInterval/2+m.opts.HandshakeTimeout):
+		// We sent data and nothing came back for longer than the peer's
+		// answer takes (it sends a keepalive within KeepaliveInterval/2 of
+		// receiving data, below): it lost the session, e.g. restarted.
+		need = true
 	case now-p.lastRx.Load() > m.pathTimeout && now-cur.created > int64(m.opts.HandshakeTimeout):
 		// Both sides send keepalives, so silence means the peer does not
 		// use this session (it lost it, or after crossing handshakes it
@@ -233,7 +238,11 @@ func (m *Mesh) tickPeer(w *worker, p *peer, now int64) bool {
 	if kp == nil {
 		return false
 	}
-	if now-p.lastTx.Load() >= int64(m.opts.KeepaliveInterval) {
+	lastTx := p.lastTx.Load()
+	if now-lastTx >= int64(m.opts.KeepaliveInterval) ||
+		(p.lastDataRx.Load() > lastTx && now-lastTx >= int64(m.opts.KeepaliveInterval/2)) {
+		// a keepalive when idle, and one soon after data that we had
+		// nothing to answer, so the sender knows the session is alive
 		m.sendSealed(w, p, kp, wire.TypeData, nil, nil)
 		if relayed && ep.IsValid() {
 			// probe the direct path: if it works again the peer answers directly

@@ -20,10 +20,12 @@ var prefix = envOr("TOPO_PREFIX", "hs")
 
 // meshStatus reads node's meshnet status.json (written every 2 s).
 type meshStatus struct {
-	Addr  string `json:"addr"`
-	Peers []struct {
-		PublicKey, Endpoint, Via, State string
-		Prefixes                        []string
+	PublicKey string `json:"public_key"`
+	Addr      string `json:"addr"`
+	Peers     []struct {
+		PublicKey            string `json:"public_key"`
+		Endpoint, Via, State string
+		Prefixes, Refused    []string
 	} `json:"peers"`
 	Drops   map[string]uint64 `json:"drops"`
 	Revoked []string          `json:"revoked"`
@@ -353,6 +355,38 @@ func TestMeshRevokedNodeStaysOut(t *testing.T) {
 	for _, m := range []string{"10.254.0.1", "10.254.0.11"} {
 		eventually(t, 60*time.Second, n+" reaches "+m+" over the mesh", func() error { return meshPing(n, m) })
 	}
+	// First, the new member claims home1's mesh address (MESH_ADDR): it
+	// takes nothing, since that address belongs to home1's key (and the
+	// member's key holds its own address) on every node.
+	owner := func() string {
+		for _, p := range readMeshStatus(t, "vps").Peers {
+			if slices.Contains(p.Prefixes, "10.254.0.11/32") {
+				return p.PublicKey
+			}
+		}
+		return ""
+	}
+	home1Key := owner()
+	if home1Key == "" {
+		t.Fatal("the VPS routes no peer for home1's mesh address")
+	}
+	setMeshSetting(t, n, "MESH_ADDR=10.254.0.11/24")
+	eventually(t, 30*time.Second, "the VPS refuses the claim", func() error {
+		for _, p := range readMeshStatus(t, "vps").Peers {
+			if slices.Contains(p.Refused, "10.254.0.11/32") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no refused claim of 10.254.0.11 yet")
+	})
+	if o := owner(); o != home1Key {
+		t.Fatalf("home1's mesh address moved to %s", o)
+	}
+	if err := meshPing("vps", "10.254.0.11"); err != nil {
+		t.Fatalf("the VPS no longer reaches home1: %v", err)
+	}
+
+	// Then the admin revokes it, by the address its key holds.
 	start := time.Now()
 	for _, m := range members {
 		setMeshSetting(t, m, "MESH_REVOKED="+addr)
@@ -375,10 +409,11 @@ func TestMeshRevokedNodeStaysOut(t *testing.T) {
 			}
 		}
 	}
+	nKey := readMeshStatus(t, n).PublicKey
 	for _, m := range members {
 		for _, p := range readMeshStatus(t, m).Peers {
-			if slices.Contains(p.Prefixes, addr+"/32") {
-				t.Fatalf("%s lists the revoked node as a peer: %+v", m, p)
+			if p.PublicKey == nKey {
+				t.Fatalf("%s keeps the revoked node as a peer: %+v", m, p)
 			}
 		}
 	}

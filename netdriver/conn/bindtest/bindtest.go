@@ -56,8 +56,12 @@ func (n *Network) attach(addr netip.AddrPort, nat *NAT) *Bind {
 	b := &Bind{net: n, addr: addr, nat: nat, in: make(chan datagram, 1024), closed: make(chan struct{})}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if _, dup := n.binds[addr]; dup {
-		panic(fmt.Sprintf("bindtest: address %v in use", addr))
+	if old, dup := n.binds[addr]; dup {
+		select {
+		case <-old.closed: // closed: the address can be bound again (a restart)
+		default:
+			panic(fmt.Sprintf("bindtest: address %v in use", addr))
+		}
 	}
 	n.binds[addr] = b
 	return b
@@ -238,7 +242,7 @@ func (b *Bind) BatchSize() int { return 32 }
 // LocalPort implements conn.Bind.
 func (b *Bind) LocalPort() uint16 { return b.addr.Port() }
 
-// Close implements conn.Bind; the address stays taken.
+// Close implements conn.Bind; the address can then be bound again.
 func (b *Bind) Close() error {
 	b.closeOnce.Do(func() { close(b.closed) })
 	return nil
