@@ -394,6 +394,9 @@ func TestMeshRevokedNodeStaysOut(t *testing.T) {
 	t.Logf("revoked on %d members in %v", len(members), time.Since(start).Round(time.Millisecond))
 	allReady(t, 60*time.Second)
 	eventually(t, 30*time.Second, "the VPS refuses the revoked node", func() error {
+		// It tries to use the mesh: its data goes unanswered on the
+		// session the VPS lost, so it handshakes again within ~15 s.
+		meshPing(n, "10.254.0.1")
 		st := readMeshStatus(t, "vps")
 		if st.Drops["revoked"] == 0 || len(st.Revoked) != 1 || st.Revoked[0] != addr {
 			return fmt.Errorf("revoked drops %d, list %v", st.Drops["revoked"], st.Revoked)
