@@ -7,6 +7,7 @@
 //	l4echo tls -name NAME [-port 8443]  the same over TLS, with a self-signed certificate for NAME
 //	                                    (the banner names NAME instead of HOST)
 //	l4echo udp [-port 9000]             each datagram back as "HOST client ADDR DATAGRAM"
+//	l4echo tcp -udp …                   tcp, and udp on the same port number
 //
 // With -proxy every connection must start with a PROXY protocol v2 header
 // (Traefik's proxyProtocol.version 2), whose source address is the client
@@ -53,6 +54,7 @@ func main() {
 	proxy := fs.Bool("proxy", false, "read a PROXY protocol v2 header first")
 	name := fs.String("name", "", "TLS server name of the self-signed certificate (tls)")
 	stopDelay := fs.Duration("stop-delay", 0, "keep accepting this long after SIGTERM")
+	alsoUDP := fs.Bool("udp", false, "tcp: also echo UDP datagrams on the same port")
 	fs.Parse(os.Args[2:])
 	host, _ := os.Hostname()
 	addr := ":" + strconv.Itoa(*port)
@@ -85,7 +87,15 @@ func main() {
 			conf, host = &tls.Config{Certificates: []tls.Certificate{cert}}, *name
 		}
 		go func() { <-ctx.Done(); ln.Close() }()
-		log.Printf("l4echo %s on %s (proxy protocol %v)", mode, addr, *proxy)
+		if *alsoUDP {
+			pc, uerr := net.ListenPacket("udp", addr)
+			if uerr != nil {
+				log.Fatal(uerr)
+			}
+			go func() { <-ctx.Done(); pc.Close() }()
+			go serveUDP(pc, host)
+		}
+		log.Printf("l4echo %s on %s (proxy protocol %v, udp %v)", mode, addr, *proxy, *alsoUDP)
 		err = serveTCP(ln, host, *proxy, conf)
 	case "udp":
 		var pc net.PacketConn
