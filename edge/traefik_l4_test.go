@@ -128,13 +128,7 @@ func askUDP(addr, msg string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(300 * time.Millisecond))
-	if _, err := c.Write([]byte(msg)); err != nil {
-		return "", err
-	}
-	buf := make([]byte, 1500)
-	n, err := c.Read(buf)
-	return string(buf[:n]), err
+	return udpAsk(c, msg)
 }
 
 // eventually retries f until it returns want or 10 s pass.

@@ -255,6 +255,17 @@ func startL4Task(t *testing.T, ip string, tcpPort, udpPort int) *l4Task {
 	return k
 }
 
+// udpAsk sends msg on c and returns the answer, or an error after 300 ms.
+func udpAsk(c net.Conn, msg string) (string, error) {
+	c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
+
 // TestTraefikBalancesTCPAndUDPTasks: TCP and UDP routes balance over the
 // running tasks like HTTP routes, from the same task list: both tasks get
 // connections and datagrams; a task Swarm starts shutting down gets no
@@ -346,6 +357,22 @@ func TestTraefikBalancesTCPAndUDPTasks(t *testing.T) {
 		heldTask = strings.TrimSuffix(l, " first\n")
 	}
 
+	// And a UDP session (Traefik's, per client address) held by t1.
+	var heldUDP net.Conn
+	for i := 0; ; i++ {
+		if heldUDP, err = net.Dial("udp", udpAddr); err != nil {
+			t.Fatal(err)
+		}
+		if a, err := udpAsk(heldUDP, "first"); err == nil && a == t1.ip+" first" {
+			break
+		}
+		heldUDP.Close()
+		if i == 20 {
+			t.Fatal("no UDP session reached t1")
+		}
+	}
+	defer heldUDP.Close()
+
 	marked := time.Now()
 	fake.SetTasks(task("t1", shut, t1.ip), task("t2", run, t2.ip))
 	var gone time.Duration
@@ -368,7 +395,12 @@ func TestTraefikBalancesTCPAndUDPTasks(t *testing.T) {
 	if l, err := hr.ReadString('\n'); err != nil || l != t1.ip+" still\n" {
 		t.Errorf("the connection established to t1 before it left Traefik: %q, %v; want it kept until the task closes it", l, err)
 	}
-	t.Logf("task shut down → new TCP connections no longer reach it %v later (task poll %v); its established connection kept working",
+	// UDP has no connection, but Traefik's session for a client address
+	// keeps its task until it idles out (3 s by default).
+	if a, err := udpAsk(heldUDP, "still"); err != nil || a != t1.ip+" still" {
+		t.Errorf("a UDP session held by t1 before it left Traefik: %q, %v; want it kept", a, err)
+	}
+	t.Logf("task shut down → new TCP connections no longer reach it %v later (task poll %v); its established connection and UDP session kept working",
 		gone.Round(time.Millisecond), watcher.DefaultTaskPoll)
 	if gone > time.Second {
 		t.Errorf("a task Swarm shuts down left Traefik's TCP service after %v, want < 1 s", gone)
