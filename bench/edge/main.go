@@ -540,6 +540,13 @@ func printSummary(rep report, out string) {
 		if r.Met != nil {
 			target += map[bool]string{true: " (met)", false: " (not met)"}[*r.Met]
 		}
+		if r.Unit == "ms" {
+			if r.Anchor != "" {
+				a = fmt.Sprintf("%.3fms", r.AnchorValue)
+			}
+			fmt.Printf("%-34s %-30s %6.3fms %10s %7s  %s\n", r.Name, r.Metric, r.Value, a, ratio, target)
+			continue
+		}
 		if r.Unit != "s" {
 			if r.Anchor != "" {
 				a, ratio = fmt.Sprintf("%.0f", r.AnchorValue), "-"
