@@ -93,7 +93,7 @@ deps:
 # run in test-unit too).
 FUZZTIME ?= 3s
 fuzz:
-	@for pkg in ./netdriver/wire ./netdriver/dataplane ./edge/builder ./volumedriver/snapvol; do \
+	@for pkg in ./netdriver/wire ./netdriver/dataplane ./edge/builder ./volumedriver/snapvol ./internal/proxyproto; do \
 	  for f in $$($(GO) test -tags noassets -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$f"; \
 	    $(GO) test -tags noassets -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || exit 1; \

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math/big"
@@ -23,6 +22,7 @@ import (
 	"github.com/homeswarm/homeswarm/edge/builder"
 	"github.com/homeswarm/homeswarm/edge/sink"
 	"github.com/homeswarm/homeswarm/edge/traefiktest"
+	"github.com/homeswarm/homeswarm/internal/proxyproto"
 )
 
 // serveTCP accepts connections on ln until the test ends; each is handled
@@ -85,23 +85,6 @@ func selfSigned(t *testing.T, name string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// proxyV2Source reads a PROXY protocol v2 header (TCP over IPv4) and
-// returns the client address it carries.
-func proxyV2Source(r io.Reader) (string, error) {
-	var h [16]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return "", err
-	}
-	if string(h[:12]) != "\r\n\r\n\x00\r\nQUIT\n" || h[12] != 0x21 || h[13] != 0x11 {
-		return "", fmt.Errorf("not a PROXY v2 TCP4 header: % x", h)
-	}
-	body := make([]byte, binary.BigEndian.Uint16(h[14:]))
-	if _, err := io.ReadFull(r, body); err != nil || len(body) < 12 {
-		return "", fmt.Errorf("short PROXY v2 header: %v", err)
-	}
-	return net.JoinHostPort(net.IP(body[0:4]).String(), strconv.Itoa(int(binary.BigEndian.Uint16(body[8:])))), nil
-}
-
 // ask dials addr (through tlsConf when set), sends line and returns the
 // first line of the answer.
 func ask(addr, line string, tlsConf *tls.Config) (string, net.Addr, error) {
@@ -145,13 +128,7 @@ func askUDP(addr, msg string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(300 * time.Millisecond))
-	if _, err := c.Write([]byte(msg)); err != nil {
-		return "", err
-	}
-	buf := make([]byte, 1500)
-	n, err := c.Read(buf)
-	return string(buf[:n]), err
+	return udpAsk(c, msg)
 }
 
 // eventually retries f until it returns want or 10 s pass.
@@ -201,13 +178,13 @@ func TestTraefikRoutesTCPAndUDP(t *testing.T) {
 		"term": serveTCP(t, tcpListen(t), lineEcho("behind-tls ")),
 		"pp": serveTCP(t, tcpListen(t), func(c net.Conn) {
 			r := bufio.NewReader(c)
-			src, err := proxyV2Source(r)
+			h, err := proxyproto.Read(r)
 			if err != nil {
 				io.WriteString(c, "error "+err.Error()+"\n")
 				return
 			}
 			if _, err := r.ReadString('\n'); err == nil {
-				io.WriteString(c, "client "+src+"\n")
+				io.WriteString(c, "client "+h.Source.String()+"\n")
 			}
 		}),
 	}

@@ -16,6 +16,7 @@
 #                      WEB_TEXT (default: the container's hostname) at / on WEB_PORT
 #                      (default 8080); stops at once on SIGTERM
 #   homeswarm/demoapp  /demoapp, the demo's stateful service (scripts/demoapp), `IMAGES=demoapp`
+#   homeswarm/l4echo   /l4echo, the TCP/TLS/UDP test backend (scripts/l4echo), `IMAGES=l4echo`
 #
 # The topology (scripts/topo.sh) honours TOPO_PREFIX / TOPO_ROOT / TOPO_RUN;
 # pass them through to target another instance.
@@ -44,25 +45,20 @@ pack() {
   mv -f "$OUT/$1.tar.tmp" "$OUT/$1.tar"
 }
 
-build_edge() {
+# build_go NAME PKG: a static build of PKG as /NAME, its ENTRYPOINT.
+build_go() {
   local t
   t=$(mktemp -d)
   skeleton "$t"
-  (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$t/edge" ./edge/cmd/edge)
-  pack edge "$t"
+  (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$t/$1" "$2")
+  pack "$1" "$t"
   rm -rf "$t"
-  CHANGES_edge=('ENV PATH=/bin' 'ENTRYPOINT ["/edge"]')
+  eval "CHANGES_$1=('ENV PATH=/bin' 'ENTRYPOINT [\"/$1\"]')"
 }
 
-build_demoapp() {
-  local t
-  t=$(mktemp -d)
-  skeleton "$t"
-  (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$t/demoapp" ./scripts/demoapp)
-  pack demoapp "$t"
-  rm -rf "$t"
-  CHANGES_demoapp=('ENV PATH=/bin' 'ENTRYPOINT ["/demoapp"]')
-}
+build_edge() { build_go edge ./edge/cmd/edge; }
+build_demoapp() { build_go demoapp ./scripts/demoapp; }
+build_l4echo() { build_go l4echo ./scripts/l4echo; }
 
 build_traefik() {
   local bin=${TRAEFIK_BIN:-}
@@ -129,8 +125,8 @@ load() {
 mkdir -p "$OUT"
 for img in $WANT; do
   case $img in
-    edge | traefik | web | demoapp) "build_$img" ;;
-    *) die "unknown image $img (edge, traefik, web, demoapp)" ;;
+    edge | traefik | web | demoapp | l4echo) "build_$img" ;;
+    *) die "unknown image $img (edge, traefik, web, demoapp, l4echo)" ;;
   esac
 done
 targets=("$@")

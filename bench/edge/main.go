@@ -87,24 +87,31 @@ func envOr(k, d string) string {
 var logf, fail = swarmtopo.Log("bench/edge").Printf, swarmtopo.Log("bench/edge").Fatalf
 
 func main() {
-	n := flag.Int("n", 8, "repetitions (>= 5; 0 with -updates: rolling updates only)")
+	n := flag.Int("n", 8, "repetitions (>= 5; 0 with -updates or -l4: those only)")
 	updates := flag.Int("updates", 0, "rounds of each rolling update (2 replicas --force; 1 replica start-first) counting failed requests per Traefik")
-	out := flag.String("out", "", "JSON results file (default bench/results/edge.json, or edge-updates.json with -n 0)")
+	l4 := flag.Int("l4", 0, "repetitions of a TCP+UDP service's routes up and down per Traefik (entry points tcp-7000/udp-7000)")
+	l4Conns := flag.Int("l4-conns", 200, "with -l4: connections timed through edge's Traefik and direct to the task")
+	l4Constraint := flag.String("l4-constraint", "node.role==manager", "with -l4: placement of the TCP/UDP services (node.labels.location==home: through the mesh, on a topology with meshnet)")
+	out := flag.String("out", "", "JSON results file (default bench/results/edge.json; with -n 0 edge-updates.json, or edge-l4.json for -l4 alone)")
 	timeout := flag.Duration("timeout", 60*time.Second, "give up on one route change after this long")
 	flag.Parse()
-	if *n < 5 && !(*n == 0 && *updates > 0) {
-		fail("-n must be at least 5 (or 0 with -updates)")
+	if *n < 5 && !(*n == 0 && (*updates > 0 || *l4 > 0)) {
+		fail("-n must be at least 5 (or 0 with -updates or -l4)")
 	}
 	if *out == "" {
-		*out = "bench/results/edge.json"
-		if *n == 0 {
+		switch {
+		case *n > 0:
+			*out = "bench/results/edge.json"
+		case *updates > 0:
 			*out = "bench/results/edge-updates.json"
+		default:
+			*out = "bench/results/edge-l4.json"
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{timeout: *timeout, routes: filepath.Join(root, "vps", "edge-routes")}
+	b := &bench{timeout: *timeout, routes: filepath.Join(root, "vps", "edge-routes"), l4: *l4 > 0, l4Constraint: *l4Constraint}
 	err := b.setup(ctx)
 	var samples map[string][]sample
 	if err == nil && *n > 0 {
@@ -113,6 +120,15 @@ func main() {
 	var rolls []rollResult
 	if err == nil && *updates > 0 {
 		rolls, err = b.rollingUpdates(ctx, *updates)
+	}
+	var (
+		l4Samples     map[string][]l4Sample
+		route, direct []float64
+	)
+	if err == nil && *l4 > 0 {
+		if l4Samples, err = b.measureL4(ctx, *l4); err == nil {
+			route, direct, err = b.measureL4Latency(ctx, *l4Conns)
+		}
 	}
 	b.teardown()
 	if err != nil {
@@ -125,6 +141,9 @@ func main() {
 		rep = report{Bench: "edge", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339)}
 	}
 	rep.Rows = append(rep.Rows, b.rollRows(rolls)...)
+	if *l4 > 0 {
+		rep.Rows = append(rep.Rows, b.l4Rows(l4Samples, route, direct)...)
+	}
 	if err := schema.Write(*out, rep); err != nil {
 		fail("%v", err)
 	}
@@ -138,6 +157,10 @@ type bench struct {
 	dns       *nxdns.Server
 	services  []string // to remove at the end
 	network   bool
+	// l4 declares TCP and UDP entry points in every Traefik (-l4), for
+	// services placed by l4Constraint.
+	l4           bool
+	l4Constraint string
 }
 
 // docker runs the docker CLI against the VPS's engine.
@@ -187,10 +210,20 @@ func (b *bench) setup(ctx context.Context) error {
 		{name: "traefik swarm provider (1s poll)", service: "traefik-swarm1", port: 82, sock: true,
 			args: append(append([]string(nil), swarm...), "--providers.swarm.refreshSeconds=1")},
 	}
-	for _, p := range b.providers {
+	if b.l4 {
+		if err := b.l4Images(ctx, repo); err != nil {
+			return err
+		}
+	}
+	for i, p := range b.providers {
 		args := []string{"service", "create", "-q", "--detach", "--no-resolve-image", "--name", p.service,
 			"--constraint", "node.role==manager", "--network", "web", "--dns", vpsAddr,
 			"--publish", fmt.Sprintf("mode=host,published=%d,target=80", p.port)}
+		if b.l4 {
+			publish, flags := l4Args(i)
+			args = append(args, publish...)
+			p.args = append(p.args, flags...)
+		}
 		if p.sock {
 			args = append(args, "--mount", "type=bind,source="+sock+",target=/var/run/docker.sock")
 		} else {
@@ -211,7 +244,8 @@ func (b *bench) setup(ctx context.Context) error {
 		"--constraint", "node.role==manager", "--network", "host",
 		"--mount", "type=bind,source="+sock+",target=/var/run/docker.sock",
 		"--mount", "type=bind,source="+b.routes+",target=/routes",
-		"--env", "EDGE_NETWORK=web", "--env", "EDGE_LISTEN=127.0.0.1:8089", "homeswarm/edge"); err != nil {
+		"--env", "EDGE_NETWORK=web", "--env", "EDGE_LISTEN=127.0.0.1:8089",
+		"--env", fmt.Sprintf("EDGE_TCP_PORTS=%d", l4Port), "--env", fmt.Sprintf("EDGE_UDP_PORTS=%d", l4Port), "homeswarm/edge"); err != nil {
 		return err
 	}
 	for _, p := range b.providers {
@@ -505,6 +539,13 @@ func printSummary(rep report, out string) {
 		}
 		if r.Met != nil {
 			target += map[bool]string{true: " (met)", false: " (not met)"}[*r.Met]
+		}
+		if r.Unit == "ms" {
+			if r.Anchor != "" {
+				a = fmt.Sprintf("%.3fms", r.AnchorValue)
+			}
+			fmt.Printf("%-34s %-30s %6.3fms %10s %7s  %s\n", r.Name, r.Metric, r.Value, a, ratio, target)
+			continue
 		}
 		if r.Unit != "s" {
 			if r.Anchor != "" {

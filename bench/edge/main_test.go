@@ -13,12 +13,16 @@ import (
 // had its own quantile until it used schema's).
 func TestResultPercentiles(t *testing.T) {
 	t.Parallel()
-	res, err := schema.Read("../results/edge.json")
-	if err != nil {
-		t.Fatal(err)
+	var rows []schema.Row
+	for _, f := range []string{"../results/edge.json", "../results/edge-l4.json"} {
+		res, err := schema.Read(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, res.Rows...)
 	}
 	n := 0
-	for _, r := range res.Rows {
+	for _, r := range rows {
 		i := strings.LastIndex(r.Metric, "p")
 		p, err := strconv.ParseFloat(r.Metric[i+1:], 64)
 		if i < 0 || err != nil || len(r.Samples) == 0 {

@@ -118,13 +118,14 @@ type Options struct {
 	// service:port, the service's VIP by DNS. Tests point it at a local
 	// backend.
 	BackendAddress func(service string, port int) string
-	// TaskRouting balances HTTP routes in Traefik over the addresses of
-	// each service's running tasks (Service.Tasks) on the network Traefik
-	// shares with it (Network, the service's network label, or its only
-	// network), as Traefik's swarm provider does: no IPVS needed, and
-	// Traefik's health checks and sticky sessions see the tasks. A
+	// TaskRouting balances HTTP, TCP and UDP routes in Traefik over the
+	// addresses of each service's running tasks (Service.Tasks) on the
+	// network Traefik shares with it (Network, the service's network
+	// label, or its only network), as Traefik's swarm provider does: no
+	// IPVS needed, Traefik's health checks and sticky sessions see the
+	// tasks, and a task Swarm shuts down gets no new connection. A
 	// service's edge.lb=vip (or traefik.docker.lbswarm=true) keeps its
-	// VIP. Zero: every route points at the service's VIP.
+	// VIP, for all its routes. Zero: every route points at the service's VIP.
 	TaskRouting bool
 	// RetryAttempts, when positive, appends Traefik's retry middleware
 	// (RetryMiddleware, this many attempts) to every route to a service of

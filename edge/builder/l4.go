@@ -45,21 +45,51 @@ type TCPRoute struct {
 	EntryPoints []string `json:"entryPoints"`
 	// TLS is nil for plain TCP.
 	TLS *TCPTLS `json:"tls,omitempty"`
-	// Address is the backend, host:port (the service's VIP).
+	// Address is the service's VIP, host:port, where Traefik forwards
+	// connections unless Tasks is set.
 	Address string `json:"address"`
+	// Tasks says Traefik balances over Servers, the host:port of the
+	// service's running tasks (none: connections are closed), not Address.
+	Tasks   bool     `json:"tasks,omitempty"`
+	Servers []string `json:"servers,omitempty"`
 	// ProxyProtocol is the PROXY protocol version (1 or 2) Traefik speaks to
 	// the backend so that it sees the client's address; 0: none.
 	ProxyProtocol int `json:"proxyProtocol,omitempty"`
 }
 
 // UDPRoute is one Traefik UDP router: every datagram on its entry point
-// goes to Address.
+// goes to Address, the service's VIP, or with Tasks to one of Servers, as
+// for a TCPRoute.
 type UDPRoute struct {
 	Name        string   `json:"name"`
 	Service     string   `json:"service"`
 	Dialect     Dialect  `json:"dialect"`
 	EntryPoints []string `json:"entryPoints"`
 	Address     string   `json:"address"`
+	Tasks       bool     `json:"tasks,omitempty"`
+	Servers     []string `json:"servers,omitempty"`
+}
+
+// Targets are the host:port addresses Traefik forwards r's connections to.
+func (r TCPRoute) Targets() []string { return targets(r.Address, r.Tasks, r.Servers) }
+
+// Targets are the host:port addresses Traefik forwards r's datagrams to.
+func (r UDPRoute) Targets() []string { return targets(r.Address, r.Tasks, r.Servers) }
+
+func targets(vip string, tasks bool, servers []string) []string {
+	if tasks {
+		return servers
+	}
+	return []string{vip}
+}
+
+// l4Backend is where a TCP or UDP route to port forwards: the service's
+// VIP address and, with task-level balancing (the same choice as HTTP's,
+// see taskAddrs), its tasks' addresses. ok is false when a malformed label
+// skips the route.
+func (b *svcBuild) l4Backend(port int, networkLabels ...string) (vip string, tasks bool, servers []string, ok bool) {
+	servers, tasks, ok = b.taskAddrs(port, networkLabels...)
+	return b.o.addr(b.svc.Name, port), tasks, servers, ok
 }
 
 func (o Options) addr(service string, port int) string {
@@ -291,6 +321,7 @@ func (b *svcBuild) buildEdgeL4(keys []string) {
 		}
 	}
 	sort.Strings(order)
+	var ok bool
 	for _, id := range order {
 		s := specs[id]
 		if s.bad {
@@ -314,12 +345,15 @@ func (b *svcBuild) buildEdgeL4(keys []string) {
 			if !b.networkOK("edge.network") {
 				return
 			}
-			b.udp = append(b.udp, UDPRoute{Name: b.svc.Name + "-udp-" + s.name, Service: b.svc.Name, Dialect: DialectEdge,
-				EntryPoints: []string{ep}, Address: b.o.addr(b.svc.Name, s.port)})
+			r := UDPRoute{Name: b.svc.Name + "-udp-" + s.name, Service: b.svc.Name, Dialect: DialectEdge, EntryPoints: []string{ep}}
+			if r.Address, r.Tasks, r.Servers, ok = b.l4Backend(s.port, "edge.network"); !ok {
+				return
+			}
+			b.udp = append(b.udp, r)
 			continue
 		}
 		r := TCPRoute{Name: b.svc.Name + "-tcp-" + s.name, Service: b.svc.Name, Dialect: DialectEdge,
-			SNI: s.sni, Address: b.o.addr(b.svc.Name, s.port), ProxyProtocol: s.proxy}
+			SNI: s.sni, ProxyProtocol: s.proxy}
 		mode := s.tls
 		if mode == "" {
 			switch {
@@ -357,6 +391,9 @@ func (b *svcBuild) buildEdgeL4(keys []string) {
 			continue
 		}
 		if !b.networkOK("edge.network") {
+			return
+		}
+		if r.Address, r.Tasks, r.Servers, ok = b.l4Backend(s.port, "edge.network"); !ok {
 			return
 		}
 		r.EntryPoints = []string{ep}
@@ -548,13 +585,18 @@ func (b *svcBuild) buildTraefikL4(keys []string) {
 			}
 			netChecked = true
 		}
+		vip, tasks, servers, ok := b.l4Backend(s.port, "traefik.docker.network", "traefik.swarm.network")
+		if !ok {
+			return
+		}
 		if proto == "udp" {
 			b.udp = append(b.udp, UDPRoute{Name: b.svc.Name + "-" + name, Service: b.svc.Name, Dialect: DialectTraefikV2,
-				EntryPoints: eps, Address: b.o.addr(b.svc.Name, s.port)})
+				EntryPoints: eps, Address: vip, Tasks: tasks, Servers: servers})
 			continue
 		}
 		b.tcp = append(b.tcp, TCPRoute{Name: b.svc.Name + "-" + name, Service: b.svc.Name, Dialect: DialectTraefikV2,
-			Rule: sniRule(r.sni), SNI: r.sni, EntryPoints: eps, TLS: tls, Address: b.o.addr(b.svc.Name, s.port), ProxyProtocol: s.proxy})
+			Rule: sniRule(r.sni), SNI: r.sni, EntryPoints: eps, TLS: tls, ProxyProtocol: s.proxy,
+			Address: vip, Tasks: tasks, Servers: servers})
 	}
 }
 

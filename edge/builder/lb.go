@@ -219,12 +219,33 @@ func (b *svcBuild) lbMode() (mode string, ok bool) {
 // with it (networkLabels name the labels that choose that network).
 func (b *svcBuild) target(r *Route, scheme string, port int, networkLabels ...string) bool {
 	r.URL = b.o.url(b.svc.Name, scheme, port)
-	mode, ok := b.lbMode()
+	addrs, tasks, ok := b.taskAddrs(port, networkLabels...)
 	if !ok {
 		return false
 	}
+	if tasks {
+		r.Tasks, r.Servers = true, make([]string, len(addrs))
+		for i, a := range addrs {
+			r.Servers[i] = scheme + "://" + a
+		}
+	}
+	return true
+}
+
+// taskAddrs says where Traefik reaches port of the service's tasks, for
+// HTTP, TCP and UDP routes alike: with task-level balancing (the
+// service's lbMode) tasks is true and addrs are the host:port of each
+// running task on the network Traefik shares with the service
+// (networkLabels name the labels that choose it; none running: empty, not
+// nil), sorted. tasks is false when the route should use the service's
+// VIP; ok is false when a malformed label skips the route (reported).
+func (b *svcBuild) taskAddrs(port int, networkLabels ...string) (addrs []string, tasks, ok bool) {
+	mode, ok := b.lbMode()
+	if !ok {
+		return nil, false, false
+	}
 	if mode != LBTasks {
-		return true
+		return nil, false, true
 	}
 	network := b.o.Network
 	if _, v, found := b.firstLabel(networkLabels...); found {
@@ -235,25 +256,23 @@ func (b *svcBuild) target(r *Route, scheme string, port int, networkLabels ...st
 		case 1:
 			network = b.svc.Networks[0]
 		case 0:
-			return true // reachable by no network: nothing better than the VIP
+			return nil, false, true // reachable by no network: nothing better than the VIP
 		default:
 			if !b.lbWarned {
 				b.lbWarned = true
 				b.ignore("", "the service is attached to several networks and edge does not know which one Traefik shares: routed to its VIP; run edge with -network or set edge.network")
 			}
-			return true
+			return nil, false, true
 		}
 	}
-	r.Tasks = true
-	r.Servers = []string{}
+	addrs = []string{}
 	for _, t := range b.svc.Tasks {
 		ip, ok := t.Addrs[network]
 		if !ok || ip == "" {
 			continue
 		}
-		r.Servers = append(r.Servers, fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(ip, strconv.Itoa(port))))
+		addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(port)))
 	}
-	slices.Sort(r.Servers)
-	r.Servers = slices.Compact(r.Servers)
-	return true
+	slices.Sort(addrs)
+	return slices.Compact(addrs), true, true
 }

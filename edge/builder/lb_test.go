@@ -165,3 +165,86 @@ func TestFromSwarmTasks(t *testing.T) {
 		t.Fatalf("Tasks = %+v, want %+v", got.Tasks, want)
 	}
 }
+
+// TCP and UDP routes follow the same load-balancing choice as HTTP: the
+// running tasks' addresses on the shared network, or the VIP with
+// edge.lb=vip / lbswarm / edge's -lb vip.
+func TestTaskRoutingL4(t *testing.T) {
+	t.Parallel()
+	tasks := Options{TaskRouting: true, Network: "web", TCPPorts: []int{25}, UDPPorts: []int{9987}}
+	vip := tasks
+	vip.TaskRouting = false
+	edgeL4 := []string{"edge.tcp.smtp.port", "2525", "edge.tcp.smtp.entrypoint", "25",
+		"edge.udp.voice.port", "9000", "edge.udp.voice.entrypoint", "9987"}
+	traefikL4 := []string{"traefik.tcp.routers.r.rule", "HostSNI(`*`)", "traefik.tcp.routers.r.entrypoints", "tcp-25",
+		"traefik.tcp.services.s.loadbalancer.server.port", "2525",
+		"traefik.udp.routers.u.entrypoints", "udp-9987", "traefik.udp.services.v.loadbalancer.server.port", "9000"}
+	with := func(labels []string, more ...string) []string { return append(append([]string{}, labels...), more...) }
+	tests := []struct {
+		name       string
+		opts       Options
+		svc        Service
+		tcp, udp   []string // want Targets(); nil: no route
+		tasks      bool
+		httpServer []string // the service's HTTP route's servers, when it has one
+		diag       string
+	}{
+		{name: "edge labels: every running task", opts: tasks,
+			svc: withTasks(svc("m", edgeL4...), "10.0.1.6", "10.0.1.5"),
+			tcp: []string{"10.0.1.5:2525", "10.0.1.6:2525"}, udp: []string{"10.0.1.5:9000", "10.0.1.6:9000"}, tasks: true},
+		{name: "Traefik labels: every running task", opts: tasks,
+			svc: withTasks(svc("m", traefikL4...), "10.0.1.5"),
+			tcp: []string{"10.0.1.5:2525"}, udp: []string{"10.0.1.5:9000"}, tasks: true},
+		{name: "no running task: no server", opts: tasks, svc: svc("m", edgeL4...),
+			tcp: []string{}, udp: []string{}, tasks: true},
+		{name: "edge.lb=vip", opts: tasks, svc: withTasks(svc("m", with(edgeL4, "edge.lb", "vip")...), "10.0.1.5"),
+			tcp: []string{"m:2525"}, udp: []string{"m:9000"}},
+		{name: "lbswarm", opts: tasks, svc: withTasks(svc("m", with(traefikL4, "traefik.swarm.lbswarm", "true")...), "10.0.1.5"),
+			tcp: []string{"m:2525"}, udp: []string{"m:9000"}},
+		{name: "-lb vip", opts: vip, svc: withTasks(svc("m", edgeL4...), "10.0.1.5"),
+			tcp: []string{"m:2525"}, udp: []string{"m:9000"}},
+		{name: "-lb vip, edge.lb=tasks", opts: vip, svc: withTasks(svc("m", with(edgeL4, "edge.lb", "tasks")...), "10.0.1.5"),
+			tcp: []string{"10.0.1.5:2525"}, udp: []string{"10.0.1.5:9000"}, tasks: true},
+		{name: "one task list for HTTP and TCP", opts: tasks,
+			svc: withTasks(svc("m", with(edgeL4, "edge.host", "m.test", "edge.port", "80")...), "10.0.1.5"),
+			tcp: []string{"10.0.1.5:2525"}, udp: []string{"10.0.1.5:9000"}, tasks: true, httpServer: []string{"http://10.0.1.5:80"}},
+		{name: "a bad edge.lb skips TCP and UDP too", opts: tasks,
+			svc:  withTasks(svc("m", with(edgeL4, "edge.lb", "ipvs")...), "10.0.1.5"),
+			diag: `label edge.lb="ipvs": unknown load-balancing mode`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tab, diags := Build([]Service{tt.svc}, tt.opts)
+			var ds []string
+			for _, d := range diags {
+				ds = append(ds, d.String())
+			}
+			if all := strings.Join(ds, "\n"); tt.diag != "" && !strings.Contains(all, tt.diag) || tt.diag == "" && all != "" {
+				t.Errorf("diagnostics:\n%s\nwant %q", all, tt.diag)
+			}
+			if tt.tcp == nil {
+				if len(tab.TCP)+len(tab.UDP) != 0 {
+					t.Fatalf("TCP %+v UDP %+v, want none", tab.TCP, tab.UDP)
+				}
+				return
+			}
+			if len(tab.TCP) != 1 || len(tab.UDP) != 1 {
+				t.Fatalf("TCP %+v UDP %+v, want one each", tab.TCP, tab.UDP)
+			}
+			tr, ur := tab.TCP[0], tab.UDP[0]
+			if !reflect.DeepEqual(tr.Targets(), tt.tcp) || tr.Tasks != tt.tasks {
+				t.Errorf("TCP targets %#v (tasks %v), want %#v (%v)", tr.Targets(), tr.Tasks, tt.tcp, tt.tasks)
+			}
+			if !reflect.DeepEqual(ur.Targets(), tt.udp) || ur.Tasks != tt.tasks {
+				t.Errorf("UDP targets %#v (tasks %v), want %#v (%v)", ur.Targets(), ur.Tasks, tt.udp, tt.tasks)
+			}
+			if tr.Address != "m:2525" || ur.Address != "m:9000" {
+				t.Errorf("VIP addresses %q %q, want m:2525 m:9000", tr.Address, ur.Address)
+			}
+			if tt.httpServer != nil && (len(tab.Routes) != 1 || !reflect.DeepEqual(tab.Routes[0].Servers, tt.httpServer)) {
+				t.Errorf("HTTP routes %+v, want one with servers %v", tab.Routes, tt.httpServer)
+			}
+		})
+	}
+}

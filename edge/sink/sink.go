@@ -307,7 +307,7 @@ func Render(t builder.Table) ([]byte, error) {
 				rt.TLS = &tcpRouterTLS{Passthrough: r.TLS.Passthrough, CertResolver: r.TLS.CertResolver}
 			}
 			cfg.TCP.Routers[r.Name] = rt
-			lb := tcpLoadBalancer{Servers: []addrServer{{Address: r.Address}}}
+			lb := tcpLoadBalancer{Servers: addrServers(r.Targets())}
 			if r.ProxyProtocol != 0 {
 				lb.ProxyProtocol = &proxyProtocol{Version: r.ProxyProtocol}
 			}
@@ -319,7 +319,7 @@ func Render(t builder.Table) ([]byte, error) {
 		for _, r := range t.UDP {
 			cfg.UDP.Routers[r.Name] = udpRouter{EntryPoints: r.EntryPoints, Service: r.Name}
 			var us udpService
-			us.LoadBalancer.Servers = []addrServer{{Address: r.Address}}
+			us.LoadBalancer.Servers = addrServers(r.Targets())
 			cfg.UDP.Services[r.Name] = us
 		}
 	}
@@ -334,4 +334,15 @@ func Render(t builder.Table) ([]byte, error) {
 		return nil, fmt.Errorf("sink: render: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// addrServers are the TCP/UDP servers at addrs; none (a task-balanced route
+// with no running task) is an empty list, on which Traefik closes the
+// connections (TCP) or drops the datagrams (UDP) of that route only.
+func addrServers(addrs []string) []addrServer {
+	out := make([]addrServer, len(addrs))
+	for i, a := range addrs {
+		out[i] = addrServer{Address: a}
+	}
+	return out
 }

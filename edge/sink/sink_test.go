@@ -379,3 +379,46 @@ func TestRenderTasks(t *testing.T) {
 		t.Errorf("Render:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// Task-balanced TCP and UDP routes list their tasks' addresses, not the
+// VIP; none running: an empty list.
+func TestRenderTCPUDPTasks(t *testing.T) {
+	t.Parallel()
+	got, err := Render(builder.Table{
+		TCP: []builder.TCPRoute{
+			{Name: "m-tcp-smtp", Rule: "HostSNI(`*`)", EntryPoints: []string{"tcp-25"}, Address: "m:25",
+				Tasks: true, Servers: []string{"10.0.1.5:25", "10.0.1.6:25"}, ProxyProtocol: 2},
+			{Name: "z-tcp-x", Rule: "HostSNI(`*`)", EntryPoints: []string{"tcp-26"}, Address: "z:1", Tasks: true, Servers: []string{}},
+		},
+		UDP: []builder.UDPRoute{{Name: "m-udp-v", EntryPoints: []string{"udp-9987"}, Address: "m:9987",
+			Tasks: true, Servers: []string{"10.0.1.5:9987"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `  services:
+    m-tcp-smtp:
+      loadBalancer:
+        servers:
+          - address: 10.0.1.5:25
+          - address: 10.0.1.6:25
+        proxyProtocol:
+          version: 2
+    z-tcp-x:
+      loadBalancer:
+        servers: []
+udp:
+  routers:
+    m-udp-v:
+      entryPoints: [udp-9987]
+      service: m-udp-v
+  services:
+    m-udp-v:
+      loadBalancer:
+        servers:
+          - address: 10.0.1.5:9987
+`
+	if !strings.HasSuffix(string(got), want) {
+		t.Errorf("Render:\n%s\nwant it to end with:\n%s", got, want)
+	}
+}

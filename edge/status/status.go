@@ -194,13 +194,7 @@ func (s *Server) writeText(w io.Writer) {
 				tls += " (redirect from " + strings.Join(r.RedirectFrom, ",") + ")"
 			}
 		}
-		target := r.URL
-		if r.Tasks {
-			target = fmt.Sprintf("%d task(s) of %s", len(r.Servers), r.URL)
-			if len(r.Servers) > 0 {
-				target += ": " + strings.Join(r.Servers, " ")
-			}
-		}
+		target := taskTarget(r.URL, r.Tasks, r.Servers)
 		if target == "" {
 			target = r.Backend
 		}
@@ -226,7 +220,7 @@ func (s *Server) writeText(w io.Writer) {
 			default:
 				tls = "terminated"
 			}
-			target := r.Address
+			target := taskTarget(r.Address, r.Tasks, r.Servers)
 			if r.ProxyProtocol != 0 {
 				target += fmt.Sprintf(" (PROXY v%d)", r.ProxyProtocol)
 			}
@@ -240,7 +234,7 @@ func (s *Server) writeText(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ROUTER\tSERVICE\tDIALECT\tENTRYPOINTS\tTARGET")
 		for _, r := range rep.UDP {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, strings.Join(r.EntryPoints, ","), r.Address)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, strings.Join(r.EntryPoints, ","), taskTarget(r.Address, r.Tasks, r.Servers))
 		}
 		tw.Flush()
 	}
@@ -250,6 +244,19 @@ func (s *Server) writeText(w io.Writer) {
 			fmt.Fprintln(w, d.String())
 		}
 	}
+}
+
+// taskTarget shows where a route forwards: vip, or with task-level
+// balancing how many tasks of vip and their addresses.
+func taskTarget(vip string, tasks bool, servers []string) string {
+	if !tasks {
+		return vip
+	}
+	target := fmt.Sprintf("%d task(s) of %s", len(servers), vip)
+	if len(servers) > 0 {
+		target += ": " + strings.Join(servers, " ")
+	}
+	return target
 }
 
 func (s *Server) writeMetrics(w io.Writer) {

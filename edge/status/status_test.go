@@ -35,6 +35,10 @@ func testServer() *Server {
 		Routes: []builder.Route{{Name: "gogs", Service: "gogs", Dialect: builder.DialectEdge, Rule: "Host(`gogs.example.org`)",
 			EntryPoints: []string{"websecure"}, TLS: &builder.TLS{CertResolver: "le"}, RedirectFrom: []string{"web"},
 			Backend: "gogs", URL: "http://gogs:3000"}},
+		TCP: []builder.TCPRoute{{Name: "m-tcp-smtp", Service: "m", Dialect: builder.DialectEdge, Rule: "HostSNI(`*`)",
+			EntryPoints: []string{"tcp-25"}, Address: "m:25", Tasks: true, Servers: []string{"10.0.1.5:25"}, ProxyProtocol: 2}},
+		UDP: []builder.UDPRoute{{Name: "m-udp-v", Service: "m", Dialect: builder.DialectEdge, EntryPoints: []string{"udp-9987"},
+			Address: "m:9987", Tasks: true, Servers: []string{}}},
 		Skipped: []builder.Diagnostic{
 			{Service: "blog", Label: "edge.port", Value: "http", Reason: "invalid port", Skipped: true},
 			{Service: "old", Label: "traefik.backend.loadbalancer.swarm", Value: "true", Reason: "not used"},
@@ -52,9 +56,10 @@ func TestPages(t *testing.T) {
 		contains           []string
 	}{
 		{"text", "GET", "/", 200, []string{
-			"edge: 1 routes, 2 diagnostics, updated 2s ago; Docker UNUSABLE (connection refused), keeping the last routes",
+			"edge: 1 routes (+1 TCP, 1 UDP), 2 diagnostics, updated 2s ago; Docker UNUSABLE (connection refused), keeping the last routes",
 			"gogs", "Host(`gogs.example.org`)", "acme:le (redirect from web)", "http://gogs:3000",
 			`service blog: label edge.port="http": invalid port (route skipped)`,
+			"1 task(s) of m:25: 10.0.1.5:25 (PROXY v2)", "0 task(s) of m:9987",
 		}},
 		{"json", "GET", "/routes", 200, []string{`"name": "gogs"`, `"reason": "invalid port"`, `"connected": false`}},
 		{"metrics", "GET", "/metrics", 200, []string{

@@ -80,6 +80,9 @@ type edgeStackOpts struct {
 	timeout    time.Duration // of each request through Traefik
 	traefikUp  time.Duration // how long Traefik may take to answer
 	probe      string        // a host name nothing routes
+	// l4 are the TCP/UDP ports Traefik declares as entry points (published
+	// in host mode) and edge fills (EDGE_TCP_PORTS/EDGE_UDP_PORTS); none: HTTP only.
+	tcpPorts, udpPorts []int
 }
 
 // runEdgeStack starts Traefik (file provider, no docker.sock) and edge (the
@@ -114,13 +117,22 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		})
 		os.RemoveAll(s.routes)
 	})
-	createService(t, traefik, "--constraint", "node.role==manager", "--network", o.network,
+	var publish, entryPoints []string
+	for _, p := range o.tcpPorts {
+		publish = append(publish, "--publish", fmt.Sprintf("mode=host,published=%d,target=%d,protocol=tcp", p, p))
+		entryPoints = append(entryPoints, fmt.Sprintf("--entryPoints.tcp-%d.address=:%d/tcp", p, p))
+	}
+	for _, p := range o.udpPorts {
+		publish = append(publish, "--publish", fmt.Sprintf("mode=host,published=%d,target=%d,protocol=udp", p, p))
+		entryPoints = append(entryPoints, fmt.Sprintf("--entryPoints.udp-%d.address=:%d/udp", p, p))
+	}
+	createService(t, traefik, append(append(append([]string{"--constraint", "node.role==manager", "--network", o.network,
 		"--dns", vpsAddr,
-		"--publish", "mode=host,published=80,target=80",
+		"--publish", "mode=host,published=80,target=80"}, publish...),
 		"--mount", "type=bind,source="+s.routes+",target=/routes,readonly",
 		"homeswarm/traefik",
 		"--entryPoints.web.address=:80", "--providers.file.directory=/routes",
-		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level="+o.traefikLog)
+		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level="+o.traefikLog), entryPoints...)...)
 	createService(t, edge, "--constraint", "node.role==manager", "--network", "host",
 		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
 		"--mount", "type=bind,source="+s.routes+",target=/routes",
@@ -128,6 +140,7 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		// EDGE_E2E_LB=vip and EDGE_E2E_RETRY=0 run edge as it was before
 		// task-level balancing (routes to http://<service>:<port>, no retry).
 		"--env", "EDGE_LB="+os.Getenv("EDGE_E2E_LB"), "--env", "EDGE_RETRY="+os.Getenv("EDGE_E2E_RETRY"),
+		"--env", "EDGE_TCP_PORTS="+joinPorts(o.tcpPorts), "--env", "EDGE_UDP_PORTS="+joinPorts(o.udpPorts),
 		"homeswarm/edge")
 
 	s.client = vpsClient(o.timeout)
@@ -153,6 +166,14 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		}
 	})
 	return s
+}
+
+func joinPorts(ports []int) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
 }
 
 // vpsClient sends requests from the VPS's network namespace (the
