@@ -29,6 +29,10 @@ type meshStatus struct {
 	} `json:"peers"`
 	Drops   map[string]uint64 `json:"drops"`
 	Revoked []string          `json:"revoked"`
+	Routes  []struct {
+		Prefix string `json:"prefix"`
+		Peer   string `json:"peer"`
+	} `json:"routes"`
 }
 
 func readMeshStatus(t *testing.T, node string) meshStatus {
@@ -358,10 +362,10 @@ func TestMeshRevokedNodeStaysOut(t *testing.T) {
 	// First, the new member claims home1's mesh address (MESH_ADDR): it
 	// takes nothing, since that address belongs to home1's key (and the
 	// member's key holds its own address) on every node.
-	owner := func() string {
-		for _, p := range readMeshStatus(t, "vps").Peers {
-			if slices.Contains(p.Prefixes, "10.254.0.11/32") {
-				return p.PublicKey
+	owner := func() string { // the key the VPS routes home1's address to
+		for _, r := range readMeshStatus(t, "vps").Routes {
+			if r.Prefix == "10.254.0.11/32" {
+				return r.Peer
 			}
 		}
 		return ""
