@@ -1,6 +1,7 @@
 package syncengine
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -50,7 +51,7 @@ func TestInteropPlainSyncthing(t *testing.T) {
 	// The volume, shared with the plain device, which listens on 127.0.0.1.
 	writeFile(t, filepath.Join(a.vol("nas"), "from-engine-before.txt"), []byte("engine 1"))
 	share := fmt.Sprintf("%s@127.0.0.1:%d", plainID, listenPort)
-	if err := a.AddVolume("nas", a.vol("nas"), []string{share}, nil); err != nil {
+	if err := a.AddVolume(context.Background(), "nas", a.vol("nas"), []string{share}, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -101,10 +101,9 @@ func run() error {
 		m.Close()
 		return err
 	}
-	if err := m.Start(); err != nil {
-		return err
-	}
-	defer m.Close()
+	meshc := make(chan error, 1)
+	go func() { meshc <- m.Run(ctx) }()
+	defer func() { m.Close(); <-meshc }()
 	log.WithFields(logrus.Fields{"addr": cfg.Addr, "port": cfg.Port, "interface": cfg.Interface,
 		"mtu": cfg.MTU, "peers": cfg.Peers, "public_key": m.PublicKey().String()}).Info("mesh up")
 
@@ -117,8 +116,9 @@ func run() error {
 	select {
 	case err := <-errc:
 		return err
-	case <-m.Done():
-		return m.Err()
+	case err := <-meshc:
+		meshc <- err // for the deferred wait
+		return err
 	case <-ctx.Done():
 		log.Info("stopping")
 		return nil
