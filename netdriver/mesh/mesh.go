@@ -1,4 +1,4 @@
-// Package mesh is the engine of meshnet: an encrypted layer-3 peer-to-peer
+// Package mesh is meshnet's core: an encrypted layer-3 peer-to-peer
 // mesh over UDP between the nodes of a cluster.
 //
 // It exists to replace a static-key VPN (vpncloud) with one that has

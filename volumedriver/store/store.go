@@ -1,4 +1,4 @@
-// Package store is syncvol's engine: it keeps the volumes of one node —
+// Package store is syncvol's core: it keeps the volumes of one node —
 // their records, replica directories and mount reference counts — in a
 // state directory that outlives the plugin, and asks a Replicator to keep the
 // replicas in step with the other nodes. It knows nothing of Docker: the
