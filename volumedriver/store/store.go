@@ -32,6 +32,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 )
 
 // Replicator keeps replicas of volumes in step with other nodes. The store
@@ -316,28 +318,7 @@ func (s *Store) saveLocked(e *entry) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.recordPath(name), b)
-}
-
-// writeFileAtomic replaces path with b so that a crash leaves the old or
-// the new content, never a torn file.
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(s.recordPath(name), b, 0o600)
 }
 
 // callContext is the context of one call that may wait on the cluster:
