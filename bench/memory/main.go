@@ -314,9 +314,9 @@ func (b *bench) syncthingUp(ctx context.Context) (string, error) {
 			return "", err
 		}
 		for old, repl := range map[string]string{
-			"<reconnectionIntervalS>60":   "<reconnectionIntervalS>5",
-			"<address>127.0.0.1:8384":     fmt.Sprintf("<address>127.0.0.1:%d", 28384+i),
-			"<announceLANAddresses>true":  "<announceLANAddresses>false",
+			"<reconnectionIntervalS>60":  "<reconnectionIntervalS>5",
+			"<address>127.0.0.1:8384":    fmt.Sprintf("<address>127.0.0.1:%d", 28384+i),
+			"<announceLANAddresses>true": "<announceLANAddresses>false",
 		} {
 			cfg = strings.Replace(cfg, old, repl, 1)
 		}
