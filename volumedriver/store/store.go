@@ -60,8 +60,6 @@ type Replicator interface {
 	// ctx ends first because some change is on no peer, the error wraps
 	// ErrNotReplicated.
 	Flush(ctx context.Context, name string) error
-	// Touched hints that something changed below the volume; it never blocks.
-	Touched(name string, subdirs ...string)
 	// Status describes the replica from local state, in milliseconds.
 	Status(name string) map[string]string
 	// Volumes lists the volumes the cluster knows, from local state.

@@ -161,8 +161,6 @@ func (f *fakeReplicator) Flush(ctx context.Context, name string) error {
 	return err
 }
 
-func (f *fakeReplicator) Touched(string, ...string) {}
-
 func (f *fakeReplicator) Status(name string) map[string]string {
 	return map[string]string{"peers": "2 connected", "state": "in sync"}
 }

@@ -479,7 +479,6 @@ type replicator interface {
 	RemoveVolume(ctx context.Context, name string, everywhere bool) error
 	WaitSynced(ctx context.Context, name string) error
 	Flush(ctx context.Context, name string) error
-	Touched(name string, subdirs ...string)
 	Status(name string) map[string]string
 	Volumes() []VolumeRecord
 	Close() error

@@ -30,9 +30,9 @@
 // dropped and wiped everywhere.
 //
 // Propagation is fast because the engine does not wait for Syncthing's
-// watcher (whole seconds at best): an inotify watch of each folder tree and
-// the glue's Touched hints trigger ScanFolderSubdirs within tens of
-// milliseconds. Syncthing's own watcher is turned off: the fast path covers
+// watcher (whole seconds at best): an inotify watch of each folder tree (and
+// Touched, for a caller that knows what it changed) triggers
+// ScanFolderSubdirs within tens of milliseconds. Syncthing's own watcher is turned off: the fast path covers
 // what it did (files modified without close are scanned after WriteSettle)
 // and its v1.30.0 aggregator has a data race on config changes. A periodic
 // full rescan (RescanInterval) is the safety net. The same watch sees
