@@ -69,12 +69,17 @@ func startReplicator(ctx context.Context, cfg volumedriver.Config, log *logrus.E
 	if err != nil {
 		return nil, nil, fmt.Errorf("sync engine: %w", err)
 	}
+	// The engine stops on Close, after the store (main's deferred calls),
+	// not on ctx: ctx only cuts the start-up short.
 	errc := make(chan error, 1)
-	go func() { errc <- eng.Run(ctx) }()
+	go func() { errc <- eng.Run(context.Background()) }()
 	select {
 	case <-eng.Ready():
 	case err := <-errc:
 		return nil, nil, fmt.Errorf("sync engine: %w", err)
+	case <-ctx.Done():
+		eng.Close()
+		return nil, nil, fmt.Errorf("sync engine: %w", ctx.Err())
 	}
 	for _, id := range cfg.Forget {
 		if err := eng.ForgetMember(id); err != nil {
