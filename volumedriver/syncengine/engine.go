@@ -407,7 +407,7 @@ func tcpURL(a string, defPort int) string {
 // returned at once. Ready is closed once the start-up succeeded, when
 // Volumes and the folders are current; the engine's methods that need it
 // running return ErrNotStarted before that. Run may be called once.
-func (e *Engine) Run(ctx context.Context) (err error) {
+func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -456,9 +456,9 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// Ready is closed once Run's start-up succeeded.
-// A failed start-up never closes it: an owner waits for Ready or for
-// Run's error, whichever comes first.
+// Ready is closed once Run's start-up succeeded. A failed start-up never
+// closes it: an owner waits for Ready or for Run's error, whichever comes
+// first.
 func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
 func (e *Engine) goRun(f func()) {
