@@ -11,12 +11,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/edge: needs root (network namespaces, dockerd)" >&2; exit 1; }
-export TOPO_PREFIX=${TOPO_PREFIX:-hb}
-export TOPO_ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$TOPO_PREFIX}
-export TOPO_RUN=${TOPO_RUN:-/run/$TOPO_PREFIX}
-if [ "${BENCH_REUSE:-0}" != 1 ]; then
-  trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
-  # No plugins, so the Swarm runs on the plain addresses, not the mesh.
-  TOPO_MESH=0 scripts/topo.sh up --no-plugins
-fi
+. bench/topology.sh
+bench_topology hb --no-plugins # edge needs no plugins: the Swarm on the plain addresses
 CGO_ENABLED=0 go run ./bench/edge "$@"

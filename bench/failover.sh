@@ -16,14 +16,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/failover: needs root (network namespaces, dockerd)" >&2; exit 1; }
-export TOPO_PREFIX=${TOPO_PREFIX:-hf}
-export TOPO_ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$TOPO_PREFIX}
-export TOPO_RUN=${TOPO_RUN:-/run/$TOPO_PREFIX}
-if [ "${BENCH_REUSE:-0}" != 1 ]; then
-  trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
-  make -s plugins >/dev/null
-  scripts/topo.sh up
-fi
+. bench/topology.sh
+bench_topology hf
 # The database workload's image (Debian's sqlite3, built once and cached).
 DBIMAGES=sqlite scripts/dbimages.sh home1 home2 home3
 CGO_ENABLED=0 go run ./bench/failover "$@"

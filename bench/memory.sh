@@ -22,12 +22,6 @@ if [ ! -x "$WIREGUARD_GO" ]; then
   GOBIN=$(dirname "$WIREGUARD_GO") go install golang.zx2c4.com/wireguard@latest
   [ "$(basename "$WIREGUARD_GO")" = wireguard ] || mv "$(dirname "$WIREGUARD_GO")/wireguard" "$WIREGUARD_GO"
 fi
-export TOPO_PREFIX=${TOPO_PREFIX:-hf}
-export TOPO_ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$TOPO_PREFIX}
-export TOPO_RUN=${TOPO_RUN:-/run/$TOPO_PREFIX}
-if [ "${BENCH_REUSE:-0}" != 1 ]; then
-  trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
-  make -s plugins >/dev/null
-  scripts/topo.sh up
-fi
+. bench/topology.sh
+bench_topology hf
 CGO_ENABLED=0 go run ./bench/memory -wireguard-go "$WIREGUARD_GO" "$@"

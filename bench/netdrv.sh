@@ -14,12 +14,6 @@ set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/netdrv: needs root (network namespaces, dockerd)" >&2; exit 1; }
 command -v iperf3 >/dev/null || { echo "bench/netdrv: needs iperf3 (apt install iperf3)" >&2; exit 1; }
-export TOPO_PREFIX=${TOPO_PREFIX:-hn}
-export TOPO_ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$TOPO_PREFIX}
-export TOPO_RUN=${TOPO_RUN:-/run/$TOPO_PREFIX}
-if [ "${BENCH_REUSE:-0}" != 1 ]; then
-  trap 'scripts/topo.sh down >/dev/null 2>&1 || true' EXIT
-  make -s plugins >/dev/null
-  scripts/topo.sh up
-fi
+. bench/topology.sh
+bench_topology hn
 CGO_ENABLED=0 go run ./bench/netdrv "$@"

@@ -1,7 +1,7 @@
 // Package edge is the daemon between the Swarm and Traefik: it alone talks to
 // Docker, and Traefik only reads the routes it is fed.
 //
-// It exists to wire the three engines together and own their goroutines:
+// It exists to wire the three parts together and own their goroutines:
 // watcher (Docker events only trigger a full listing), builder (a pure
 // function from services to routes) and sink (Traefik's file provider), plus
 // the status server. Walk Daemon.apply to see what happens to a Swarm

@@ -4,6 +4,7 @@ package netdriver_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -74,10 +75,15 @@ func startNode(t *testing.T, ns *nstest.NS, addr string, peers []string) *kernel
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.m.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.sw.Close(); n.m.Close() })
+	errc := make(chan error, 1)
+	go func() { errc <- n.m.Run(context.Background()) }()
+	t.Cleanup(func() {
+		n.sw.Close()
+		n.m.Close()
+		if err := <-errc; err != nil {
+			t.Errorf("mesh Run: %v", err)
+		}
+	})
 	return n
 }
 

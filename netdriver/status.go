@@ -29,7 +29,7 @@ type Status struct {
 
 // WriteStatus replaces path with the status of m, sw and d at once and
 // every statusInterval until ctx is done, and logs a one-line summary per
-// peer every minute, so `cat status.json` and the engine's log both show
+// peer every minute, so `cat status.json` and the Docker engine's log both show
 // peers, their state, last handshake, bytes and drops.
 func WriteStatus(ctx context.Context, path string, m *mesh.Mesh, sw *dataplane.Switch, d *Driver, log *logrus.Entry) {
 	t := time.NewTicker(statusInterval)

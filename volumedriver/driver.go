@@ -13,9 +13,9 @@ import (
 	"github.com/homeswarm/homeswarm/volumedriver/store"
 )
 
-// Engine is what the glue needs of the store; *store.Store is the real one,
-// tests use a fake that counts calls.
-type Engine interface {
+// Store is what the glue needs of package store; *store.Store is the real
+// one, tests use a fake that counts calls.
+type Store interface {
 	Create(name string, opts map[string]string) error
 	Remove(name string) error
 	Mount(name, id string) (string, error)
@@ -25,11 +25,11 @@ type Engine interface {
 	List() []store.Volume
 }
 
-var _ Engine = (*store.Store)(nil)
+var _ Store = (*store.Store)(nil)
 
-// Driver implements volume.Driver on an Engine.
+// Driver implements volume.Driver on a Store.
 type Driver struct {
-	store Engine
+	store Store
 	log   *logrus.Entry
 }
 
@@ -37,7 +37,7 @@ var _ volume.Driver = (*Driver)(nil)
 
 // NewDriver returns the glue for s. log receives one line per failed call;
 // nil means logrus' standard logger.
-func NewDriver(s Engine, log *logrus.Entry) *Driver {
+func NewDriver(s Store, log *logrus.Entry) *Driver {
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
 	}

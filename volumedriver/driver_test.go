@@ -16,20 +16,20 @@ import (
 	"github.com/homeswarm/homeswarm/volumedriver/store"
 )
 
-// fakeEngine counts calls and answers from a map.
-type fakeEngine struct {
+// fakeStore counts calls and answers from a map.
+type fakeStore struct {
 	mu    sync.Mutex
 	calls map[string]int
 	vols  map[string]store.Volume
 }
 
-func (f *fakeEngine) count(call string) {
+func (f *fakeStore) count(call string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls[call]++
 }
 
-func (f *fakeEngine) Create(name string, opts map[string]string) error {
+func (f *fakeStore) Create(name string, opts map[string]string) error {
 	f.count("Create")
 	if err := store.ValidateName(name); err != nil {
 		return err
@@ -44,7 +44,7 @@ func (f *fakeEngine) Create(name string, opts map[string]string) error {
 	return nil
 }
 
-func (f *fakeEngine) Remove(name string) error {
+func (f *fakeStore) Remove(name string) error {
 	f.count("Remove")
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -55,17 +55,17 @@ func (f *fakeEngine) Remove(name string) error {
 	return nil
 }
 
-func (f *fakeEngine) Mount(name, id string) (string, error) {
+func (f *fakeStore) Mount(name, id string) (string, error) {
 	f.count("Mount")
 	return "/mnt/volumes/" + name, nil
 }
-func (f *fakeEngine) Unmount(name, id string) error { f.count("Unmount"); return nil }
-func (f *fakeEngine) Path(name string) (string, error) {
+func (f *fakeStore) Unmount(name, id string) error { f.count("Unmount"); return nil }
+func (f *fakeStore) Path(name string) (string, error) {
 	f.count("Path")
 	return "/mnt/volumes/" + name, nil
 }
 
-func (f *fakeEngine) Get(name string) (store.Volume, error) {
+func (f *fakeStore) Get(name string) (store.Volume, error) {
 	f.count("Get")
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -76,7 +76,7 @@ func (f *fakeEngine) Get(name string) (store.Volume, error) {
 	return v, nil
 }
 
-func (f *fakeEngine) List() []store.Volume {
+func (f *fakeStore) List() []store.Volume {
 	f.count("List")
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -89,7 +89,7 @@ func (f *fakeEngine) List() []store.Volume {
 
 // serve starts the real helper handler on a unix socket and returns an HTTP
 // client that talks to it, as dockerd does.
-func serve(t *testing.T, e Engine) *http.Client {
+func serve(t *testing.T, e Store) *http.Client {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -103,7 +103,7 @@ func call(t *testing.T, c *http.Client, path, body string) (int, map[string]any)
 
 func TestDriverOverSocket(t *testing.T) {
 	t.Parallel()
-	e := &fakeEngine{calls: map[string]int{}, vols: map[string]store.Volume{}}
+	e := &fakeStore{calls: map[string]int{}, vols: map[string]store.Volume{}}
 	c := serve(t, e)
 
 	code, out := call(t, c, "Capabilities", `{}`)
@@ -157,7 +157,7 @@ func TestDriverOverSocket(t *testing.T) {
 // the engine sees it.
 func TestMalformedBodiesLoseNothing(t *testing.T) {
 	t.Parallel()
-	e := &fakeEngine{calls: map[string]int{}, vols: map[string]store.Volume{}}
+	e := &fakeStore{calls: map[string]int{}, vols: map[string]store.Volume{}}
 	c := serve(t, e)
 	for _, p := range []string{"Create", "Remove", "Mount", "Unmount", "Path", "Get"} {
 		for _, body := range []string{``, `{`, `[]`, `{"Name":5}`, "\x00\xff"} {

@@ -253,15 +253,11 @@ func (b *bench) setup(ctx context.Context) error {
 			return fmt.Errorf("%s does not answer: %w", p.service, err)
 		}
 	}
-	deadline := time.Now().Add(b.timeout)
-	for {
-		if _, err := os.Stat(filepath.Join(b.routes, "edge.yml")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("edge wrote no file into %s", b.routes)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := swarmtopo.Poll(ctx, b.timeout, 100*time.Millisecond, func() error {
+		_, err := os.Stat(filepath.Join(b.routes, "edge.yml"))
+		return err
+	}); err != nil {
+		return fmt.Errorf("edge wrote no file into %s: %w", b.routes, err)
 	}
 	logf("three Traefiks and edge are up")
 	return nil
@@ -287,11 +283,10 @@ func (b *bench) teardown() {
 		docker("service", "rm", b.services[i])
 	}
 	if b.network {
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-			if _, err := docker("network", "rm", "web"); err == nil {
-				break
-			}
-		}
+		swarmtopo.Poll(context.Background(), 30*time.Second, 500*time.Millisecond, func() error {
+			_, err := docker("network", "rm", "web")
+			return err
+		})
 	}
 	if b.dns != nil {
 		b.dns.Close()
@@ -315,19 +310,17 @@ func (p *provider) get(ctx context.Context, host string) (int, string, error) {
 // until polls p every 20 ms until ok holds and returns the time it took.
 func (b *bench) until(ctx context.Context, p *provider, host string, ok func(int, string) bool) (time.Duration, error) {
 	start := time.Now()
-	for {
+	err := swarmtopo.Poll(ctx, b.timeout, 20*time.Millisecond, func() error {
 		code, body, err := p.get(ctx, host)
-		if err == nil && ok(code, body) {
-			return time.Since(start), nil
+		if err == nil && !ok(code, body) {
+			err = fmt.Errorf("last answer %d %q", code, body)
 		}
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		if time.Since(start) > b.timeout {
-			return 0, fmt.Errorf("%s via %s: not within %s (last: %d %q %v)", host, p.service, b.timeout, code, body, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%s via %s: %w", host, p.service, err)
 	}
+	return time.Since(start), nil
 }
 
 // measure runs n repetitions and returns each provider's samples.
@@ -520,11 +513,11 @@ func (b *bench) report(samples map[string][]sample) report {
 	return rep
 }
 
+// machine describes the machine, the VPS's Docker and Traefik, for the
+// result's machine field.
 func machine() string {
-	host, _ := os.Hostname()
 	tv, _ := exec.Command("docker", "-H", "unix://"+filepath.Join(run, "vps", "docker.sock"), "version", "--format", "{{.Server.Version}}").Output()
-	return fmt.Sprintf("%s: %d cores (%s), Linux %s, Docker %s, Traefik v3.0.0, %s",
-		host, runtime.NumCPU(), swarmtopo.CPUModel(), swarmtopo.Kernel(), strings.TrimSpace(string(tv)), runtime.Version())
+	return fmt.Sprintf("%s, Docker %s, Traefik v3.0.0, %s", swarmtopo.Host(), strings.TrimSpace(string(tv)), runtime.Version())
 }
 
 func printSummary(rep report, out string) {

@@ -46,6 +46,7 @@ import (
 
 	"github.com/homeswarm/homeswarm/bench/schema"
 	"github.com/homeswarm/homeswarm/bench/swarmtopo"
+	"github.com/homeswarm/homeswarm/bench/syncthing"
 )
 
 var nodes = []string{"vps", "home1", "home2", "home3"}
@@ -280,8 +281,6 @@ func (b *bench) start(kind string, env []string, logName string, argv ...string)
 	return cmd, nil
 }
 
-var deviceID = regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`)
-
 // syncthingUp starts len(nodes) plain Syncthing processes sharing
 // b.c.volumes folders with one another over loopback.
 func (b *bench) syncthingUp(ctx context.Context) (string, error) {
@@ -292,26 +291,17 @@ func (b *bench) syncthingUp(ctx context.Context) (string, error) {
 	if err := b.anchorNamespace(ctx); err != nil {
 		return "", err
 	}
-	version := "?"
-	if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
-		if f := strings.Fields(string(out)); len(f) > 1 {
-			version = f[1]
-		}
-	}
+	version := syncthing.Version(bin)
 	n := len(nodes)
 	homes := make([]string, n)
 	ids := make([]string, n)
 	for i := range n {
 		homes[i] = filepath.Join(b.dir, fmt.Sprintf("st%d", i+1))
-		out, err := exec.CommandContext(ctx, bin, "generate", "--home="+homes[i], "--no-default-folder", "--skip-port-probing").CombinedOutput()
+		id, err := syncthing.Generate(ctx, bin, homes[i])
 		if err != nil {
-			return "", fmt.Errorf("syncthing generate: %v: %s", err, out)
+			return "", err
 		}
-		m := deviceID.FindSubmatch(out)
-		if m == nil {
-			return "", fmt.Errorf("syncthing generate printed no device ID: %s", out)
-		}
-		ids[i] = string(m[1])
+		ids[i] = id
 	}
 	for i := range n {
 		cfgPath := filepath.Join(homes[i], "config.xml")
@@ -319,21 +309,14 @@ func (b *bench) syncthingUp(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		cfg := string(raw)
+		cfg, err := syncthing.Quiet(string(raw), fmt.Sprintf("tcp://127.0.0.1:%d", 22001+i))
+		if err != nil {
+			return "", err
+		}
 		for old, repl := range map[string]string{
-			"<globalAnnounceEnabled>true": "<globalAnnounceEnabled>false",
-			"<localAnnounceEnabled>true":  "<localAnnounceEnabled>false",
-			"<relaysEnabled>true":         "<relaysEnabled>false",
-			"<natEnabled>true":            "<natEnabled>false",
-			"<startBrowser>true":          "<startBrowser>false",
-			"<crashReportingEnabled>true": "<crashReportingEnabled>false",
-			"<urAccepted>0":               "<urAccepted>-1",
-			"<autoUpgradeIntervalH>12":    "<autoUpgradeIntervalH>0",
-			"<listenAddress>default":      fmt.Sprintf("<listenAddress>tcp://127.0.0.1:%d", 22001+i),
-			`<gui enabled="true"`:         `<gui enabled="false"`,
-			"<reconnectionIntervalS>60":   "<reconnectionIntervalS>5",
-			"<address>127.0.0.1:8384":     fmt.Sprintf("<address>127.0.0.1:%d", 28384+i),
-			"<announceLANAddresses>true":  "<announceLANAddresses>false",
+			"<reconnectionIntervalS>60":  "<reconnectionIntervalS>5",
+			"<address>127.0.0.1:8384":    fmt.Sprintf("<address>127.0.0.1:%d", 28384+i),
+			"<announceLANAddresses>true": "<announceLANAddresses>false",
 		} {
 			cfg = strings.Replace(cfg, old, repl, 1)
 		}

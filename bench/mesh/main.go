@@ -191,7 +191,7 @@ func run(ctx context.Context, c config) error {
 		if len(res[t.name].rtts) == 0 {
 			return fmt.Errorf("ping %s: no replies", t.name)
 		}
-		log.Printf("%-25s RTT avg %.3f ms over %d pings", t.name, mean(res[t.name].rtts), len(res[t.name].rtts))
+		log.Printf("%-25s RTT avg %.3f ms over %d pings", t.name, schema.Mean(res[t.name].rtts), len(res[t.name].rtts))
 	}
 
 	for r := range c.runs {

@@ -277,14 +277,3 @@ func parsePing(s string) []float64 {
 	}
 	return rtts
 }
-
-func mean(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	var s float64
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
-}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -110,12 +111,18 @@ func runNode(args []string) error {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	if err := m.Start(); err != nil {
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(context.Background()) }()
+	fmt.Printf("%s %s\n", nodeReady, mode)
+	select {
+	case <-sig:
+	case err := <-errc:
 		return err
 	}
-	fmt.Printf("%s %s\n", nodeReady, mode)
-	<-sig
 	st := m.Status()
 	m.Close()
+	if err := <-errc; err != nil {
+		return err
+	}
 	return json.NewEncoder(os.Stdout).Encode(st)
 }

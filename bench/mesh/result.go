@@ -23,7 +23,7 @@ type row = schema.Row
 func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 	b, w, m := res[pathBare], res[pathWG], res[pathMesh]
 	tput := func(x *measured) float64 { return schema.Median(x.gbps) }
-	rtt := func(x *measured) float64 { return mean(x.rtts) }
+	rtt := func(x *measured) float64 { return schema.Mean(x.rtts) }
 	cpu := func(x *measured) float64 { return schema.Median(x.cpuGbit) }
 	higher := func(v, a float64) float64 { return schema.Round(v/a, 3) }
 	lower := func(v, a float64) float64 { return schema.Round(a/v, 3) }
@@ -96,7 +96,7 @@ func printSummary(res map[string]*measured, r result, out string) {
 		if len(m.cpuGbit) > 0 {
 			cpu = fmt.Sprintf("%.3f", schema.Median(m.cpuGbit))
 		}
-		fmt.Printf("%-26s %12.3f %10.3f %14s\n", p, schema.Median(m.gbps), mean(m.rtts), cpu)
+		fmt.Printf("%-26s %12.3f %10.3f %14s\n", p, schema.Median(m.gbps), schema.Mean(m.rtts), cpu)
 	}
 	fmt.Println()
 	for _, row := range r.Rows {

@@ -79,7 +79,7 @@ func Write(path string, r Result) error {
 	return atomicfile.Write(path, buf.Bytes(), 0o644)
 }
 
-// No samples. Median and Pct return NaN for no samples (a NaN sample counts
+// No samples. Median, Mean and Pct return NaN for no samples (a NaN sample counts
 // as none), so a log line shows "NaN" rather than a made-up figure, and
 // Round turns NaN (and ±Inf, e.g. a ratio over a NaN or zero anchor) into
 // 0, so a row computed from no samples is written with value 0, which JSON
@@ -115,6 +115,20 @@ func Median(xs []float64) float64 {
 		return v[len(v)/2]
 	}
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// Mean is the arithmetic mean of the samples that are not NaN, NaN if
+// none is.
+func Mean(xs []float64) float64 {
+	v := sorted(xs)
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
 }
 
 // Pct is the nearest-rank percentile p (0–100) of the samples that are

@@ -58,6 +58,13 @@ func TestMedian(t *testing.T) {
 	}
 }
 
+func TestMean(t *testing.T) {
+	t.Parallel()
+	if got := Mean([]float64{1, 2, 6, math.NaN()}); got != 3 {
+		t.Errorf("Mean = %v, want 3", got)
+	}
+}
+
 func TestPct(t *testing.T) {
 	t.Parallel()
 	xs := []float64{5, 1, 4, 2, 3, 10, 9, 8, 7, 6, math.NaN()}
@@ -72,13 +79,13 @@ func TestPct(t *testing.T) {
 }
 
 // TestNoSamples pins the behaviour every bench relies on for no samples:
-// Median and Pct say NaN, Round makes the row's value 0 (and a ratio over
+// Median, Mean and Pct say NaN, Round makes the row's value 0 (and a ratio over
 // it 0), and the result can be written.
 func TestNoSamples(t *testing.T) {
 	t.Parallel()
 	for _, xs := range [][]float64{nil, {}, {math.NaN(), math.NaN()}} {
-		if m, p := Median(xs), Pct(xs, 50); !math.IsNaN(m) || !math.IsNaN(p) {
-			t.Errorf("Median, Pct(%v) = %v, %v, want NaN", xs, m, p)
+		if m, a, p := Median(xs), Mean(xs), Pct(xs, 50); !math.IsNaN(m) || !math.IsNaN(a) || !math.IsNaN(p) {
+			t.Errorf("Median, Mean, Pct(%v) = %v, %v, %v, want NaN", xs, m, a, p)
 		}
 		if v, r := Round(Median(xs), 3), Round(1/Pct(xs, 99), 2); v != 0 || r != 0 {
 			t.Errorf("rounded %v: value %v, ratio %v, want 0, 0", xs, v, r)

@@ -49,8 +49,15 @@ func startSyncvol(ctx context.Context, c config, dir string, noFsync bool) (*svP
 		if err != nil {
 			return nil, err
 		}
-		engines = append(engines, e)
-		return e, e.Start(ctx)
+		engines = append(engines, e) // p.close closes it, which waits for Run
+		errc := make(chan error, 1)
+		go func() { errc <- e.Run(ctx) }()
+		select {
+		case <-e.Ready():
+			return e, nil
+		case err := <-errc:
+			return nil, err
+		}
 	}
 	fail := func(err error) (*svPair, error) {
 		p.close()
@@ -68,7 +75,7 @@ func startSyncvol(ctx context.Context, c config, dir string, noFsync bool) (*svP
 	if err := writeFile(filepath.Join(p.a, "warmup"), []byte("warm")); err != nil {
 		return fail(err)
 	}
-	if err := a.AddVolume(vol, p.a, nil, nil); err != nil {
+	if err := a.AddVolume(ctx, vol, p.a, nil, nil); err != nil {
 		return fail(err)
 	}
 	if _, err := waitContent(ctx, filepath.Join(p.b, "warmup"), []byte("warm"), c.poll, 60*time.Second); err != nil {

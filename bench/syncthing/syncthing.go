@@ -125,7 +125,7 @@ var deviceIDRe = regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`)
 // Generate creates a Syncthing home (key, certificate, default config)
 // and returns the device ID.
 func Generate(ctx context.Context, bin, home string) (string, error) {
-	out, err := exec.CommandContext(ctx, bin, "generate", "--home="+home, "--no-default-folder").CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, "generate", "--home="+home, "--no-default-folder", "--skip-port-probing").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("syncthing generate: %w: %s", err, out)
 	}
@@ -145,7 +145,15 @@ var defaultFolderRe = regexp.MustCompile(`(?s)<defaults>\s*(<folder id="" label=
 // crash reports or upgrades, and reconnectionIntervalS=1 (connection
 // set-up only). Everything else stays at Syncthing's defaults.
 func Config(generated string, self, peer *Node, delayS int) (string, error) {
-	m := defaultFolderRe.FindStringSubmatch(generated)
+	cfg, err := Quiet(generated, fmt.Sprintf("tcp://127.0.0.1:%d", self.Port))
+	if err != nil {
+		return "", err
+	}
+	cfg, err = setOption(cfg, "reconnectionIntervalS", "1")
+	if err != nil {
+		return "", err
+	}
+	m := defaultFolderRe.FindStringSubmatch(cfg)
 	if m == nil {
 		return "", errors.New("syncthing config: no folder defaults")
 	}
@@ -160,17 +168,19 @@ func Config(generated string, self, peer *Node, delayS int) (string, error) {
 		return "", fmt.Errorf("syncthing config: unexpected folder defaults %q", m[1])
 	}
 	peerDev := fmt.Sprintf(`<device id="%s" name="peer" compression="metadata"><address>tcp://127.0.0.1:%d</address></device>`, peer.ID, peer.Port)
-	cfg := strings.Replace(generated, "\n    <device ", "\n    "+folder+"\n    "+peerDev+"\n    <device ", 1)
-	set := func(tag, val string) error {
-		re := regexp.MustCompile(`<` + tag + `>[^<]*</` + tag + `>`)
-		if !re.MatchString(cfg) {
-			return fmt.Errorf("syncthing config: no <%s>", tag)
-		}
-		cfg = re.ReplaceAllLiteralString(cfg, "<"+tag+">"+val+"</"+tag+">")
-		return nil
-	}
+	return strings.Replace(cfg, "\n    <device ", "\n    "+folder+"\n    "+peerDev+"\n    <device ", 1), nil
+}
+
+// Quiet edits a config Syncthing generated into the one every plain
+// Syncthing of the project runs with: listening on listen only, and no
+// GUI, global or local discovery, relays, NAT traversal, usage reporting,
+// crash reports, browser or upgrades (nothing leaves the machine's test
+// addresses). It fails when the config lacks one of these settings.
+func Quiet(generated, listen string) (string, error) {
+	cfg := generated
+	var err error
 	for _, kv := range [][2]string{
-		{"listenAddress", fmt.Sprintf("tcp://127.0.0.1:%d", self.Port)},
+		{"listenAddress", listen},
 		{"globalAnnounceEnabled", "false"},
 		{"localAnnounceEnabled", "false"},
 		{"relaysEnabled", "false"},
@@ -179,9 +189,8 @@ func Config(generated string, self, peer *Node, delayS int) (string, error) {
 		{"autoUpgradeIntervalH", "0"},
 		{"crashReportingEnabled", "false"},
 		{"startBrowser", "false"},
-		{"reconnectionIntervalS", "1"},
 	} {
-		if err := set(kv[0], kv[1]); err != nil {
+		if cfg, err = setOption(cfg, kv[0], kv[1]); err != nil {
 			return "", err
 		}
 	}
@@ -189,8 +198,17 @@ func Config(generated string, self, peer *Node, delayS int) (string, error) {
 	if !gui.MatchString(cfg) {
 		return "", errors.New("syncthing config: no <gui>")
 	}
-	cfg = gui.ReplaceAllLiteralString(cfg, `<gui enabled="false"`)
-	return cfg, nil
+	return gui.ReplaceAllLiteralString(cfg, `<gui enabled="false"`), nil
+}
+
+// setOption sets the value of element tag in cfg; it fails when cfg has
+// no such element.
+func setOption(cfg, tag, val string) (string, error) {
+	re := regexp.MustCompile(`<` + tag + `>[^<]*</` + tag + `>`)
+	if !re.MatchString(cfg) {
+		return "", fmt.Errorf("syncthing config: no <%s>", tag)
+	}
+	return re.ReplaceAllLiteralString(cfg, "<"+tag+">"+val+"</"+tag+">"), nil
 }
 
 // Start runs the node's Syncthing in its own process group, logging to

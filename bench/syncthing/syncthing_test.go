@@ -79,3 +79,28 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietRefusesAnUnknownConfig: a config without one of the settings
+// Quiet turns off is an error, not a Syncthing that would announce itself.
+func TestQuietRefusesAnUnknownConfig(t *testing.T) {
+	t.Parallel()
+	full := `<configuration><gui enabled="true"></gui><options><listenAddress>default</listenAddress>` +
+		`<globalAnnounceEnabled>true</globalAnnounceEnabled><localAnnounceEnabled>true</localAnnounceEnabled>` +
+		`<relaysEnabled>true</relaysEnabled><natEnabled>true</natEnabled><urAccepted>0</urAccepted>` +
+		`<autoUpgradeIntervalH>12</autoUpgradeIntervalH><crashReportingEnabled>true</crashReportingEnabled>` +
+		`<startBrowser>true</startBrowser></options></configuration>`
+	cfg, err := Quiet(full, "tcp://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<gui enabled="false"`, "<listenAddress>tcp://127.0.0.1:1<", "<natEnabled>false<", "<urAccepted>-1<"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("quiet config lacks %s: %s", want, cfg)
+		}
+	}
+	for _, drop := range []string{"<natEnabled>true</natEnabled>", `<gui enabled="true"></gui>`} {
+		if _, err := Quiet(strings.Replace(full, drop, "", 1), "tcp://127.0.0.1:1"); err == nil {
+			t.Errorf("Quiet accepted a config without %s", drop)
+		}
+	}
+}

@@ -1,7 +1,7 @@
 // Package conn is the mesh's UDP transport: a Bind sends and receives
 // batches of datagrams addressed by netip.AddrPort.
 //
-// It exists so that the mesh engine never opens a socket itself: the plugin
+// It exists so that the mesh never opens a socket itself: the plugin
 // passes a UDP Bind from Listen (recvmmsg/sendmmsg batching through
 // golang.org/x/net/ipv4), tests pass a bindtest network that can drop,
 // partition and NAT packets in memory.

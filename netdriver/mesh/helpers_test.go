@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -70,11 +71,21 @@ func newNode(t testing.TB, b *bindtest.Bind, meshAddr string, peers []string, tw
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	runMesh(t, m)
 	return &node{t: t, m: m, tun: tn, bind: b, ip: prefix.Addr()}
+}
+
+// runMesh runs m until the test ends; the cleanup closes it and checks
+// that Run stopped cleanly.
+func runMesh(t testing.TB, m *Mesh) {
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(context.Background()) }()
+	t.Cleanup(func() {
+		m.Close()
+		if err := <-errc; err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("mesh Run: %v", err)
+		}
+	})
 }
 
 // waitFor polls cond until it holds or the deadline passes.

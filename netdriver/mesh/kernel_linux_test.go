@@ -4,6 +4,7 @@ package mesh_test
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -149,9 +150,13 @@ func startKernelNode(t *testing.T, ns *nstest.NS, addr string, peers []string, k
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(context.Background()) }()
+	t.Cleanup(func() {
+		m.Close()
+		if err := <-errc; err != nil {
+			t.Errorf("mesh Run: %v", err)
+		}
+	})
 	return m
 }

@@ -1,4 +1,4 @@
-// Package mesh is the engine of meshnet: an encrypted layer-3 peer-to-peer
+// Package mesh is meshnet's core: an encrypted layer-3 peer-to-peer
 // mesh over UDP between the nodes of a cluster.
 //
 // It exists to replace a static-key VPN (vpncloud) with one that has
@@ -111,8 +111,8 @@ var (
 	ErrRevokedSelf  = errors.New("mesh: this node is revoked")
 )
 
-// Mesh is one node of the mesh. Create it with New, run it with Start or
-// Run, stop it with Close. Its methods are safe for concurrent use.
+// Mesh is one node of the mesh. Create it with New, run it with Run, stop
+// it with Close (or Run's ctx). Its methods are safe for concurrent use.
 type Mesh struct {
 	opts        Options
 	log         *logrus.Entry
@@ -289,8 +289,8 @@ func (m *Mesh) setPrefixesLocked(own []netip.Prefix) error {
 	return nil
 }
 
-// Start starts the mesh's goroutines and returns at once.
-func (m *Mesh) Start() error {
+// start starts the mesh's goroutines and returns at once.
+func (m *Mesh) start() error {
 	select {
 	case <-m.closing:
 		return ErrClosed
@@ -308,10 +308,12 @@ func (m *Mesh) Start() error {
 	return nil
 }
 
-// Run starts the mesh and blocks until ctx is done or the mesh stops on an
-// error, then closes it. It returns nil after a clean stop.
+// Run runs the mesh until ctx is done, Close is called or the mesh stops on
+// an error; it then closes the mesh and returns after every goroutine
+// exited: nil after a clean stop, else the error that stopped it. Run may
+// be called once; after Close it returns ErrClosed.
 func (m *Mesh) Run(ctx context.Context) error {
-	if err := m.Start(); err != nil {
+	if err := m.start(); err != nil {
 		return err
 	}
 	select {
@@ -319,14 +321,11 @@ func (m *Mesh) Run(ctx context.Context) error {
 	case <-m.closing:
 	}
 	m.Close()
-	return m.Err()
+	return m.stopErr()
 }
 
-// Done is closed when the mesh has stopped and its goroutines have exited.
-func (m *Mesh) Done() <-chan struct{} { return m.done }
-
-// Err returns the error that stopped the mesh, if any.
-func (m *Mesh) Err() error {
+// stopErr returns the error that stopped the mesh, if any.
+func (m *Mesh) stopErr() error {
 	m.errMu.Lock()
 	defer m.errMu.Unlock()
 	return m.err

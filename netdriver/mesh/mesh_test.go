@@ -452,9 +452,8 @@ func TestCloseIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	<-a.m.Done()
-	if err := a.m.Start(); !errors.Is(err, ErrClosed) {
-		t.Fatalf("start after close: %v", err)
+	if err := a.m.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Run after close: %v", err)
 	}
 	if s := a.m.Status().State; s != "closed" {
 		t.Fatalf("state %q", s)

@@ -1,8 +1,8 @@
 // Package tun is the mesh's window onto the kernel's IP stack: a Device
 // hands whole IP packets to and from a TUN interface.
 //
-// It exists so that the mesh engine never touches /dev/net/tun or netlink
-// directly: the engine takes a Device, tests hand it tuntest.Device, and the
+// It exists so that the mesh never touches /dev/net/tun or netlink
+// directly: the mesh takes a Device, tests hand it tuntest.Device, and the
 // plugin hands it the Linux implementation from Create. Link configuration
 // (address, MTU) lives here too, behind the same package boundary.
 //

@@ -1,7 +1,7 @@
 // Package wire parses and marshals every packet meshnet puts on the UDP wire.
 //
 // It exists so that the one place that reads bytes from the network is small,
-// free of crypto and state, and fuzzed on its own: the mesh engine only sees
+// free of crypto and state, and fuzzed on its own: the mesh only sees
 // typed, length-checked values. Nothing here encrypts or decrypts; sealed
 // fields are carried as opaque byte slices.
 //

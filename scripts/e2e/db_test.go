@@ -46,13 +46,7 @@ const dbKillAfter = 10 * time.Second
 
 func dbFailover(t *testing.T, k *dbKind, network string) {
 	svc := "db-" + k.name + "-" + runID
-	l := newDBLoad(t, k, svc)
-	createService(t, svc, append([]string{"--constraint", "node.labels.location==home",
-		"--network", network, "--endpoint-mode", "dnsrr",
-		"--mount", "type=volume,source=" + svc + ",target=/data,volume-driver=syncvol"}, l.serviceArgs()...)...)
-	node, c := runningTask(t, svc, 120*time.Second)
-	l.startClient(t, network)
-	l.waitAcks(t, 100, 120*time.Second)
+	l, node, c := startDBService(t, k, svc, network, 100)
 
 	// the load's rate, over 1000 acks
 	w0 := ioWritten(node, c)

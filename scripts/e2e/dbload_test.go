@@ -213,6 +213,22 @@ func (l *dbLoad) env() []string {
 		"--env", fmt.Sprintf("SLICE=%.4f", 10/rate)}
 }
 
+// startDBService runs database k as service svc at home on a syncvol
+// volume named after it, on network (dnsrr), with its load, and returns
+// once acks commits were acknowledged: the load, and the task's node and
+// container.
+func startDBService(t *testing.T, k *dbKind, svc, network string, acks int) (l *dbLoad, node, container string) {
+	t.Helper()
+	l = newDBLoad(t, k, svc)
+	createService(t, svc, append([]string{"--constraint", "node.labels.location==home",
+		"--network", network, "--endpoint-mode", "dnsrr",
+		"--mount", "type=volume,source=" + svc + ",target=/data,volume-driver=syncvol"}, l.serviceArgs()...)...)
+	node, container = runningTask(t, svc, 120*time.Second)
+	l.startClient(t, network)
+	l.waitAcks(t, acks, 120*time.Second)
+	return l, node, container
+}
+
 // startClient starts the load of a server database: a client container on
 // the VPS on network.
 func (l *dbLoad) startClient(t *testing.T, network string) {

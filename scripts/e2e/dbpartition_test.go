@@ -47,12 +47,7 @@ func TestDatabasePartition(t *testing.T) {
 	createNetwork(t, network, "--attachable")
 
 	svc := "dbp-" + k.name + "-" + runID
-	l := newDBLoad(t, k, svc)
-	createService(t, svc, append([]string{"--constraint", "node.labels.location==home",
-		"--network", network, "--endpoint-mode", "dnsrr",
-		"--mount", "type=volume,source=" + svc + ",target=/data,volume-driver=syncvol"}, l.serviceArgs()...)...)
-	old, oldC := runningTask(t, svc, 120*time.Second)
-	l.waitAcks(t, 100, 120*time.Second)
+	l, old, oldC := startDBService(t, k, svc, network, 100) // embedded: no client
 	took := l.waitAcks(t, 1000, 120*time.Second)
 	t.Logf("%s on %s: %.0f commits/s", k.name, old, 1000/took.Seconds())
 	if out, err := dk(old, "exec", oldC, "sh", "-c", k.check); err != nil {

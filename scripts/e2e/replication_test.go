@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/homeswarm/homeswarm/bench/syncthing"
 )
 
 // treeScript writes the tree of issue 3 into /data: many small files in
@@ -271,15 +273,10 @@ func TestReplicationSyncthingInterop(t *testing.T) {
 	}
 	const vol = "e2e-nas"
 	home := t.TempDir()
-	out, err := exec.Command("syncthing", "generate", "--home="+home, "--no-default-folder", "--skip-port-probing").CombinedOutput()
+	nasID, err := syncthing.Generate(t.Context(), "syncthing", home)
 	if err != nil {
-		t.Fatalf("syncthing generate: %v %s", err, out)
+		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`Device ID: ([A-Z0-9-]{63})`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("no device ID in %q", out)
-	}
-	nasID := string(m[1])
 	if _, err := topo("add-host", "nas"); err != nil {
 		t.Fatal(err)
 	}
@@ -292,26 +289,15 @@ func TestReplicationSyncthingInterop(t *testing.T) {
 	}
 	folderID, homeID := f[0], f[1]
 
-	// Plain Syncthing: no discovery, relays, NAT, GUI on its own loopback,
-	// our device and the volume's folder configured.
+	// Plain Syncthing: no discovery, relays, NAT or GUI, our device and
+	// the volume's folder configured.
 	folder := filepath.Join(home, "folder")
 	os.MkdirAll(filepath.Join(folder, ".stfolder"), 0o755)
 	cfgPath := filepath.Join(home, "config.xml")
 	b, _ := os.ReadFile(cfgPath)
-	cfg := string(b)
-	for old, new := range map[string]string{
-		"<globalAnnounceEnabled>true":       "<globalAnnounceEnabled>false",
-		"<localAnnounceEnabled>true":        "<localAnnounceEnabled>false",
-		"<relaysEnabled>true":               "<relaysEnabled>false",
-		"<natEnabled>true":                  "<natEnabled>false",
-		"<startBrowser>true":                "<startBrowser>false",
-		"<crashReportingEnabled>true":       "<crashReportingEnabled>false",
-		"<urAccepted>0":                     "<urAccepted>-1",
-		"<autoUpgradeIntervalH>12":          "<autoUpgradeIntervalH>0",
-		"<listenAddress>default":            "<listenAddress>tcp://0.0.0.0:22000",
-		"<address>127.0.0.1:8384</address>": "<address>127.0.0.1:18384</address>",
-	} {
-		cfg = strings.Replace(cfg, old, new, 1)
+	cfg, err := syncthing.Quiet(string(b), "tcp://0.0.0.0:22000")
+	if err != nil {
+		t.Fatal(err)
 	}
 	extra := fmt.Sprintf(`<folder id="%s" label="%s" path="%s" type="sendreceive" rescanIntervalS="60" fsWatcherEnabled="true" fsWatcherDelayS="1">
         <device id="%s"></device>

@@ -86,13 +86,7 @@ func TestPluginUpgrade(t *testing.T) {
 	peerIP := mustDk(t, "vps", "inspect", "-f", "{{(index .NetworkSettings.Networks \""+network+"\").IPAddress}}", peer)
 
 	svc := "up-" + k.name + "-" + runID
-	l := newDBLoad(t, k, svc)
-	createService(t, svc, append([]string{"--constraint", "node.labels.location==home",
-		"--network", network, "--endpoint-mode", "dnsrr",
-		"--mount", "type=volume,source=" + svc + ",target=/data,volume-driver=syncvol"}, l.serviceArgs()...)...)
-	node, c := runningTask(t, svc, 120*time.Second)
-	l.startClient(t, network)
-	l.waitAcks(t, 500, 120*time.Second)
+	l, node, c := startDBService(t, k, svc, network, 500)
 	reach := func(what string) {
 		t.Helper()
 		start := time.Now()

@@ -236,6 +236,47 @@ const (
 	inodeSeqAt     = 72
 )
 
+// treeItem is one item a tree search returned: its key and its body.
+type treeItem struct {
+	objectID uint64
+	typ      uint32
+	offset   uint64
+	body     []byte // valid only during the callback
+}
+
+// treeSearch runs one BTRFS_IOC_TREE_SEARCH on the subvolume of f for the
+// key range and transactions in a (a.nrItems is the most items wanted) and
+// calls each, if not nil, with every item found, in key order. It returns
+// how many items the kernel found and the last one's key. what names f in
+// errors.
+func treeSearch(f *os.File, what string, a *searchArgs, each func(treeItem)) (n uint32, last treeItem, err error) {
+	if err := ioctl(f.Fd(), iocTreeSearch, unsafe.Pointer(a)); err != nil {
+		return 0, last, fmt.Errorf("tree search %s: %w", what, err)
+	}
+	b, off := a.buf[:], 0
+	for i := uint32(0); i < a.nrItems; i++ {
+		if off+searchHeader > len(b) {
+			return 0, last, fmt.Errorf("tree search %s: short result", what)
+		}
+		l := int(binary.NativeEndian.Uint32(b[off+28:]))
+		if off+searchHeader+l > len(b) {
+			return 0, last, fmt.Errorf("tree search %s: item overruns the result", what)
+		}
+		last = treeItem{
+			objectID: binary.NativeEndian.Uint64(b[off+8:]),
+			offset:   binary.NativeEndian.Uint64(b[off+16:]),
+			typ:      binary.NativeEndian.Uint32(b[off+24:]),
+			body:     b[off+searchHeader : off+searchHeader+l],
+		}
+		if each != nil {
+			each(last)
+		}
+		off += searchHeader + l
+	}
+	last.body = nil
+	return a.nrItems, last, nil
+}
+
 // InodeVersion returns the transaction that last changed the inode of
 // the open file f, and its change sequence, read from the btrfs tree of
 // f's subvolume. Two snapshots of one subvolume give the same pair for a
@@ -249,19 +290,17 @@ func InodeVersion(f *os.File) (transid, seq uint64, err error) {
 	}
 	a := &searchArgs{minObjectID: st.Ino, maxObjectID: st.Ino, maxOffset: ^uint64(0),
 		maxTransid: ^uint64(0), minType: inodeItemKey, maxType: inodeItemKey, nrItems: 1}
-	if err := ioctl(f.Fd(), iocTreeSearch, unsafe.Pointer(a)); err != nil {
-		return 0, 0, fmt.Errorf("tree search %s: %w", f.Name(), err)
-	}
-	if a.nrItems == 0 {
+	var body []byte
+	n, _, err := treeSearch(f, f.Name(), a, func(it treeItem) { body = it.body })
+	switch {
+	case err != nil:
+		return 0, 0, err
+	case n == 0:
 		return 0, 0, fmt.Errorf("tree search %s: no inode item %d", f.Name(), st.Ino)
+	case len(body) < inodeSeqAt+8:
+		return 0, 0, fmt.Errorf("tree search %s: short inode item (%d bytes)", f.Name(), len(body))
 	}
-	b := a.buf[:]
-	l := binary.NativeEndian.Uint32(b[28:])
-	if l < inodeSeqAt+8 {
-		return 0, 0, fmt.Errorf("tree search %s: short inode item (%d bytes)", f.Name(), l)
-	}
-	item := b[searchHeader:]
-	return binary.NativeEndian.Uint64(item[inodeTransidAt:]), binary.NativeEndian.Uint64(item[inodeSeqAt:]), nil
+	return binary.NativeEndian.Uint64(body[inodeTransidAt:]), binary.NativeEndian.Uint64(body[inodeSeqAt:]), nil
 }
 
 // subvolInfo is struct btrfs_ioctl_get_subvol_info_args (504 bytes).
@@ -310,10 +349,8 @@ func ChangedSince(path string, transid uint64) (bool, error) {
 	defer f.Close()
 	a := &searchArgs{maxObjectID: ^uint64(0), maxOffset: ^uint64(0), minTransid: transid + 1,
 		maxTransid: ^uint64(0), maxType: ^uint32(0), nrItems: 1}
-	if err := ioctl(f.Fd(), iocTreeSearch, unsafe.Pointer(a)); err != nil {
-		return false, fmt.Errorf("tree search %s: %w", path, err)
-	}
-	return a.nrItems > 0, nil
+	n, _, err := treeSearch(f, path, a, nil)
+	return n > 0, err
 }
 
 // ChangedInodes returns the inode numbers whose inode items lie in tree
@@ -334,35 +371,21 @@ func ChangedInodes(dir string, since uint64) (map[uint64]bool, error) {
 	for {
 		*a = searchArgs{minObjectID: minObj, maxObjectID: ^uint64(0), minOffset: minOff, maxOffset: ^uint64(0),
 			minTransid: since + 1, maxTransid: ^uint64(0), minType: minType, maxType: ^uint32(0), nrItems: 4096}
-		if err := ioctl(f.Fd(), iocTreeSearch, unsafe.Pointer(a)); err != nil {
-			return nil, fmt.Errorf("tree search %s: %w", dir, err)
+		n, last, err := treeSearch(f, dir, a, func(it treeItem) {
+			if it.typ == inodeItemKey {
+				out[it.objectID] = true
+			}
+		})
+		if err != nil {
+			return nil, err
 		}
-		if a.nrItems == 0 {
+		if n == 0 {
 			return out, nil
 		}
-		b, off := a.buf[:], 0
-		var obj, ioff uint64
-		var typ uint32
-		for i := uint32(0); i < a.nrItems; i++ {
-			if off+searchHeader > len(b) {
-				return nil, fmt.Errorf("tree search %s: short result", dir)
-			}
-			obj = binary.NativeEndian.Uint64(b[off+8:])
-			ioff = binary.NativeEndian.Uint64(b[off+16:])
-			typ = binary.NativeEndian.Uint32(b[off+24:])
-			l := int(binary.NativeEndian.Uint32(b[off+28:]))
-			if off+searchHeader+l > len(b) {
-				return nil, fmt.Errorf("tree search %s: item overruns the result", dir)
-			}
-			if typ == inodeItemKey {
-				out[obj] = true
-			}
-			off += searchHeader + l
-		}
 		// next key after the last one returned
-		switch {
-		case ioff < ^uint64(0):
-			minObj, minType, minOff = obj, typ, ioff+1
+		switch obj, typ, off := last.objectID, last.typ, last.offset; {
+		case off < ^uint64(0):
+			minObj, minType, minOff = obj, typ, off+1
 		case typ < ^uint32(0):
 			minObj, minType, minOff = obj, typ+1, 0
 		case obj < ^uint64(0):

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -48,8 +49,10 @@ type diffStats struct {
 // size, times and owner, and an inode btrfs did not touch in between)
 // cost a stat and a tree look-up; changed ones send only the byte
 // ranges whose extents differ, since btrfs never rewrites an extent two
-// snapshots share. Sockets and device nodes are not replicated.
-func sendDiff(prev, cur string, emit func(*msg) error) (diffStats, error) {
+// snapshots share. Sockets and device nodes are not replicated. changed
+// (nil: none) shares the tree search for touched inodes between the
+// peers a generation is sent to from the same base.
+func sendDiff(prev, cur string, changed *changedInodes, emit func(*msg) error) (diffStats, error) {
 	var st diffStats
 	// Deletions first: whatever prev has that cur has not (or has as
 	// another type). A removed directory goes whole.
@@ -80,13 +83,8 @@ func sendDiff(prev, cur string, emit func(*msg) error) (diffStats, error) {
 		}
 	}
 	// touched: the inodes btrfs may have changed since prev was taken
-	// (nil: unknown, ask each file)
-	var touched map[uint64]bool
-	if prev != "" {
-		if since, err := CreatedIn(prev); err == nil {
-			touched, _ = ChangedInodes(cur, since)
-		}
-	}
+	// (nil: unknown, ask each file); read only
+	touched := changed.get(prev, cur)
 	buf := make([]byte, chunk)
 	err := filepath.WalkDir(cur, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -450,4 +448,64 @@ func modeBits(m uint32) fs.FileMode {
 		o |= fs.ModeSticky
 	}
 	return o
+}
+
+// changedInodes keeps ChangedInodes per (base, generation) pair: both are
+// read-only snapshots, so the answer never changes, and a generation
+// shipped to every peer from the same base is searched once, not once per
+// peer. The zero value is ready; a nil one computes every time.
+type changedInodes struct {
+	mu sync.Mutex
+	m  map[changedKey]*changedEntry
+}
+
+// changedKey names a pair by path and by the transaction each snapshot
+// was made in, so a generation made again under the same name is not
+// mistaken for the old one.
+type changedKey struct {
+	prev, cur         string
+	prevMade, curMade uint64
+}
+
+type changedEntry struct {
+	once    sync.Once
+	touched map[uint64]bool
+}
+
+// changedPairs bounds the pairs kept: generations come and go, and the
+// pairs in use at once are a few (one base per peer).
+const changedPairs = 16
+
+// get returns the inodes btrfs may have changed between the snapshots prev
+// and cur, or nil when that is unknown (prev "" or a search failed). The
+// map is shared: callers only read it.
+func (c *changedInodes) get(prev, cur string) map[uint64]bool {
+	if prev == "" {
+		return nil
+	}
+	since, err := CreatedIn(prev)
+	if err != nil {
+		return nil
+	}
+	search := func() map[uint64]bool {
+		touched, _ := ChangedInodes(cur, since)
+		return touched
+	}
+	curMade, err := CreatedIn(cur)
+	if c == nil || err != nil {
+		return search()
+	}
+	k := changedKey{prev, cur, since, curMade}
+	c.mu.Lock()
+	e := c.m[k]
+	if e == nil {
+		if c.m == nil || len(c.m) >= changedPairs {
+			c.m = map[changedKey]*changedEntry{}
+		}
+		e = &changedEntry{}
+		c.m[k] = e
+	}
+	c.mu.Unlock()
+	e.once.Do(func() { e.touched = search() })
+	return e.touched
 }

@@ -166,6 +166,8 @@ type volume struct {
 	w          *writer   // set while this node writes the volume
 	lastRecv   time.Time
 	lastBytes  int64
+
+	changed changedInodes // the tree searches of the generations sent
 }
 
 // New listens on opts.ListenAddr; Run serves.
@@ -1042,7 +1044,7 @@ func (n *Node) sendNewest(c *conn, v *volume, have []Gen) {
 	if err := c.send(&msg{Gen: latest, Base: base}); err != nil {
 		return
 	}
-	if _, err := sendDiff(prev, v.genDir(latest), c.send); err != nil {
+	if _, err := sendDiff(prev, v.genDir(latest), &v.changed, c.send); err != nil {
 		n.log.WithField("volume", v.name).WithError(err).Warn("cannot send generation")
 		c.Close()
 		return

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
@@ -479,7 +480,7 @@ func TestDiffApplyExact(t *testing.T) {
 		}
 		a := &applier{root: dst}
 		var sent int64
-		st, err := sendDiff(prev, g, func(m *msg) error {
+		st, err := sendDiff(prev, g, nil, func(m *msg) error {
 			sent += int64(len(m.Data))
 			cp := *m
 			cp.Data = bytes.Clone(m.Data)
@@ -738,7 +739,7 @@ func TestDiffWhileWriting(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := &applier{root: dst}
-		if _, err := sendDiff(prev, g, func(m *msg) error {
+		if _, err := sendDiff(prev, g, nil, func(m *msg) error {
 			cp := *m
 			cp.Data = bytes.Clone(m.Data)
 			return a.apply(&cp)
@@ -848,6 +849,29 @@ func TestChangedSince(t *testing.T) {
 	}
 	if touched, err := ChangedInodes(filepath.Join(root, "g3"), t3); err != nil || len(touched) != 0 {
 		t.Fatalf("ChangedInodes of g3 since its own creation: %v, %v", touched, err)
+	}
+	// changedInodes searches a (base, generation) pair once for every
+	// peer it is sent to, with the answer a search gives.
+	var c changedInodes
+	g1, g2, g3 := filepath.Join(root, "g1"), filepath.Join(root, "g2"), filepath.Join(root, "g3")
+	first := c.get(g2, g3)
+	if !maps.Equal(first, touched) {
+		t.Fatalf("cached search g2→g3 = %v, direct %v", first, touched)
+	}
+	first[0] = true // marks the shared map: a second search would not carry it
+	if again := c.get(g2, g3); !again[0] {
+		t.Fatal("the second peer's send searched the tree again")
+	}
+	delete(first, 0)
+	want, err := ChangedInodes(g3, t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other := c.get(g1, g3); !maps.Equal(other, want) {
+		t.Fatalf("another base got %v, want %v", other, want)
+	}
+	if c.get("", g3) != nil || (*changedInodes)(nil).get(g2, g3) == nil {
+		t.Fatal("no base must mean unknown (nil), a nil cache must still search")
 	}
 }
 

@@ -338,7 +338,7 @@ func (w *writer) ship(c *conn, p Peer) error {
 	if !exists(w.v.genDir(g)) || (prev != "" && !exists(prev)) {
 		return fmt.Errorf("generation %s or its base %s went away", g, r.Base) // collected before it was pinned
 	}
-	if _, err := sendDiff(prev, w.v.genDir(g), c.send); err != nil {
+	if _, err := sendDiff(prev, w.v.genDir(g), &w.v.changed, c.send); err != nil {
 		return err
 	}
 	if err := c.flush(); err != nil {

@@ -93,8 +93,9 @@ const (
 	ReplicationFiles Replication = "files"
 )
 
-// MaxCallWait bounds how long Mount or Unmount may wait on peers: Docker
-// gives a plugin call 30 s, and an answer must reach it before that.
+// MaxCallWait bounds how long a Create, Mount, Unmount or Remove may wait
+// on peers or the sync engine: Docker gives a plugin call 30 s, and an
+// answer must reach it before that.
 const MaxCallWait = 25 * time.Second
 
 // optionHelp names every valid option with its form; errors quote it so a

@@ -1,4 +1,4 @@
-// Package store is syncvol's engine: it keeps the volumes of one node —
+// Package store is syncvol's core: it keeps the volumes of one node —
 // their records, replica directories and mount reference counts — in a
 // state directory that outlives the plugin, and asks a Replicator to keep the
 // replicas in step with the other nodes. It knows nothing of Docker: the
@@ -32,6 +32,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/homeswarm/homeswarm/internal/atomicfile"
 )
 
 // Replicator keeps replicas of volumes in step with other nodes. The store
@@ -40,14 +42,17 @@ import (
 type Replicator interface {
 	// AddVolume starts replicating the volume whose folder root is dir,
 	// also with the plain Syncthing devices in share. It is idempotent and
-	// registers the volume cluster-wide with its options.
-	AddVolume(name, dir string, share []string, options map[string]string) error
+	// registers the volume cluster-wide with its options. It returns by
+	// ctx's end (the store's call deadline), and does nothing for the
+	// caller after that.
+	AddVolume(ctx context.Context, name, dir string, share []string, options map[string]string) error
 	// RegisterVolume registers a snapshot volume cluster-wide with its
-	// options, without replicating its data (Snapshotter does that).
-	RegisterVolume(name string, options map[string]string) error
+	// options, without replicating its data (Snapshotter does that); it
+	// returns by ctx's end.
+	RegisterVolume(ctx context.Context, name string, options map[string]string) error
 	// RemoveVolume stops replicating the volume here; everywhere also
-	// deletes it on every node.
-	RemoveVolume(name string, everywhere bool) error
+	// deletes it on every node. It returns by ctx's end.
+	RemoveVolume(ctx context.Context, name string, everywhere bool) error
 	// WaitSynced returns once the local replica has caught up with the
 	// reachable peers, or an error saying how far behind it is.
 	WaitSynced(ctx context.Context, name string) error
@@ -55,8 +60,6 @@ type Replicator interface {
 	// ctx ends first because some change is on no peer, the error wraps
 	// ErrNotReplicated.
 	Flush(ctx context.Context, name string) error
-	// Touched hints that something changed below the volume; it never blocks.
-	Touched(name string, subdirs ...string)
 	// Status describes the replica from local state, in milliseconds.
 	Status(name string) map[string]string
 	// Volumes lists the volumes the cluster knows, from local state.
@@ -178,10 +181,14 @@ type Store struct {
 	vols   map[string]*entry
 	closed bool
 
-	// callTimeout bounds a whole Mount, waiting for the volume's lock
-	// included: MaxCallWait (tests shorten it).
+	// callTimeout bounds a whole Create, Mount or Remove, waiting for the
+	// volume's lock included: MaxCallWait (tests shorten it).
 	callTimeout time.Duration
-	wg          sync.WaitGroup // releases after failed mounts
+	// ctx ends at Close: every wait of the store's calls and goroutines
+	// ends with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // goroutines the store started (Close waits)
 }
 
 // New opens the store at opts.Root, creating it if needed, and restores the
@@ -210,6 +217,7 @@ func New(opts Options) (*Store, error) {
 	opts.MountTimeout = min(opts.MountTimeout, MaxCallWait)
 	opts.FlushTimeout = min(opts.FlushTimeout, MaxCallWait)
 	s := &Store{Layout: Layout(opts.Root), opts: opts, log: opts.Logger, vols: map[string]*entry{}, callTimeout: MaxCallWait}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, d := range []string{s.volumesDir(), opts.MountRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -273,7 +281,10 @@ func (s *Store) load() error {
 		e := &entry{rec: rec, opts: vo}
 		s.vols[name] = e
 		if r := s.opts.Replicator; r != nil {
-			if err := s.register(e); err != nil {
+			ctx, cancel := s.callContext()
+			err := s.register(ctx, e)
+			cancel()
+			if err != nil {
 				s.log.WithField("volume", name).WithError(err).Warn("cannot resume replication")
 			}
 		}
@@ -305,28 +316,14 @@ func (s *Store) saveLocked(e *entry) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.recordPath(name), b)
+	return atomicfile.Write(s.recordPath(name), b, 0o600)
 }
 
-// writeFileAtomic replaces path with b so that a crash leaves the old or
-// the new content, never a torn file.
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
+// callContext is the context of one call that may wait on the cluster:
+// it ends after callTimeout (below Docker's own 30 s, so an answer always
+// reaches dockerd), or when the store closes.
+func (s *Store) callContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, s.callTimeout)
 }
 
 // lookup returns the entry of a local volume.
@@ -408,7 +405,9 @@ func (s *Store) Create(name string, raw map[string]string) error {
 	s.mu.Unlock()
 	defer e.op.Unlock()
 
-	if err := s.createOnDisk(e); err != nil {
+	ctx, cancel := s.callContext()
+	defer cancel()
+	if err := s.createOnDisk(ctx, e); err != nil {
 		s.mu.Lock()
 		delete(s.vols, name)
 		s.mu.Unlock()
@@ -419,7 +418,7 @@ func (s *Store) Create(name string, raw map[string]string) error {
 	return nil
 }
 
-func (s *Store) createOnDisk(e *entry) error {
+func (s *Store) createOnDisk(ctx context.Context, e *entry) error {
 	name := e.rec.Name
 	if s.snapshots(e) {
 		// The data directory is made when the volume is first mounted
@@ -434,7 +433,7 @@ func (s *Store) createOnDisk(e *entry) error {
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
 	if s.opts.Replicator != nil {
-		if err := s.register(e); err != nil {
+		if err := s.register(ctx, e); err != nil {
 			return fmt.Errorf("create volume %s: start replication: %w", name, err)
 		}
 	}
@@ -527,12 +526,12 @@ func (s *Store) snapshots(e *entry) bool {
 
 // register tells the replicator about e: a Syncthing folder for files
 // volumes, a registry record only for snapshot volumes.
-func (s *Store) register(e *entry) error {
+func (s *Store) register(ctx context.Context, e *entry) error {
 	r := s.opts.Replicator
 	if e.opts.Replication == ReplicationSnapshots {
-		return r.RegisterVolume(e.rec.Name, e.rec.Options)
+		return r.RegisterVolume(ctx, e.rec.Name, e.rec.Options)
 	}
-	return r.AddVolume(e.rec.Name, s.ReplicaDir(e.rec.Name), e.opts.Share, e.rec.Options)
+	return r.AddVolume(ctx, e.rec.Name, s.ReplicaDir(e.rec.Name), e.opts.Share, e.rec.Options)
 }
 
 // resume handles a snapshot volume that had users when the plugin
@@ -546,14 +545,19 @@ func (s *Store) resume(name string) {
 		s.log.WithField("volume", name).WithError(err).Warn("cannot restore mount")
 		return
 	}
-	go func() {
+	s.spawn(func() {
 		log := s.log.WithField("volume", name)
 		dir := s.opts.Snapshots.LiveDir(name)
 		base := treeStamp(dir)
 		writer := s.opts.Snapshots.Status(name)["writer"]
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		for range t.C {
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+			}
 			s.mu.RLock()
 			e, closed := s.vols[name], s.closed
 			users := 0
@@ -568,7 +572,7 @@ func (s *Store) resume(name string) {
 			if treeStamp(dir) == base {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), MaxCallWait)
+			ctx, cancel := context.WithTimeout(s.ctx, MaxCallWait)
 			_, err := s.opts.Snapshots.Acquire(ctx, name, nil)
 			cancel()
 			if err != nil {
@@ -578,6 +582,20 @@ func (s *Store) resume(name string) {
 			}
 			return
 		}
+	})
+}
+
+// spawn runs f in a goroutine Close waits for, unless the store is closed.
+func (s *Store) spawn(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
 	}()
 }
 
@@ -678,7 +696,7 @@ func (s *Store) Mount(name, id string) (string, error) {
 			timeout = e.opts.MountTimeout
 		}
 		timeout = min(timeout, time.Until(deadline))
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancel := context.WithTimeout(s.ctx, timeout)
 		var err error
 		switch {
 		case s.snapshots(e):
@@ -728,9 +746,7 @@ func (s *Store) releaseAbandoned(e *entry) {
 	if !s.opts.Snapshots.Writing(name) {
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		e.op.Lock()
 		defer e.op.Unlock()
 		s.mu.RLock()
@@ -739,12 +755,14 @@ func (s *Store) releaseAbandoned(e *entry) {
 		if users > 0 {
 			return
 		}
+		// Not cut short by Close, which waits for it: the last
+		// generation ships (bounded) before the plugin stops.
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
 		defer cancel()
 		if err := s.opts.Snapshots.Release(ctx, name); err != nil {
 			s.log.WithField("volume", name).WithError(err).Warn("a failed mount: letting the volume go")
 		}
-	}()
+	})
 }
 
 // ensureMounted bind-mounts the data directory on the mount point unless it
@@ -836,7 +854,7 @@ func (s *Store) Unmount(name, id string) error {
 		return fmt.Errorf("unmount volume %s: %w", name, err)
 	}
 	os.Remove(s.MountPoint(name))
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.FlushTimeout)
 	defer cancel()
 	var ferr error
 	switch {
@@ -864,7 +882,7 @@ func (s *Store) setInUse(name string, used bool) {
 // snapshot volume a live writer lease anywhere (which a crashed or
 // restarted node's stale record could not show). When the peers cannot be
 // asked, it refuses too: deleting blind could wipe a running database.
-func (s *Store) checkRemoveEverywhere(e *entry) error {
+func (s *Store) checkRemoveEverywhere(ctx context.Context, e *entry) error {
 	name := e.rec.Name
 	if users := s.opts.Replicator.UsedBy(name); len(users) > 0 {
 		return fmt.Errorf("%w: %s is used by a container on %s, and remove=everywhere would delete it under it: stop it there first (nothing was deleted)", ErrInUse, name, strings.Join(users, ", "))
@@ -872,7 +890,7 @@ func (s *Store) checkRemoveEverywhere(e *entry) error {
 	if !s.snapshots(e) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), holderWait)
+	ctx, cancel := context.WithTimeout(ctx, holderWait)
 	defer cancel()
 	holder, err := s.opts.Snapshots.Holder(ctx, name)
 	if holder != "" {
@@ -887,9 +905,9 @@ func (s *Store) checkRemoveEverywhere(e *entry) error {
 // checkReplicated refuses to drop this node's replica of e while it holds
 // changes no other node has (a last Unmount whose flush reached no peer):
 // they would be lost for good.
-func (s *Store) checkReplicated(e *entry) error {
+func (s *Store) checkReplicated(ctx context.Context, e *entry) error {
 	name := e.rec.Name
-	ctx, cancel := context.WithTimeout(context.Background(), holderWait)
+	ctx, cancel := context.WithTimeout(ctx, holderWait)
 	defer cancel()
 	var err error
 	if s.snapshots(e) {
@@ -922,6 +940,8 @@ func (s *Store) Remove(name string) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := s.callContext()
+	defer cancel()
 	e.op.Lock()
 	defer e.op.Unlock()
 	s.mu.RLock()
@@ -931,17 +951,17 @@ func (s *Store) Remove(name string) error {
 		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, users)
 	}
 	if s.opts.Replicator != nil && e.opts.Remove == RemoveEverywhere {
-		if err := s.checkRemoveEverywhere(e); err != nil {
+		if err := s.checkRemoveEverywhere(ctx, e); err != nil {
 			return err
 		}
 	}
 	if s.opts.Replicator != nil && e.opts.Remove != RemoveEverywhere {
-		if err := s.checkReplicated(e); err != nil {
+		if err := s.checkReplicated(ctx, e); err != nil {
 			return err
 		}
 	}
 	if r := s.opts.Replicator; r != nil {
-		if err := r.RemoveVolume(name, e.opts.Remove == RemoveEverywhere); err != nil {
+		if err := r.RemoveVolume(ctx, name, e.opts.Remove == RemoveEverywhere); err != nil {
 			return fmt.Errorf("remove volume %s: %w", name, err)
 		}
 	}
@@ -974,13 +994,18 @@ func (s *Store) Remove(name string) error {
 // sweepEvery is how often Run sweeps volumes deleted elsewhere.
 const sweepEvery = 5 * time.Second
 
-// Run calls SweepDeleted every few seconds until ctx is done.
-func (s *Store) Run(ctx context.Context) {
+// Run calls SweepDeleted every few seconds until ctx is done or the store
+// closes; it returns nil then.
+func (s *Store) Run(ctx context.Context) error {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(sweepEvery):
+			return nil
+		case <-s.ctx.Done():
+			return nil
+		case <-t.C:
 			s.SweepDeleted()
 		}
 	}
@@ -1136,12 +1161,15 @@ func (s *Store) Path(name string) (string, error) {
 	return s.MountPoint(name), nil
 }
 
-// Close stops accepting calls. Mounts stay in place: containers may still
-// use them, and New restores the store's view of them.
+// Close stops accepting calls, ends the waits of calls still running (they
+// fail and undo what they did, as on a timeout), makes Run return, and
+// waits for the store's goroutines. It is idempotent. Mounts stay in place:
+// containers may still use them, and New restores the store's view of them.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.cancel()
 	s.wg.Wait()
 	return nil
 }

@@ -66,6 +66,22 @@ type fakeReplicator struct {
 	usedBy     map[string][]string // what UsedBy answers
 	flushErr   error               // what Flush fails with
 	flushBlock chan struct{}       // if set, Flush waits for it (or ctx)
+	hang       bool                // AddVolume and RemoveVolume wait for their ctx to end
+}
+
+// configCall stands for the engine's configuration change: it refuses a
+// ctx without a deadline, and waits for ctx to end when f.hang.
+func (f *fakeReplicator) configCall(ctx context.Context) error {
+	f.mu.Lock()
+	hang := f.hang
+	f.mu.Unlock()
+	if _, ok := ctx.Deadline(); !ok {
+		return errors.New("a configuration change without a deadline")
+	}
+	if hang {
+		<-ctx.Done()
+	}
+	return ctx.Err()
 }
 
 func (f *fakeReplicator) SetInUse(name string, used bool) {
@@ -87,21 +103,27 @@ func newFakeReplicator() *fakeReplicator {
 	return &fakeReplicator{added: map[string]string{}, removed: map[string]bool{}}
 }
 
-func (f *fakeReplicator) AddVolume(name, dir string, share []string, options map[string]string) error {
+func (f *fakeReplicator) AddVolume(ctx context.Context, name, dir string, share []string, options map[string]string) error {
+	if err := f.configCall(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.added[name] = dir
 	return nil
 }
 
-func (f *fakeReplicator) RegisterVolume(name string, options map[string]string) error {
+func (f *fakeReplicator) RegisterVolume(_ context.Context, name string, options map[string]string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.registered = append(f.registered, name)
 	return nil
 }
 
-func (f *fakeReplicator) RemoveVolume(name string, everywhere bool) error {
+func (f *fakeReplicator) RemoveVolume(ctx context.Context, name string, everywhere bool) error {
+	if err := f.configCall(ctx); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removed[name] = everywhere
@@ -138,8 +160,6 @@ func (f *fakeReplicator) Flush(ctx context.Context, name string) error {
 	}
 	return err
 }
-
-func (f *fakeReplicator) Touched(string, ...string) {}
 
 func (f *fakeReplicator) Status(name string) map[string]string {
 	return map[string]string{"peers": "2 connected", "state": "in sync"}
@@ -415,5 +435,72 @@ func TestClusterVolumesAreListed(t *testing.T) {
 	v, _ = s.Get("remote")
 	if !v.Local || v.Options["mode"] != "0700" || !v.CreatedAt.Equal(created) {
 		t.Fatalf("local replica of a cluster volume = %+v", v)
+	}
+}
+
+// TestCallsEndByTheirDeadline: Create and Remove give the replicator a
+// deadline below Docker's, answer by it when the engine does not, and
+// leave nothing of a Create that failed; Close ends a Mount's wait and
+// makes Run return.
+func TestCallsEndByTheirDeadline(t *testing.T) {
+	t.Parallel()
+	r := newFakeReplicator()
+	s, dir := newTestStore(t, &fakeMounter{}, r)
+	s.callTimeout = 300 * time.Millisecond
+	if err := s.Create("kept", nil); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.hang = true
+	r.mu.Unlock()
+	for what, call := range map[string]func() error{
+		"Create": func() error { return s.Create("new", nil) },
+		"Remove": func() error { return s.Remove("kept") },
+	} {
+		start := time.Now()
+		err := call()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s while the engine hangs = %v, want context.DeadlineExceeded", what, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("%s took %s, its deadline is 300ms", what, d)
+		}
+	}
+	if _, err := s.Get("new"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a Create that timed out left the volume: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "volumes", "new")); !os.IsNotExist(err) {
+		t.Fatalf("a Create that timed out left its directory: %v", err)
+	}
+	if _, err := s.Get("kept"); err != nil {
+		t.Fatalf("a Remove that timed out dropped the volume: %v", err)
+	}
+
+	r.mu.Lock()
+	r.hang, r.behind = false, true
+	r.mu.Unlock()
+	s.opts.MountTimeout = time.Minute
+	s.callTimeout = time.Minute
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(context.Background()) }()
+	mounted := make(chan error, 1)
+	r.entered = make(chan string, 1)
+	go func() { _, err := s.Mount("kept", "c"); mounted <- err }()
+	<-r.entered
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-mounted; err == nil {
+		t.Fatal("a Mount cut short by Close succeeded")
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("Run after Close = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %s to end a Mount's wait and Run", d)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
 	}
 }

@@ -60,11 +60,27 @@ func startNode(t testing.TB, name, key string, mod func(*Options), peers ...*nod
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	run(t, e)
 	return &node{Engine: e, name: name, dir: dir}
+}
+
+// run runs e until the test ends (the cleanup closes it and waits for Run)
+// and returns once its start-up is done.
+func run(t testing.TB, e *Engine) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- e.Run(context.Background()) }()
+	select {
+	case <-e.Ready():
+	case err := <-errc:
+		t.Fatalf("Run: %v", err)
+	}
+	t.Cleanup(func() {
+		e.Close()
+		if err := <-errc; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
@@ -131,10 +147,10 @@ func TestCluster(t *testing.T) {
 	t.Run("volume created on A is listed and replicated on B", func(t *testing.T) {
 		writeFile(t, filepath.Join(a.vol("web"), "index.html"), []byte("hello"))
 		writeFile(t, filepath.Join(a.vol("web"), "sub/dir/deep.txt"), []byte("deep"))
-		if err := a.AddVolume("web", a.vol("web"), nil, map[string]string{"mode": "x"}); err != nil {
+		if err := a.AddVolume(context.Background(), "web", a.vol("web"), nil, map[string]string{"mode": "x"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := a.AddVolume("web", a.vol("web"), nil, nil); err != nil {
+		if err := a.AddVolume(context.Background(), "web", a.vol("web"), nil, nil); err != nil {
 			t.Fatalf("AddVolume is not idempotent: %v", err)
 		}
 		waitFor(t, 10*time.Second, "web in b.Volumes()", func() bool { return slices.Contains(volumeNames(b), "web") })
@@ -344,7 +360,7 @@ func TestCluster(t *testing.T) {
 		})
 		// A volume created on c is known everywhere.
 		writeFile(t, filepath.Join(c.vol("db"), "x"), []byte("from c"))
-		if err := c.AddVolume("db", c.vol("db"), nil, nil); err != nil {
+		if err := c.AddVolume(context.Background(), "db", c.vol("db"), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range []*node{a, b} {
@@ -414,7 +430,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("remove locally and everywhere", func(t *testing.T) {
-		if err := b.RemoveVolume("db", false); err != nil {
+		if err := b.RemoveVolume(context.Background(), "db", false); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := b.cfg.Folder(FolderID("db")); ok {
@@ -427,7 +443,7 @@ func TestCluster(t *testing.T) {
 		if !slices.Contains(volumeNames(b), "db") {
 			t.Fatal("local remove dropped db from the cluster")
 		}
-		if err := a.RemoveVolume("db", true); err != nil {
+		if err := a.RemoveVolume(context.Background(), "db", true); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 10*time.Second, "db deleted on b", func() bool { return !slices.Contains(volumeNames(b), "db") })
@@ -444,11 +460,10 @@ func (e *Engine) setPartitioned(p bool) {
 // replicator is the interface the volume plugin glue uses; the engine
 // must keep satisfying it.
 type replicator interface {
-	AddVolume(name, dir string, share []string, opts map[string]string) error
-	RemoveVolume(name string, everywhere bool) error
+	AddVolume(ctx context.Context, name, dir string, share []string, opts map[string]string) error
+	RemoveVolume(ctx context.Context, name string, everywhere bool) error
 	WaitSynced(ctx context.Context, name string) error
 	Flush(ctx context.Context, name string) error
-	Touched(name string, subdirs ...string)
 	Status(name string) map[string]string
 	Volumes() []VolumeRecord
 	Close() error

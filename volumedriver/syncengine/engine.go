@@ -30,9 +30,9 @@
 // dropped and wiped everywhere.
 //
 // Propagation is fast because the engine does not wait for Syncthing's
-// watcher (whole seconds at best): an inotify watch of each folder tree and
-// the glue's Touched hints trigger ScanFolderSubdirs within tens of
-// milliseconds. Syncthing's own watcher is turned off: the fast path covers
+// watcher (whole seconds at best): an inotify watch of each folder tree (and
+// Touched, for a caller that knows what it changed) triggers
+// ScanFolderSubdirs within tens of milliseconds. Syncthing's own watcher is turned off: the fast path covers
 // what it did (files modified without close are scanned after WriteSettle)
 // and its v1.30.0 aggregator has a data race on config changes. A periodic
 // full rescan (RescanInterval) is the safety net. The same watch sees
@@ -84,6 +84,8 @@ var (
 	ErrClosed = errors.New("sync engine closed")
 	// ErrNotStarted is returned by methods that need Start first.
 	ErrNotStarted = errors.New("sync engine not started")
+	// ErrStarted is returned by a second Run.
+	ErrStarted = errors.New("sync engine already running")
 )
 
 // DefaultPort is the BEP listen port used when ListenAddr has none.
@@ -187,8 +189,20 @@ type Engine struct {
 	st       *syncthing.Internals
 	sub      events.Subscription
 
+	ready   chan struct{} // closed once Run's start-up is done
+	closing chan struct{} // closed by Close
+	stopped chan struct{} // closed when Run returns
+
 	reconcileNow chan struct{}
 	reconcileMu  sync.Mutex // serialises reconcile passes
+
+	// passMu guards the reconcile pass counts reconcileWait waits on:
+	// passes started and finished, and a channel closed (and replaced)
+	// when one finishes.
+	passMu      sync.Mutex
+	passStarted uint64
+	passDone    uint64
+	passNext    chan struct{}
 
 	mu         sync.Mutex
 	started    bool
@@ -302,6 +316,10 @@ func New(opts Options) (*Engine, error) {
 		listen:       listen,
 		port:         port,
 		reconcileNow: make(chan struct{}, 1),
+		passNext:     make(chan struct{}),
+		ready:        make(chan struct{}),
+		closing:      make(chan struct{}),
+		stopped:      make(chan struct{}),
 		localDirs:    map[string]string{},
 		localShare:   map[string][]string{},
 		detached:     map[string]bool{},
@@ -408,9 +426,13 @@ func tcpURL(a string, defPort int) string {
 	return "tcp://" + a
 }
 
-// Start boots the embedded Syncthing and the engine's loops. ctx bounds
-// only the start-up; the engine runs until Close.
-func (e *Engine) Start(ctx context.Context) error {
+// Run boots the embedded Syncthing and the engine's loops and runs them
+// until ctx ends or Close is called; it then stops them and returns after
+// every goroutine exited (nil after a clean stop). A start-up failure is
+// returned at once. Ready is closed once the start-up succeeded, when
+// Volumes and the folders are current; the engine's methods that need it
+// running return ErrNotStarted before that. Run may be called once.
+func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -418,14 +440,15 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	if e.started {
 		e.mu.Unlock()
-		return nil
+		return ErrStarted
 	}
 	e.started = true
 	e.startedAt = time.Now()
-	e.mu.Unlock()
-
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.stCtx, e.stCancel = context.WithCancel(context.Background())
+	e.mu.Unlock()
+	defer close(e.stopped)
+
 	e.evLogger = events.NewLogger()
 	e.stGo(func() { _ = e.evLogger.Serve(e.stCtx) })
 	e.sub = e.evLogger.Subscribe(events.DeviceConnected | events.DeviceDisconnected |
@@ -442,15 +465,26 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.goRun(e.eventLoop)
 	e.goRun(e.writebackLoop)
-	e.reconcile() // Volumes() and the folders are current when Start returns
+	e.reconcile() // Volumes() and the folders are current when Ready closes
 	e.goRun(e.reconcileLoop)
 	for _, p := range e.opts.Peers {
 		p := p
 		e.goRun(func() { e.peerLoop(p) })
 	}
 	e.log.WithField("listen", e.listen).Info("sync engine started")
+	close(e.ready)
+	select {
+	case <-ctx.Done():
+	case <-e.closing:
+	}
+	e.shutdown()
 	return nil
 }
+
+// Ready is closed once Run's start-up succeeded. A failed start-up never
+// closes it: an owner waits for Ready or for Run's error, whichever comes
+// first.
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
 func (e *Engine) goRun(f func()) {
 	e.wg.Add(1)
@@ -585,22 +619,35 @@ func (e *Engine) tuneFolder(f *config.FolderConfiguration) {
 
 func (e *Engine) registryDir() string { return filepath.Join(e.opts.StateDir, "registry") }
 
-// Close stops the engine and waits for its goroutines. It is idempotent.
+// Close makes Run stop the engine and waits until it has (every goroutine
+// exited). It is idempotent, and safe before Run (which then returns
+// ErrClosed).
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
+		<-e.stoppedIfStarted()
 		return nil
 	}
 	e.closed = true
-	started := e.started
 	e.mu.Unlock()
-	if !started {
-		return nil
-	}
-	e.shutdown()
+	close(e.closing)
+	<-e.stoppedIfStarted()
 	return nil
 }
+
+// stoppedIfStarted is closed when Run has returned, or at once when Run
+// never started.
+func (e *Engine) stoppedIfStarted() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.started {
+		return closedChan
+	}
+	return e.stopped
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // shutdown stops inputs first (watchers, our loops, which may be waiting
 // on the config service), then Syncthing, then the services it needs.

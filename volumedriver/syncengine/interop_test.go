@@ -2,6 +2,7 @@ package syncengine
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -110,7 +111,7 @@ func TestInteropPlainSyncthing(t *testing.T) {
 	writeFile(t, filepath.Join(a.vol("nas"), "from-engine-before.txt"), []byte("engine 1"))
 	d := startPlainSyncthing(t, a, FolderID("nas"), "sendreceive")
 	share := d.id.String() + "@" + d.addr
-	if err := a.AddVolume("nas", a.vol("nas"), []string{share}, map[string]string{"share": share, "share-mode": "readwrite"}); err != nil {
+	if err := a.AddVolume(context.Background(), "nas", a.vol("nas"), []string{share}, map[string]string{"share": share, "share-mode": "readwrite"}); err != nil {
 		t.Fatal(err)
 	}
 	plainID, plainDir := d.id, d.dir
@@ -152,7 +153,7 @@ func TestInteropEncryptedShare(t *testing.T) {
 	writeFile(t, filepath.Join(a.vol("nas"), "wp-config.php"), secret)
 	d := startPlainSyncthing(t, a, FolderID("nas"), "receiveencrypted")
 	share := d.id.String() + "@" + d.addr
-	if err := a.AddVolume("nas", a.vol("nas"), []string{share}, map[string]string{"share": share, "share-mode": "encrypted"}); err != nil {
+	if err := a.AddVolume(context.Background(), "nas", a.vol("nas"), []string{share}, map[string]string{"share": share, "share-mode": "encrypted"}); err != nil {
 		t.Fatal(err)
 	}
 	var stored []string
@@ -193,7 +194,7 @@ func TestInteropEncryptedShare(t *testing.T) {
 	p := startPlainSyncthing(t, a, FolderID("plain"), "sendreceive")
 	writeFile(t, filepath.Join(p.dir, "from-device.txt"), []byte("pushed"))
 	pshare := p.id.String() + "@" + p.addr
-	if err := a.AddVolume("plain", a.vol("plain"), []string{pshare}, map[string]string{"share": pshare, "share-mode": "encrypted"}); err != nil {
+	if err := a.AddVolume(context.Background(), "plain", a.vol("plain"), []string{pshare}, map[string]string{"share": pshare, "share-mode": "encrypted"}); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(8 * time.Second)

@@ -1,6 +1,7 @@
 package syncengine
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -20,7 +21,7 @@ func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 	b := startNode(t, "b", testKey, nil, a)
 	waitFor(t, 20*time.Second, "a and b connected", func() bool { return connected(a, b) })
 	for _, n := range []*node{a, b} {
-		if err := n.AddVolume("web", n.vol("web"), nil, nil); err != nil {
+		if err := n.AddVolume(context.Background(), "web", n.vol("web"), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -32,7 +33,7 @@ func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 
 	b.SetInUse("web", true)
 	waitFor(t, 10*time.Second, "a sees web in use on b", func() bool { return len(a.UsedBy("web")) > 0 })
-	err := a.RemoveVolume("web", true)
+	err := a.RemoveVolume(context.Background(), "web", true)
 	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "b") {
 		t.Fatalf("RemoveVolume everywhere while b uses it = %v, want ErrInUse naming b", err)
 	}
@@ -65,7 +66,7 @@ func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 	// Once nobody uses it, removing everywhere works.
 	b.SetInUse("web", false)
 	waitFor(t, 10*time.Second, "a sees web unused", func() bool { return len(a.UsedBy("web")) == 0 })
-	if err := a.RemoveVolume("web", true); err != nil {
+	if err := a.RemoveVolume(context.Background(), "web", true); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "web wiped on b", func() bool { return !exists(bFile) })

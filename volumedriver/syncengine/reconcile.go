@@ -1,6 +1,8 @@
 package syncengine
 
 import (
+	"context"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -12,9 +14,7 @@ import (
 	"github.com/syncthing/syncthing/lib/protocol"
 )
 
-// reconcileMu serialises reconcile passes (the loop and synchronous calls
-// from AddVolume/RemoveVolume).
-
+// triggerReconcile asks the reconcile loop for a pass; it never blocks.
 func (e *Engine) triggerReconcile() {
 	select {
 	case e.reconcileNow <- struct{}{}:
@@ -43,6 +43,35 @@ func (e *Engine) reconcileLoop() {
 	}
 }
 
+// reconcileWait asks the reconcile loop for a pass and waits until one that
+// started after the call has finished, or ctx ends, or the engine stops.
+// The pass is the loop's (the engine owns it): nothing runs on for a
+// caller that gave up.
+func (e *Engine) reconcileWait(ctx context.Context) error {
+	e.passMu.Lock()
+	want := e.passStarted + 1
+	e.passMu.Unlock()
+	e.triggerReconcile()
+	for {
+		e.passMu.Lock()
+		done, next := e.passDone, e.passNext
+		e.passMu.Unlock()
+		if done >= want {
+			if e.ctx.Err() != nil {
+				return ErrClosed // the pass stopped short
+			}
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return fmt.Errorf("the sync engine did not apply the change in time (%w); it applies it in the background, retry", ctx.Err())
+		case <-e.ctx.Done():
+			return ErrClosed
+		}
+	}
+}
+
 // desiredState is a consistent copy of everything a reconcile pass needs.
 type desiredState struct {
 	vols       map[string]VolumeRecord
@@ -56,9 +85,21 @@ type desiredState struct {
 	paused     bool
 }
 
+// reconcile runs one pass (serialised by reconcileMu) and counts it for
+// reconcileWait.
 func (e *Engine) reconcile() {
 	e.reconcileMu.Lock()
 	defer e.reconcileMu.Unlock()
+	e.passMu.Lock()
+	e.passStarted++
+	e.passMu.Unlock()
+	defer func() {
+		e.passMu.Lock()
+		e.passDone = e.passStarted
+		close(e.passNext)
+		e.passNext = make(chan struct{})
+		e.passMu.Unlock()
+	}()
 	if e.ctx.Err() != nil {
 		return
 	}

@@ -41,14 +41,14 @@ func TestSingleNode(t *testing.T) {
 	if err := n.WaitSynced(context.Background(), "nope"); !errors.Is(err, ErrUnknownVolume) {
 		t.Fatalf("WaitSynced(unknown) = %v", err)
 	}
-	if err := n.AddVolume("../x", t.TempDir(), nil, nil); !errors.Is(err, ErrInvalidName) {
+	if err := n.AddVolume(context.Background(), "../x", t.TempDir(), nil, nil); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("AddVolume(../x) = %v", err)
 	}
-	if err := n.AddVolume("v", n.vol("v"), []string{"bogus"}, nil); err == nil {
+	if err := n.AddVolume(context.Background(), "v", n.vol("v"), []string{"bogus"}, nil); err == nil {
 		t.Fatal("bad share accepted")
 	}
 	writeFile(t, n.vol("v")+"/a.txt", []byte("12345"))
-	if err := n.AddVolume("v", n.vol("v"), nil, nil); err != nil {
+	if err := n.AddVolume(context.Background(), "v", n.vol("v"), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A new volume and no peers: both return at once.
@@ -84,17 +84,83 @@ func TestSingleNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e2.Close()
 	if e2.DeviceID() != id {
 		t.Fatal("device ID changed across restart")
 	}
-	if err := e2.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	run(t, e2)
 	if vs := e2.Volumes(); len(vs) != 1 || vs[0].Name != "v" {
 		t.Fatalf("after restart Volumes() = %+v", vs)
 	}
 	if _, ok := e2.cfg.Folder(FolderID("v")); !ok {
 		t.Fatal("volume folder not restored after restart")
 	}
+}
+
+// TestCallsEndWithTheirContext: AddVolume, RegisterVolume and RemoveVolume
+// return by their ctx's end even while a reconcile pass hangs (the store's
+// deadline reaches dockerd in time), and a call whose ctx already ended
+// records nothing.
+func TestCallsEndWithTheirContext(t *testing.T) {
+	n := startNode(t, "solo", testKey, nil)
+	if err := n.AddVolume(context.Background(), "kept", n.vol("kept"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := n.AddVolume(gone, "late", n.vol("late"), nil, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("AddVolume with an ended ctx = %v, want context.Canceled", err)
+	}
+	if err := n.RegisterVolume(gone, "late2", map[string]string{"replication": "snapshots"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RegisterVolume with an ended ctx = %v, want context.Canceled", err)
+	}
+	if err := n.RemoveVolume(gone, "kept", true); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RemoveVolume with an ended ctx = %v, want context.Canceled", err)
+	}
+	for _, v := range n.Volumes() {
+		if v.Name == "late" || v.Name == "late2" || v.Name == "kept" && v.Deleted {
+			t.Fatalf("a call whose ctx had ended changed the registry: %+v", v)
+		}
+	}
+
+	// A reconcile pass that does not finish (held here) must not hold the
+	// calls past their deadline.
+	n.reconcileMu.Lock()
+	released := false
+	defer func() {
+		if !released {
+			n.reconcileMu.Unlock()
+		}
+	}()
+	for name, call := range map[string]func(context.Context) error{
+		"AddVolume": func(ctx context.Context) error { return n.AddVolume(ctx, "kept", n.vol("kept"), nil, nil) },
+		"RegisterVolume": func(ctx context.Context) error {
+			return n.RegisterVolume(ctx, "snap", map[string]string{"replication": "snapshots"})
+		},
+		"RemoveVolume": func(ctx context.Context) error { return n.RemoveVolume(ctx, "snap", false) },
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		start := time.Now()
+		err := call(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s while a pass hangs = %v, want context.DeadlineExceeded", name, err)
+		}
+		// registryWait (2 s) is the longest step a call may take before it
+		// sees its ctx; a call that ran on would take until the pass ends.
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("%s returned %s after its 300 ms deadline", name, d)
+		}
+	}
+	n.reconcileMu.Unlock()
+	released = true
+	// Once the pass can run, the engine applies what was recorded.
+	waitFor(t, 10*time.Second, "snap registered", func() bool {
+		for _, v := range n.Volumes() {
+			if v.Name == "snap" {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -1,6 +1,7 @@
 package syncengine
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -19,8 +20,10 @@ import (
 // existing record keeps its options; nil records none). share lists extra
 // plain Syncthing devices ("DEVICEID" or "DEVICEID@host:port") the volume
 // is shared with. It is idempotent and returns once the folder is
-// configured locally.
-func (e *Engine) AddVolume(name, dir string, share []string, opts map[string]string) error {
+// configured locally, or with ctx's error once ctx ends (nothing of the
+// call runs on after it returned: what it recorded is configured by the
+// engine's next reconcile pass, as any change).
+func (e *Engine) AddVolume(ctx context.Context, name, dir string, share []string, opts map[string]string) error {
 	if err := validVolumeName(name); err != nil {
 		return err
 	}
@@ -53,7 +56,7 @@ func (e *Engine) AddVolume(name, dir string, share []string, opts map[string]str
 		return fmt.Errorf("add volume %s: %w", name, derr)
 	}
 
-	created, err := e.ensureRecord(name, share, opts)
+	created, err := e.ensureRecord(ctx, name, share, opts)
 	if err != nil {
 		return fmt.Errorf("add volume %s: %w", name, err)
 	}
@@ -63,7 +66,9 @@ func (e *Engine) AddVolume(name, dir string, share []string, opts map[string]str
 		e.mu.Unlock()
 	}
 	e.touchFolder(RegistryFolderID, "volumes")
-	e.reconcile()
+	if err := e.reconcileWait(ctx); err != nil {
+		return fmt.Errorf("add volume %s: %w", name, err)
+	}
 	if _, ok := e.cfg.Folder(FolderID(name)); !ok {
 		return fmt.Errorf("add volume %s: folder not configured (see logs)", name)
 	}
@@ -73,28 +78,35 @@ func (e *Engine) AddVolume(name, dir string, share []string, opts map[string]str
 // RegisterVolume lists volume name in the cluster's registry, with its
 // driver options, without replicating it through Syncthing: snapshot
 // volumes (options replication=snapshots) travel as generations (package
-// snapvol), and the registry only makes them known to every node.
-func (e *Engine) RegisterVolume(name string, opts map[string]string) error {
+// snapvol), and the registry only makes them known to every node. It
+// returns once the record is applied here, or with ctx's error.
+func (e *Engine) RegisterVolume(ctx context.Context, name string, opts map[string]string) error {
 	if err := validVolumeName(name); err != nil {
 		return err
 	}
 	if err := e.running(); err != nil {
 		return err
 	}
-	if _, err := e.ensureRecord(name, nil, opts); err != nil {
+	if _, err := e.ensureRecord(ctx, name, nil, opts); err != nil {
 		return fmt.Errorf("register volume %s: %w", name, err)
 	}
 	e.touchFolder(RegistryFolderID, "volumes")
-	e.reconcile()
+	if err := e.reconcileWait(ctx); err != nil {
+		return fmt.Errorf("register volume %s: %w", name, err)
+	}
 	return nil
 }
 
 // ensureRecord writes the volume's registry record unless one exists (a
-// volume another node created keeps its record, merged with share).
-func (e *Engine) ensureRecord(name string, share []string, opts map[string]string) (created bool, err error) {
+// volume another node created keeps its record, merged with share). It
+// writes nothing once ctx has ended.
+func (e *Engine) ensureRecord(ctx context.Context, name string, share []string, opts map[string]string) (created bool, err error) {
 	// Let the registry catch up first (bounded), so a volume another node
 	// created is found here and not mistaken for a brand-new, empty one.
-	e.waitRegistry(registryWait)
+	e.waitRegistry(ctx, registryWait)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	rec, err := e.readVolumeRecord(name)
 	switch {
 	case errors.Is(err, os.ErrNotExist) || (err == nil && rec.Deleted):
@@ -174,13 +186,19 @@ func (e *Engine) Certificate() tls.Certificate { return e.cert }
 // registryWait bounds how long AddVolume waits for the registry to sync.
 const registryWait = 2 * time.Second
 
-func (e *Engine) waitRegistry(d time.Duration) {
+// waitRegistry waits at most d, and not past ctx, for the registry
+// folder to be in sync.
+func (e *Engine) waitRegistry(ctx context.Context, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for {
 		if ok, _ := e.syncCheck(RegistryFolderID); ok || time.Now().After(deadline) {
 			return
 		}
-		time.Sleep(pollInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pollInterval):
+		}
 	}
 }
 
@@ -215,13 +233,18 @@ func dirEmpty(dir string) bool {
 // replica (the contents of its data dir) — unless a container uses it
 // there: a removal everywhere of a volume a member reports in use
 // (UsedBy) is refused with ErrInUse, and a node that learns of the
-// removal while a container uses the volume there undoes it.
-func (e *Engine) RemoveVolume(name string, everywhere bool) error {
+// removal while a container uses the volume there undoes it. It returns
+// once the change is applied here, or with ctx's error (a call whose ctx
+// ended before it changed anything changes nothing).
+func (e *Engine) RemoveVolume(ctx context.Context, name string, everywhere bool) error {
 	if err := validVolumeName(name); err != nil {
 		return err
 	}
 	if err := e.running(); err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
 	if everywhere {
 		if users := e.UsedBy(name); len(users) > 0 {
@@ -255,7 +278,9 @@ func (e *Engine) RemoveVolume(name string, everywhere bool) error {
 	if derr != nil {
 		return fmt.Errorf("remove volume %s: %w", name, derr)
 	}
-	e.reconcile()
+	if err := e.reconcileWait(ctx); err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
 	return nil
 }
 

@@ -80,9 +80,7 @@ func TestWipeDeletedWhateverOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 			if e != n.Engine {
-				if err := e.Start(t.Context()); err != nil {
-					t.Fatal(err)
-				}
+				run(t, e)
 			}
 			e.triggerReconcile()
 			waitFor(t, 10*time.Second, "replica wiped", func() bool { return !exists(data) })

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -104,15 +105,19 @@ func run() error {
 		m.Close()
 		return err
 	}
-	if err := m.Start(); err != nil {
-		return err
-	}
-	defer m.Close()
+	meshc := make(chan error, 1)
+	go func() { meshc <- m.Run(ctx) }()
+	defer func() { m.Close(); <-meshc }()
 	log.WithFields(logrus.Fields{"addr": cfg.Addr, "port": cfg.Port, "interface": cfg.Interface,
 		"mtu": cfg.MTU, "peers": cfg.Peers, "public_key": m.PublicKey().String()}).Info("mesh up")
 
-	go netdriver.WriteStatus(ctx, filepath.Join(cfg.StateDir, "status.json"), m, sw, drv, log)
-	go drv.Run(ctx)
+	// The status writer and the endpoint sweep stop (and are waited for)
+	// before the mesh closes.
+	loops, stopLoops := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopLoops(); wg.Wait() }()
+	wg.Go(func() { netdriver.WriteStatus(loops, filepath.Join(cfg.StateDir, "status.json"), m, sw, drv, log) })
+	wg.Go(func() { drv.Run(loops) })
 
 	h := network.NewHandler(drv)
 	errc := make(chan error, 1)
@@ -120,8 +125,9 @@ func run() error {
 	select {
 	case err := <-errc:
 		return err
-	case <-m.Done():
-		return m.Err()
+	case err := <-meshc:
+		meshc <- err // for the deferred wait
+		return err
 	case <-ctx.Done():
 		log.Info("stopping")
 		return nil

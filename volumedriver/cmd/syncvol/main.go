@@ -78,10 +78,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
 	opened.Store(st)
-
-	go st.Run(ctx)
+	swept := make(chan error, 1)
+	go func() { swept <- st.Run(ctx) }()
+	defer func() { st.Close(); <-swept }()
 	h := volume.NewHandler(volumedriver.NewDriver(st, log))
 	errc := make(chan error, 1)
 	go func() { errc <- h.ServeUnix("syncvol", 0) }()

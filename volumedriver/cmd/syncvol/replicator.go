@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -18,39 +17,12 @@ import (
 	"github.com/homeswarm/homeswarm/volumedriver/syncengine"
 )
 
-// replicator adapts the sync engine to what the store asks of a Replicator.
+// replicator adapts the sync engine to what the store asks of a Replicator:
+// the store's deadlines reach the engine's calls (AddVolume, RegisterVolume
+// and RemoveVolume are the engine's own), its errors the store's sentinels.
 type replicator struct{ *syncengine.Engine }
 
 var _ store.Replicator = replicator{}
-
-// configTimeout bounds the engine's configuration changes, which have no
-// deadline of their own, so Create and Remove always answer dockerd.
-const configTimeout = 20 * time.Second
-
-// bounded runs f, but returns after configTimeout whether or not f is done;
-// f then finishes in the background.
-func bounded(what string, f func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(configTimeout):
-		return fmt.Errorf("%s: the sync engine did not answer within %s; it goes on in the background, retry", what, configTimeout)
-	}
-}
-
-func (r replicator) AddVolume(name, dir string, share []string, options map[string]string) error {
-	return bounded("add volume "+name, func() error { return r.Engine.AddVolume(name, dir, share, options) })
-}
-
-func (r replicator) RegisterVolume(name string, options map[string]string) error {
-	return bounded("register volume "+name, func() error { return r.Engine.RegisterVolume(name, options) })
-}
-
-func (r replicator) RemoveVolume(name string, everywhere bool) error {
-	return bounded("remove volume "+name, func() error { return r.Engine.RemoveVolume(name, everywhere) })
-}
 
 // Flush is the engine's, with its "not on any peer" error marked as the
 // store's ErrNotReplicated.
@@ -99,11 +71,20 @@ func startReplicator(ctx context.Context, cfg volumedriver.Config, log *logrus.E
 	if err != nil {
 		return nil, nil, fmt.Errorf("sync engine: %w", err)
 	}
-	if err := eng.Start(ctx); err != nil {
+	// The engine stops on Close, after the store (main's deferred calls),
+	// not on ctx: ctx only cuts the start-up short.
+	errc := make(chan error, 1)
+	go func() { errc <- eng.Run(context.Background()) }()
+	select {
+	case <-eng.Ready():
+	case err := <-errc:
 		return nil, nil, fmt.Errorf("sync engine: %w", err)
+	case <-ctx.Done():
+		eng.Close()
+		return nil, nil, fmt.Errorf("sync engine: %w", ctx.Err())
 	}
 	log.WithField("device", eng.DeviceID()).WithField("listen", eng.ListenAddr()).Info("replication on")
-	return replicator{eng}, eng.Close, nil
+	return replicator{eng}, eng.Close, nil // Close waits for Run
 }
 
 // startSnapshots starts snapshot replication (crash-consistent volumes)
