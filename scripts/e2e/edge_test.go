@@ -52,6 +52,14 @@ type edgeStack struct {
 // Traefik answers; everything is removed when t ends.
 func startEdgeStack(t *testing.T) *edgeStack {
 	t.Helper()
+	edgeImages(t)
+	return runEdgeStack(t, edgeOpts())
+}
+
+// edgeImages imports edge and Traefik into the VPS and the web image into
+// the nodes the web services run on.
+func edgeImages(t *testing.T) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(repo, "scripts/images.sh"), "vps")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("images: %v: %s", err, out)
@@ -63,9 +71,14 @@ func startEdgeStack(t *testing.T) *edgeStack {
 			t.Fatalf("images: %v: %s", err, out)
 		}
 	}
-	return runEdgeStack(t, edgeStackOpts{routes: "edge-routes", network: "web", netArgs: []string{"-d", meshnetDriver},
+}
+
+// edgeOpts are startEdgeStack's: a meshnet network "web", which webService
+// attaches to.
+func edgeOpts() edgeStackOpts {
+	return edgeStackOpts{routes: "edge-routes", network: "web", netArgs: []string{"-d", meshnetDriver},
 		netRemove: 30 * time.Second, edgeListen: "127.0.0.1:8089", traefikLog: "INFO", timeout: 2 * time.Second,
-		traefikUp: 60 * time.Second, probe: "nothing.e2e.test"})
+		traefikUp: 60 * time.Second, probe: "nothing.e2e.test"}
 }
 
 // edgeStackOpts name and shape one Traefik + edge pair on the VPS.
@@ -80,6 +93,10 @@ type edgeStackOpts struct {
 	timeout    time.Duration // of each request through Traefik
 	traefikUp  time.Duration // how long Traefik may take to answer
 	probe      string        // a host name nothing routes
+	// traefikFlags are more `service create` flags for Traefik (ports,
+	// mounts, environment); traefikArgs more of Traefik's own arguments
+	// (entry points, certificate resolvers).
+	traefikFlags, traefikArgs []string
 }
 
 // runEdgeStack starts Traefik (file provider, no docker.sock) and edge (the
@@ -114,13 +131,14 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		})
 		os.RemoveAll(s.routes)
 	})
-	createService(t, traefik, "--constraint", "node.role==manager", "--network", o.network,
+	flags := append([]string{"--constraint", "node.role==manager", "--network", o.network,
 		"--dns", vpsAddr,
 		"--publish", "mode=host,published=80,target=80",
-		"--mount", "type=bind,source="+s.routes+",target=/routes,readonly",
-		"homeswarm/traefik",
+		"--mount", "type=bind,source=" + s.routes + ",target=/routes,readonly"}, o.traefikFlags...)
+	createService(t, traefik, append(append(flags, "homeswarm/traefik",
 		"--entryPoints.web.address=:80", "--providers.file.directory=/routes",
-		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level="+o.traefikLog)
+		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level="+o.traefikLog),
+		o.traefikArgs...)...)
 	createService(t, edge, "--constraint", "node.role==manager", "--network", "host",
 		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
 		"--mount", "type=bind,source="+s.routes+",target=/routes",
