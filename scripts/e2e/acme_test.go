@@ -35,10 +35,12 @@ func TestEdgeACME(t *testing.T) {
 	const (
 		host     = "blog.example.org"
 		resolver = "pebble"
-		vol      = "e2e-acme-store"
 		acmeAddr = "203.0.113.30" // topo.sh's ACME server
 		caFile   = "/etc/acme-api-ca.pem"
 	)
+	// A new name each run: a files volume created again under the name of
+	// one removed everywhere is refused at home ("folder marker missing").
+	vol := fmt.Sprintf("e2e-acme-%d", time.Now().Unix())
 	dir, err := topo("acme-up")
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +138,11 @@ func TestEdgeACME(t *testing.T) {
 		host, time.Since(start).Seconds(), serial)
 	if n := issued() - before; n != 1 {
 		t.Errorf("Pebble issued %d certificates for one service, want 1", n)
+	}
+	// HTTP-01 validated for real: Pebble fetched the token by the name.
+	if b, _ := os.ReadFile(filepath.Join(acmeDir, "pebble.log")); !strings.Contains(string(b), "Attempting to validate w/ HTTP: http://"+host+":80/.well-known/acme-challenge/") ||
+		strings.Contains(string(b), "VA always returns valid") {
+		t.Errorf("Pebble's log shows no HTTP-01 validation of %s (or validation is off)", host)
 	}
 
 	// Plain HTTP: a permanent redirect to HTTPS, from the "internet".
