@@ -181,7 +181,9 @@ func TestEdgeACME(t *testing.T) {
 
 	// A move of Traefik's task to another node (home1): the volume
 	// follows, the same certificate is served there (checked from the
-	// home LAN: home1 is behind the NAT), nothing ordered.
+	// home LAN: home1 is behind the NAT), nothing ordered. (Its routes are
+	// there because every node of the topology shares this machine's file
+	// system; what this checks is the store.)
 	start = time.Now()
 	mustDk(t, "vps", "service", "update", "-q", "--detach=false", "--constraint-rm", "node.role==manager",
 		"--constraint-add", "node.hostname==home1", traefik)
