@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -74,9 +75,13 @@ func TestEdgeACME(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("Pebble's root: status %d, %v", resp.StatusCode, err)
 	}
-	roots := x509.NewCertPool() // Pebble's issuing root, nothing else
-	if !roots.AppendCertsFromPEM(rootPEM) {
-		t.Fatalf("Pebble's /roots/0 is no certificate: %q", rootPEM)
+	block, _ := pem.Decode(rootPEM)
+	if block == nil {
+		t.Fatalf("Pebble's /roots/0 is no PEM: %q", rootPEM)
+	}
+	root, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatalf("Pebble's /roots/0: %v", err)
 	}
 
 	// The ACME store: one syncvol volume, one Traefik (acme.json is not
@@ -131,7 +136,7 @@ func TestEdgeACME(t *testing.T) {
 	start := time.Now()
 	var serial string
 	eventually(t, 90*time.Second, "a certificate for "+host+" from Pebble, verified", func() (err error) {
-		serial, err = verifiedGet(internet, vpsAddr, host, roots, "blog")
+		serial, err = verifiedGet(internet, vpsAddr, host, root, "blog")
 		return err
 	})
 	t.Logf("https://%s: a chain to Pebble's root, verified from the \"internet\", %.1f s after `service create` returned (task start, HTTP-01 validation and issuance); serial %s",
@@ -171,7 +176,7 @@ func TestEdgeACME(t *testing.T) {
 	}
 	var again string
 	eventually(t, 60*time.Second, "the restarted Traefik serving "+host, func() (err error) {
-		again, err = verifiedGet(internet, vpsAddr, host, roots, "blog")
+		again, err = verifiedGet(internet, vpsAddr, host, root, "blog")
 		return err
 	})
 	t.Logf("Traefik restarted: serving %s again %.1f s after the update began, serial %s", host, time.Since(start).Seconds(), again)
@@ -195,7 +200,7 @@ func TestEdgeACME(t *testing.T) {
 	lan.Timeout = 2 * time.Second
 	var moved string
 	eventually(t, 60*time.Second, "Traefik on home1 serving "+host, func() (err error) {
-		moved, err = verifiedGet(lan, "192.168.50.11", host, roots, "blog")
+		moved, err = verifiedGet(lan, "192.168.50.11", host, root, "blog")
 		return err
 	})
 	t.Logf("Traefik moved to home1: serving %s there %.1f s after the update began, serial %s", host, time.Since(start).Seconds(), moved)
@@ -208,9 +213,11 @@ func TestEdgeACME(t *testing.T) {
 }
 
 // verifiedGet sends GET / to addr:443 as host, through d, trusting only
-// roots, and checks the answer is want; it returns the serial of the
+// root, and checks the answer is want; it returns the serial of the
 // server's certificate.
-func verifiedGet(d *netns.Dialer, addr, host string, roots *x509.CertPool, want string) (string, error) {
+func verifiedGet(d *netns.Dialer, addr, host string, root *x509.Certificate, want string) (string, error) {
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr+":443")
@@ -232,8 +239,8 @@ func verifiedGet(d *netns.Dialer, addr, host string, roots *x509.CertPool, want 
 	}
 	// Go verified leaf → Pebble's intermediate → the root; say so.
 	chains := resp.TLS.VerifiedChains
-	if len(chains) == 0 || len(chains[0]) < 3 {
-		return "", fmt.Errorf("verified chains %v: want leaf, intermediate, root", chains)
+	if len(chains) == 0 || len(chains[0]) < 3 || !chains[0][len(chains[0])-1].Equal(root) {
+		return "", fmt.Errorf("verified chains %v: want leaf, intermediate, Pebble's root", chains)
 	}
 	return resp.TLS.PeerCertificates[0].SerialNumber.Text(16), nil
 }
