@@ -28,6 +28,7 @@
 #   topo.sh acme-up                          the ACME server on the "internet" (Debian's pebble,
 #                                            203.0.113.30, namespace acme): prints its directory URL
 #   topo.sh acme-host HOST [ADDR]            its DNS answers HOST with ADDR (the VPS's public address)
+#   topo.sh acme-root                        print its issuing root (PEM), what a client must trust
 #   topo.sh engine-stop NODE [--kill]        stop (or SIGKILL) NODE's dockerd
 #   topo.sh engine-start NODE                start it again
 #   topo.sh add-node NAME                    one more home node on the LAN (home4 → 192.168.50.14); no Swarm join
@@ -299,6 +300,13 @@ acme_up() {
     sleep 0.1
   done
   echo "https://$a:14000/dir"
+}
+
+# acme_root prints the root the ACME server issues under (Pebble makes a
+# new one each time it starts).
+acme_root() {
+  nsx acme curl -sf --cacert "$ROOT/acme/ca.pem" "https://$ACME_ADDR:15000/roots/0" \
+    || die "acme-root: the ACME server does not answer (acme-up first)"
 }
 
 # acme_host HOST ADDR: the ACME server's DNS answers HOST with ADDR.
@@ -645,6 +653,7 @@ case $cmd in
   registry-up) registry_up; echo "$PLUGIN_REPO" ;;
   acme-up) acme_up ;;
   acme-host) acme_host "$@" ;;
+  acme-root) acme_root ;;
   push-plugins) push_plugins "${1:-$PLUGIN_TAG}"; echo "$PLUGIN_REPO" ;;
   engine-stop) if [ "${2:-}" = --kill ]; then engine_stop "$1" KILL; else engine_stop "$1"; fi ;;
   engine-start) engine_start "$1" ;;
