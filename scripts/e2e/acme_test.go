@@ -29,7 +29,8 @@ import (
 // HTTP-01 validated for real (Pebble resolves the name through its own DNS
 // to the VPS's public address and fetches the token there, from the
 // "internet"); plain HTTP redirects to HTTPS; a client on the "internet"
-// that trusts only Pebble's issuing root verifies the chain; the store
+// that trusts only Pebble's issuing root verifies the chain; a name
+// Pebble's DNS does not know gets no certificate; the store
 // survives a restart of Traefik's task and a move of it to another node:
 // the same certificate is served and Pebble issues no other.
 func TestEdgeACME(t *testing.T) {
@@ -101,7 +102,7 @@ func TestEdgeACME(t *testing.T) {
 		"--env", "LEGO_CA_CERTIFICATES=" + caFile,
 	}
 	o.traefikArgs = []string{
-		"--entryPoints.websecure.address=:443",
+		"--entryPoints.websecure.address=:443", "--log.noColor=true",
 		"--certificatesResolvers." + resolver + ".acme.caServer=" + dir,
 		"--certificatesResolvers." + resolver + ".acme.email=admin@example.org",
 		"--certificatesResolvers." + resolver + ".acme.storage=/acme/acme.json",
@@ -150,9 +151,33 @@ func TestEdgeACME(t *testing.T) {
 		t.Errorf("http://%s/x?y=1: %d Location %q, want a permanent redirect to https://%s/x?y=1", host, resp.StatusCode, loc, host)
 	}
 
+	// Validation is real: a name Pebble's DNS does not know gets no
+	// certificate (the order fails; Traefik keeps its default one).
+	traefik := o.prefix + "traefik"
+	const nodns = "nodns.example.org"
+	webService(t, "e2e-nodns", "nodns", "--label", "edge.host="+nodns, "--label", "edge.port=8080",
+		"--label", "edge.certresolver="+resolver)
+	var failure string
+	eventually(t, 60*time.Second, "Traefik reporting the failed order for "+nodns, func() error {
+		for _, l := range strings.Split(serviceLogs("vps", traefik), "\n") {
+			if strings.Contains(l, "Unable to obtain ACME certificate") && strings.Contains(l, nodns) {
+				failure = l
+				return nil
+			}
+		}
+		return fmt.Errorf("not in Traefik's log yet")
+	})
+	if i := strings.Index(failure, "urn:ietf:params:acme:error:"); i >= 0 {
+		failure = failure[i:min(len(failure), i+200)]
+	}
+	t.Logf("%s (not in Pebble's DNS): Traefik got no certificate: %s…", nodns, failure)
+	if _, err := verifiedGet(internet, vpsAddr, nodns, root, "nodns"); err == nil {
+		t.Errorf("%s, which Pebble cannot validate, is served with a certificate from Pebble", nodns)
+	}
+	removeService("e2e-nodns")
+
 	// A restart of Traefik's task (a new container, same node): the store
 	// is read back, the same certificate served, nothing ordered.
-	traefik := o.prefix + "traefik"
 	oldTask, _ := dk("vps", "service", "ps", "-q", "--filter", "desired-state=running", traefik)
 	start = time.Now()
 	mustDk(t, "vps", "service", "update", "-q", "--force", "--detach=false", traefik)
@@ -228,4 +253,11 @@ func verifiedGet(d *netns.Dialer, addr, host string, root *x509.Certificate, wan
 		return "", fmt.Errorf("verified chains %v: want leaf, intermediate, Pebble's root", chains)
 	}
 	return resp.TLS.PeerCertificates[0].SerialNumber.Text(16), nil
+}
+
+// serviceLogs returns what service's tasks wrote, stdout and stderr (Traefik
+// logs to stderr), as node's engine has it.
+func serviceLogs(node, service string) string {
+	out, _ := exec.Command(filepath.Join(repo, "scripts/topo.sh"), "docker", node, "service", "logs", "--raw", service).CombinedOutput()
+	return string(out)
 }
