@@ -83,6 +83,11 @@ func edgeOpts() edgeStackOpts {
 
 // edgeStackOpts name and shape one Traefik + edge pair on the VPS.
 type edgeStackOpts struct {
+	// traefikFlags are more `service create` flags for Traefik (ports,
+	// mounts, environment); traefikArgs more of Traefik's own arguments
+	// (entry points, certificate resolvers).
+	traefikFlags, traefikArgs []string
+
 	prefix     string        // of the services' names: prefix+"traefik", prefix+"edge"
 	routes     string        // directory under the VPS's state that edge writes and Traefik watches
 	network    string        // created here, shared by Traefik and the routed services
@@ -93,10 +98,6 @@ type edgeStackOpts struct {
 	timeout    time.Duration // of each request through Traefik
 	traefikUp  time.Duration // how long Traefik may take to answer
 	probe      string        // a host name nothing routes
-	// traefikFlags are more `service create` flags for Traefik (ports,
-	// mounts, environment); traefikArgs more of Traefik's own arguments
-	// (entry points, certificate resolvers).
-	traefikFlags, traefikArgs []string
 }
 
 // runEdgeStack starts Traefik (file provider, no docker.sock) and edge (the
