@@ -275,9 +275,12 @@ acme_up() {
     return 0
   fi
   command -v pebble >/dev/null || die "pebble not found: apt-get install pebble"
+  [ -e "/run/netns/$(ns wan)" ] || die "acme-up: no topology (topo.sh up first)"
   [ -e "/run/netns/$(ns acme)" ] || { mkns acme; veth acme wan0 wan br0 "$a/24"; }
   mkdir -p "$d"
   acme_certs "$d"
+  # a DNS server left by a Pebble that died holds the port
+  if [ -f "$d/dns.pid" ]; then kill "$(cat "$d/dns.pid")" 2>/dev/null || true; fi
   # httpPort/tlsPort: where Pebble validates (HTTP-01 on port 80, as Let's
   # Encrypt does).
   printf '{"pebble": {"listenAddress": "%s:14000", "managementListenAddress": "%s:15000",
@@ -285,12 +288,12 @@ acme_up() {
   "ocspResponderURL": "", "externalAccountBindingRequired": false}}\n' "$a" "$a" "$d" "$d" > "$d/pebble.json"
   # The DNS answers only the names acme-host adds (no default address);
   # its other challenge servers are off.
-  nsx acme pebble-challtestsrv -dns01 "$a:53" -management "$a:8055" -http01 "" -https01 "" -tlsalpn01 "" \
+  nsenter --net="/run/netns/$(ns acme)" pebble-challtestsrv -dns01 "$a:53" -management "$a:8055" -http01 "" -https01 "" -tlsalpn01 "" \
     -defaultIPv4 "" -defaultIPv6 "" >"$d/dns.log" 2>&1 &
   echo $! > "$d/dns.pid"
   # No artificial validation sleeps, no nonce rejected on purpose (both
   # only slow a test down); validation itself is never skipped.
-  PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 nsx acme pebble -config "$d/pebble.json" -dnsserver "$a:53" \
+  PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 nsenter --net="/run/netns/$(ns acme)" pebble -config "$d/pebble.json" -dnsserver "$a:53" \
     >"$d/pebble.log" 2>&1 &
   echo $! > "$d/pebble.pid"
   local deadline=$((SECONDS + 20))
@@ -311,8 +314,8 @@ acme_root() {
 
 # acme_host HOST ADDR: the ACME server's DNS answers HOST with ADDR.
 acme_host() {
-  local h=$1 a=${2:-$(ip_of vps)}
-  [[ $h =~ ^[A-Za-z0-9.-]+$ ]] || die "acme-host: bad host name $h"
+  local h=${1:-} a=${2:-$(ip_of vps)}
+  [[ $h =~ ^[A-Za-z0-9.-]+$ ]] || die "acme-host HOST [ADDR]: bad host name '$h'"
   [[ $a =~ ^[0-9.]+$ ]] || die "acme-host: bad address $a"
   nsx acme curl -sf -o /dev/null -X POST -d "{\"host\": \"$h.\", \"addresses\": [\"$a\"]}" "http://$ACME_ADDR:8055/add-a" \
     || die "acme-host: the ACME server's DNS did not take $h (acme-up first)"
