@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 say() { printf '[deps %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 need=(docker.io busybox-static iproute2 iptables conntrack syncthing iperf3 wireguard-tools
-  tcpdump rsync psmisc file make git gcc curl btrfs-progs qemu-user-static docker-registry)
+  tcpdump rsync psmisc file make git gcc curl btrfs-progs qemu-user-static docker-registry pebble openssl)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

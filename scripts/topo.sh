@@ -25,6 +25,10 @@
 #   topo.sh registry-up                      the plugin registry on the VPS (Debian's docker-registry)
 #   topo.sh push-plugins [TAG]               registry-up, then `make push` from the VPS's engine:
 #                                            REGISTRY/homeswarm/{syncvol,meshnet}:TAG (latest; VERSION=… stamps the build)
+#   topo.sh acme-up                          the ACME server on the "internet" (Debian's pebble,
+#                                            203.0.113.30, namespace acme): prints its directory URL
+#   topo.sh acme-host HOST [ADDR]            its DNS answers HOST with ADDR (the VPS's public address)
+#   topo.sh acme-root                        print its issuing root (PEM), what a client must trust
 #   topo.sh engine-stop NODE [--kill]        stop (or SIGKILL) NODE's dockerd
 #   topo.sh engine-start NODE                start it again
 #   topo.sh add-node NAME                    one more home node on the LAN (home4 → 192.168.50.14); no Swarm join
@@ -43,6 +47,16 @@
 # The registry (REGISTRY, 203.0.113.10:5000: the VPS's topology address, plain
 # HTTP, listening on nothing else) is trusted by every engine through its own
 # daemon.json (insecure-registries).
+#
+# The ACME server (acme-up) stands in for Let's Encrypt: Debian's pebble
+# (RFC 8555) in its own namespace on the "internet" bridge, ACME at
+# https://203.0.113.30:14000/dir, its management interface (the issuing
+# root: /roots/0) at :15000, both with a TLS certificate from a CA made
+# here ($TOPO_ROOT/acme/ca.pem: what an ACME client such as Traefik must
+# trust, LEGO_CA_CERTIFICATES). It validates HTTP-01 for real: it resolves
+# names with Debian's pebble-challtestsrv on 203.0.113.30:53, which knows
+# only the names acme-host gave it, and fetches the token from the name's
+# address on port 80. Nothing listens beyond 203.0.113.30.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -62,6 +76,7 @@ REGISTRY="$WAN_NET.10:${TOPO_REGISTRY_PORT:-5000}"
 PLUGIN_REPO="$REGISTRY/homeswarm"
 PLUGIN_TAG=${TOPO_PLUGIN_TAG:-latest}
 ENGINE_NODES=(vps "${HOME_NODES[@]}")
+ACME_ADDR="$WAN_NET.30"
 
 say() { printf '[topo %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -77,6 +92,7 @@ ip_of() {
     homegw) echo "$WAN_NET.20" ;;
     home*) echo "$LAN_NET.$((10 + ${1#home}))" ;;
     nas) echo "$LAN_NET.30" ;;
+    acme) echo "$ACME_ADDR" ;;
     *) die "unknown node $1" ;;
   esac
 }
@@ -228,6 +244,81 @@ home_link_up() {
   nsx "$n" ip addr add "$(ip_of "$n")/24" dev eth0
   nsx "$n" ip link set eth0 up
   nsx "$n" ip route add default via "$LAN_NET.1"
+}
+
+# ---------------------------------------------------------------- ACME
+
+# acme_certs DIR: a CA of the topology's own and, signed by it, the ACME
+# server's TLS certificate for its address (what Pebble's source tree
+# ships as test/certs; Debian's package ships none).
+acme_certs() {
+  local d=$1
+  [ -f "$d/cert.pem" ] && return 0
+  command -v openssl >/dev/null || die "openssl not found: apt-get install openssl"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -subj "/CN=homeswarm topology ACME API CA" -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$ACME_ADDR" \
+    -keyout "$d/key.pem" -out "$d/cert.csr" 2>/dev/null
+  printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth\n' "$ACME_ADDR" > "$d/ext.cnf"
+  openssl x509 -req -in "$d/cert.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$d/ext.cnf" -out "$d/cert.pem" 2>/dev/null
+  rm -f "$d/cert.csr" "$d/ext.cnf" "$d/ca.srl"
+}
+
+# acme_up: Pebble and its DNS (pebble-challtestsrv) in namespace acme on
+# the "internet"; idempotent. Logs: $ROOT/acme/{pebble,dns}.log (Pebble
+# logs a line per issued certificate).
+acme_up() {
+  local d="$ROOT/acme" a="$ACME_ADDR"
+  if [ -f "$d/pebble.pid" ] && kill -0 "$(cat "$d/pebble.pid")" 2>/dev/null; then
+    echo "https://$a:14000/dir"
+    return 0
+  fi
+  command -v pebble >/dev/null || die "pebble not found: apt-get install pebble"
+  [ -e "/run/netns/$(ns wan)" ] || die "acme-up: no topology (topo.sh up first)"
+  [ -e "/run/netns/$(ns acme)" ] || { mkns acme; veth acme wan0 wan br0 "$a/24"; }
+  mkdir -p "$d"
+  acme_certs "$d"
+  # a DNS server left by a Pebble that died holds the port
+  if [ -f "$d/dns.pid" ]; then kill "$(cat "$d/dns.pid")" 2>/dev/null || true; fi
+  # httpPort/tlsPort: where Pebble validates (HTTP-01 on port 80, as Let's
+  # Encrypt does).
+  printf '{"pebble": {"listenAddress": "%s:14000", "managementListenAddress": "%s:15000",
+  "certificate": "%s/cert.pem", "privateKey": "%s/key.pem", "httpPort": 80, "tlsPort": 443,
+  "ocspResponderURL": "", "externalAccountBindingRequired": false}}\n' "$a" "$a" "$d" "$d" > "$d/pebble.json"
+  # The DNS answers only the names acme-host adds (no default address);
+  # its other challenge servers are off.
+  nsenter --net="/run/netns/$(ns acme)" pebble-challtestsrv -dns01 "$a:53" -management "$a:8055" -http01 "" -https01 "" -tlsalpn01 "" \
+    -defaultIPv4 "" -defaultIPv6 "" >"$d/dns.log" 2>&1 &
+  echo $! > "$d/dns.pid"
+  # No artificial validation sleeps, no nonce rejected on purpose (both
+  # only slow a test down); validation itself is never skipped.
+  PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 nsenter --net="/run/netns/$(ns acme)" pebble -config "$d/pebble.json" -dnsserver "$a:53" \
+    >"$d/pebble.log" 2>&1 &
+  echo $! > "$d/pebble.pid"
+  local deadline=$((SECONDS + 20))
+  until nsx acme curl -sf -o /dev/null --cacert "$d/ca.pem" "https://$a:14000/dir" &&
+    [ "$(nsx acme curl -s -o /dev/null -w '%{http_code}' "http://$a:8055/")" != 000 ]; do
+    [ $SECONDS -lt $deadline ] || { tail -5 "$d/pebble.log" "$d/dns.log" >&2; die "pebble did not answer at $a"; }
+    sleep 0.1
+  done
+  echo "https://$a:14000/dir"
+}
+
+# acme_root prints the root the ACME server issues under (Pebble makes a
+# new one each time it starts).
+acme_root() {
+  nsx acme curl -sf --cacert "$ROOT/acme/ca.pem" "https://$ACME_ADDR:15000/roots/0" \
+    || die "acme-root: the ACME server does not answer (acme-up first)"
+}
+
+# acme_host HOST ADDR: the ACME server's DNS answers HOST with ADDR.
+acme_host() {
+  local h=${1:-} a=${2:-$(ip_of vps)}
+  [[ $h =~ ^[A-Za-z0-9.-]+$ ]] || die "acme-host HOST [ADDR]: bad host name '$h'"
+  [[ $a =~ ^[0-9.]+$ ]] || die "acme-host: bad address $a"
+  nsx acme curl -sf -o /dev/null -X POST -d "{\"host\": \"$h.\", \"addresses\": [\"$a\"]}" "http://$ACME_ADDR:8055/add-a" \
+    || die "acme-host: the ACME server's DNS did not take $h (acme-up first)"
 }
 
 # ---------------------------------------------------------------- engines
@@ -563,6 +654,9 @@ case $cmd in
     for n in "${@:-${ENGINE_NODES[@]}}"; do install_plugins "$n"; done
     ;;
   registry-up) registry_up; echo "$PLUGIN_REPO" ;;
+  acme-up) acme_up ;;
+  acme-host) acme_host "$@" ;;
+  acme-root) acme_root ;;
   push-plugins) push_plugins "${1:-$PLUGIN_TAG}"; echo "$PLUGIN_REPO" ;;
   engine-stop) if [ "${2:-}" = --kill ]; then engine_stop "$1" KILL; else engine_stop "$1"; fi ;;
   engine-start) engine_start "$1" ;;

@@ -52,6 +52,14 @@ type edgeStack struct {
 // Traefik answers; everything is removed when t ends.
 func startEdgeStack(t *testing.T) *edgeStack {
 	t.Helper()
+	edgeImages(t)
+	return runEdgeStack(t, edgeOpts())
+}
+
+// edgeImages imports edge and Traefik into the VPS and the web image into
+// the nodes the web services run on.
+func edgeImages(t *testing.T) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(repo, "scripts/images.sh"), "vps")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("images: %v: %s", err, out)
@@ -63,13 +71,23 @@ func startEdgeStack(t *testing.T) *edgeStack {
 			t.Fatalf("images: %v: %s", err, out)
 		}
 	}
-	return runEdgeStack(t, edgeStackOpts{routes: "edge-routes", network: "web", netArgs: []string{"-d", meshnetDriver},
+}
+
+// edgeOpts are startEdgeStack's: a meshnet network "web", which webService
+// attaches to.
+func edgeOpts() edgeStackOpts {
+	return edgeStackOpts{routes: "edge-routes", network: "web", netArgs: []string{"-d", meshnetDriver},
 		netRemove: 30 * time.Second, edgeListen: "127.0.0.1:8089", traefikLog: "INFO", timeout: 2 * time.Second,
-		traefikUp: 60 * time.Second, probe: "nothing.e2e.test"})
+		traefikUp: 60 * time.Second, probe: "nothing.e2e.test"}
 }
 
 // edgeStackOpts name and shape one Traefik + edge pair on the VPS.
 type edgeStackOpts struct {
+	// traefikFlags are more `service create` flags for Traefik (ports,
+	// mounts, environment); traefikArgs more of Traefik's own arguments
+	// (entry points, certificate resolvers).
+	traefikFlags, traefikArgs []string
+
 	prefix     string        // of the services' names: prefix+"traefik", prefix+"edge"
 	routes     string        // directory under the VPS's state that edge writes and Traefik watches
 	network    string        // created here, shared by Traefik and the routed services
@@ -126,13 +144,15 @@ func runEdgeStack(t *testing.T, o edgeStackOpts) *edgeStack {
 		publish = append(publish, "--publish", fmt.Sprintf("mode=host,published=%d,target=%d,protocol=udp", p, p))
 		entryPoints = append(entryPoints, fmt.Sprintf("--entryPoints.udp-%d.address=:%d/udp", p, p))
 	}
-	createService(t, traefik, append(append(append([]string{"--constraint", "node.role==manager", "--network", o.network,
+	flags := append(append([]string{"--constraint", "node.role==manager", "--network", o.network,
 		"--dns", vpsAddr,
 		"--publish", "mode=host,published=80,target=80"}, publish...),
-		"--mount", "type=bind,source="+s.routes+",target=/routes,readonly",
-		"homeswarm/traefik",
+		"--mount", "type=bind,source="+s.routes+",target=/routes,readonly")
+	flags = append(flags, o.traefikFlags...)
+	createService(t, traefik, append(append(append(flags, "homeswarm/traefik",
 		"--entryPoints.web.address=:80", "--providers.file.directory=/routes",
-		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level="+o.traefikLog), entryPoints...)...)
+		"--providers.file.watch=true", "--providers.providersThrottleDuration=0s", "--log.level="+o.traefikLog),
+		entryPoints...), o.traefikArgs...)...)
 	createService(t, edge, "--constraint", "node.role==manager", "--network", "host",
 		"--mount", "type=bind,source="+filepath.Join(topoRun, "vps", "docker.sock")+",target=/var/run/docker.sock",
 		"--mount", "type=bind,source="+s.routes+",target=/routes",
