@@ -26,6 +26,9 @@
 #                       execs mariadbd in the foreground with
 #                       innodb_flush_log_at_trx_commit=1, sync_binlog=1 (binary log on),
 #                       networking on 0.0.0.0:3306, root@'%' without a password (test only).
+#                       MARIADB_DATABASE (and MARIADB_USER, MARIADB_PASSWORD): that
+#                       database (and a user with every right on it) is created
+#                       at start when missing (the password is set at every start).
 #                       Any arguments are extra mariadbd options.
 #
 # Maintainer scripts never run, so the packages only those scripts need
@@ -135,6 +138,19 @@ cat > /run/mysqld/init.sql <<'SQL'
 CREATE USER IF NOT EXISTS 'root'@'%';
 GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION;
 SQL
+# an application's database and user (MARIADB_DATABASE, MARIADB_USER,
+# MARIADB_PASSWORD), created when missing, at every start
+for v in "${MARIADB_DATABASE:-}" "${MARIADB_USER:-}" "${MARIADB_PASSWORD:-}"; do
+  case $v in *[\'\\\`]*) echo "entrypoint: MARIADB_* must not contain quotes or backslashes" >&2; exit 2 ;; esac
+done
+if [ -n "${MARIADB_DATABASE:-}" ]; then
+  echo "CREATE DATABASE IF NOT EXISTS \`$MARIADB_DATABASE\`;" >> /run/mysqld/init.sql
+  if [ -n "${MARIADB_USER:-}" ]; then
+    echo "CREATE USER IF NOT EXISTS '$MARIADB_USER'@'%' IDENTIFIED BY '${MARIADB_PASSWORD:-}';
+ALTER USER '$MARIADB_USER'@'%' IDENTIFIED BY '${MARIADB_PASSWORD:-}';
+GRANT ALL PRIVILEGES ON \`$MARIADB_DATABASE\`.* TO '$MARIADB_USER'@'%';" >> /run/mysqld/init.sql
+  fi
+fi
 chown mysql /run/mysqld/init.sql
 exec mariadbd --user=mysql --datadir="$DATADIR" --skip-networking=0 --bind-address=0.0.0.0 \
   --skip-name-resolve --innodb-flush-log-at-trx-commit=1 --sync-binlog=1 --log-bin=binlog \
