@@ -35,7 +35,12 @@
 #         WORDPRESS_DB_HOST (default db), WORDPRESS_DB_NAME (wordpress),
 #         WORDPRESS_DB_USER (wordpress), WORDPRESS_DB_PASSWORD (empty),
 #         WORDPRESS_TABLE_PREFIX (wp_), WORDPRESS_URL (the site's URL, e.g.
-#         http://blog.example.org; unset: whatever Host the request names).
+#         http://blog.example.org; unset: whatever Host the request names;
+#         set, its host name resolves to 127.0.0.1 in the container, so
+#         WordPress's requests to itself — cron, the installer's permalink
+#         check — reach its own nginx), WORDPRESS_HTTP_EXTERNAL (set: allow
+#         outgoing HTTP beyond the site itself; default blocked, updates
+#         come with the image), WORDPRESS_DISABLE_CRON (set: no WP-cron).
 #       The volume: /var/lib/wordpress/wp-content (Debian's WP_CONTENT_DIR):
 #       uploads, and any plugin, theme or language the site adds. The
 #       packaged theme and PHP stay in the image (a must-use plugin in
@@ -177,8 +182,11 @@ if (getenv('WORDPRESS_URL')) {
 define('WP_CONTENT_DIR', '/var/lib/wordpress/wp-content');
 /* the image's must-use plugin (the packaged theme directory) */
 define('WPMU_PLUGIN_DIR', '/usr/share/wordpress/homeswarm-mu');
-/* no outgoing requests: updates come with the image */
+/* updates come with the image; no outgoing HTTP but to the site itself
+ * (WordPress's loopback requests: cron, the permalink check) unless
+ * WORDPRESS_HTTP_EXTERNAL is set */
 define('AUTOMATIC_UPDATER_DISABLED', true);
+define('WP_HTTP_BLOCK_EXTERNAL', homeswarm_env('WORDPRESS_HTTP_EXTERNAL', '') === '');
 define('DISABLE_WP_CRON', homeswarm_env('WORDPRESS_DISABLE_CRON', '') !== '');
 CONFIG
   cat > "$t/usr/share/wordpress/homeswarm-mu/packaged-themes.php" <<'MU'
@@ -199,6 +207,13 @@ mkdir -p "$C/uploads" "$C/plugins" "$C/themes" "$C/languages" /run/php
 [ -f "$C/index.php" ] || echo '<?php // Silence is golden.' > "$C/index.php"
 # a volume's files may arrive owned by anyone: WordPress's user owns them
 chown -R www-data:www-data "$C"
+# WordPress's requests to itself (cron, the installer's permalink check)
+# reach this nginx, not whatever the site's name resolves to from here
+host=${WORDPRESS_URL#*://}
+host=${host%%[:/]*}
+if [ -n "$host" ] && ! grep -q "^127.0.0.1 $host\$" /etc/hosts 2>/dev/null; then
+  echo "127.0.0.1 $host" >> /etc/hosts || echo "entrypoint: cannot add $host to /etc/hosts" >&2
+fi
 php-fpm8.2 -F -y /etc/php/8.2/fpm/php-fpm.conf &
 fpm=$!
 nginx -g 'daemon off;' &
@@ -260,16 +275,18 @@ changes_mumble() {
 
 ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
 
-# wp HOST URL [CURL-ARGS…]: one request to WordPress with Host: HOST.
+# wp IP HOST PATH [CURL-ARGS…]: one request to WordPress at IP as
+# http://HOST/PATH (following its redirects: its permalinks; HOST resolves
+# to IP only for curl).
 wp() {
-  local host=$1 url=$2
-  shift 2
-  curl -sS --max-time 20 -H "Host: $host" "$@" "$url"
+  local ip=$1 host=$2 path=$3
+  shift 3
+  curl -sSL --max-time 60 --resolve "$host:80:$ip" "$@" "http://$host$path"
 }
 
 verify_wordpress() {
   local v=$1 n=$TAG-verify-wordpress db=$TAG-verify-wordpress-db c=$TAG-verify-wordpress-web
-  local host=blog.example.org ip out id title="Verified post $$"
+  local host=blog.example.org ip out id took title="Verified post $$"
   DBIMAGES=mariadb "$DEBIMAGE_HERE/dbimages.sh" >/dev/null 2>&1 || { say "homeswarm/mariadb: scripts/dbimages.sh failed"; return 1; }
   docker network create "$n" >/dev/null
   docker run -d --name $db --network "$n" --network-alias db -v "$v:/data" \
@@ -278,27 +295,29 @@ verify_wordpress() {
   docker run -d --name $c --network "$n" -v "$v-content:/var/lib/wordpress/wp-content" \
     -e WORDPRESS_DB_PASSWORD=secret -e WORDPRESS_URL=http://$host homeswarm/wordpress >/dev/null
   ip=$(ip_of $c)
-  until_ok 90 sh -c "curl -sf --max-time 5 -H 'Host: $host' http://$ip/wp-admin/install.php | grep -q weblog_title" ||
+  until_ok 90 sh -c "curl -sf --max-time 5 --resolve $host:80:$ip http://$host/wp-admin/install.php | grep -q weblog_title" ||
     { say "the installer never answered:"; docker logs $c 2>&1 | tail; docker logs $db 2>&1 | tail -3; return 1; }
-  out=$(wp $host "http://$ip/wp-admin/install.php?step=2" --data-urlencode weblog_title=Verified \
+  took=$SECONDS
+  out=$(wp "$ip" $host "/wp-admin/install.php?step=2" --data-urlencode weblog_title=Verified \
     -d user_name=admin -d admin_password=verify-pass-1 -d admin_password2=verify-pass-1 -d pw_weak=1 \
     -d admin_email=admin@example.org -d blog_public=0)
+  took=$((SECONDS - took))
   echo "$out" | grep -q 'Success!' || { say "install.php step 2: $(echo "$out" | sed 's/<[^>]*>//g' | grep . | head -5)"; return 1; }
-  out=$(wp $host "http://$ip/xmlrpc.php" -H 'Content-Type: text/xml' --data-binary "$(xmlrpc_newpost admin verify-pass-1 "$title" "Body of $title")")
+  out=$(wp "$ip" $host /xmlrpc.php -H 'Content-Type: text/xml' --data-binary "$(xmlrpc_newpost admin verify-pass-1 "$title" "Body of $title")")
   id=$(echo "$out" | sed -n 's:.*<string>\([0-9]*\)</string>.*:\1:p')
   [ -n "$id" ] || { say "wp.newPost: $out"; return 1; }
-  out=$(wp $host "http://$ip/?p=$id")
+  out=$(wp "$ip" $host "/?p=$id")
   case $out in *"$title"*) ;; *) say "post $id not served: $(echo "$out" | head -c 300)"; return 1 ;; esac
   # a new container on the same volumes (the database's and wp-content)
   docker rm -f $c >/dev/null
   docker run -d --name $c --network "$n" -v "$v-content:/var/lib/wordpress/wp-content" \
     -e WORDPRESS_DB_PASSWORD=secret -e WORDPRESS_URL=http://$host homeswarm/wordpress >/dev/null
   ip=$(ip_of $c)
-  until_ok 60 sh -c "curl -sf --max-time 5 -H 'Host: $host' 'http://$ip/?p=$id' | grep -q '$title'" ||
+  until_ok 60 sh -c "curl -sfL --max-time 10 --resolve $host:80:$ip 'http://$host/?p=$id' | grep -q '$title'" ||
     { say "post $id gone after a new container"; docker logs $c 2>&1 | tail; return 1; }
   docker rm -f $c $db >/dev/null
   docker volume rm "$v-content" >/dev/null
-  echo "installed through install.php, post $id published through XML-RPC, served at /?p=$id, still served by a new container"
+  echo "installed through install.php in $took s, post $id published through XML-RPC, served at /?p=$id (and its permalink), still served by a new container"
 }
 
 # xmlrpc_newpost USER PASSWORD TITLE CONTENT: the wp.newPost call (published).

@@ -186,6 +186,22 @@ func (s *edgeStack) get(host string) (code int, body string, err error) {
 	return s.send("GET", host, "/", "", "")
 }
 
+// location sends GET path with Host: host and returns the status and the
+// Location header (redirects are not followed).
+func (s *edgeStack) location(host, path string) (code int, loc string, err error) {
+	req, err := http.NewRequest("GET", "http://"+vpsAddr+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Location"), nil
+}
+
 // send sends one request with Host: host to Traefik on the VPS (ctype,
 // when set, is the body's Content-Type) and returns the status and the
 // trimmed body.
