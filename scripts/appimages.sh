@@ -275,61 +275,46 @@ changes_mumble() {
 
 ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
 
-# wp IP HOST PATH [CURL-ARGS…]: one request to WordPress at IP as
-# http://HOST/PATH (following its redirects: its permalinks; HOST resolves
-# to IP only for curl).
+# shellcheck source=scripts/lib/wordpress.sh
+. "$DEBIMAGE_HERE/lib/wordpress.sh"
+
+# wp PATH [CURL-ARGS…]: one request to WordPress at $WP_IP as
+# http://$WP_HOST/PATH (its redirects followed: the permalinks; the name
+# resolves to the container's address only for curl).
 wp() {
-  local ip=$1 host=$2 path=$3
-  shift 3
-  curl -sSL --max-time 60 --resolve "$host:80:$ip" "$@" "http://$host$path"
+  local path=$1
+  shift
+  curl -sSL --max-time 60 --resolve "$WP_HOST:80:$WP_IP" "$@" "http://$WP_HOST$path"
 }
 
 verify_wordpress() {
   local v=$1 n=$TAG-verify-wordpress db=$TAG-verify-wordpress-db c=$TAG-verify-wordpress-web
-  local host=blog.example.org ip out id took title="Verified post $$"
+  local id took title="Verified post $$"
+  WP_HOST=blog.example.org
   DBIMAGES=mariadb "$DEBIMAGE_HERE/dbimages.sh" >/dev/null 2>&1 || { say "homeswarm/mariadb: scripts/dbimages.sh failed"; return 1; }
   docker network create "$n" >/dev/null
   docker run -d --name $db --network "$n" --network-alias db -v "$v:/data" \
     -e MARIADB_DATABASE=wordpress -e MARIADB_USER=wordpress -e MARIADB_PASSWORD=secret homeswarm/mariadb >/dev/null
   docker volume create "$v-content" >/dev/null
   docker run -d --name $c --network "$n" -v "$v-content:/var/lib/wordpress/wp-content" \
-    -e WORDPRESS_DB_PASSWORD=secret -e WORDPRESS_URL=http://$host homeswarm/wordpress >/dev/null
-  ip=$(ip_of $c)
-  until_ok 90 sh -c "curl -sf --max-time 5 --resolve $host:80:$ip http://$host/wp-admin/install.php | grep -q weblog_title" ||
+    -e WORDPRESS_DB_PASSWORD=secret -e WORDPRESS_URL=http://$WP_HOST homeswarm/wordpress >/dev/null
+  WP_IP=$(ip_of $c)
+  until_ok 90 sh -c "curl -sf --max-time 5 --resolve $WP_HOST:80:$WP_IP http://$WP_HOST/wp-admin/install.php | grep -q weblog_title" ||
     { say "the installer never answered:"; docker logs $c 2>&1 | tail; docker logs $db 2>&1 | tail -3; return 1; }
   took=$SECONDS
-  out=$(wp "$ip" $host "/wp-admin/install.php?step=2" --data-urlencode weblog_title=Verified \
-    -d user_name=admin -d admin_password=verify-pass-1 -d admin_password2=verify-pass-1 -d pw_weak=1 \
-    -d admin_email=admin@example.org -d blog_public=0)
+  wp_install Verified admin verify-pass-1 || return 1
   took=$((SECONDS - took))
-  echo "$out" | grep -q 'Success!' || { say "install.php step 2: $(echo "$out" | sed 's/<[^>]*>//g' | grep . | head -5)"; return 1; }
-  out=$(wp "$ip" $host /xmlrpc.php -H 'Content-Type: text/xml' --data-binary "$(xmlrpc_newpost admin verify-pass-1 "$title" "Body of $title")")
-  id=$(echo "$out" | sed -n 's:.*<string>\([0-9]*\)</string>.*:\1:p')
-  [ -n "$id" ] || { say "wp.newPost: $out"; return 1; }
-  out=$(wp "$ip" $host "/?p=$id")
-  case $out in *"$title"*) ;; *) say "post $id not served: $(echo "$out" | head -c 300)"; return 1 ;; esac
+  id=$(wp_publish admin verify-pass-1 "$title" "Body of $title") || return 1
+  wp_has_post "$id" "$title" || { say "post $id not served: $(wp "/?p=$id" | head -c 300)"; return 1; }
   # a new container on the same volumes (the database's and wp-content)
   docker rm -f $c >/dev/null
   docker run -d --name $c --network "$n" -v "$v-content:/var/lib/wordpress/wp-content" \
-    -e WORDPRESS_DB_PASSWORD=secret -e WORDPRESS_URL=http://$host homeswarm/wordpress >/dev/null
-  ip=$(ip_of $c)
-  until_ok 60 sh -c "curl -sfL --max-time 10 --resolve $host:80:$ip 'http://$host/?p=$id' | grep -q '$title'" ||
-    { say "post $id gone after a new container"; docker logs $c 2>&1 | tail; return 1; }
+    -e WORDPRESS_DB_PASSWORD=secret -e WORDPRESS_URL=http://$WP_HOST homeswarm/wordpress >/dev/null
+  WP_IP=$(ip_of $c)
+  until_ok 60 wp_has_post "$id" "$title" || { say "post $id gone after a new container"; docker logs $c 2>&1 | tail; return 1; }
   docker rm -f $c $db >/dev/null
   docker volume rm "$v-content" >/dev/null
   echo "installed through install.php in $took s, post $id published through XML-RPC, served at /?p=$id (and its permalink), still served by a new container"
-}
-
-# xmlrpc_newpost USER PASSWORD TITLE CONTENT: the wp.newPost call (published).
-xmlrpc_newpost() {
-  printf '<?xml version="1.0"?><methodCall><methodName>wp.newPost</methodName><params>'
-  printf '<param><value><int>1</int></value></param>'
-  printf '<param><value><string>%s</string></value></param>' "$1" "$2"
-  printf '<param><value><struct>'
-  printf '<member><name>post_title</name><value><string>%s</string></value></member>' "$3"
-  printf '<member><name>post_content</name><value><string>%s</string></value></member>' "$4"
-  printf '<member><name>post_status</name><value><string>publish</string></value></member>'
-  printf '</struct></value></param></params></methodCall>'
 }
 
 # mumble_ping IP: the UDP ping (4 zero bytes, 8 bytes of ident); prints the
