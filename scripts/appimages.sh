@@ -64,6 +64,13 @@
 #       (server password, default none) go into its ini. No D-Bus, no Ice,
 #       no Bonjour.
 #
+#   homeswarm/prosody  Debian's prosody 0.12 (XMPP; c2s 5222, s2s 5269) for
+#       $XMPP_DOMAIN (default localhost), run as its user in the
+#       foreground; accounts, rosters and its certificate (self-signed for
+#       the domain on first start: replace /data/certs/DOMAIN.crt and .key
+#       with your own) under /data: mount a volume there.
+#       XMPP_REGISTRATION=1 lets clients register accounts.
+#
 # --verify proves each image really works on the local engine:
 #   wordpress: MariaDB and WordPress on a private network; WordPress's own
 #     installer (wp-admin/install.php, step 2) runs over HTTP, a post is
@@ -73,10 +80,13 @@
 #   mumble: a UDP ping (the 12-byte packet Mumble answers with its version
 #     and user counts) and a TLS handshake on 64738; a new container on the
 #     same volume presents the same certificate (its database survived).
+#   prosody: an XMPP client stream on 5222 gets stream features offering
+#     STARTTLS, a TLS handshake after it (openssl s_client -starttls xmpp),
+#     the same certificate from a new container on the same volume.
 set -euo pipefail
 
 TAG=appimages
-KNOWN="wordpress mumble"
+KNOWN="wordpress mumble prosody"
 WANT=${APPIMAGES:-$KNOWN}
 # shellcheck source=scripts/lib/debimage.sh
 . "$(dirname "$0")/lib/debimage.sh"
@@ -85,6 +95,9 @@ ROOTS_wordpress="wordpress wordpress-theme-twentytwentythree nginx php8.2-fpm ph
  php8.2-mbstring php8.2-opcache busybox-static"
 ROOTS_wordpress=${ROOTS_wordpress//$'\n'/ }
 ROOTS_mumble="mumble-server busybox-static"
+# prosody's Lua libraries are virtual packages in its Depends (lua5.4-sec, …):
+# their real names are roots; openssl makes the self-signed certificate
+ROOTS_prosody="prosody lua-sec lua-socket lua-expat lua-filesystem lua-bitop openssl busybox-static"
 
 # never unpacked (besides lib/debimage.sh's list): the web servers and PHP
 # SAPIs the image does not run, the MySQL client, php-gd (see above)
@@ -271,6 +284,53 @@ changes_mumble() {
     'EXPOSE 64738/udp')
 }
 
+extra_prosody() {
+  local t=$1
+  rm -rf "$t/etc/init.d" "$t/etc/logrotate.d" "$t/etc/prosody/conf.avail" "$t/usr/bin/ejabberd2prosody"
+  mkdir -p "$t/run/prosody" "$t/etc/prosody/conf.d"
+  cat > "$t/etc/prosody/prosody.cfg.lua" <<'CFG'
+-- homeswarm/prosody: one virtual host, $XMPP_DOMAIN; every byte of state
+-- (accounts, rosters, the certificate) under /data.
+admins = { }
+modules_enabled = {
+  "roster"; "saslauth"; "tls"; "dialback"; "disco"; "carbons"; "pep"; "private"; "blocklist";
+  "vcard4"; "vcard_legacy"; "version"; "uptime"; "time"; "ping"; "register"; "smacks"; "csi_simple";
+}
+allow_registration = ENV_XMPP_REGISTRATION == "1"
+data_path = "/data"
+pidfile = "/run/prosody/prosody.pid"
+log = { { levels = { min = "info" }, to = "console" } }
+authentication = "internal_hashed"
+storage = "internal"
+certificates = "/data/certs"
+c2s_require_encryption = true
+s2s_secure_auth = false
+VirtualHost (ENV_XMPP_DOMAIN or "localhost")
+CFG
+  cat > "$t/entrypoint.sh" <<'ENTRY'
+#!/bin/sh
+# Prosody in the foreground as its user, for $XMPP_DOMAIN (default
+# localhost), its state in /data; a self-signed certificate for the domain
+# is made on first start (replace /data/certs/DOMAIN.{crt,key} with your own).
+set -e
+XMPP_DOMAIN=${XMPP_DOMAIN:-localhost}
+export XMPP_DOMAIN
+mkdir -p /data/certs /run/prosody
+if [ ! -s "/data/certs/$XMPP_DOMAIN.crt" ]; then
+  echo "entrypoint: self-signed certificate for $XMPP_DOMAIN"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$XMPP_DOMAIN" \
+    -addext "subjectAltName=DNS:$XMPP_DOMAIN" \
+    -keyout "/data/certs/$XMPP_DOMAIN.key" -out "/data/certs/$XMPP_DOMAIN.crt" 2>/dev/null
+fi
+chown -R prosody:prosody /data /run/prosody
+exec su -s /bin/sh prosody -c 'exec prosody -F'
+ENTRY
+  chmod 755 "$t/entrypoint.sh"
+}
+changes_prosody() {
+  CHANGES=('ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' 'ENTRYPOINT ["/entrypoint.sh"]' 'EXPOSE 5222' 'EXPOSE 5269')
+}
+
 # ---------------------------------------------------------------- verify
 
 ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
@@ -348,6 +408,41 @@ verify_mumble() {
   [ "$cert" = "$cert2" ] || { say "the certificate changed with a new container: $cert → $cert2"; return 1; }
   docker rm -f $c >/dev/null
   echo "UDP ping answered (version users max bandwidth: $ping), TLS handshake, same certificate from a new container (${cert#*=})"
+}
+
+# xmpp_features IP DOMAIN: opens a client stream on 5222 and prints the
+# server's stream features.
+xmpp_features() {
+  local out
+  out=$(exec 3<>"/dev/tcp/$1/5222" &&
+    printf "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>" "$2" >&3 &&
+    timeout 3 head -c 2000 <&3 || true)
+  case $out in *"</stream:features>"*) echo "$out" | sed 's/.*<stream:features/<stream:features/' ;; *) return 1 ;; esac
+}
+
+xmpp_cert() {
+  openssl s_client -starttls xmpp -xmpphost "$2" -connect "$1:5222" </dev/null 2>/dev/null |
+    openssl x509 -noout -fingerprint -sha256 2>/dev/null
+}
+
+verify_prosody() {
+  local v=$1 c=$TAG-verify-prosody ip f cert cert2 domain=chat.example.org
+  command -v openssl >/dev/null || { say "openssl (the TLS client) is needed for --verify"; return 1; }
+  docker run -d --name $c -e XMPP_DOMAIN=$domain -v "$v:/data" homeswarm/prosody >/dev/null
+  ip=$(ip_of $c)
+  until_ok 30 xmpp_features "$ip" $domain || { say "no XMPP stream on 5222:"; docker logs $c 2>&1 | tail; return 1; }
+  f=$(xmpp_features "$ip" $domain)
+  case $f in *urn:ietf:params:xml:ns:xmpp-tls*) ;; *) say "no STARTTLS offered: $f"; return 1 ;; esac
+  cert=$(xmpp_cert "$ip" $domain)
+  [ -n "$cert" ] || { say "no TLS after STARTTLS on $ip:5222"; return 1; }
+  docker rm -f $c >/dev/null
+  docker run -d --name $c -e XMPP_DOMAIN=$domain -v "$v:/data" homeswarm/prosody >/dev/null
+  ip=$(ip_of $c)
+  until_ok 30 xmpp_features "$ip" $domain || { say "a new container did not answer:"; docker logs $c 2>&1 | tail; return 1; }
+  cert2=$(xmpp_cert "$ip" $domain)
+  [ "$cert" = "$cert2" ] || { say "the certificate changed with a new container: $cert → $cert2"; return 1; }
+  docker rm -f $c >/dev/null
+  echo "XMPP stream on 5222 offers STARTTLS, TLS after it, same certificate from a new container (${cert#*=})"
 }
 
 debimage_main "$@"

@@ -140,7 +140,7 @@ note "Traefik answers on $VPS:80; edge feeds it $ROUTES/edge.yml"
 step "docker stack deploy -c examples/wordpress-stack.yml $STACK   (WordPress + MariaDB at home, syncvol volumes, a meshnet network)"
 t1=$(date +%s.%N)
 WEB_NETWORK=$NET BLOG_HOST=$HOST DB_PASSWORD=demo-db-$$ \
-  $T docker vps stack deploy -c examples/wordpress-stack.yml "$STACK" 2>&1 | indent
+  $T docker vps stack deploy -c examples/wordpress-stack.yml "$STACK" 2>&1 | grep -v 'detach=false' | indent
 installer() { wp /wp-admin/install.php | grep -q weblog_title; }
 until_ok "WordPress's installer answering at http://$HOST/ through Traefik" 180 installer ||
   die "WordPress is not reachable through Traefik"

@@ -146,6 +146,7 @@ www-data:x:33:33:www-data:/var/www:/bin/false
 postgres:x:101:101:PostgreSQL:/var/lib/postgresql:/bin/sh
 mysql:x:102:102:MariaDB:/nonexistent:/bin/false
 mumble-server:x:103:103:Mumble:/var/lib/mumble-server:/bin/false
+prosody:x:104:104:Prosody:/data:/bin/false
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
 PASSWD
   cat > "$t/etc/group" <<'GROUP'
@@ -154,6 +155,7 @@ www-data:x:33:
 postgres:x:101:
 mysql:x:102:
 mumble-server:x:103:
+prosody:x:104:
 nogroup:x:65534:
 GROUP
   echo 'root:*:19000:0:99999:7:::' > "$t/etc/shadow"
