@@ -97,7 +97,7 @@ ROOTS_wordpress=${ROOTS_wordpress//$'\n'/ }
 ROOTS_mumble="mumble-server busybox-static"
 # prosody's Lua libraries are virtual packages in its Depends (lua5.4-sec, …):
 # their real names are roots; openssl makes the self-signed certificate
-ROOTS_prosody="prosody lua-sec lua-socket lua-expat lua-filesystem lua-bitop openssl busybox-static"
+ROOTS_prosody="prosody lua-sec lua-socket lua-expat lua-filesystem lua-bitop lua-unbound openssl busybox-static"
 
 # never unpacked (besides lib/debimage.sh's list): the web servers and PHP
 # SAPIs the image does not run, the MySQL client, php-gd (see above)
@@ -288,6 +288,8 @@ extra_prosody() {
   local t=$1
   rm -rf "$t/etc/init.d" "$t/etc/logrotate.d" "$t/etc/prosody/conf.avail" "$t/usr/bin/ejabberd2prosody"
   mkdir -p "$t/run/prosody" "$t/etc/prosody/conf.d"
+  # prosody's scripts start with #!/usr/bin/env lua5.4
+  [ -e "$t/usr/bin/env" ] || ln -s /bin/busybox "$t/usr/bin/env"
   cat > "$t/etc/prosody/prosody.cfg.lua" <<'CFG'
 -- homeswarm/prosody: one virtual host, $XMPP_DOMAIN; every byte of state
 -- (accounts, rosters, the certificate) under /data.
@@ -323,7 +325,7 @@ if [ ! -s "/data/certs/$XMPP_DOMAIN.crt" ]; then
     -keyout "/data/certs/$XMPP_DOMAIN.key" -out "/data/certs/$XMPP_DOMAIN.crt" 2>/dev/null
 fi
 chown -R prosody:prosody /data /run/prosody
-exec su -s /bin/sh prosody -c 'exec prosody -F'
+exec su -p -s /bin/sh prosody -c 'exec /usr/bin/prosody -F'
 ENTRY
   chmod 755 "$t/entrypoint.sh"
 }
@@ -416,7 +418,7 @@ xmpp_features() {
   local out
   out=$(exec 3<>"/dev/tcp/$1/5222" &&
     printf "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>" "$2" >&3 &&
-    timeout 3 head -c 2000 <&3 || true)
+    timeout 2 cat <&3 || true)
   case $out in *"</stream:features>"*) echo "$out" | sed 's/.*<stream:features/<stream:features/' ;; *) return 1 ;; esac
 }
 
