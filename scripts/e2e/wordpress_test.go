@@ -88,10 +88,12 @@ func TestWordPress(t *testing.T) {
 		drainAndRestore(t, n)
 	}
 	nodeDB2, _ := waitMovedOff(t, db, drainedNodes, 180*time.Second)
+	dbMoved := time.Since(drained)
 	nodeWP2, _ := waitMovedOff(t, wp, drainedNodes, 180*time.Second)
+	wpMoved := time.Since(drained)
 	served := b.waitPost(t, id, title, 120*time.Second)
-	t.Logf("drain of %s: MariaDB on %s, WordPress on %s; post %d served through Traefik %.1f s after the drain",
-		strings.Join(drainedNodes, ", "), nodeDB2, nodeWP2, id, served.Sub(drained).Seconds())
+	t.Logf("drain of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the drain",
+		strings.Join(drainedNodes, ", "), nodeDB2, dbMoved.Seconds(), nodeWP2, wpMoved.Seconds(), id, served.Sub(drained).Seconds())
 	for _, n := range drainedNodes {
 		mustDk(t, "vps", "node", "update", "--availability", "active", n)
 	}
@@ -112,12 +114,14 @@ func TestWordPress(t *testing.T) {
 	}
 	t.Cleanup(restart)
 	nodeDB3, _ := waitMovedOff(t, db, []string{nodeDB2}, 240*time.Second)
+	dbMoved = time.Since(killed)
 	nodeWP3, _ := waitMovedOff(t, wp, []string{nodeDB2}, 240*time.Second)
+	wpMoved = time.Since(killed)
 	served = b.waitPost(t, id, title, 120*time.Second)
 	id2 := b.publish(t, "After the crash "+runID, "Still writable.")
 	b.waitPost(t, id2, "After the crash "+runID, 10*time.Second)
-	t.Logf("kill of %s: MariaDB on %s, WordPress on %s; post %d served through Traefik %.1f s after the kill; post %d published after it",
-		nodeDB2, nodeDB3, nodeWP3, id, served.Sub(killed).Seconds(), id2)
+	t.Logf("kill of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the kill; post %d published after it",
+		nodeDB2, nodeDB3, dbMoved.Seconds(), nodeWP3, wpMoved.Seconds(), id, served.Sub(killed).Seconds(), id2)
 	restart()
 }
 
