@@ -235,8 +235,9 @@ until_ok() {
   done
 }
 
-# verify: verify_NAME for every wanted image, each with a fresh local volume;
-# the containers it leaves are named $TAG-verify-NAME*.
+# verify: verify_NAME for every wanted image, each with a fresh local volume
+# V; the containers and network it makes are named $TAG-verify-NAME*, any
+# other volume V-…; all are removed after it, failed or not.
 verify() {
   local img v rc=0 out
   for img in $WANT; do
@@ -246,7 +247,8 @@ verify() {
     say "verify homeswarm/$img (volume $v)"
     if out=$("verify_$img" "$v"); then say "  $img: $out"; else say "  $img: FAILED"; rc=1; fi
     verify_cleanup "$img"
-    docker volume rm "$v" >/dev/null
+    # the volume, and any a verify step made beside it ($v-…), even when it failed
+    docker volume rm $(docker volume ls -q --filter "name=^$v") >/dev/null
   done
   return $rc
 }
