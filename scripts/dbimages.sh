@@ -26,6 +26,9 @@
 #                       execs mariadbd in the foreground with
 #                       innodb_flush_log_at_trx_commit=1, sync_binlog=1 (binary log on),
 #                       networking on 0.0.0.0:3306, root@'%' without a password (test only).
+#                       MARIADB_DATABASE (and MARIADB_USER, MARIADB_PASSWORD): that
+#                       database (and a user with every right on it) is created
+#                       at start when missing (the password is set at every start).
 #                       Any arguments are extra mariadbd options.
 #
 # Maintainer scripts never run, so the packages only those scripts need
@@ -35,143 +38,29 @@
 # directory to the database's user at every start (a volume's files may
 # arrive owned by anyone).
 #
-# Downloads and tarballs are cached in $DBIMAGES_CACHE
-# (/var/cache/homeswarm/images), a tarball keyed by the package versions and
-# this script, so a rerun only imports. The topology (scripts/topo.sh)
-# honours TOPO_PREFIX / TOPO_ROOT / TOPO_RUN; pass them through to target
-# another instance.
+# The machinery (closure, download, unpack, cache, import, --verify's loop)
+# is scripts/lib/debimage.sh, shared with scripts/appimages.sh. Downloads
+# and tarballs are cached in $DBIMAGES_CACHE (/var/cache/homeswarm/images),
+# a tarball keyed by the package versions and the code that shapes it, so a
+# rerun only imports. The topology (scripts/topo.sh) honours TOPO_PREFIX /
+# TOPO_ROOT / TOPO_RUN; pass them through to target another instance.
 set -euo pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-CACHE=${DBIMAGES_CACHE:-/var/cache/homeswarm/images}
-WANT=${DBIMAGES:-sqlite postgres mariadb}
-
-say() { printf '[dbimages %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+TAG=dbimages
+KNOWN="sqlite postgres mariadb"
+WANT=${DBIMAGES:-$KNOWN}
+# shellcheck source=scripts/lib/debimage.sh
+. "$(dirname "$0")/lib/debimage.sh"
 
 ROOTS_sqlite="sqlite3 busybox-static"
 ROOTS_postgres="postgresql-15 postgresql-client-15 busybox-static"
 ROOTS_mariadb="mariadb-server-core mariadb-client mariadb-client-core busybox-static"
 
-# Never unpacked: needed only by maintainer scripts or wrappers we do not
-# run, or optional (libllvm14: JIT; locales: we use the C locale).
-DENY=" perl perl-base perl-modules-5.36 libperl5.36 debconf cdebconf adduser passwd login
- postgresql-common postgresql-client-common ucf logrotate cron ssl-cert lsb-base
- sensible-utils init-system-helpers locales locales-all libllvm14 debianutils
- libconfig-inifiles-perl libdbi-perl libdbd-mariadb-perl galera-4 rsync lsof socat
- procps iproute2 psmisc pwgen dpkg coreutils bash sed grep tar gzip mawk base-files
- base-passwd util-linux libc-bin mariadb-server mysql-common netbase "
+# never unpacked (besides lib/debimage.sh's list): PostgreSQL's wrappers and
+# JIT, MariaDB's Perl tools and Galera
+DENY="postgresql-common postgresql-client-common libllvm14 libconfig-inifiles-perl libdbi-perl
+ libdbd-mariadb-perl galera-4 pwgen mariadb-server mysql-common"
 DENY=${DENY//$'\n'/ }
-
-APT_OPTS=(--no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances)
-
-need_tools() {
-  local missing=()
-  command -v apt-get >/dev/null || die "apt-get is needed (a Debian host)"
-  command -v dpkg-deb >/dev/null || missing+=(dpkg)
-  command -v docker >/dev/null || missing+=(docker.io)
-  command -v ldconfig >/dev/null || missing+=(libc-bin)
-  command -v sha256sum >/dev/null || missing+=(coreutils)
-  if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  # the package lists must know every root package
-  # shellcheck disable=SC2086
-  if ! apt-cache show --no-all-versions $ROOTS_sqlite $ROOTS_postgres $ROOTS_mariadb >/dev/null 2>&1; then
-    say "apt-get update (the package lists do not know every package)"
-    apt-get update -qq
-  fi
-}
-
-# closure ROOT… prints the dependency closure (Depends and Pre-Depends,
-# without virtual and denied packages), one name a line, sorted.
-closure() {
-  local seen=" " todo=("$@") next
-  while [ ${#todo[@]} -gt 0 ]; do
-    local p
-    for p in "${todo[@]}"; do seen="$seen$p "; done
-    next=$(apt-cache depends "${APT_OPTS[@]}" "${todo[@]}" 2>/dev/null | awk -v deny="$DENY" '
-      BEGIN { n = split(deny, d, " "); for (i = 1; i <= n; i++) denied[d[i]] = 1 }
-      # a group of alternatives: "|Depends: a" lines, then "Depends: b"
-      /^  \|?(Pre)?Depends: / {
-        name = $2; alt = ($1 ~ /^\|/)
-        sub(/:any$/, "", name)
-        group[++g] = name
-        if (alt) next
-        pick = ""; skip = 0
-        for (i = 1; i <= g; i++) {
-          if (group[i] in denied) skip = 1
-          else if (pick == "" && group[i] !~ /^</) pick = group[i]
-        }
-        if (!skip && pick != "") print pick
-        g = 0
-      }')
-    todo=()
-    for p in $(echo "$next" | sort -u); do
-      case $seen in *" $p "*) ;; *) todo+=("$p") ;; esac
-    done
-  done
-  echo "$seen" | tr ' ' '\n' | sed '/^$/d' | sort -u
-}
-
-# versions PKG… prints "pkg=version" for the candidate of each.
-versions() {
-  apt-cache show --no-all-versions "$@" | awk '/^Package:/ { p = $2 } /^Version:/ { print p "=" $2 }' | sort -u
-}
-
-# fetch PKG=VER…: the .deb files into $CACHE/debs (only the missing ones).
-deb_of() {
-  local pv=$1 p=${1%%=*} v=${1#*=}
-  local f
-  for f in "$CACHE/debs/${p}_${v/:/%3a}_"*.deb; do [ -f "$f" ] && { echo "$f"; return; }; done
-  return 1
-}
-fetch() {
-  local missing=() pv
-  for pv in "$@"; do deb_of "$pv" >/dev/null || missing+=("$pv"); done
-  [ ${#missing[@]} -gt 0 ] || return 0
-  say "  downloading ${#missing[@]} of $# packages"
-  mkdir -p "$CACHE/debs"
-  chown _apt "$CACHE/debs" 2>/dev/null || true # apt's download sandbox
-  (cd "$CACHE/debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^Get:\|unsandboxed' >&2 || true)
-  for pv in "${missing[@]}"; do deb_of "$pv" >/dev/null || die "download of $pv failed"; done
-}
-
-# base ROOTFS: what every image gets after the packages: busybox applets,
-# users, ld.so cache, no docs.
-base() {
-  local t=$1 a
-  rm -rf "$t/usr/share/doc" "$t/usr/share/man" "$t/usr/share/info" "$t/usr/share/locale" \
-    "$t/usr/share/lintian" "$t/usr/share/bug" "$t/usr/share/menu" "$t/usr/lib/x86_64-linux-gnu/gconv"
-  mkdir -p "$t/bin" "$t/etc/ld.so.conf.d" "$t/tmp" "$t/run" "$t/var/tmp" "$t/data"
-  chmod 1777 "$t/tmp" "$t/var/tmp"
-  [ -x "$t/bin/busybox" ] || die "no /bin/busybox in the rootfs"
-  for a in $("$t/bin/busybox" --list); do
-    [ -e "$t/bin/$a" ] || [ -e "$t/usr/bin/$a" ] || [ -e "$t/sbin/$a" ] || [ -e "$t/usr/sbin/$a" ] ||
-      ln -s busybox "$t/bin/$a"
-  done
-  cat > "$t/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/bin/sh
-postgres:x:101:101:PostgreSQL:/var/lib/postgresql:/bin/sh
-mysql:x:102:102:MariaDB:/nonexistent:/bin/false
-nobody:x:65534:65534:nobody:/nonexistent:/bin/false
-EOF
-  cat > "$t/etc/group" <<'EOF'
-root:x:0:
-postgres:x:101:
-mysql:x:102:
-nogroup:x:65534:
-EOF
-  echo 'root:*:19000:0:99999:7:::' > "$t/etc/shadow"
-  chmod 640 "$t/etc/shadow"
-  printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' > "$t/etc/nsswitch.conf"
-  echo 'include /etc/ld.so.conf.d/*.conf' > "$t/etc/ld.so.conf"
-  printf '/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n' \
-    > "$t/etc/ld.so.conf.d/x86_64-linux-gnu.conf"
-  ldconfig -r "$t"
-  mkdir -p "$t/root" "$t/var/lib/postgresql"
-}
 
 extra_sqlite() { :; }
 changes_sqlite() { CHANGES=('ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' 'ENTRYPOINT ["/bin/sh"]'); }
@@ -249,6 +138,19 @@ cat > /run/mysqld/init.sql <<'SQL'
 CREATE USER IF NOT EXISTS 'root'@'%';
 GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION;
 SQL
+# an application's database and user (MARIADB_DATABASE, MARIADB_USER,
+# MARIADB_PASSWORD), created when missing, at every start
+for v in "${MARIADB_DATABASE:-}" "${MARIADB_USER:-}" "${MARIADB_PASSWORD:-}"; do
+  case $v in *[\'\\\`]*) echo "entrypoint: MARIADB_* must not contain quotes or backslashes" >&2; exit 2 ;; esac
+done
+if [ -n "${MARIADB_DATABASE:-}" ]; then
+  echo "CREATE DATABASE IF NOT EXISTS \`$MARIADB_DATABASE\`;" >> /run/mysqld/init.sql
+  if [ -n "${MARIADB_USER:-}" ]; then
+    echo "CREATE USER IF NOT EXISTS '$MARIADB_USER'@'%' IDENTIFIED BY '${MARIADB_PASSWORD:-}';
+ALTER USER '$MARIADB_USER'@'%' IDENTIFIED BY '${MARIADB_PASSWORD:-}';
+GRANT ALL PRIVILEGES ON \`$MARIADB_DATABASE\`.* TO '$MARIADB_USER'@'%';" >> /run/mysqld/init.sql
+  fi
+fi
 chown mysql /run/mysqld/init.sql
 exec mariadbd --user=mysql --datadir="$DATADIR" --skip-networking=0 --bind-address=0.0.0.0 \
   --skip-name-resolve --innodb-flush-log-at-trx-commit=1 --sync-binlog=1 --log-bin=binlog \
@@ -259,69 +161,7 @@ EOF
 }
 changes_mariadb() { CHANGES=('ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' 'ENTRYPOINT ["/entrypoint.sh"]' 'EXPOSE 3306'); }
 
-# build NAME: $CACHE/NAME-KEY.tar, then TAR_NAME=path; CHANGES_NAME set.
-build() {
-  local name=$1 roots var pkgs key tarball
-  var="ROOTS_$name"
-  roots=${!var}
-  # the closure is computed again only when the package lists or this script change
-  local lists ckey
-  lists=$(stat -c %Y /var/lib/apt/lists /var/lib/apt/lists/* 2>/dev/null | sha256sum | cut -c1-16)
-  ckey=$( { echo "$roots $lists"; sha256sum < "$0"; } | sha256sum | cut -c1-16)
-  if [ -s "$CACHE/closure-$name-$ckey" ]; then
-    pkgs=$(cat "$CACHE/closure-$name-$ckey")
-  else
-    pkgs=$(versions $(closure $roots))
-    rm -f "$CACHE/closure-$name-"*
-    echo "$pkgs" > "$CACHE/closure-$name-$ckey"
-  fi
-  key=$( { echo "$pkgs"; sha256sum < "$0"; } | sha256sum | cut -c1-16)
-  tarball="$CACHE/$name-$key.tar"
-  "changes_$name"
-  if [ -f "$tarball" ]; then
-    say "homeswarm/$name: cached $(basename "$tarball") ($(echo "$pkgs" | wc -l) packages)"
-  else
-    # shellcheck disable=SC2086
-    say "building $name ($(echo "$pkgs" | wc -l) packages: $roots and their dependencies)"
-    fetch $pkgs
-    local t pv
-    t=$(mktemp -d "$CACHE/root-$name.XXXXXX")
-    say "  unpacking into a rootfs"
-    for pv in $pkgs; do dpkg-deb -x "$(deb_of "$pv")" "$t"; done
-    base "$t"
-    "extra_$name" "$t"
-    say "  packing $(du -sm "$t" | cut -f1) MB"
-    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$t" -cf "$tarball.tmp" .
-    mv -f "$tarball.tmp" "$tarball"
-    rm -rf "$t"
-    # older tarballs of this image
-    find "$CACHE" -maxdepth 1 -name "$name-*.tar" ! -name "$(basename "$tarball")" -delete
-  fi
-  eval "TAR_$name=\$tarball"
-  eval "CHANGES_$name=(\"\${CHANGES[@]}\")"
-}
-
-load() {
-  local name=$1 target=$2 tv="TAR_$1" var="CHANGES_$1[@]" args=() c
-  for c in "${!var}"; do args+=(-c "$c"); done
-  if [ "$target" = - ]; then
-    docker import "${args[@]}" "${!tv}" "homeswarm/$name:latest" >/dev/null
-  else
-    "$HERE/topo.sh" docker "$target" import "${args[@]}" "${!tv}" "homeswarm/$name:latest" >/dev/null
-  fi
-}
-
 # ---------------------------------------------------------------- verify
-
-# until SECONDS CMD…: run CMD every 0.5 s until it succeeds (quietly).
-until_ok() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.5
-  done
-}
 
 # verify_NAME VOLUME: commit rows, SIGKILL, recover in a new container; prints what it found.
 verify_sqlite() {
@@ -366,37 +206,4 @@ verify_mariadb() {
     'mariadb -N -e "select count(*) from v.t"' 'mariadb-check --all-databases | grep -v " OK\$" | grep . && exit 1 || exit 0'
 }
 
-verify() {
-  local img v rc=0
-  for img in $WANT; do
-    v=dbimages-verify-$img-$$
-    docker rm -f "dbimages-verify-$img" >/dev/null 2>&1 || true
-    docker volume create "$v" >/dev/null
-    say "verify homeswarm/$img: commit on volume $v, SIGKILL, recover"
-    if out=$("verify_$img" "$v"); then say "  $img: $out"; else say "  $img: FAILED"; rc=1; fi
-    docker rm -f "dbimages-verify-$img" >/dev/null 2>&1 || true
-    docker volume rm "$v" >/dev/null
-  done
-  return $rc
-}
-
-VERIFY=0
-if [ "${1:-}" = --verify ]; then VERIFY=1; shift; [ $# = 0 ] || die "--verify takes no nodes"; fi
-
-mkdir -p "$CACHE"
-need_tools
-for img in $WANT; do
-  case $img in
-    sqlite | postgres | mariadb) build "$img" ;;
-    *) die "unknown image $img (sqlite, postgres, mariadb)" ;;
-  esac
-done
-targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(-)
-for target in "${targets[@]}"; do
-  for img in $WANT; do
-    say "importing homeswarm/$img → ${target/#-/${DOCKER_HOST:-local engine}}"
-    load "$img" "$target"
-  done
-done
-[ $VERIFY = 0 ] || verify
+debimage_main "$@"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# demo.sh — the main job, told as a timeline: bring up the seed topology
-# (VPS + NAT box + three home nodes, each its own dockerd, one Swarm over
-# the meshnet mesh), start Traefik and edge on the VPS, start a stateful web
-# service at home whose data lives on a syncvol volume and reach it through
-# Traefik by host name, write data, drain its node, kill the next node
-# outright, let a fourth home node join with one key, move the service there,
-# and show it back each time with every byte.
+# demo.sh — the main job, told as a timeline with real software: bring up
+# the seed topology (VPS + NAT box + three home nodes, each its own dockerd,
+# one Swarm over the meshnet mesh), start Traefik and edge on the VPS, deploy
+# the seed's blog (examples/wordpress-stack.yml: Debian's WordPress on nginx
+# + php-fpm and MariaDB, at home on syncvol volumes and a meshnet network),
+# install WordPress and publish a post through its own HTTP interface,
+# reached through Traefik by host name; drain its node, kill the next node
+# outright, let a fourth home node join with one key, move the blog there,
+# and show the post back each time.
 # `make demo-down` removes everything.
 #
 # Honours TOPO_PREFIX / TOPO_ROOT / TOPO_RUN (scripts/topo.sh) to run beside
@@ -23,7 +25,10 @@ T0=$(date +%s.%N)
 DEMO_NET_DRIVER=${DEMO_NET_DRIVER:-meshnet:latest}
 DEMO_NET_OPTS=${DEMO_NET_OPTS-}
 NET=web
-HOST=demo.example.org # the service's public name, routed by Traefik
+HOST=blog.example.org # the blog's public name, routed by Traefik
+STACK=blog
+WP=${STACK}_wordpress DB=${STACK}_db
+ADMIN=admin ADMIN_PASSWORD=demo-admin-$$
 VPS=203.0.113.10      # the VPS's public address (scripts/topo.sh)
 # topo.sh's root: another prefix than hs has its own
 if [ "${TOPO_PREFIX:-hs}" = hs ]; then ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo}; else ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$TOPO_PREFIX}; fi
@@ -58,25 +63,38 @@ until_ok() {
   progress_end
 }
 
-# web PATH [curl args…]: a request to the service through Traefik on the
-# VPS, by host name, as a visitor from the Internet makes it.
-web() {
+# wp PATH [curl args…]: a request to the blog through Traefik on the VPS, by
+# host name, as a visitor from the Internet makes it (following WordPress's
+# redirects to its permalinks; the name resolves to the VPS only for curl).
+wp() {
   local path=$1
   shift
-  $T exec vps curl -sS -f -m 3 -H "Host: $HOST" "$@" "http://$VPS$path"
+  $T exec vps curl -sS -f -L -m "${WP_TIMEOUT:-30}" --resolve "$HOST:80:$VPS" "$@" "http://$HOST$path"
 }
-# served_by NODE: the service answers through Traefik from NODE.
-served_by() { web /count | grep -q "host=$1\$"; }
-# served_not_by NODE: the service answers through Traefik, from elsewhere.
-# (one request: two could straddle the move, the first answered by NODE,
-# the second failing, and a failure is not an answer from elsewhere)
-served_not_by() {
-  local out
-  out=$(web /count) || return 1
-  [[ $out == *host=* && $out != *"host=$1" ]]
+# shellcheck source=scripts/lib/wordpress.sh
+. scripts/lib/wordpress.sh
+
+# running_on SERVICE: the node its task runs on (nothing while none runs).
+running_on() {
+  $T docker vps service ps "$1" --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' |
+    awk '$2 == "Running" { print $1; exit }'
 }
-node_of() { web /count | sed -n 's/.*host=//p'; }
-visits() { web /count | sed -n 's/visits=\([0-9]*\).*/\1/p'; }
+# moved_off SERVICE NODE…: its task runs, on none of NODE….
+moved_off() {
+  local svc=$1 on
+  shift
+  on=$(running_on "$svc")
+  [ -n "$on" ] || return 1
+  case " $* " in *" $on "*) return 1 ;; esac
+}
+# blog_back POST-ID TITLE NODE…: WordPress and MariaDB run elsewhere than
+# NODE… and the post is served through Traefik.
+blog_back() {
+  local id=$1 title=$2
+  shift 2
+  moved_off "$WP" "$@" && moved_off "$DB" "$@" && wp_has_post "$id" "$title"
+}
+where() { note "WordPress runs on $(running_on "$WP"), MariaDB on $(running_on "$DB")"; }
 
 command -v curl >/dev/null || die "curl not found: apt-get install curl"
 
@@ -89,9 +107,10 @@ for n in vps home1 home2 home3; do
   note "$n advertises $($T docker vps node inspect "$n" --format '{{.Status.Addr}}')"
 done
 
-step "images (static Go, docker import): edge and Traefik on the VPS, the demo service at home"
+step "images (docker import, no registry): edge and Traefik on the VPS; WordPress and MariaDB at home, from Debian's packages (cached after the first run)"
 scripts/images.sh vps 2>&1 | indent
-IMAGES=demoapp scripts/images.sh home1 home2 home3 2>&1 | indent
+APPIMAGES=wordpress scripts/appimages.sh home1 home2 home3 2>&1 | indent
+DBIMAGES=mariadb scripts/dbimages.sh home1 home2 home3 2>&1 | indent
 
 step "docker network create -d $DEMO_NET_DRIVER $NET   (Traefik and the service share it)"
 # shellcheck disable=SC2086 # DEMO_NET_OPTS is a list of options
@@ -118,48 +137,53 @@ until_ok "Traefik answering on $VPS:80" 90 traefik_404 || die "Traefik did not s
 until_ok "edge writing Traefik's routes" 60 test -f "$ROUTES/edge.yml" || die "edge did not start"
 note "Traefik answers on $VPS:80; edge feeds it $ROUTES/edge.yml"
 
-step "docker service create … --label edge.host=$HOST --mount …,volume-driver=syncvol homeswarm/demoapp"
-$T docker vps service rm demo >/dev/null 2>&1 || true
-$T docker vps service create -q --detach --no-resolve-image --name demo \
-  --constraint node.labels.location==home --network "$NET" --endpoint-mode dnsrr \
-  --stop-grace-period 5s --restart-delay 1s --env NODE={{.Node.Hostname}} \
-  --mount type=volume,source=demo-data,target=/data,volume-driver=syncvol \
-  --label edge.host="$HOST" --label edge.port=8080 \
-  homeswarm/demoapp >/dev/null
+step "docker stack deploy -c examples/wordpress-stack.yml $STACK   (WordPress + MariaDB at home, syncvol volumes, a meshnet network)"
 t1=$(date +%s.%N)
-until_ok "first 200 from http://$HOST through Traefik" 120 web /count || die "the service is not reachable through Traefik"
-node=$(node_of)
-note "curl -H 'Host: $HOST' http://$VPS/ answers $(since "$t1") s after \`service create\` returned (this includes the task's start)"
-note "running on $node"
+WEB_NETWORK=$NET BLOG_HOST=$HOST DB_PASSWORD=demo-db-$$ \
+  $T docker vps stack deploy -c examples/wordpress-stack.yml "$STACK" 2>&1 | grep -v 'detach=false' | indent
+installer() { wp /wp-admin/install.php | grep -q weblog_title; }
+until_ok "WordPress's installer answering at http://$HOST/ through Traefik" 180 installer ||
+  die "WordPress is not reachable through Traefik"
+note "http://$HOST/wp-admin/install.php answers through Traefik $(since "$t1") s after the deploy"
+where
 
-step "using it through Traefik: 20 visits and a note, each acknowledged after fsync"
-for _ in $(seq 1 20); do web / >/dev/null; done
-web /notes/keys --data-binary "the house keys are under the mat" >/dev/null
-note "$(web /count)"
-
-step "docker node update --availability drain $node"
+step "installing WordPress through its own installer (wp-admin/install.php, through Traefik)"
 t1=$(date +%s.%N)
-$T docker vps node update --availability drain "$node" >/dev/null
-until_ok "the service back through Traefik from another node" 120 served_not_by "$node" || die "the service did not come back"
-node2=$(node_of)
-note "back on $node2 after $(since "$t1") s, same URL"
-note "$(web /count)   (20 visits written on $node)"
-note "note: $(web /notes/keys)"
-[ "$(visits)" = 20 ] || die "visits lost on the drain: $(web /count)"
-$T docker vps node update --availability active "$node" >/dev/null
+WP_TIMEOUT=180 wp_install "The seed's blog" "$ADMIN" "$ADMIN_PASSWORD" || die "the installer failed"
+note "installed in $(since "$t1") s (it creates its tables, each commit on the syncvol volume)"
 
-step "more visits on $node2, then its engine is killed outright (SIGKILL, no goodbye)"
-for _ in $(seq 1 10); do web / >/dev/null; done
-note "$(web /count)"
-sleep 3
+step "publishing a post through WordPress's XML-RPC interface (wp.newPost), reading it back through Traefik"
+TITLE="We moved house"
+ID=$(wp_publish "$ADMIN" "$ADMIN_PASSWORD" "$TITLE" "The blog now lives at home, on syncvol.") || die "publishing failed"
+wp_has_post "$ID" "$TITLE" || die "post $ID is not served"
+note "post $ID \"$TITLE\" is at $($T exec vps curl -s -o /dev/null -m 30 -w '%{url_effective}' -L --resolve "$HOST:80:$VPS" "http://$HOST/?p=$ID")"
+
+node=$(running_on "$DB") nodewp=$(running_on "$WP")
+drained="$node"
+[ "$nodewp" = "$node" ] || drained="$node $nodewp"
+step "docker node update --availability drain $drained   (where WordPress and MariaDB run)"
+t1=$(date +%s.%N)
+for n in $drained; do $T docker vps node update --availability drain "$n" >/dev/null; done
+# shellcheck disable=SC2086 # a list of nodes
+until_ok "WordPress and MariaDB back, the post served through Traefik" 240 blog_back "$ID" "$TITLE" $drained ||
+  die "the blog did not come back after the drain"
+note "post $ID served again $(since "$t1") s after the drain, same URL"
+where
+for n in $drained; do $T docker vps node update --availability active "$n" >/dev/null; done
+
+node2=$(running_on "$DB")
+step "MariaDB's node $node2: its engine is killed outright (SIGKILL, no goodbye)"
+note "what a crash can lose: the database's commits of the last ~2 s before it (syncvol's bound;"
+note "TestDatabaseFailover measures it); the post was written long before"
 t1=$(date +%s.%N)
 $T engine-stop "$node2" --kill
-until_ok "the service back through Traefik (Swarm first has to notice the node is gone)" 180 served_not_by "$node2" ||
-  die "the service did not come back after the kill"
-node3=$(node_of)
-note "back on $node3 after $(since "$t1") s"
-note "$(web /count)   (30 visits written before the kill)"
-[ "$(visits)" = 30 ] || die "visits lost on the kill: $(web /count)"
+until_ok "WordPress and MariaDB back (Swarm first has to notice the node is gone)" 240 blog_back "$ID" "$TITLE" "$node2" ||
+  die "the blog did not come back after the kill"
+note "post $ID served again $(since "$t1") s after the kill"
+where
+ID2=$(wp_publish "$ADMIN" "$ADMIN_PASSWORD" "After the crash" "MariaDB recovered from its redo log.") ||
+  die "publishing after the crash failed"
+note "post $ID2 published after the crash: the database is writable"
 $T engine-start "$node2"
 note "$node2's engine restarted; it catches up on its own"
 
@@ -181,26 +205,28 @@ $T docker home4 swarm join --token "$($T docker vps swarm join-token -q worker)"
 home4_ready() { [ "$($T docker vps node inspect home4 --format '{{.Status.State}}')" = ready ]; }
 until_ok "home4 ready in the Swarm" 60 home4_ready || die "home4 did not join the Swarm"
 $T docker vps node update --label-add location=home home4 >/dev/null
-# No registry here: the demo's image is imported on home4 as on the others.
-IMAGES=demoapp scripts/images.sh home4 2>&1 | indent
+# No registry here: the images are imported on home4 as on the others.
+APPIMAGES=wordpress scripts/appimages.sh home4 2>&1 | indent
+DBIMAGES=mariadb scripts/dbimages.sh home4 2>&1 | indent
 note "home4 is a Swarm worker at $($T docker vps node inspect home4 --format '{{.Status.Addr}}') (location=home)"
-home4_has() { $T docker home4 volume ls -q | grep -qx demo-data; }
-until_ok "home4 learning of the volume demo-data" 60 home4_has || die "home4 does not know the volume"
-note "home4 lists demo-data: $($T docker home4 volume inspect demo-data --format '{{with index .Status "state"}}{{.}}{{else}}{{index .Status "role"}}{{end}}')"
+home4_has() { $T docker home4 volume ls -q | grep -qx "${STACK}_db"; }
+until_ok "home4 learning of the volume ${STACK}_db" 60 home4_has || die "home4 does not know the volume"
+note "home4 lists ${STACK}_db: $($T docker home4 volume inspect "${STACK}_db" --format '{{with index .Status "state"}}{{.}}{{else}}{{index .Status "role"}}{{end}}')"
 
-step "docker service update --constraint-add node.hostname==home4 demo"
+step "docker service update --constraint-add node.hostname==home4 $DB $WP"
 t1=$(date +%s.%N)
-$T docker vps service update -q --detach --constraint-add node.hostname==home4 demo >/dev/null
-until_ok "the service served from home4 through Traefik" 180 served_by home4 || die "the service did not move to home4"
-note "served from home4 after $(since "$t1") s"
-note "$(web /count)   (30 visits, all written on other nodes)"
-note "note: $(web /notes/keys)"
-[ "$(visits)" = 30 ] || die "visits lost on the move to home4: $(web /count)"
+for svc in "$DB" "$WP"; do
+  $T docker vps service update -q --detach --constraint-add node.hostname==home4 "$svc" >/dev/null
+done
+on_home4() { [ "$(running_on "$DB")" = home4 ] && [ "$(running_on "$WP")" = home4 ] && wp_has_post "$ID" "$TITLE" && wp_has_post "$ID2" "After the crash"; }
+until_ok "the blog served from home4 through Traefik" 240 on_home4 || die "the blog did not move to home4"
+note "both posts served from home4 after $(since "$t1") s, every one written on other nodes"
+where
 
-step "the volume, as home4's engine sees it"
-$T docker home4 volume inspect demo-data --format '{{json .Status}}' | tr ',' '\n' | indent
+step "the database's volume, as home4's engine sees it"
+$T docker home4 volume inspect "${STACK}_db" --format '{{json .Status}}' | tr ',' '\n' | indent
 
 step "done: the topology stays up"
-echo "          scripts/topo.sh exec vps curl -H 'Host: $HOST' http://$VPS/   # a visit, through Traefik"
-echo "          scripts/topo.sh docker vps service ps demo                       # talk to any node's engine"
+echo "          scripts/topo.sh exec vps curl -L --resolve $HOST:80:$VPS http://$HOST/?p=$ID   # the post, through Traefik"
+echo "          scripts/topo.sh docker vps stack ps $STACK                       # talk to any node's engine"
 echo "          make demo-down                                                    # remove everything"

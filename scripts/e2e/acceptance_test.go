@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -297,12 +296,7 @@ type acceptanceStack struct {
 
 func startAcceptanceStack(t *testing.T) *acceptanceStack {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(repo, "scripts/images.sh"), "vps")
-	cmd.Env = append(os.Environ(), "IMAGES=edge traefik")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("images: %v: %s", err, out)
-	}
-	return &acceptanceStack{runEdgeStack(t, edgeStackOpts{prefix: "acc-", routes: "acc-routes", network: "acc-web",
+	return &acceptanceStack{startWebStack(t, edgeStackOpts{prefix: "acc-", routes: "acc-routes", network: "acc-web",
 		netArgs: append([]string{"-d", accNetDriver}, accNetOpts...), netRemove: 60 * time.Second,
 		edgeListen: "127.0.0.1:8088", traefikLog: "WARN", timeout: 3 * time.Second,
 		traefikUp: 90 * time.Second, probe: "nothing.acceptance.test"})}
@@ -310,18 +304,7 @@ func startAcceptanceStack(t *testing.T) *acceptanceStack {
 
 // request sends method path with Host: accHost through Traefik.
 func (s *acceptanceStack) request(method, path, body string) (int, string, error) {
-	req, err := http.NewRequest(method, "http://"+vpsAddr+path, strings.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Host = accHost
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b)), err
+	return s.send(method, accHost, path, "", body)
 }
 
 // visit is one write: GET / increments the counter and answers it once it

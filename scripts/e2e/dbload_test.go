@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,13 +110,20 @@ wait`
 // importDBImages imports the images of kinds into every node engine.
 func importDBImages(t *testing.T, kinds []string) {
 	t.Helper()
+	importDebImages(t, "dbimages", kinds, "vps", "home1", "home2", "home3")
+}
+
+// importDebImages imports the images names of scripts/SCRIPT.sh (dbimages
+// or appimages: built from Debian's packages, cached) into nodes.
+func importDebImages(t *testing.T, script string, names []string, nodes ...string) {
+	t.Helper()
 	start := time.Now()
-	cmd := exec.Command(filepath.Join(repo, "scripts/dbimages.sh"), "vps", "home1", "home2", "home3")
-	cmd.Env = append(os.Environ(), "DBIMAGES="+strings.Join(kinds, " "))
+	cmd := exec.Command(filepath.Join(repo, "scripts", script+".sh"), nodes...)
+	cmd.Env = append(os.Environ(), strings.ToUpper(script)+"="+strings.Join(names, " "))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("dbimages: %v: %s", err, out)
+		t.Fatalf("%s: %v: %s", script, err, out)
 	}
-	t.Logf("images %s in every engine after %.1f s", strings.Join(kinds, " "), time.Since(start).Seconds())
+	t.Logf("images %s in %s after %.1f s", strings.Join(names, " "), strings.Join(nodes, " "), time.Since(start).Seconds())
 }
 
 // dbAck is one acknowledged transaction: its number and when the collector
@@ -469,14 +477,21 @@ func (l *dbLoad) ackedSince(at time.Time, age, d time.Duration) time.Time {
 // returns that node and its container.
 func waitMoved(t *testing.T, service, old string, d time.Duration) (node, container string) {
 	t.Helper()
-	eventually(t, d, service+" running elsewhere than "+old, func() error {
+	return waitMovedOff(t, service, []string{old}, d)
+}
+
+// waitMovedOff waits until service's task runs on a node none of old and
+// returns that node and its container.
+func waitMovedOff(t *testing.T, service string, old []string, d time.Duration) (node, container string) {
+	t.Helper()
+	eventually(t, d, service+" running elsewhere than "+strings.Join(old, ", "), func() error {
 		out, err := dk("vps", "service", "ps", service, "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}")
 		if err != nil {
 			return err
 		}
 		for _, line := range strings.Split(out, "\n") {
 			f := strings.Fields(line)
-			if len(f) < 2 || f[0] == old || f[1] != "Running" {
+			if len(f) < 2 || slices.Contains(old, f[0]) || f[1] != "Running" {
 				continue
 			}
 			c, err := dk(f[0], "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+service)

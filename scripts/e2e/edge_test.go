@@ -103,6 +103,18 @@ type edgeStackOpts struct {
 	tcpPorts, udpPorts []int
 }
 
+// startWebStack imports the edge and Traefik images into the VPS and
+// runs them (runEdgeStack).
+func startWebStack(t *testing.T, o edgeStackOpts) *edgeStack {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repo, "scripts/images.sh"), "vps")
+	cmd.Env = append(os.Environ(), "IMAGES=edge traefik")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("images: %v: %s", err, out)
+	}
+	return runEdgeStack(t, o)
+}
+
 // runEdgeStack starts Traefik (file provider, no docker.sock) and edge (the
 // only holder of docker.sock) as services on the VPS, on a network of their
 // own, and returns when Traefik answers and edge has written its file. The
@@ -212,8 +224,37 @@ func vpsClient(timeout time.Duration) *http.Client {
 
 // get sends GET / with Host: host to Traefik on the VPS.
 func (s *edgeStack) get(host string) (code int, body string, err error) {
-	req, _ := http.NewRequest("GET", "http://"+vpsAddr+"/", nil)
+	return s.send("GET", host, "/", "", "")
+}
+
+// location sends GET path with Host: host and returns the status and the
+// Location header (redirects are not followed).
+func (s *edgeStack) location(host, path string) (code int, loc string, err error) {
+	req, err := http.NewRequest("GET", "http://"+vpsAddr+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
 	req.Host = host
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Location"), nil
+}
+
+// send sends one request with Host: host to Traefik on the VPS (ctype,
+// when set, is the body's Content-Type) and returns the status and the
+// trimmed body.
+func (s *edgeStack) send(method, host, path, ctype, body string) (code int, out string, err error) {
+	req, err := http.NewRequest(method, "http://"+vpsAddr+path, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, "", err

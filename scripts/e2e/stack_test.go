@@ -39,30 +39,9 @@ func TestStackDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	const stack, host = "hs", "app.example.org"
-	deploy := exec.Command(filepath.Join(repo, "scripts/topo.sh"), "docker", "vps", "stack", "deploy",
-		"-c", filepath.Join(repo, "examples/homeswarm-stack.yml"), stack)
-	deploy.Env = append(os.Environ(), "ROUTES="+routes,
-		"DOCKER_SOCK="+filepath.Join(topoRun, "vps", "docker.sock"), "DNS="+vpsAddr)
-	if out, err := deploy.CombinedOutput(); err != nil {
-		t.Fatalf("docker stack deploy: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, svc := range []string{"edge", "traefik", "app"} {
-				out, _ := dk("vps", "service", "ps", "--no-trunc", stack+"_"+svc)
-				logs, _ := dk("vps", "service", "logs", "--tail", "20", stack+"_"+svc)
-				t.Logf("%s:\n%s\n%s", svc, out, logs)
-			}
-		}
-		dk("vps", "stack", "rm", stack)
-		eventually(t, 60*time.Second, "the stack's network removed", func() error {
-			if out, _ := dk("vps", "network", "ls", "-q", "--filter", "name=hs-web"); out != "" {
-				return fmt.Errorf("network hs-web still there")
-			}
-			return nil
-		})
-		os.RemoveAll(routes)
-	})
+	t.Cleanup(func() { os.RemoveAll(routes) })
+	deployStack(t, "examples/homeswarm-stack.yml", stack, []string{"ROUTES=" + routes,
+		"DOCKER_SOCK=" + filepath.Join(topoRun, "vps", "docker.sock"), "DNS=" + vpsAddr})
 
 	c := vpsClient(2 * time.Second)
 	get := func(path string) (string, error) {
@@ -114,4 +93,35 @@ func TestStackDeploy(t *testing.T) {
 	if want := fmt.Sprintf("visits=%d ", visits+1); !strings.HasPrefix(after, want) {
 		t.Fatalf("after the move the app said %q, want %q…: the counter did not follow the task", after, want)
 	}
+}
+
+// deployStack runs `docker stack deploy -c FILE STACK` (FILE relative to
+// the repository) on the VPS with env added to the CLI's environment (the
+// file's variables). When t ends the stack is removed (its services' tasks
+// and logs shown first if t failed) and its networks are waited away.
+func deployStack(t *testing.T, file, stack string, env []string) {
+	t.Helper()
+	deploy := exec.Command(filepath.Join(repo, "scripts/topo.sh"), "docker", "vps", "stack", "deploy",
+		"-c", filepath.Join(repo, file), stack)
+	deploy.Env = append(os.Environ(), env...)
+	if out, err := deploy.CombinedOutput(); err != nil {
+		t.Fatalf("docker stack deploy %s: %v: %s", file, err, out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			svcs, _ := dk("vps", "stack", "services", "--format", "{{.Name}}", stack)
+			for _, svc := range strings.Fields(svcs) {
+				out, _ := dk("vps", "service", "ps", "--no-trunc", svc)
+				logs, _ := dk("vps", "service", "logs", "--tail", "20", svc)
+				t.Logf("%s:\n%s\n%s", svc, out, logs)
+			}
+		}
+		dk("vps", "stack", "rm", stack)
+		eventually(t, 60*time.Second, "the stack's networks removed", func() error {
+			if out, _ := dk("vps", "network", "ls", "-q", "--filter", "label=com.docker.stack.namespace="+stack); out != "" {
+				return fmt.Errorf("networks %s still there", strings.Fields(out))
+			}
+			return nil
+		})
+	})
 }

@@ -1,0 +1,190 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"html"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWordPress is the seed's blog with real software (issue 13):
+// examples/wordpress-stack.yml, deployed with `docker stack deploy`, runs
+// Debian's WordPress (nginx + php-fpm, scripts/appimages.sh) and MariaDB
+// (scripts/dbimages.sh) at home, each on a syncvol volume, on a meshnet
+// network of their own, reached through Traefik on the VPS (edge routes it
+// by its labels) from the topology's "internet". WordPress is installed
+// through its own installer (wp-admin/install.php) and a post published
+// through its own XML-RPC interface, both through Traefik; then
+//
+//   - drain: the nodes of WordPress and MariaDB are drained (both land on
+//     the home node left); the post is served again, from the new node;
+//
+//   - crash: the engine of the node they moved to is SIGKILLed; both start
+//     elsewhere, the post is served again and a second post is published
+//     (the database is writable after its crash recovery).
+func TestWordPress(t *testing.T) {
+	homes := []string{"home1", "home2", "home3"}
+	importDebImages(t, "appimages", []string{"wordpress"}, homes...)
+	importDebImages(t, "dbimages", []string{"mariadb"}, homes...)
+	s := startWebStack(t, edgeStackOpts{prefix: "wp-", routes: "wp-routes", network: "wp-web",
+		netArgs: []string{"-d", meshnetDriver}, netRemove: 60 * time.Second, edgeListen: "127.0.0.1:8087",
+		traefikLog: "WARN", timeout: 30 * time.Second, traefikUp: 90 * time.Second, probe: "nothing.wordpress.test"})
+	stack := "wp" + runID
+	wp, db := stack+"_wordpress", stack+"_db"
+	const host = "blog.example.org"
+	t.Cleanup(func() {
+		// the stack's volumes (docker stack rm leaves them; this runs after it)
+		for _, n := range homes {
+			dk(n, "volume", "rm", stack+"_wp-content", stack+"_db")
+		}
+	})
+	deployed := time.Now()
+	deployStack(t, "examples/wordpress-stack.yml", stack, []string{"WEB_NETWORK=wp-web", "BLOG_HOST=" + host,
+		"DB_PASSWORD=e2e-" + runID})
+	b := &blog{s: s, host: host}
+
+	// 1. Installed through its own installer, through Traefik.
+	eventually(t, 180*time.Second, "WordPress's installer answering through Traefik", func() error {
+		_, err := b.expect("GET", "/wp-admin/install.php", "", "", "weblog_title")
+		return err
+	})
+	up := time.Since(deployed)
+	form := url.Values{"weblog_title": {"The seed's blog"}, "user_name": {"admin"},
+		"admin_password": {"e2e-admin-" + runID}, "admin_password2": {"e2e-admin-" + runID}, "pw_weak": {"1"},
+		"admin_email": {"admin@example.org"}, "blog_public": {"0"}}
+	// the installer creates the tables, commit by commit on the volume, and
+	// checks its permalinks with requests to itself: a minute on a loaded
+	// machine, more than a page is allowed
+	slow := &blog{s: &edgeStack{client: vpsClient(180 * time.Second)}, host: host}
+	if _, err := slow.expect("POST", "/wp-admin/install.php?step=2", "application/x-www-form-urlencoded",
+		form.Encode(), "Success!"); err != nil {
+		t.Fatalf("install.php step 2: %v", err)
+	}
+	b.user, b.password = "admin", form.Get("admin_password")
+	installed := time.Since(deployed)
+
+	// 2. A post published through XML-RPC, read back through Traefik.
+	title := "Moved house " + runID
+	id := b.publish(t, title, "The blog now lives at home, on syncvol.")
+	b.waitPost(t, id, title, 10*time.Second)
+	nodeDB, _ := runningTask(t, db, 30*time.Second)
+	nodeWP, _ := runningTask(t, wp, 30*time.Second)
+	t.Logf("stack deployed: installer through Traefik after %.1f s, installed after %.1f s; post %d published; MariaDB on %s, WordPress on %s",
+		up.Seconds(), installed.Seconds(), id, nodeDB, nodeWP)
+
+	// 3. Drain: the nodes of both (one or two) are drained; both move.
+	drainedNodes := []string{nodeDB}
+	if nodeWP != nodeDB {
+		drainedNodes = append(drainedNodes, nodeWP)
+	}
+	drained := time.Now()
+	for _, n := range drainedNodes {
+		drainAndRestore(t, n)
+	}
+	nodeDB2, _ := waitMovedOff(t, db, drainedNodes, 180*time.Second)
+	dbMoved := time.Since(drained)
+	nodeWP2, _ := waitMovedOff(t, wp, drainedNodes, 180*time.Second)
+	wpMoved := time.Since(drained)
+	served := b.waitPost(t, id, title, 120*time.Second)
+	t.Logf("drain of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the drain",
+		strings.Join(drainedNodes, ", "), nodeDB2, dbMoved.Seconds(), nodeWP2, wpMoved.Seconds(), id, served.Sub(drained).Seconds())
+	for _, n := range drainedNodes {
+		mustDk(t, "vps", "node", "update", "--availability", "active", n)
+	}
+
+	// 4. Crash: the engine of MariaDB's node is killed (WordPress's too
+	// when it runs there); both run elsewhere and answer.
+	killed := time.Now()
+	if _, err := topo("engine-stop", nodeDB2, "--kill"); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	restart := func() {
+		if !restarted {
+			restarted = true
+			topo("engine-start", nodeDB2)
+			allReady(t, 120*time.Second)
+		}
+	}
+	t.Cleanup(restart)
+	nodeDB3, _ := waitMovedOff(t, db, []string{nodeDB2}, 240*time.Second)
+	dbMoved = time.Since(killed)
+	nodeWP3, _ := waitMovedOff(t, wp, []string{nodeDB2}, 240*time.Second)
+	wpMoved = time.Since(killed)
+	served = b.waitPost(t, id, title, 120*time.Second)
+	id2 := b.publish(t, "After the crash "+runID, "Still writable.")
+	b.waitPost(t, id2, "After the crash "+runID, 10*time.Second)
+	t.Logf("kill of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the kill; post %d published after it",
+		nodeDB2, nodeDB3, dbMoved.Seconds(), nodeWP3, wpMoved.Seconds(), id, served.Sub(killed).Seconds(), id2)
+	restart()
+}
+
+// blog is WordPress reached through Traefik on the VPS by its host name.
+type blog struct {
+	s              *edgeStack
+	host           string
+	user, password string // the administrator's, once installed
+}
+
+// expect sends one request and wants a 200 whose body contains want.
+func (b *blog) expect(method, path, ctype, body, want string) (string, error) {
+	code, out, err := b.s.send(method, b.host, path, ctype, body)
+	if err == nil && (code != http.StatusOK || !strings.Contains(out, want)) {
+		err = fmt.Errorf("%s %s: status %d, want 200 with %q: %.300s", method, path, code, want, out)
+	}
+	return out, err
+}
+
+var xmlrpcString = regexp.MustCompile(`<string>(\d+)</string>`)
+
+// publish publishes a post through WordPress's XML-RPC interface
+// (wp.newPost, as the administrator) and returns its ID.
+func (b *blog) publish(t *testing.T, title, content string) int {
+	t.Helper()
+	str := func(s string) string { return "<value><string>" + html.EscapeString(s) + "</string></value>" }
+	member := func(k, v string) string { return "<member><name>" + k + "</name>" + str(v) + "</member>" }
+	call := `<?xml version="1.0"?><methodCall><methodName>wp.newPost</methodName><params>` +
+		`<param><value><int>1</int></value></param><param>` + str(b.user) + `</param><param>` + str(b.password) +
+		`</param><param><value><struct>` + member("post_title", title) + member("post_content", content) +
+		member("post_status", "publish") + `</struct></value></param></params></methodCall>`
+	out, err := b.expect("POST", "/xmlrpc.php", "text/xml", call, "<methodResponse>")
+	if err != nil {
+		t.Fatalf("wp.newPost: %v", err)
+	}
+	m := xmlrpcString.FindStringSubmatch(out)
+	if m == nil || strings.Contains(out, "<fault>") {
+		t.Fatalf("wp.newPost answered %.500s", out)
+	}
+	var id int
+	fmt.Sscan(m[1], &id)
+	return id
+}
+
+// waitPost polls /?p=ID through Traefik (and the permalink it redirects
+// to) until the post's page shows its title and returns when it did.
+func (b *blog) waitPost(t *testing.T, id int, title string, d time.Duration) time.Time {
+	t.Helper()
+	eventually(t, d, fmt.Sprintf("post %d served through Traefik", id), func() error {
+		path := fmt.Sprintf("/?p=%d", id)
+		code, loc, err := b.s.location(b.host, path)
+		if err != nil {
+			return err
+		}
+		if code == http.StatusMovedPermanently || code == http.StatusFound {
+			u, err := url.Parse(loc)
+			if err != nil || u.Host != b.host {
+				return fmt.Errorf("%s redirects to %q, not to a page of %s", path, loc, b.host)
+			}
+			path = u.RequestURI()
+		}
+		_, err = b.expect("GET", path, "", "", html.EscapeString(title))
+		return err
+	})
+	return time.Now()
+}
