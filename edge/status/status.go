@@ -180,9 +180,8 @@ func (s *Server) writeText(w io.Writer) {
 	if rep.Error != "" {
 		fmt.Fprintf(w, "\nERROR: %s; Traefik keeps the routes below", rep.Error)
 	}
-	io.WriteString(w, "\n\nROUTES\n")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTER\tSERVICE\tDIALECT\tRULE\tENTRYPOINTS\tTLS\tTARGET")
+	io.WriteString(w, "\n")
+	var rows [][]string
 	for _, r := range rep.Routes {
 		tls := "-"
 		if r.TLS != nil {
@@ -201,14 +200,11 @@ func (s *Server) writeText(w io.Writer) {
 		if len(r.Middlewares) > 0 {
 			target = strings.Join(r.Middlewares, ",") + " -> " + target
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, r.Rule,
-			strings.Join(r.EntryPoints, ","), tls, target)
+		rows = append(rows, []string{r.Name, r.Service, string(r.Dialect), r.Rule, strings.Join(r.EntryPoints, ","), tls, target})
 	}
-	tw.Flush()
+	writeTable(w, "ROUTES", []string{"ROUTER", "SERVICE", "DIALECT", "RULE", "ENTRYPOINTS", "TLS", "TARGET"}, rows)
 	if len(rep.TCP) > 0 {
-		io.WriteString(w, "\nTCP ROUTES\n")
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ROUTER\tSERVICE\tDIALECT\tRULE\tENTRYPOINTS\tTLS\tTARGET")
+		rows = rows[:0]
 		for _, r := range rep.TCP {
 			tls := "-"
 			switch {
@@ -224,19 +220,16 @@ func (s *Server) writeText(w io.Writer) {
 			if r.ProxyProtocol != 0 {
 				target += fmt.Sprintf(" (PROXY v%d)", r.ProxyProtocol)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, r.Rule,
-				strings.Join(r.EntryPoints, ","), tls, target)
+			rows = append(rows, []string{r.Name, r.Service, string(r.Dialect), r.Rule, strings.Join(r.EntryPoints, ","), tls, target})
 		}
-		tw.Flush()
+		writeTable(w, "TCP ROUTES", []string{"ROUTER", "SERVICE", "DIALECT", "RULE", "ENTRYPOINTS", "TLS", "TARGET"}, rows)
 	}
 	if len(rep.UDP) > 0 {
-		io.WriteString(w, "\nUDP ROUTES\n")
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ROUTER\tSERVICE\tDIALECT\tENTRYPOINTS\tTARGET")
+		rows = rows[:0]
 		for _, r := range rep.UDP {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Service, r.Dialect, strings.Join(r.EntryPoints, ","), taskTarget(r.Address, r.Tasks, r.Servers))
+			rows = append(rows, []string{r.Name, r.Service, string(r.Dialect), strings.Join(r.EntryPoints, ","), taskTarget(r.Address, r.Tasks, r.Servers)})
 		}
-		tw.Flush()
+		writeTable(w, "UDP ROUTES", []string{"ROUTER", "SERVICE", "DIALECT", "ENTRYPOINTS", "TARGET"}, rows)
 	}
 	if len(rep.Skipped) > 0 {
 		io.WriteString(w, "\nDIAGNOSTICS\n")
@@ -244,6 +237,18 @@ func (s *Server) writeText(w io.Writer) {
 			fmt.Fprintln(w, d.String())
 		}
 	}
+}
+
+// writeTable writes a titled table, a blank line before it, its columns
+// aligned.
+func writeTable(w io.Writer, title string, header []string, rows [][]string) {
+	io.WriteString(w, "\n"+title+"\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
 }
 
 // taskTarget shows where a route forwards: vip, or with task-level
