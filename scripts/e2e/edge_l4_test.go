@@ -25,6 +25,7 @@ const (
 	l4BannerPort = 2525
 	l4TLSPort    = 8443
 	l4UDPPort    = 9987
+	mumblePort   = 64738 // TCP and UDP
 )
 
 // internetClient is a client on the topology's "internet": an address of
@@ -131,7 +132,7 @@ func startL4Stack(t *testing.T) *edgeStack {
 	return runEdgeStack(t, edgeStackOpts{prefix: "l4-", routes: "l4-routes", network: "l4-web", netArgs: []string{"-d", meshnetDriver},
 		netRemove: 30 * time.Second, edgeListen: "127.0.0.1:8087", traefikLog: "INFO", timeout: 2 * time.Second,
 		traefikUp: 60 * time.Second, probe: "nothing.l4.e2e.test",
-		tcpPorts: []int{l4BannerPort, l4TLSPort}, udpPorts: []int{l4UDPPort}})
+		tcpPorts: []int{l4BannerPort, l4TLSPort, mumblePort}, udpPorts: []int{l4UDPPort, mumblePort}})
 }
 
 // l4Service creates an l4echo service at home on the stack's network.
@@ -221,9 +222,50 @@ func TestEdgeL4(t *testing.T) {
 		t.Logf("UDP route: %q", got)
 	})
 
+	t.Run("Mumble", func(t *testing.T) {
+		// A real voice server (Debian's mumble-server, scripts/appimages.sh)
+		// at home: its TLS control channel by TCP port, its voice by UDP,
+		// the same public port for both as Mumble clients expect.
+		importDebImages(t, "appimages", []string{"mumble"}, "home1", "home2", "home3")
+		createService(t, "e2e-mumble", "--network", "l4-web", "--constraint", edgeConstraint,
+			"--label", fmt.Sprintf("edge.tcp.mumble.port=%d", mumblePort), "--label", fmt.Sprintf("edge.tcp.mumble.entrypoint=%d", mumblePort),
+			"--label", fmt.Sprintf("edge.udp.mumble.port=%d", mumblePort), "--label", fmt.Sprintf("edge.udp.mumble.entrypoint=%d", mumblePort),
+			"homeswarm/mumble")
+		// Mumble's UDP ping: 4 zero bytes and an 8-byte ident; the answer is
+		// version, the ident back, users, max users, bandwidth.
+		ping := "\x00\x00\x00\x00mumbleid"
+		var got string
+		eventually(t, 90*time.Second, "Mumble's UDP ping through Traefik", func() (err error) {
+			got, err = inet.udp(mumblePort, ping)
+			if err == nil && (len(got) != 24 || got[4:12] != "mumbleid") {
+				err = fmt.Errorf("answer %q", got)
+			}
+			return err
+		})
+		v := []byte(got[:4])
+		t.Logf("Mumble over UDP: version %d.%d.%d, max users %d", uint16(v[0])<<8|uint16(v[1]), v[2], v[3],
+			uint32(got[16])<<24|uint32(got[17])<<16|uint32(got[18])<<8|uint32(got[19]))
+		eventually(t, 30*time.Second, "Mumble's TLS through Traefik", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			conn, err := inet.d.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", vpsAddr, mumblePort))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true}) // murmurd's own self-signed certificate
+			if err := tc.Handshake(); err != nil {
+				return err
+			}
+			t.Logf("Mumble over TCP: TLS %x with certificate %q", tc.ConnectionState().Version, tc.ConnectionState().PeerCertificates[0].Subject.CommonName)
+			return nil
+		})
+	})
+
 	b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
-	if n := len(taskAddress.FindAll(b, -1)); n != 4 || strings.Contains(string(b), "address: e2e-") {
-		t.Errorf("edge.yml routes %d TCP/UDP services to task addresses, want 4 (no VIP):\n%s", n, b)
+	if n := len(taskAddress.FindAll(b, -1)); n != 6 || strings.Contains(string(b), "address: e2e-") {
+		t.Errorf("edge.yml routes %d TCP/UDP services to task addresses, want 6 (no VIP):\n%s", n, b)
 	}
 
 	t.Run("UpdateStartFirst", func(t *testing.T) {
