@@ -152,6 +152,9 @@ http {
   access_log off;
   sendfile on;
   client_max_body_size 64m;
+  # Traefik terminates TLS: its X-Forwarded-Proto tells PHP (is_ssl()) a
+  # request came over HTTPS, so a site at https://… does not redirect forever
+  map $http_x_forwarded_proto $forwarded_https { https on; default ""; }
   server {
     listen 80 default_server;
     root /usr/share/wordpress;
@@ -169,6 +172,7 @@ http {
       try_files $uri =404;
       include /etc/nginx/fastcgi_params;
       fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+      fastcgi_param HTTPS $forwarded_https if_not_empty;
       fastcgi_pass unix:/run/php/fpm.sock;
     }
   }

@@ -650,6 +650,9 @@ func (b *svcBuild) buildEdge() {
 			on, err = parseBool(v)
 			tlsSet = &on
 		case "edge.certresolver":
+			if strings.TrimSpace(v) == "" {
+				break // empty, as a stack file's ${CERT_RESOLVER:-} renders "none": plain HTTP
+			}
 			resolver, err = parseName(v, "cert resolver")
 		case "edge.redirect-https":
 			var on bool

@@ -36,6 +36,13 @@ func TestBuild(t *testing.T) {
 				Hosts: []string{"gogs.example.org"}, EntryPoints: []string{"web"}, Backend: "gogs", URL: "http://gogs:3000"}},
 		},
 		{
+			// a stack file's edge.certresolver: "${CERT_RESOLVER:-}" left empty
+			name:     "edge empty cert resolver is plain",
+			services: []Service{svc("blog", "edge.host", "blog.example.org", "edge.port", "80", "edge.certresolver", "")},
+			want: []Route{{Name: "blog", Service: "blog", Dialect: DialectEdge, Rule: "Host(`blog.example.org`)",
+				Hosts: []string{"blog.example.org"}, EntryPoints: []string{"web"}, Backend: "blog", URL: "http://blog:80"}},
+		},
+		{
 			name:     "edge default ACME and redirect",
 			opts:     le,
 			services: []Service{svc("gogs", "edge.host", "gogs.example.org", "edge.port", "3000")},

@@ -152,6 +152,7 @@ type Mesh struct {
 
 	startOnce sync.Once
 	started   atomic.Bool
+	lifeMu    sync.Mutex // start and Close's closing of closing
 	closeOnce sync.Once
 	closing   chan struct{}
 	done      chan struct{}
@@ -291,6 +292,10 @@ func (m *Mesh) setPrefixesLocked(own []netip.Prefix) error {
 
 // start starts the mesh's goroutines and returns at once.
 func (m *Mesh) start() error {
+	// under lifeMu, so that Close never waits for goroutines while more
+	// are being added (a Close racing the Run that starts them)
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
 	select {
 	case <-m.closing:
 		return ErrClosed
@@ -345,7 +350,9 @@ func (m *Mesh) fail(err error) {
 // every session key. It is idempotent and returns after the mesh stopped.
 func (m *Mesh) Close() error {
 	m.closeOnce.Do(func() {
+		m.lifeMu.Lock()
 		close(m.closing)
+		m.lifeMu.Unlock()
 		m.opts.Bind.Close()
 		m.opts.TUN.Close()
 		m.wg.Wait()

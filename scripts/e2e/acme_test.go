@@ -3,13 +3,10 @@
 package e2e
 
 import (
-	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,38 +34,13 @@ func TestEdgeACME(t *testing.T) {
 	const (
 		host     = "blog.example.org"
 		resolver = "pebble"
-		caFile   = "/etc/acme-api-ca.pem"
 	)
 	// A new name each run: a files volume created again under the name of
 	// one removed everywhere is refused at home ("folder marker missing").
 	vol := fmt.Sprintf("e2e-acme-%d", time.Now().Unix())
-	dir, err := topo("acme-up")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := topo("acme-host", host, vpsAddr); err != nil {
-		t.Fatal(err)
-	}
-	acmeDir := filepath.Join(topoRoot, "acme")
 	// The "internet": the ACME server's own namespace.
 	internet := &netns.Dialer{Path: netns.Path(topoPrefix + "-acme")}
 	internet.Timeout = 2 * time.Second
-
-	// Pebble's issuing root, from its management interface (over TLS
-	// with the topology's ACME API CA, as Traefik's ACME client talks to
-	// Pebble).
-	rootPEM, err := topo("acme-root")
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode([]byte(rootPEM))
-	if block == nil {
-		t.Fatalf("Pebble's /roots/0 is no PEM: %q", rootPEM)
-	}
-	root, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatalf("Pebble's /roots/0: %v", err)
-	}
 
 	// The ACME store: one syncvol volume, one Traefik (acme.json is not
 	// safe with several writers, traefik/traefik#3594). Removed at the
@@ -90,24 +62,11 @@ func TestEdgeACME(t *testing.T) {
 		t.Fatalf("images: %v: %s", err, out)
 	}
 	o := edgeOpts()
-	o.traefikFlags = []string{
-		"--publish", "mode=host,published=443,target=443",
-		// replication=files: a snapshot volume cannot be mounted on the
-		// VPS today (its snapshot layer dials each home node's first
-		// advertised address, the LAN one, which the VPS has no route to).
-		"--mount", "type=volume,source=" + vol + ",target=/acme,volume-driver=syncvol,volume-opt=remove=everywhere,volume-opt=replication=files",
-		// Traefik's ACME client (lego) trusts the ACME server's TLS
-		// certificate through this file.
-		"--mount", "type=bind,source=" + filepath.Join(acmeDir, "ca.pem") + ",target=" + caFile + ",readonly",
-		"--env", "LEGO_CA_CERTIFICATES=" + caFile,
-	}
-	o.traefikArgs = []string{
-		"--entryPoints.websecure.address=:443", "--log.noColor=true",
-		"--certificatesResolvers." + resolver + ".acme.caServer=" + dir,
-		"--certificatesResolvers." + resolver + ".acme.email=admin@example.org",
-		"--certificatesResolvers." + resolver + ".acme.storage=/acme/acme.json",
-		"--certificatesResolvers." + resolver + ".acme.httpChallenge.entryPoint=web",
-	}
+	// replication=files: a snapshot volume cannot be mounted on the VPS
+	// today (its snapshot layer dials each home node's first advertised
+	// address, the LAN one, which the VPS has no route to).
+	acmeDir, root := acmeTraefik(t, &o, resolver, "/acme/acme.json", []string{host},
+		"--mount", "type=volume,source="+vol+",target=/acme,volume-driver=syncvol,volume-opt=remove=everywhere,volume-opt=replication=files")
 	runEdgeStack(t, o)
 
 	issued := func() int {
@@ -226,15 +185,7 @@ func TestEdgeACME(t *testing.T) {
 // root, and checks the answer is want; it returns the serial of the
 // server's certificate.
 func verifiedGet(d *netns.Dialer, addr, host string, root *x509.Certificate, want string) (string, error) {
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr+":443")
-		},
-		TLSClientConfig:   &tls.Config{RootCAs: roots, ServerName: host},
-		DisableKeepAlives: true,
-	}}
+	c := httpsClient(d, addr, root, 5*time.Second)
 	resp, err := c.Get("https://" + host + "/")
 	if err != nil {
 		return "", err
@@ -260,4 +211,55 @@ func verifiedGet(d *netns.Dialer, addr, host string, root *x509.Certificate, wan
 func serviceLogs(node, service string) string {
 	out, _ := exec.Command(filepath.Join(repo, "scripts/topo.sh"), "docker", node, "service", "logs", "--raw", service).CombinedOutput()
 	return string(out)
+}
+
+// acmeTraefik points o's Traefik at the topology's ACME server (`topo.sh
+// acme-up`: Debian's pebble on the "internet") with a resolver named
+// resolver keeping its certificates at storage in Traefik's container
+// (flags add what that needs, such as a volume), an HTTPS entry point on
+// :443 and HTTP-01 on :80; Pebble's DNS resolves hosts to the VPS. It
+// returns the ACME server's directory on the host and Pebble's issuing
+// root, from its management interface.
+func acmeTraefik(t *testing.T, o *edgeStackOpts, resolver, storage string, hosts []string, flags ...string) (string, *x509.Certificate) {
+	t.Helper()
+	const caFile = "/etc/acme-api-ca.pem"
+	dir, err := topo("acme-up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if _, err := topo("acme-host", h, vpsAddr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// over TLS with the topology's ACME API CA, as Traefik's ACME client
+	// talks to Pebble
+	rootPEM, err := topo("acme-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(rootPEM))
+	if block == nil {
+		t.Fatalf("Pebble's /roots/0 is no PEM: %q", rootPEM)
+	}
+	root, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatalf("Pebble's /roots/0: %v", err)
+	}
+	acmeDir := filepath.Join(topoRoot, "acme")
+	o.traefikFlags = append(append([]string{
+		"--publish", "mode=host,published=443,target=443",
+		// Traefik's ACME client (lego) trusts the ACME server's TLS
+		// certificate through this file.
+		"--mount", "type=bind,source=" + filepath.Join(acmeDir, "ca.pem") + ",target=" + caFile + ",readonly",
+		"--env", "LEGO_CA_CERTIFICATES=" + caFile,
+	}, flags...), o.traefikFlags...)
+	o.traefikArgs = append([]string{
+		"--entryPoints.websecure.address=:443", "--log.noColor=true",
+		"--certificatesResolvers." + resolver + ".acme.caServer=" + dir,
+		"--certificatesResolvers." + resolver + ".acme.email=admin@example.org",
+		"--certificatesResolvers." + resolver + ".acme.storage=" + storage,
+		"--certificatesResolvers." + resolver + ".acme.httpChallenge.entryPoint=web",
+	}, o.traefikArgs...)
+	return acmeDir, root
 }

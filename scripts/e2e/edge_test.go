@@ -4,8 +4,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -44,6 +47,7 @@ const vpsAddr = "203.0.113.10"
 // edgeStack is Traefik and edge running on the topology.
 type edgeStack struct {
 	client *http.Client
+	https  bool   // client speaks HTTPS to Traefik's :443 (see httpsClient)
 	routes string // host directory edge writes and Traefik watches
 	status string // edge's status address, in the VPS's namespace
 }
@@ -230,7 +234,7 @@ func (s *edgeStack) get(host string) (code int, body string, err error) {
 // location sends GET path with Host: host and returns the status and the
 // Location header (redirects are not followed).
 func (s *edgeStack) location(host, path string) (code int, loc string, err error) {
-	req, err := http.NewRequest("GET", "http://"+vpsAddr+path, nil)
+	req, err := http.NewRequest("GET", s.url(host, path), nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -243,11 +247,35 @@ func (s *edgeStack) location(host, path string) (code int, loc string, err error
 	return resp.StatusCode, resp.Header.Get("Location"), nil
 }
 
+// url is where a request for host's path goes: Traefik on the VPS, by
+// plain HTTP with the Host header, or by HTTPS with host as SNI.
+func (s *edgeStack) url(host, path string) string {
+	if s.https {
+		return "https://" + host + path // httpsClient dials the VPS whatever the host
+	}
+	return "http://" + vpsAddr + path
+}
+
+// httpsClient is an HTTPS client that dials addr:443 through d for every
+// host and trusts only root: a request it completes proved a chain to
+// root for the host name. Redirects are not followed.
+func httpsClient(d *netns.Dialer, addr string, root *x509.Certificate, timeout time.Duration) *http.Client {
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr+":443")
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: roots},
+		DisableKeepAlives: true,
+	}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
 // send sends one request with Host: host to Traefik on the VPS (ctype,
 // when set, is the body's Content-Type) and returns the status and the
 // trimmed body.
 func (s *edgeStack) send(method, host, path, ctype, body string) (code int, out string, err error) {
-	req, err := http.NewRequest(method, "http://"+vpsAddr+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, s.url(host, path), strings.NewReader(body))
 	if err != nil {
 		return 0, "", err
 	}

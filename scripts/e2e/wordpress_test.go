@@ -11,9 +11,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/homeswarm/homeswarm/internal/netns"
 )
 
-// TestWordPress is the seed's blog with real software (issue 13):
+// TestWordPress is the seed's blog with real software (issue 13), over
+// HTTPS with a certificate from the topology's ACME server:
 // examples/wordpress-stack.yml, deployed with `docker stack deploy`, runs
 // Debian's WordPress (nginx + php-fpm, scripts/appimages.sh) and MariaDB
 // (scripts/dbimages.sh) at home, each on a syncvol volume, on a meshnet
@@ -32,12 +35,20 @@ func TestWordPress(t *testing.T) {
 	homes := []string{"home1", "home2", "home3"}
 	importDebImages(t, "appimages", []string{"wordpress"}, homes...)
 	importDebImages(t, "dbimages", []string{"mariadb"}, homes...)
-	s := startWebStack(t, edgeStackOpts{prefix: "wp-", routes: "wp-routes", network: "wp-web",
+	const host, resolver = "blog.example.org", "pebble"
+	o := edgeStackOpts{prefix: "wp-", routes: "wp-routes", network: "wp-web",
 		netArgs: []string{"-d", meshnetDriver}, netRemove: 60 * time.Second, edgeListen: "127.0.0.1:8087",
-		traefikLog: "WARN", timeout: 30 * time.Second, traefikUp: 90 * time.Second, probe: "nothing.wordpress.test"})
+		traefikLog: "WARN", timeout: 30 * time.Second, traefikUp: 90 * time.Second, probe: "nothing.wordpress.test"}
+	// HTTPS as the seed runs it: Traefik's ACME resolver, the topology's
+	// ACME server standing in for Let's Encrypt (the store is Traefik's
+	// own here: Traefik does not move in this test; TestEdgeACME moves it).
+	_, root := acmeTraefik(t, &o, resolver, "/tmp/acme.json", []string{host})
+	s := startWebStack(t, o)
+	// Every request below is HTTPS and trusts only Pebble's root: each one
+	// that succeeds verified the certificate chain for the blog's name.
+	s.client, s.https = httpsClient(&netns.Dialer{Path: netns.Path(topoPrefix + "-vps")}, vpsAddr, root, 30*time.Second), true
 	stack := "wp" + runID
 	wp, db := stack+"_wordpress", stack+"_db"
-	const host = "blog.example.org"
 	t.Cleanup(func() {
 		// the stack's volumes (docker stack rm leaves them; this runs after it)
 		for _, n := range homes {
@@ -46,7 +57,7 @@ func TestWordPress(t *testing.T) {
 	})
 	deployed := time.Now()
 	deployStack(t, "examples/wordpress-stack.yml", stack, []string{"WEB_NETWORK=wp-web", "BLOG_HOST=" + host,
-		"DB_PASSWORD=e2e-" + runID})
+		"BLOG_URL=https://" + host, "CERT_RESOLVER=" + resolver, "DB_PASSWORD=e2e-" + runID})
 	b := &blog{s: s, host: host}
 
 	// 1. Installed through its own installer, through Traefik.
@@ -61,13 +72,20 @@ func TestWordPress(t *testing.T) {
 	// the installer creates the tables, commit by commit on the volume, and
 	// checks its permalinks with requests to itself: a minute on a loaded
 	// machine, more than a page is allowed
-	slow := &blog{s: &edgeStack{client: vpsClient(180 * time.Second)}, host: host}
+	slowStack := *s
+	slowStack.client = httpsClient(&netns.Dialer{Path: netns.Path(topoPrefix + "-vps")}, vpsAddr, root, 180*time.Second)
+	slow := &blog{s: &slowStack, host: host}
 	if _, err := slow.expect("POST", "/wp-admin/install.php?step=2", "application/x-www-form-urlencoded",
 		form.Encode(), "Success!"); err != nil {
 		t.Fatalf("install.php step 2: %v", err)
 	}
 	b.user, b.password = "admin", form.Get("admin_password")
 	installed := time.Since(deployed)
+	// Plain HTTP is redirected to HTTPS by Traefik.
+	plain := edgeStack{client: vpsClient(10 * time.Second)}
+	if code, loc, err := plain.location(host, "/?p=1"); err != nil || (code != http.StatusMovedPermanently && code != http.StatusPermanentRedirect) || loc != "https://"+host+"/?p=1" {
+		t.Errorf("http://%s/?p=1: %d %q %v, want a permanent redirect to https://%s/?p=1", host, code, loc, err, host)
+	}
 
 	// 2. A post published through XML-RPC, read back through Traefik.
 	title := "Moved house " + runID
