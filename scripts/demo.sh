@@ -5,7 +5,9 @@
 # the seed's blog (examples/wordpress-stack.yml: Debian's WordPress on nginx
 # + php-fpm and MariaDB, at home on syncvol volumes and a meshnet network),
 # install WordPress and publish a post through its own HTTP interface,
-# reached through Traefik by host name; drain its node, kill the next node
+# reached through Traefik by host name over HTTPS, with a certificate from
+# the topology's ACME server (Debian's pebble, Let's Encrypt's test server,
+# standing in for Let's Encrypt); drain its node, kill the next node
 # outright, let a fourth home node join with one key, move the blog there,
 # and show the post back each time.
 # `make demo-down` removes everything.
@@ -64,12 +66,14 @@ until_ok() {
 }
 
 # wp PATH [curl args…]: a request to the blog through Traefik on the VPS, by
-# host name, as a visitor from the Internet makes it (following WordPress's
-# redirects to its permalinks; the name resolves to the VPS only for curl).
+# host name over HTTPS, as a visitor from the Internet makes it (following
+# WordPress's redirects to its permalinks; the name resolves to the VPS
+# only for curl, which trusts only the ACME server's root: every answer
+# proved the certificate).
 wp() {
   local path=$1
   shift
-  $T exec vps curl -sS -f -L -m "${WP_TIMEOUT:-30}" --resolve "$HOST:80:$VPS" "$@" "http://$HOST$path"
+  $T exec vps curl -sS -f -L -m "${WP_TIMEOUT:-30}" --cacert "$ACME_ROOT" --resolve "$HOST:443:$VPS" "$@" "https://$HOST$path"
 }
 # shellcheck source=scripts/lib/wordpress.sh
 . scripts/lib/wordpress.sh
@@ -107,6 +111,13 @@ for n in vps home1 home2 home3; do
   note "$n advertises $($T docker vps node inspect "$n" --format '{{.Status.Addr}}')"
 done
 
+step "the ACME server on the topology's \"internet\": Debian's pebble (RFC 8555), standing in for Let's Encrypt"
+ACME_DIR=$($T acme-up)
+$T acme-host "$HOST" "$VPS" >/dev/null
+ACME_ROOT=$ROOT/acme/issuing-root.pem
+$T acme-root >"$ACME_ROOT"
+note "ACME directory $ACME_DIR; its DNS resolves $HOST to the VPS ($VPS), and it validates HTTP-01 there"
+
 step "images (docker import, no registry): edge and Traefik on the VPS; WordPress and MariaDB at home, from Debian's packages (cached after the first run)"
 scripts/images.sh vps 2>&1 | indent
 APPIMAGES=wordpress scripts/appimages.sh home1 home2 home3 2>&1 | indent
@@ -116,16 +127,22 @@ step "docker network create -d $DEMO_NET_DRIVER $NET   (Traefik and the service 
 # shellcheck disable=SC2086 # DEMO_NET_OPTS is a list of options
 $T docker vps network create -d "$DEMO_NET_DRIVER" $DEMO_NET_OPTS --attachable "$NET" >/dev/null
 
-step "Traefik (file provider, no docker.sock) and edge (the only holder of docker.sock) on the VPS"
+step "Traefik (file provider, no docker.sock, an ACME resolver 'le' at the ACME server) and edge (the only holder of docker.sock) on the VPS"
 mkdir -p "$ROUTES"
 # dnsrr: this kernel has no IPVS, so Swarm VIPs do not answer; with dnsrr the
 # service's name resolves to its task. A 1 s resolver timeout keeps Traefik
 # from waiting 5 s on a name whose task is not up yet.
 $T docker vps service create -q --detach --no-resolve-image --name traefik \
   --constraint node.role==manager --network "$NET" --dns-option timeout:1 --dns-option attempts:1 \
-  --publish mode=host,published=80,target=80 \
+  --publish mode=host,published=80,target=80 --publish mode=host,published=443,target=443 \
   --mount "type=bind,source=$ROUTES,target=/routes,readonly" \
-  homeswarm/traefik --entryPoints.web.address=:80 --providers.file.directory=/routes \
+  --mount "type=volume,source=acme,target=/acme,volume-driver=syncvol,volume-opt=replication=files" \
+  --mount "type=bind,source=$ROOT/acme/ca.pem,target=/etc/acme-api-ca.pem,readonly" \
+  --env LEGO_CA_CERTIFICATES=/etc/acme-api-ca.pem \
+  homeswarm/traefik --entryPoints.web.address=:80 --entryPoints.websecure.address=:443 \
+  --certificatesResolvers.le.acme.caServer="$ACME_DIR" --certificatesResolvers.le.acme.email=admin@example.org \
+  --certificatesResolvers.le.acme.storage=/acme/acme.json --certificatesResolvers.le.acme.httpChallenge.entryPoint=web \
+  --providers.file.directory=/routes \
   --providers.file.watch=true --providers.providersThrottleDuration=0s --log.level=WARN >/dev/null
 $T docker vps service create -q --detach --no-resolve-image --name edge \
   --constraint node.role==manager --network host \
@@ -135,16 +152,19 @@ $T docker vps service create -q --detach --no-resolve-image --name edge \
 traefik_404() { [ "$($T exec vps curl -s -m 2 -o /dev/null -w '%{http_code}' -H 'Host: nothing.example.org' "http://$VPS/")" = 404 ]; }
 until_ok "Traefik answering on $VPS:80" 90 traefik_404 || die "Traefik did not start"
 until_ok "edge writing Traefik's routes" 60 test -f "$ROUTES/edge.yml" || die "edge did not start"
-note "Traefik answers on $VPS:80; edge feeds it $ROUTES/edge.yml"
+note "Traefik answers on $VPS:80 and :443; edge feeds it $ROUTES/edge.yml; its certificates live in acme.json on a syncvol volume (one Traefik: traefik/traefik#3594)"
 
 step "docker stack deploy -c examples/wordpress-stack.yml $STACK   (WordPress + MariaDB at home, syncvol volumes, a meshnet network)"
 t1=$(date +%s.%N)
-WEB_NETWORK=$NET BLOG_HOST=$HOST DB_PASSWORD=demo-db-$$ \
+WEB_NETWORK=$NET BLOG_HOST=$HOST BLOG_URL=https://$HOST CERT_RESOLVER=le DB_PASSWORD=demo-db-$$ \
   $T docker vps stack deploy -c examples/wordpress-stack.yml "$STACK" 2>&1 | grep -v 'detach=false' | indent
 installer() { wp /wp-admin/install.php | grep -q weblog_title; }
-until_ok "WordPress's installer answering at http://$HOST/ through Traefik" 180 installer ||
+until_ok "WordPress's installer answering at https://$HOST/ through Traefik (the certificate ordered meanwhile)" 180 installer ||
   die "WordPress is not reachable through Traefik"
-note "http://$HOST/wp-admin/install.php answers through Traefik $(since "$t1") s after the deploy"
+note "https://$HOST/wp-admin/install.php answers through Traefik $(since "$t1") s after the deploy"
+note "its certificate: $($T exec vps openssl s_client -connect "$VPS:443" -servername "$HOST" -CAfile "$ACME_ROOT" </dev/null 2>/dev/null |
+  grep -E '^(issuer=|Verify return code)' | tr '\n' ' ')"
+note "plain HTTP: $($T exec vps curl -s -o /dev/null -m 10 -w '%{http_code} → %{redirect_url}' --resolve "$HOST:80:$VPS" "http://$HOST/")"
 where
 
 step "installing WordPress through its own installer (wp-admin/install.php, through Traefik)"
@@ -156,7 +176,7 @@ step "publishing a post through WordPress's XML-RPC interface (wp.newPost), read
 TITLE="We moved house"
 ID=$(wp_publish "$ADMIN" "$ADMIN_PASSWORD" "$TITLE" "The blog now lives at home, on syncvol.") || die "publishing failed"
 wp_has_post "$ID" "$TITLE" || die "post $ID is not served"
-note "post $ID \"$TITLE\" is at $($T exec vps curl -s -o /dev/null -m 30 -w '%{url_effective}' -L --resolve "$HOST:80:$VPS" "http://$HOST/?p=$ID")"
+note "post $ID \"$TITLE\" is at $(wp "/?p=$ID" -o /dev/null -w '%{url_effective}')"
 
 node=$(running_on "$DB") nodewp=$(running_on "$WP")
 drained="$node"
@@ -227,6 +247,6 @@ step "the database's volume, as home4's engine sees it"
 $T docker home4 volume inspect "${STACK}_db" --format '{{json .Status}}' | tr ',' '\n' | indent
 
 step "done: the topology stays up"
-echo "          scripts/topo.sh exec vps curl -L --resolve $HOST:80:$VPS http://$HOST/?p=$ID   # the post, through Traefik"
+echo "          scripts/topo.sh exec vps curl -L --cacert $ACME_ROOT --resolve $HOST:443:$VPS https://$HOST/?p=$ID   # the post"
 echo "          scripts/topo.sh docker vps stack ps $STACK                       # talk to any node's engine"
 echo "          make demo-down                                                    # remove everything"

@@ -265,7 +265,9 @@ func TestReplicationPartitionKeepsBoth(t *testing.T) {
 }
 
 // TestReplicationSyncthingInterop: a real Syncthing (Debian's) in its own
-// network namespace shares a volume (-o share=) and files flow both ways.
+// network namespace shares a volume (-o share=, with -o share-mode=readwrite:
+// the NAS holds the files in the clear and may change them) and files flow
+// both ways.
 func TestReplicationSyncthingInterop(t *testing.T) {
 	if _, err := exec.LookPath("syncthing"); err != nil {
 		// e2e runs as root (CI installs it): a missing peer is a failure.
@@ -280,7 +282,7 @@ func TestReplicationSyncthingInterop(t *testing.T) {
 	if _, err := topo("add-host", "nas"); err != nil {
 		t.Fatal(err)
 	}
-	mustDk(t, "home3", "volume", "create", "-d", "syncvol", "-o", "share="+nasID+"@192.168.50.30:22000", vol)
+	mustDk(t, "home3", "volume", "create", "-d", "syncvol", "-o", "share="+nasID+"@192.168.50.30:22000", "-o", "share-mode=readwrite", vol)
 	t.Cleanup(func() { dk("home3", "volume", "rm", vol) })
 	st := mustDk(t, "home3", "volume", "inspect", "-f", `{{index .Status "folderID"}} {{index .Status "device"}}`, vol)
 	f := strings.Fields(st)
