@@ -45,10 +45,15 @@ func TestSyncvolServiceAtHome(t *testing.T) {
 		}
 		return nil
 	})
-	b, err := os.ReadFile(replicaFile(node, "e2e-home", "marker"))
-	if err != nil || strings.TrimSpace(string(b)) != "written" {
-		t.Fatalf("replica on %s's host: %q %v", node, b, err)
-	}
+	// A snapshot volume's newest generation on the host may predate the
+	// write by up to a generation interval: wait for one that holds it.
+	eventually(t, 15*time.Second, "marker in the replica on "+node+"'s host", func() error {
+		b, err := os.ReadFile(replicaFile(node, "e2e-home", "marker"))
+		if err != nil || strings.TrimSpace(string(b)) != "written" {
+			return fmt.Errorf("%q %v", b, err)
+		}
+		return nil
+	})
 	var vols []struct {
 		Driver, Scope, Mountpoint string
 		Status                    map[string]any
