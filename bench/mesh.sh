@@ -4,6 +4,9 @@
 # home → vps through a masquerading NAT; writes bench/results/mesh.json and
 # prints a table. Root only (network namespaces, TUN). Takes ~3.5 minutes.
 # Arguments go to the program (bench/mesh): -runs 5, -t 8, -profile DIR, …
+# BASELINE=<commit> also builds bench/mesh at that commit (a git worktree,
+# removed after) and runs its mesh nodes as a fourth path, "meshnet before":
+# a before/after of a data-path change in one run.
 #
 # Its own topology of plain network namespaces (no dockerd), prefix bm-:
 #
@@ -110,18 +113,27 @@ cleanup() {
     wait "$child" 2>/dev/null || true
   fi
   down || rc=1
+  [ -d "$bin/src" ] && git worktree remove --force "$bin/src" 2>/dev/null
   rm -rf "$bin"
   exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 CGO_ENABLED=0 go build -o "$bin/mesh" ./bench/mesh
+base=()
+if [ -n "${BASELINE:-}" ]; then
+  rev=$(git rev-parse --short "$BASELINE")
+  say "building bench/mesh at $rev for the \"meshnet before\" path"
+  git worktree add -q --detach "$bin/src" "$rev"
+  (cd "$bin/src" && CGO_ENABLED=0 go build -o "$bin/mesh-base" ./bench/mesh)
+  base=(-baseline "$bin/mesh-base" -baseline-label "$rev")
+fi
 
 down
 up
 say "topology up: home $LAN.11 → nat $WAN.20 → vps $WAN.10"
 # In the background, so that a signal to this script is handled at once.
 "$bin/mesh" -prefix "$P" -wireguard-go "$WIREGUARD_GO" -wan-vps "$WAN.10" -mesh-port "$MESH_PORT" \
-  -out bench/results/mesh.json "$@" &
+  -out bench/results/mesh.json "${base[@]}" "$@" &
 child=$!
 wait "$child"

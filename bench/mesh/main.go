@@ -50,6 +50,7 @@ const (
 	pathBare = "bare veth path"
 	pathWG   = "wireguard-go"
 	pathMesh = "meshnet"
+	pathBase = "meshnet before" // -baseline: another build of this program
 )
 
 // Tunnel addresses: vps is .1, home is .2.
@@ -58,6 +59,8 @@ const (
 	wgVPS, wgHome = "10.253.0.1", "10.253.0.2"
 	wgPort        = 51820
 	meshDev       = "bmesh0"
+	baseNet       = "10.252.0"
+	baseDev       = "bmesh1"
 )
 
 type config struct {
@@ -72,6 +75,8 @@ type config struct {
 	pings       int
 	profile     string
 	plain       bool
+	baseline    string // another build of this program: its nodes are pathBase
+	baseLabel   string
 }
 
 func main() {
@@ -94,6 +99,8 @@ func main() {
 	flag.IntVar(&c.pings, "pings", 50, "pings per path, 50 ms apart")
 	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of both mesh nodes (node-home.pprof, node-vps.pprof) to this directory")
 	flag.BoolVar(&c.plain, "plain", false, "mesh nodes use TUN without offloads")
+	flag.StringVar(&c.baseline, "baseline", "", "another build of this program (bench/mesh at an earlier commit): its mesh nodes are a fourth path, \""+pathBase+"\", for a before/after in one run")
+	flag.StringVar(&c.baseLabel, "baseline-label", "", "what -baseline was built from (a commit), for the results")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("[bench/mesh] ")
@@ -164,7 +171,11 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	mt, mode, err := startMesh(ctx, tp, c, meshSpec{name: pathMesh, net: meshNet, port: c.meshPort, dev: meshDev})
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	mt, mode, err := startMesh(ctx, tp, c, meshSpec{name: pathMesh, bin: self, profile: "node", net: meshNet, port: c.meshPort, dev: meshDev})
 	if mt != nil {
 		all = append(all, mt.daemons...)
 	}
@@ -172,6 +183,18 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	tunnels := []*tunnel{{name: pathBare, target: c.wanVPS}, wg, mt}
+	meshes := []*tunnel{mt}
+	if c.baseline != "" {
+		bt, _, err := startMesh(ctx, tp, c, meshSpec{name: pathBase, bin: c.baseline, profile: "base", net: baseNet, port: c.meshPort + 1, dev: baseDev})
+		if bt != nil {
+			all = append(all, bt.daemons...)
+		}
+		if err != nil {
+			return err
+		}
+		tunnels = append(tunnels, bt)
+		meshes = append(meshes, bt)
+	}
 
 	for _, t := range tunnels {
 		if err := waitPing(ctx, tp, t.target, 20*time.Second); err != nil {
@@ -218,11 +241,13 @@ func run(ctx context.Context, c config) error {
 
 	// Stop the nodes now to read their counters (and end their profiles).
 	var meshNote []string
-	for _, d := range mt.daemons {
-		for _, l := range d.stop(5 * time.Second) {
-			var st mesh.Status
-			if json.Unmarshal([]byte(l), &st) == nil && st.PublicKey != "" {
-				meshNote = append(meshNote, fmt.Sprintf("%s drops: %s", d.name, formatDrops(st.Drops)))
+	for _, t := range meshes {
+		for _, d := range t.daemons {
+			for _, l := range d.stop(5 * time.Second) {
+				var st mesh.Status
+				if json.Unmarshal([]byte(l), &st) == nil && st.PublicKey != "" {
+					meshNote = append(meshNote, fmt.Sprintf("%s drops: %s", d.name, formatDrops(st.Drops)))
+				}
 			}
 		}
 	}
@@ -303,19 +328,17 @@ func startWireGuard(ctx context.Context, tp topo, c config) (*tunnel, []*daemon,
 
 // meshSpec is one pair of mesh nodes.
 type meshSpec struct {
-	name string // path name
-	net  string // the mesh's /24, e.g. "10.254.0": vps .1, home .2
-	port int
-	dev  string
+	name    string // path name
+	bin     string // the program whose `node` runs them
+	profile string // CPU profiles are <profile>-<node>.pprof
+	net     string // the mesh's /24, e.g. "10.254.0": vps .1, home .2
+	port    int
+	dev     string
 }
 
 // startMesh starts a mesh node in vps and one in home that names vps as
 // its peer, and returns the tunnel and the TUN mode the nodes got.
 func startMesh(ctx context.Context, tp topo, c config, spec meshSpec) (*tunnel, string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, "", err
-	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return nil, "", err
@@ -327,7 +350,7 @@ func startMesh(ctx context.Context, tp topo, c config, spec meshSpec) (*tunnel, 
 		{"vps", spec.net + ".1", ""},
 		{"home", spec.net + ".2", fmt.Sprintf("%s:%d", c.wanVPS, spec.port)},
 	} {
-		argv := []string{self, "node", "-addr", x.addr + "/24", "-port", strconv.Itoa(spec.port), "-dev", spec.dev}
+		argv := []string{spec.bin, "node", "-addr", x.addr + "/24", "-port", strconv.Itoa(spec.port), "-dev", spec.dev}
 		if x.peers != "" {
 			argv = append(argv, "-peers", x.peers)
 		}
@@ -338,7 +361,7 @@ func startMesh(ctx context.Context, tp topo, c config, spec meshSpec) (*tunnel, 
 			if err := os.MkdirAll(c.profile, 0o755); err != nil {
 				return t, "", err
 			}
-			p, err := filepath.Abs(filepath.Join(c.profile, "node-"+x.node+".pprof"))
+			p, err := filepath.Abs(filepath.Join(c.profile, spec.profile+"-"+x.node+".pprof"))
 			if err != nil {
 				return t, "", err
 			}

@@ -43,9 +43,9 @@ func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 	add := func(r row) { rs = append(rs, r) }
 	add(row{Name: "meshnet TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(m), 3),
 		Anchor: pathWG, AnchorValue: schema.Round(tput(w), 3), Ratio: higher(tput(m), tput(w)),
-		Target: "≥ 1.0× wireguard-go", Samples: r4(m.gbps), Note: tputNote})
+		Target: "≥ 1.5× wireguard-go", Samples: r4(m.gbps), Note: tputNote})
 	add(row{Name: "meshnet TCP throughput vs bare path", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(m), 3),
-		Anchor: pathBare, AnchorValue: schema.Round(tput(b), 3), Ratio: higher(tput(m), tput(b))})
+		Anchor: pathBare, AnchorValue: schema.Round(tput(b), 3), Ratio: higher(tput(m), tput(b)), Target: "≥ 0.4× the bare path"})
 	add(row{Name: "wireguard-go TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(w), 3),
 		Anchor: pathBare, AnchorValue: schema.Round(tput(b), 3), Ratio: higher(tput(w), tput(b)), Samples: r4(w.gbps)})
 	add(row{Name: "bare veth path TCP throughput", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(b), 3),
@@ -64,9 +64,23 @@ func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 	}
 	add(added)
 	add(row{Name: "meshnet CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: schema.Round(cpu(m), 3),
-		Anchor: pathWG, AnchorValue: schema.Round(cpu(w), 3), Ratio: lower(cpu(m), cpu(w)), Samples: r4(m.cpuGbit), Note: cpuNote})
+		Anchor: pathWG, AnchorValue: schema.Round(cpu(w), 3), Ratio: lower(cpu(m), cpu(w)), Samples: r4(m.cpuGbit), Note: cpuNote,
+		Target: "≥ 1.43× (≤ 0.7× wireguard-go's CPU)"})
 	add(row{Name: "wireguard-go CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: schema.Round(cpu(w), 3),
 		Samples: r4(w.cpuGbit)})
+	if p := res[pathBase]; p != nil {
+		label := "meshnet built from " + c.baseLabel
+		if c.baseLabel == "" {
+			label = "meshnet built from " + c.baseline
+		}
+		add(row{Name: "meshnet TCP throughput vs before", Metric: "throughput", Unit: "Gbit/s", Value: schema.Round(tput(m), 3),
+			Anchor: label, AnchorValue: schema.Round(tput(p), 3), Ratio: higher(tput(m), tput(p)), Samples: r4(p.gbps),
+			Note: "the samples are the earlier build's; both builds ran in this run, interleaved with the other paths"})
+		add(row{Name: "meshnet CPU per Gbit/s vs before", Metric: "CPU", Unit: "CPU-s/Gbit", Value: schema.Round(cpu(m), 3),
+			Anchor: label, AnchorValue: schema.Round(cpu(p), 3), Ratio: lower(cpu(m), cpu(p)), Samples: r4(p.cpuGbit)})
+		add(row{Name: "meshnet RTT vs before", Metric: "RTT", Unit: "ms", Value: schema.Round(rtt(m), 4),
+			Anchor: label, AnchorValue: schema.Round(rtt(p), 4), Ratio: lower(rtt(m), rtt(p)), Samples: r4(p.rtts)})
+	}
 	return rs
 }
 
@@ -87,7 +101,7 @@ func wgVersion(bin string) string {
 func printSummary(res map[string]*measured, r result, out string) {
 	fmt.Println()
 	fmt.Printf("%-26s %12s %10s %14s\n", "path", "TCP Gbit/s", "RTT ms", "CPU-s/Gbit")
-	for _, p := range []string{pathBare, pathWG, pathMesh} {
+	for _, p := range []string{pathBare, pathWG, pathMesh, pathBase} {
 		m := res[p]
 		if m == nil {
 			continue

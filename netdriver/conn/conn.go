@@ -15,7 +15,10 @@ import (
 // Message is one datagram in a batch.
 type Message struct {
 	// Buf is the buffer to fill on read (its whole length is usable) and the
-	// datagram on write.
+	// datagram on write. After a read the datagram is Buf[:N]; a Bind may
+	// instead point Buf at memory of its own, valid until the next
+	// ReadBatch (UDP does with UDP_GRO), so a caller must not keep it
+	// past that call and must not count on its own buffer being filled.
 	Buf []byte
 	// N is the datagram length after a read.
 	N int

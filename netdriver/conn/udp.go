@@ -37,7 +37,10 @@ type writeScratch struct {
 var _ Bind = (*UDP)(nil)
 
 // Listen opens a UDP socket on port (0 picks one) on all IPv4 addresses.
-func Listen(port int) (*UDP, error) {
+func Listen(port int) (*UDP, error) { return listen(port, true) }
+
+// listen is Listen, with UDP_GRO reads where the kernel has them if gro.
+func listen(port int, gro bool) (*UDP, error) {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
 	if err != nil {
 		return nil, fmt.Errorf("listen udp port %d: %w", port, err)
@@ -50,7 +53,7 @@ func Listen(port int) (*UDP, error) {
 	for i := range u.rmsgs {
 		u.rmsgs[i].Buffers = make([][]byte, 1)
 	}
-	u.initFastRead()
+	u.initFastRead(gro)
 	u.initGSO()
 	u.wpool.New = func() any {
 		s := &writeScratch{msgs: make([]ipv4.Message, BatchSize), addrs: make([]net.UDPAddr, BatchSize), ips: make([][16]byte, BatchSize)}

@@ -106,8 +106,21 @@ func BenchmarkUDPWriteBatch(b *testing.B) {
 // TestUDPMixedRuns: runs of equal sizes (sent as one GSO send where the
 // kernel can) broken by shorter and longer datagrams and by a second
 // destination arrive whole and in order at each receiver.
+// Both read paths: with UDP_GRO (the runs arrive coalesced) and without.
 func TestUDPMixedRuns(t *testing.T) {
 	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		listen func(int) (*conn.UDP, error)
+	}{{"gro", conn.Listen}, {"nogro", conn.ListenNoGRO}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			testMixedRuns(t, c.listen)
+		})
+	}
+}
+
+func testMixedRuns(t *testing.T, listen func(int) (*conn.UDP, error)) {
 	a, err := conn.Listen(0)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +129,7 @@ func TestUDPMixedRuns(t *testing.T) {
 	var rx [2]*conn.UDP
 	var to [2]netip.AddrPort
 	for i := range rx {
-		if rx[i], err = conn.Listen(0); err != nil {
+		if rx[i], err = listen(0); err != nil {
 			t.Fatal(err)
 		}
 		defer rx[i].Close()
@@ -156,5 +169,75 @@ func TestUDPMixedRuns(t *testing.T) {
 				got++
 			}
 		}
+	}
+}
+
+// TestUDPCoalescedReads: a GSO send of many datagrams to a UDP_GRO reader
+// arrives as coalesced messages, which ReadBatch hands out one datagram per
+// message, in order, across calls whose batch is smaller than a message,
+// with each datagram's buffer capped at its own length; datagrams from two
+// senders stay apart.
+func TestUDPCoalescedReads(t *testing.T) {
+	t.Parallel()
+	rx, err := conn.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), rx.LocalPort())
+	var tx [2]*conn.UDP
+	for i := range tx {
+		if tx[i], err = conn.Listen(0); err != nil {
+			t.Fatal(err)
+		}
+		defer tx[i].Close()
+	}
+	const perSender = 3 * 64
+	var want [2][]string
+	for s := range tx {
+		var out []conn.Message
+		for i := range perSender {
+			size := 1432
+			if i%64 == 63 {
+				size = 200 // a short datagram ends each GSO run
+			}
+			buf := make([]byte, size)
+			copy(buf, fmt.Sprintf("s%d #%03d", s, i))
+			buf[size-1] = byte(i)
+			out = append(out, conn.Message{Buf: buf, Addr: to})
+			want[s] = append(want[s], string(buf))
+		}
+		if err := tx[s].WriteBatch(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := make([]conn.Message, 7) // smaller than a coalesced message
+	var got [2]int
+	for got[0]+got[1] < 2*perSender {
+		k, err := rx.ReadBatch(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range in[:k] {
+			s := -1
+			for i := range tx {
+				if m.Addr.Port() == tx[i].LocalPort() {
+					s = i
+				}
+			}
+			if s < 0 {
+				t.Fatalf("datagram from %v", m.Addr)
+			}
+			if got[s] >= perSender || string(m.Buf[:m.N]) != want[s][got[s]] {
+				t.Fatalf("sender %d datagram %d: %d bytes %q…", s, got[s], m.N, m.Buf[:min(8, m.N)])
+			}
+			if cap(m.Buf) != m.N {
+				t.Fatalf("datagram buffer has room for %d bytes past its end", cap(m.Buf)-m.N)
+			}
+			got[s]++
+		}
+	}
+	if c := rx.Coalesced(); c < perSender {
+		t.Fatalf("%d of %d datagrams arrived coalesced: UDP_GRO reads are not in use", c, 2*perSender)
 	}
 }
