@@ -26,7 +26,7 @@ func checksumRef(b []byte, initial uint32) uint16 {
 func TestChecksumMatchesRFC1071(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewSource(1))
-	for _, n := range []int{0, 1, 2, 3, 4, 5, 31, 32, 33, 63, 1392, 1500, 65535} {
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 17, 31, 32, 33, 39, 63, 1392, 1500, 65535} {
 		for _, fill := range []byte{0x00, 0xff, 0} {
 			b := make([]byte, n)
 			for i := range b {
@@ -50,7 +50,7 @@ func TestChecksumMatchesRFC1071(t *testing.T) {
 func BenchmarkChecksum(b *testing.B) {
 	for _, n := range []int{1392, 65535} {
 		buf := make([]byte, n)
-		for name, f := range map[string]func([]byte, uint32) uint16{"wide": checksum, "rfc1071": checksumRef} {
+		for name, f := range map[string]func([]byte, uint32) uint16{"words64": checksum, "rfc1071": checksumRef} {
 			b.Run(fmt.Sprintf("%s/%d", name, n), func(b *testing.B) {
 				b.SetBytes(int64(n))
 				b.ReportAllocs()

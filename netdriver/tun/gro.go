@@ -3,6 +3,7 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
 )
 
 // VirtioNetHdrLen is the size of the virtio_net_hdr that precedes every
@@ -178,28 +179,46 @@ func (c *coalescer) build(segs []tcpSeg, l2 int) []byte {
 
 // checksum returns the folded ones' complement sum of b added to initial.
 func checksum(b []byte, initial uint32) uint16 {
-	// One's-complement addition folds: summing 32-bit words into 64 bits
-	// and folding at the end equals summing 16-bit words, at a quarter of
-	// the additions (this runs over every byte the mesh offloads).
-	sum := uint64(initial)
+	// The ones' complement sum does not depend on byte order (RFC 1071
+	// 2(B)): b is summed as little-endian 64-bit words with end-around
+	// carries, folded to 16 bits and byte-swapped to network order, one
+	// addition per 8 bytes (this runs over every byte the mesh offloads).
+	var s, c uint64
 	for len(b) >= 32 {
-		sum += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:])) +
-			uint64(binary.BigEndian.Uint32(b[8:])) + uint64(binary.BigEndian.Uint32(b[12:])) +
-			uint64(binary.BigEndian.Uint32(b[16:])) + uint64(binary.BigEndian.Uint32(b[20:])) +
-			uint64(binary.BigEndian.Uint32(b[24:])) + uint64(binary.BigEndian.Uint32(b[28:]))
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[24:]), c)
 		b = b[32:]
 	}
-	for len(b) >= 4 {
-		sum += uint64(binary.BigEndian.Uint32(b))
+	for len(b) >= 8 {
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
+		b = b[8:]
+	}
+	var tail uint64
+	switch n := len(b); {
+	case n >= 4:
+		tail = uint64(binary.LittleEndian.Uint32(b))
 		b = b[4:]
+		fallthrough
+	default:
+		var t uint64
+		if len(b) >= 2 {
+			t = uint64(binary.LittleEndian.Uint16(b))
+			b = b[2:]
+		}
+		if len(b) == 1 {
+			t += uint64(b[0])
+		}
+		tail += t
 	}
-	if len(b) >= 2 {
-		sum += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint64(b[0]) << 8
-	}
+	s, c = bits.Add64(s, tail, c)
+	s, c = bits.Add64(s, c, 0)
+	s += c // cannot carry again: s is 0 if the last addition did
+	s = s>>32 + s&0xffffffff
+	s = s>>16 + s&0xffff
+	s = s>>16 + s&0xffff
+	sum := uint32(bits.ReverseBytes16(uint16(s))) + initial
 	for sum > 0xffff {
 		sum = sum>>16 + sum&0xffff
 	}
