@@ -756,7 +756,7 @@ func (s *snapSys) start(ctx context.Context, round int) (string, error) {
 				var out []snapvol.Peer
 				for j := range n {
 					if j != i && addrs[j] != "" {
-						out = append(out, snapvol.Peer{ID: ids[j], Addr: addrs[j]})
+						out = append(out, snapvol.Peer{ID: ids[j], Addrs: []string{addrs[j]}})
 					}
 				}
 				return out

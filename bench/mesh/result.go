@@ -65,7 +65,7 @@ func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 	add(added)
 	add(row{Name: "meshnet CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: schema.Round(cpu(m), 3),
 		Anchor: pathWG, AnchorValue: schema.Round(cpu(w), 3), Ratio: lower(cpu(m), cpu(w)), Samples: r4(m.cpuGbit), Note: cpuNote,
-		Target: "≥ 1.43× (≤ 0.7× wireguard-go's CPU)"})
+		Target: "≥ 1.43× wireguard-go (a CPU cost of at most 0.7 of its)"})
 	add(row{Name: "wireguard-go CPU per Gbit/s", Metric: "CPU", Unit: "CPU-s/Gbit", Value: schema.Round(cpu(w), 3),
 		Samples: r4(w.cpuGbit)})
 	if p := res[pathBase]; p != nil {

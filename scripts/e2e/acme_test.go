@@ -35,9 +35,9 @@ func TestEdgeACME(t *testing.T) {
 		host     = "blog.example.org"
 		resolver = "pebble"
 	)
-	// A new name each run: a files volume created again under the name of
-	// one removed everywhere is refused at home ("folder marker missing").
-	vol := fmt.Sprintf("e2e-acme-%d", time.Now().Unix())
+	// The same name every run: a volume removed everywhere (the cleanup
+	// below) is created again under its name on the next run.
+	vol := "e2e-acme"
 	// The "internet": the ACME server's own namespace.
 	internet := &netns.Dialer{Path: netns.Path(topoPrefix + "-acme")}
 	internet.Timeout = 2 * time.Second

@@ -73,8 +73,11 @@ var (
 
 // Peer is another node of the cluster.
 type Peer struct {
-	ID   string // device ID
-	Addr string // host:port of its snapvol listener
+	ID string // device ID
+	// Addrs are the host:port addresses of its snapvol listener, in the
+	// order it advertises them. A node at home advertises its LAN address
+	// first, which a VPS cannot reach: every one is tried (see dial).
+	Addrs []string
 }
 
 // Options configure a Node. Every field documents its zero value.
@@ -138,6 +141,9 @@ type Node struct {
 	mu       sync.Mutex
 	vols     map[string]*volume
 	stopping bool // Run is stopping: spawn starts nothing
+
+	reachMu sync.Mutex
+	reached map[string]string // peer ID → the address that last answered
 }
 
 // state is what snap.json keeps of a volume.
@@ -736,10 +742,66 @@ func (n *Node) claimAll(ctx context.Context, peers []Peer, name string, epoch ui
 	return ok, len(peers) + 1
 }
 
+// dial connects to p within 2 s. The address that answered p last is
+// tried alone first; failing that (or with none known) every address is
+// dialled at once and the first TLS handshake to complete wins.
 func (n *Node) dial(ctx context.Context, p Peer) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	raw, err := n.opts.Dial(ctx, p.Addr)
+	n.reachMu.Lock()
+	last := n.reached[p.ID]
+	n.reachMu.Unlock()
+	if last != "" && slices.Contains(p.Addrs, last) {
+		if c, err := n.dialAddr(ctx, last); err == nil {
+			return newConn(c, p.ID), nil
+		}
+	}
+	if len(p.Addrs) == 0 {
+		return nil, fmt.Errorf("peer %s: no address", p.ID)
+	}
+	type res struct {
+		c    *tls.Conn
+		addr string
+		err  error
+	}
+	ch := make(chan res, len(p.Addrs))
+	for _, a := range p.Addrs {
+		go func() {
+			c, err := n.dialAddr(ctx, a)
+			ch <- res{c, a, err}
+		}()
+	}
+	var first error
+	for got := 1; got <= len(p.Addrs); got++ {
+		r := <-ch
+		if r.err != nil {
+			if first == nil {
+				first = r.err
+			}
+			continue
+		}
+		cancel() // the others stop dialling; any that connected are closed
+		go func(left int) {
+			for range left {
+				if r := <-ch; r.c != nil {
+					r.c.Close()
+				}
+			}
+		}(len(p.Addrs) - got)
+		n.reachMu.Lock()
+		if n.reached == nil {
+			n.reached = map[string]string{}
+		}
+		n.reached[p.ID] = r.addr
+		n.reachMu.Unlock()
+		return newConn(r.c, p.ID), nil
+	}
+	return nil, first
+}
+
+// dialAddr opens a TLS connection to addr.
+func (n *Node) dialAddr(ctx context.Context, addr string) (*tls.Conn, error) {
+	raw, err := n.opts.Dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -748,7 +810,7 @@ func (n *Node) dial(ctx context.Context, p Peer) (*conn, error) {
 		raw.Close()
 		return nil, err
 	}
-	return newConn(c, p.ID), nil
+	return c, nil
 }
 
 // serve answers one peer's connection, request after request.

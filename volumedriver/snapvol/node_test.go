@@ -78,6 +78,9 @@ type cluster struct {
 	addrs []string
 	lease time.Duration
 	mu    sync.Mutex
+	// unreachable, if set, is advertised first by every node, as a home
+	// node's LAN address is: a dial to it hangs until it gives up.
+	unreachable string
 }
 
 func testCert(t *testing.T) (tls.Certificate, string) {
@@ -148,7 +151,7 @@ func (c *cluster) start(i int) *Node {
 		},
 		Peers: func() []Peer { return c.peers(i) },
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			if c.isCut(i, addr) {
+			if c.isCut(i, addr) || addr == c.unreachable {
 				// A cut link drops packets: the dial hangs until it
 				// gives up, as it would across a real partition.
 				<-ctx.Done()
@@ -186,7 +189,11 @@ func (c *cluster) peers(i int) []Peer {
 	var out []Peer
 	for j := range c.nodes {
 		if j != i {
-			out = append(out, Peer{ID: c.ids[j], Addr: c.addrs[j]})
+			p := Peer{ID: c.ids[j], Addrs: []string{c.addrs[j]}}
+			if c.unreachable != "" {
+				p.Addrs = []string{c.unreachable, c.addrs[j]}
+			}
+			out = append(out, p)
 		}
 	}
 	return out
@@ -924,5 +931,41 @@ func TestHolder(t *testing.T) {
 	c.partition(1, true)
 	if h, err := ask(1); !errors.Is(err, ErrNoMajority) {
 		t.Fatalf("Holder without a majority = %q, %v; want ErrNoMajority", h, err)
+	}
+}
+
+// TestPeerFirstAddressUnreachable: every node advertises first an address
+// that cannot be reached (a home node's LAN address, seen from the VPS);
+// generations still ship and a move still finds every byte, without
+// waiting on the dead address each time.
+func TestPeerFirstAddressUnreachable(t *testing.T) {
+	c := newCluster(t, 2, 3*time.Second)
+	c.mu.Lock()
+	c.unreachable = "192.0.2.1:22001" // never dialled: Dial hangs on it
+	c.mu.Unlock()
+	live := acquire(t, c.nodes[0], "blog", 5*time.Second)
+	want := bytes.Repeat([]byte("post "), 10000)
+	if err := os.WriteFile(filepath.Join(live, "post"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 3 { // the first release learns the address; later ones go straight to it
+		began := time.Now()
+		if err := c.nodes[0].Release(ctx, "blog"); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(began); took > 1500*time.Millisecond {
+			t.Fatalf("release took %v: it waited on the unreachable address", took)
+		}
+		live = acquire(t, c.nodes[0], "blog", 5*time.Second)
+	}
+	if err := c.nodes[0].Release(ctx, "blog"); err != nil {
+		t.Fatal(err)
+	}
+	live1 := acquire(t, c.nodes[1], "blog", 5*time.Second)
+	got, err := os.ReadFile(filepath.Join(live1, "post"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after the move: %d bytes (%v), want %d", len(got), err, len(want))
 	}
 }

@@ -3,6 +3,7 @@ package syncengine
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -70,4 +71,41 @@ func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "web wiped on b", func() bool { return !exists(bFile) })
+}
+
+// TestCreatedAgainAfterRemoveEverywhere: a volume removed everywhere and
+// created again under the same name replicates again to the node that
+// wiped its replica. That node's index still holds the first volume, so
+// Syncthing does not mark the empty directory itself and refused it
+// ("folder marker missing"): the engine marks it (markNewFolders).
+func TestCreatedAgainAfterRemoveEverywhere(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, "a", testKey, nil)
+	b := startNode(t, "b", testKey, nil, a)
+	waitFor(t, 20*time.Second, "a and b connected", func() bool { return connected(a, b) })
+	if err := a.AddVolume(context.Background(), "acme", a.vol("acme"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	old := []byte("the first volume")
+	writeFile(t, filepath.Join(a.vol("acme"), "f"), old)
+	a.Touched("acme")
+	bFile := filepath.Join(b.vol("acme"), "f")
+	waitFor(t, 30*time.Second, "f on b", func() bool { return hasContent(bFile, old) })
+	if err := a.RemoveVolume(context.Background(), "acme", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "acme wiped on b", func() bool { return !exists(bFile) })
+
+	// The glue removes the data on the node that removed it (store.Remove);
+	// then the volume is created again there.
+	if err := os.RemoveAll(a.vol("acme")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddVolume(context.Background(), "acme", a.vol("acme"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	again := []byte("the second volume, same name")
+	writeFile(t, filepath.Join(a.vol("acme"), "f"), again)
+	a.Touched("acme")
+	waitFor(t, 30*time.Second, "the new f on b", func() bool { return hasContent(bFile, again) })
 }

@@ -151,6 +151,7 @@ func (e *Engine) reconcile() {
 	before := e.cfg.RawCopy()
 	after := before.Copy()
 	if e.apply(&after, s) {
+		e.markNewFolders(before, after)
 		w, err := e.cfg.Modify(func(c *config.Configuration) { e.apply(c, s) })
 		if err != nil {
 			e.mu.Lock()
@@ -168,6 +169,31 @@ func (e *Engine) reconcile() {
 	cur := e.cfg.RawCopy()
 	e.wipeDeleted(before, cur, vols, noWipe, s.detached)
 	e.syncWatchers(cur)
+}
+
+// markNewFolders gives every volume folder about to be added whose
+// directory exists and is empty Syncthing's folder marker. Syncthing
+// creates the marker itself only for a folder its index has never held:
+// a volume removed everywhere and created again under the same name finds
+// the index of its first life still there (on the node that wiped its
+// replica), and Syncthing then refuses the empty directory as a possibly
+// missing mount ("folder marker missing"), so the volume never reaches
+// that node. An empty directory has nothing to lose.
+func (e *Engine) markNewFolders(before, after config.Configuration) {
+	for _, f := range after.Folders {
+		if !strings.HasPrefix(f.ID, volumeFolderPrefix) || f.Path == "" {
+			continue
+		}
+		if _, _, ok := before.Folder(f.ID); ok {
+			continue
+		}
+		if st, err := os.Stat(f.Path); err != nil || !st.IsDir() || !dirEmpty(f.Path) {
+			continue
+		}
+		if err := f.CreateMarker(); err != nil {
+			e.log.WithField("folder", f.Label).WithError(err).Warn("cannot create the folder marker")
+		}
+	}
 }
 
 // keepInUse undoes the deletion of every volume a container uses on this

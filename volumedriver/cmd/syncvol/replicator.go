@@ -125,18 +125,22 @@ func startSnapshots(ctx context.Context, cfg volumedriver.Config, log *logrus.En
 }
 
 // snapPeers turns members into snapshot peers: each listens one port above
-// its Syncthing port.
+// its Syncthing port, on every address it advertises (a home node's LAN
+// address comes first, and only its mesh address reaches it from the VPS).
 func snapPeers(ms []syncengine.Member) []snapvol.Peer {
 	var out []snapvol.Peer
 	for _, m := range ms {
+		p := snapvol.Peer{ID: m.ID}
 		for _, a := range m.Addrs {
 			host, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(a, "tcp://"), "tcp4://"))
-			p, perr := strconv.Atoi(port)
+			n, perr := strconv.Atoi(port)
 			if err != nil || perr != nil {
 				continue
 			}
-			out = append(out, snapvol.Peer{ID: m.ID, Addr: net.JoinHostPort(host, strconv.Itoa(p+1))})
-			break
+			p.Addrs = append(p.Addrs, net.JoinHostPort(host, strconv.Itoa(n+1)))
+		}
+		if len(p.Addrs) > 0 {
+			out = append(out, p)
 		}
 	}
 	return out
