@@ -7,8 +7,10 @@ import (
 	"html"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,7 +32,15 @@ import (
 //
 //   - crash: the engine of the node they moved to is SIGKILLed; both start
 //     elsewhere, the post is served again and a second post is published
-//     (the database is writable after its crash recovery).
+//     (the database is writable after its crash recovery);
+//
+//   - upgrade: both plugins are upgraded in place (docker plugin upgrade,
+//     scripts/upgrade-plugin.sh, from the topology's registry) on the
+//     nodes running the stack: the same containers go on, both posts are
+//     served and a third is published.
+//
+// Throughout, a reader asks for the first post every 200 ms; no step may
+// leave it failing for longer than the step's move (or upgrade) took.
 func TestWordPress(t *testing.T) {
 	homes := []string{"home1", "home2", "home3"}
 	importDebImages(t, "appimages", []string{"wordpress"}, homes...)
@@ -95,6 +105,10 @@ func TestWordPress(t *testing.T) {
 	nodeWP, _ := runningTask(t, wp, 30*time.Second)
 	t.Logf("stack deployed: installer through Traefik after %.1f s, installed after %.1f s; post %d published; MariaDB on %s, WordPress on %s",
 		up.Seconds(), installed.Seconds(), id, nodeDB, nodeWP)
+	// From here on a reader asks for the post through Traefik every 200 ms:
+	// each step below reports its longest run of failed requests, which
+	// must not outlast the move itself.
+	pr := startProber(t, &blog{s: &edgeStack{client: httpsClient(&netns.Dialer{Path: netns.Path(topoPrefix + "-vps")}, vpsAddr, root, 2*time.Second), https: true}, host: host}, id, title)
 
 	// 3. Drain: the nodes of both (one or two) are drained; both move.
 	drainedNodes := []string{nodeDB}
@@ -110,8 +124,9 @@ func TestWordPress(t *testing.T) {
 	nodeWP2, _ := waitMovedOff(t, wp, drainedNodes, 180*time.Second)
 	wpMoved := time.Since(drained)
 	served := b.waitPost(t, id, title, 120*time.Second)
-	t.Logf("drain of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the drain",
-		strings.Join(drainedNodes, ", "), nodeDB2, dbMoved.Seconds(), nodeWP2, wpMoved.Seconds(), id, served.Sub(drained).Seconds())
+	t.Logf("drain of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the drain; %s",
+		strings.Join(drainedNodes, ", "), nodeDB2, dbMoved.Seconds(), nodeWP2, wpMoved.Seconds(), id, served.Sub(drained).Seconds(),
+		pr.judge(t, "drain", drained, max(dbMoved, wpMoved)))
 	for _, n := range drainedNodes {
 		mustDk(t, "vps", "node", "update", "--availability", "active", n)
 	}
@@ -138,9 +153,129 @@ func TestWordPress(t *testing.T) {
 	served = b.waitPost(t, id, title, 120*time.Second)
 	id2 := b.publish(t, "After the crash "+runID, "Still writable.")
 	b.waitPost(t, id2, "After the crash "+runID, 10*time.Second)
-	t.Logf("kill of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the kill; post %d published after it",
-		nodeDB2, nodeDB3, dbMoved.Seconds(), nodeWP3, wpMoved.Seconds(), id, served.Sub(killed).Seconds(), id2)
+	t.Logf("kill of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the kill; post %d published after it; %s",
+		nodeDB2, nodeDB3, dbMoved.Seconds(), nodeWP3, wpMoved.Seconds(), id, served.Sub(killed).Seconds(), id2,
+		pr.judge(t, "kill", killed, max(dbMoved, wpMoved)))
 	restart()
+
+	// 5. docker plugin upgrade of both plugins, in place, on the nodes that
+	// run the stack, as the README's procedure says (no drain): the same
+	// containers keep running, on their volumes and network, the posts are
+	// there and the blog takes a new one.
+	_, cDB := runningTask(t, db, 30*time.Second)
+	_, cWP := runningTask(t, wp, 30*time.Second)
+	tag := "wp-" + runID
+	if out, err := topoEnv([]string{"VERSION=" + tag}, "push-plugins", tag); err != nil {
+		t.Fatalf("push %s: %v %s", tag, err, out)
+	}
+	const repoRef = "203.0.113.10:5000/homeswarm"
+	upNodes := []string{nodeDB3}
+	if nodeWP3 != nodeDB3 {
+		upNodes = append(upNodes, nodeWP3)
+	}
+	upgraded := time.Now()
+	for _, n := range upNodes {
+		for _, p := range []string{"meshnet", "syncvol"} {
+			out, err := onNode(n, filepath.Join(repo, "scripts/upgrade-plugin.sh"), p, repoRef+"/"+p+":"+tag)
+			if err != nil {
+				t.Fatalf("upgrade-plugin.sh %s on %s: %v %s", p, n, err, out)
+			}
+			t.Logf("%s", out)
+			if !pluginLogged(n, p, tag) {
+				t.Errorf("%s on %s: no 'starting … version=%s' in the engine's log: the new build does not run", p, n, tag)
+			}
+		}
+	}
+	upgrade := time.Since(upgraded)
+	served = b.waitPost(t, id, title, 60*time.Second)
+	b.waitPost(t, id2, "After the crash "+runID, 10*time.Second)
+	id3 := b.publish(t, "After the upgrade "+runID, "The plugins are new; the blog is the same.")
+	b.waitPost(t, id3, "After the upgrade "+runID, 10*time.Second)
+	for svc, c := range map[string]string{db: cDB, wp: cWP} {
+		if _, c2 := runningTask(t, svc, 30*time.Second); c2 != c {
+			t.Errorf("after the upgrade %s runs in container %s, was %s: the task was restarted", svc, c2, c)
+		}
+	}
+	t.Logf("docker plugin upgrade of meshnet and syncvol on %s to %s: %.1f s; post %d served %.1f s after it began, post %d published after it; same containers; %s",
+		strings.Join(upNodes, ", "), tag, upgrade.Seconds(), id, served.Sub(upgraded).Seconds(), id3,
+		pr.judge(t, "plugin upgrade", upgraded, upgrade))
+}
+
+// prober asks for one post through Traefik every 200 ms and records when
+// requests failed.
+type prober struct {
+	mu    sync.Mutex
+	tries []probe
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+type probe struct {
+	at time.Time
+	ok bool
+}
+
+func startProber(t *testing.T, b *blog, id int, title string) *prober {
+	p := &prober{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			at := time.Now()
+			_, err := b.expect("GET", fmt.Sprintf("/?p=%d", id), "", "", html.EscapeString(title))
+			p.mu.Lock()
+			p.tries = append(p.tries, probe{at: at, ok: err == nil})
+			p.mu.Unlock()
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { close(p.stop); <-p.done })
+	return p
+}
+
+// worst is the longest run of failed requests sent from since on, from
+// its first failure to the next success (or the last request), and how
+// many requests failed in all.
+func (p *prober) worst(since time.Time) (window time.Duration, failed, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first time.Time
+	for _, r := range p.tries {
+		if r.at.Before(since) {
+			continue
+		}
+		total++
+		if !r.ok {
+			failed++
+			if first.IsZero() {
+				first = r.at
+			}
+			window = max(window, r.at.Sub(first)+200*time.Millisecond)
+			continue
+		}
+		if !first.IsZero() {
+			window = max(window, r.at.Sub(first))
+			first = time.Time{}
+		}
+	}
+	return window, failed, total
+}
+
+// judge fails t if requests sent since began failed for longer than move
+// (the step's own duration: the task moving, or the upgrade) and returns
+// the figures for the log.
+func (p *prober) judge(t *testing.T, step string, began time.Time, move time.Duration) string {
+	t.Helper()
+	w, failed, total := p.worst(began)
+	if w > move {
+		t.Errorf("%s: requests through Traefik failed for %.1f s in a row, longer than the move (%.1f s)", step, w.Seconds(), move.Seconds())
+	}
+	return fmt.Sprintf("reader: %d of %d requests failed, longest failure %.1f s (move %.1f s)", failed, total, w.Seconds(), move.Seconds())
 }
 
 // blog is WordPress reached through Traefik on the VPS by its host name.
