@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -169,6 +170,10 @@ type entry struct {
 	op   sync.Mutex // serialises slow operations on this volume
 	rec  record     // guarded by Store.mu
 	opts VolumeOptions
+	// restored are the users found recorded when the store started: a
+	// plugin restart under running containers, or containers an engine
+	// crash took without their Unmount (see Remove). Guarded by Store.mu.
+	restored []string
 }
 
 // Store is the set of volumes of one node. It is safe for concurrent use.
@@ -278,7 +283,7 @@ func (s *Store) load() error {
 			s.log.WithField("volume", name).WithError(err).Warn("volume record has invalid options; using defaults")
 			vo, _ = ParseOptions(nil)
 		}
-		e := &entry{rec: rec, opts: vo}
+		e := &entry{rec: rec, opts: vo, restored: slices.Clone(rec.MountIDs)}
 		s.vols[name] = e
 		if r := s.opts.Replicator; r != nil {
 			ctx, cancel := s.callContext()
@@ -944,11 +949,30 @@ func (s *Store) Remove(name string) error {
 	defer cancel()
 	e.op.Lock()
 	defer e.op.Unlock()
-	s.mu.RLock()
-	users := len(e.rec.MountIDs)
-	s.mu.RUnlock()
-	if users > 0 {
-		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, users)
+	// Docker calls Remove only when no container on this node, running or
+	// not, refers to the volume. Users recorded before this plugin started
+	// are then containers an engine crash took without their Unmount:
+	// they are dropped (they kept the volume "in use" here for good).
+	// A user mounted since is a live one: refused.
+	s.mu.Lock()
+	var live []string
+	for _, id := range e.rec.MountIDs {
+		if !slices.Contains(e.restored, id) {
+			live = append(live, id)
+		}
+	}
+	stale := len(e.rec.MountIDs) - len(live)
+	if len(live) == 0 {
+		e.rec.MountIDs = nil
+	}
+	s.mu.Unlock()
+	if len(live) > 0 {
+		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, len(live))
+	}
+	if stale > 0 {
+		s.log.WithField("volume", name).WithField("users", stale).Info("removing a volume whose recorded users Docker no longer knows (an engine crash skipped their Unmount)")
+		s.opts.Mounter.Unmount(s.MountPoint(name))
+		s.setInUse(name, false)
 	}
 	if s.opts.Replicator != nil && e.opts.Remove == RemoveEverywhere {
 		if err := s.checkRemoveEverywhere(ctx, e); err != nil {

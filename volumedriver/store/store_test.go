@@ -504,3 +504,43 @@ func TestCallsEndByTheirDeadline(t *testing.T) {
 		t.Fatalf("second Close = %v", err)
 	}
 }
+
+// TestRemoveAfterEngineCrash: users recorded before the plugin started are
+// containers an engine crash took without their Unmount. Docker calls
+// Remove only once no container refers to the volume, so Remove drops
+// them and removes the volume (it said "mounted by 1 container(s)" for
+// good); a user mounted since the start is live and still refused.
+func TestRemoveAfterEngineCrash(t *testing.T) {
+	t.Parallel()
+	m := &fakeMounter{}
+	s, _ := newTestStore(t, m, nil)
+	for _, v := range []string{"blog", "mail"} {
+		if err := s.Create(v, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Mount(v, "dead-"+v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The engine is killed: no Unmount; the plugin starts again with it.
+	m2 := &fakeMounter{}
+	s2, err := New(Options{Root: s.opts.Root, MountRoot: s.opts.MountRoot, Mounter: m2, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Mount("mail", "live"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Remove("mail"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Remove with a user mounted since the start = %v, want ErrInUse", err)
+	}
+	if err := s2.Remove("blog"); err != nil {
+		t.Fatalf("Remove after the crash took its only user: %v", err)
+	}
+	if _, err := os.Stat(s2.volumeDir("blog")); !os.IsNotExist(err) {
+		t.Fatal("Remove left the replica behind")
+	}
+	if ok, _ := m2.Mounted(s2.MountPoint("blog")); ok {
+		t.Fatal("the dead user's mount is still there")
+	}
+}
