@@ -66,6 +66,7 @@ func run(rounds, secs int, out string) error {
 	machine := swarmtopo.Machine() + ", load " + swarmtopo.LoadAvg()
 	// The overlay's VXLAN (50 bytes) must fit the mesh MTU (1392).
 	cases := []*netCase{
+		{key: "host", name: "host mesh path"}, // no network: the nodes' own mesh interface
 		{key: "meshnet", name: "bn-meshnet", driver: "meshnet:latest"},
 		{key: "overlay", name: "bn-overlay", driver: "overlay", opts: []string{"-o", "com.docker.network.driver.mtu=1342"}},
 		{key: "overlay-encrypted", name: "bn-overlay-enc", driver: "overlay",
@@ -73,6 +74,9 @@ func run(rounds, secs int, out string) error {
 	}
 	defer func() {
 		for _, c := range cases {
+			if c.driver == "" {
+				continue
+			}
 			for _, id := range []struct{ node, id string }{{"vps", c.server}, {"home1", c.client}} {
 				if id.id != "" {
 					t.Docker(ctx, id.node, "rm", "-f", id.id)
@@ -122,6 +126,9 @@ func run(rounds, secs int, out string) error {
 // setup creates the network and the two containers and finds their
 // namespaces.
 func setup(ctx context.Context, t swarmtopo.Topo, c *netCase) error {
+	if c.driver == "" {
+		return setupHost(ctx, t, c)
+	}
 	t.Docker(ctx, "vps", "network", "rm", c.name)
 	args := append([]string{"network", "create", "-d", c.driver, "--attachable"}, c.opts...)
 	if _, err := t.Docker(ctx, "vps", append(args, c.name)...); err != nil {
@@ -151,8 +158,47 @@ func setup(ctx context.Context, t swarmtopo.Topo, c *netCase) error {
 	})
 }
 
+// setupHost measures the host mesh path, the anchor of the container
+// path: iperf3 between the node namespaces of home1 and the VPS, to the
+// VPS's address on meshnet's own interface (the path the Swarm and syncvol
+// use), with no container or network in between.
+func setupHost(ctx context.Context, t swarmtopo.Topo, c *netCase) error {
+	c.clientPid = "/run/netns/" + t.Namespace("home1")
+	c.serverPid = "/run/netns/" + t.Namespace("vps")
+	meshNet := "10.254.0." // scripts/topo.sh's MESH_NET
+	if v := os.Getenv("MESH_NET"); v != "" {
+		meshNet = v + "."
+	}
+	out, err := exec.CommandContext(ctx, "ip", "-n", t.Namespace("vps"), "-4", "-o", "addr", "show").Output()
+	if err != nil {
+		return fmt.Errorf("vps addresses: %w", err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if a, _, ok := strings.Cut(f, "/"); ok && strings.HasPrefix(a, meshNet) {
+			c.serverIP = a
+		}
+	}
+	if c.serverIP == "" {
+		return fmt.Errorf("vps has no address in %s0/24: %s", meshNet, out)
+	}
+	return swarmtopo.Poll(ctx, 20*time.Second, 300*time.Millisecond, func() error {
+		_, err := nsexec(ctx, c.clientPid, "busybox", "ping", "-c1", "-W1", c.serverIP)
+		return err
+	})
+}
+
+// nsCmd runs args in the network namespace of process pid, or of the
+// namespace file pid names when it is a path.
+func nsCmd(ctx context.Context, pid string, args ...string) *exec.Cmd {
+	target := []string{"-t", pid, "-n"}
+	if strings.HasPrefix(pid, "/") {
+		target = []string{"--net=" + pid}
+	}
+	return exec.CommandContext(ctx, "nsenter", append(target, args...)...)
+}
+
 func nsexec(ctx context.Context, pid string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", pid, "-n"}, args...)...)
+	cmd := nsCmd(ctx, pid, args...)
 	b, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(b), fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(b)))
@@ -163,7 +209,7 @@ func nsexec(ctx context.Context, pid string, args ...string) (string, error) {
 // iperf runs one iperf3 TCP test client (home1) → server (vps) and
 // returns the received rate in Gbit/s.
 func iperf(ctx context.Context, c *netCase, secs int) (float64, error) {
-	srv := exec.CommandContext(ctx, "nsenter", "-t", c.serverPid, "-n", "iperf3", "-s", "-1", "-p", "5201")
+	srv := nsCmd(ctx, c.serverPid, "iperf3", "-s", "-1", "-p", "5201")
 	if err := srv.Start(); err != nil {
 		return 0, err
 	}
@@ -220,7 +266,7 @@ func rows(cases []*netCase, secs int) []schema.Row {
 	for _, c := range cases {
 		by[c.key] = c
 	}
-	m, o, e := by["meshnet"], by["overlay"], by["overlay-encrypted"]
+	h, m, o, e := by["host"], by["meshnet"], by["overlay"], by["overlay-encrypted"]
 	note := fmt.Sprintf("iperf3 TCP container on home1 → container on the VPS through the NAT, median of %d interleaved rounds of %d s; overlay MTU 1342 (VXLAN inside the mesh MTU 1392), meshnet MTU 1392", len(m.gbits), secs)
 	var out []schema.Row
 	add := func(name, metric, unit string, v float64, anchor string, av float64, higherBetter bool, target, note string, samples []float64) {
@@ -243,6 +289,13 @@ func rows(cases []*netCase, secs int) []schema.Row {
 	}
 	add("meshnet network TCP throughput (container → container)", "throughput", "Gbit/s", schema.Median(m.gbits),
 		"Docker overlay over the mesh", ov, true, "", note+onote, m.gbits)
+	if len(h.gbits) > 0 {
+		add("meshnet network TCP throughput vs the host mesh path", "throughput", "Gbit/s", schema.Median(m.gbits),
+			"host mesh path (home1 → VPS on meshnet's own interface)", schema.Median(h.gbits), true, "≥ 0.8× the host mesh path",
+			"the same run, rounds interleaved: the cost of the container path (veth, packet socket, switch) over the mesh itself", h.gbits)
+	} else {
+		out[0].Note += fmt.Sprintf("; host mesh path not measured: %v", h.err)
+	}
 	add("meshnet network round-trip time", "latency", "ms", schema.Median(m.rtt),
 		"Docker overlay over the mesh", schema.Median(o.rtt), false, "", "ping, 20 × 50 ms, median of the rounds' averages", m.rtt)
 	if len(e.gbits) > 0 {
