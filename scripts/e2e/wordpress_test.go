@@ -40,7 +40,8 @@ import (
 //     served and a third is published.
 //
 // Throughout, a reader asks for the first post every 200 ms; no step may
-// leave it failing for longer than the step's move (or upgrade) took.
+// leave it failing for longer than the step's move (or upgrade) took,
+// give or take routeGrace.
 func TestWordPress(t *testing.T) {
 	homes := []string{"home1", "home2", "home3"}
 	importDebImages(t, "appimages", []string{"wordpress"}, homes...)
@@ -107,7 +108,7 @@ func TestWordPress(t *testing.T) {
 		up.Seconds(), installed.Seconds(), id, nodeDB, nodeWP)
 	// From here on a reader asks for the post through Traefik every 200 ms:
 	// each step below reports its longest run of failed requests, which
-	// must not outlast the move itself.
+	// must not outlast the move itself (see judge).
 	pr := startProber(t, &blog{s: &edgeStack{client: httpsClient(&netns.Dialer{Path: netns.Path(topoPrefix + "-vps")}, vpsAddr, root, 2*time.Second), https: true}, host: host}, id, title)
 
 	// 3. Drain: the nodes of both (one or two) are drained; both move.
@@ -266,14 +267,21 @@ func (p *prober) worst(since time.Time) (window time.Duration, failed, total int
 	return window, failed, total
 }
 
+// routeGrace is what a run of failed requests may last beyond the move:
+// edge's route update (0.35 s in bench/edge), WordPress's first answer on
+// its new node, and the reader's own period and request in flight. A
+// Traefik that kept routing to the old task (its Swarm provider polls
+// every 15 s) would exceed it.
+const routeGrace = 5 * time.Second
+
 // judge fails t if requests sent since began failed for longer than move
-// (the step's own duration: the task moving, or the upgrade) and returns
-// the figures for the log.
+// (the step's own duration: the tasks moving, or the upgrade) and
+// routeGrace, and returns the figures for the log.
 func (p *prober) judge(t *testing.T, step string, began time.Time, move time.Duration) string {
 	t.Helper()
 	w, failed, total := p.worst(began)
-	if w > move {
-		t.Errorf("%s: requests through Traefik failed for %.1f s in a row, longer than the move (%.1f s)", step, w.Seconds(), move.Seconds())
+	if w > move+routeGrace {
+		t.Errorf("%s: requests through Traefik failed for %.1f s in a row, longer than the move (%.1f s) and %v", step, w.Seconds(), move.Seconds(), routeGrace)
 	}
 	return fmt.Sprintf("reader: %d of %d requests failed, longest failure %.1f s (move %.1f s)", failed, total, w.Seconds(), move.Seconds())
 }
