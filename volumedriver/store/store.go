@@ -674,10 +674,7 @@ func (s *Store) Mount(name, id string) (string, error) {
 		// dead containers (an engine crash skips their Unmount): left in
 		// place they would keep the last real user's Unmount from
 		// releasing the volume.
-		s.log.WithField("volume", name).WithField("stale", e.rec.MountIDs).Info("dropping users that are gone")
-		s.mu.Lock()
-		e.rec.MountIDs = nil
-		s.mu.Unlock()
+		s.dropGoneUsers(e, "a Mount while this node does not write the volume")
 	}
 	// fail undoes what this Mount did when it is the volume's first user
 	// here: nothing of a Mount that failed, or that Docker gave up on,
@@ -882,6 +879,20 @@ func (s *Store) setInUse(name string, used bool) {
 	}
 }
 
+// dropGoneUsers forgets e's recorded users, containers an engine crash took
+// without their Unmount, on disk too. The caller holds e.op.
+func (s *Store) dropGoneUsers(e *entry, why string) {
+	log := s.log.WithField("volume", e.rec.Name)
+	s.mu.Lock()
+	log = log.WithField("stale", e.rec.MountIDs)
+	e.rec.MountIDs = nil
+	s.mu.Unlock()
+	log.Info("dropping users that are gone: " + why)
+	if err := s.saveLocked(e); err != nil {
+		log.WithError(err).Warn("cannot record that the users are gone")
+	}
+}
+
 // checkRemoveEverywhere refuses to delete e on every node while a
 // container on another node uses it: the node's published use, and for a
 // snapshot volume a live writer lease anywhere (which a crashed or
@@ -951,29 +962,24 @@ func (s *Store) Remove(name string) error {
 	defer e.op.Unlock()
 	// Docker calls Remove only when no container on this node, running or
 	// not, refers to the volume. Users recorded before this plugin started
-	// are then containers an engine crash took without their Unmount:
-	// they are dropped (they kept the volume "in use" here for good).
-	// A user mounted since is a live one: refused.
-	s.mu.Lock()
-	var live []string
+	// are then containers an engine crash took without their Unmount: they
+	// are dropped once nothing else refuses the removal (they kept the
+	// volume "in use" here for good). A user mounted since is a live one:
+	// refused.
+	s.mu.RLock()
+	live := 0
 	for _, id := range e.rec.MountIDs {
 		if !slices.Contains(e.restored, id) {
-			live = append(live, id)
+			live++
 		}
 	}
-	stale := len(e.rec.MountIDs) - len(live)
-	if len(live) == 0 {
-		e.rec.MountIDs = nil
+	stale := len(e.rec.MountIDs) > 0 && live == 0
+	s.mu.RUnlock()
+	if live > 0 {
+		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, live)
 	}
-	s.mu.Unlock()
-	if len(live) > 0 {
-		return fmt.Errorf("%w: %s is mounted by %d container(s) on this node", ErrInUse, name, len(live))
-	}
-	if stale > 0 {
-		s.log.WithField("volume", name).WithField("users", stale).Info("removing a volume whose recorded users Docker no longer knows (an engine crash skipped their Unmount)")
-		s.opts.Mounter.Unmount(s.MountPoint(name))
-		s.setInUse(name, false)
-	}
+	// The checks ask about the other nodes only: this node's stale users
+	// and its in-use flag do not count, so a refusal changes nothing here.
 	if s.opts.Replicator != nil && e.opts.Remove == RemoveEverywhere {
 		if err := s.checkRemoveEverywhere(ctx, e); err != nil {
 			return err
@@ -983,6 +989,11 @@ func (s *Store) Remove(name string) error {
 		if err := s.checkReplicated(ctx, e); err != nil {
 			return err
 		}
+	}
+	if stale {
+		s.dropGoneUsers(e, "removing a volume whose recorded users Docker no longer knows (an engine crash skipped their Unmount)")
+		s.opts.Mounter.Unmount(s.MountPoint(name))
+		s.setInUse(name, false)
 	}
 	if r := s.opts.Replicator; r != nil {
 		if err := r.RemoveVolume(ctx, name, e.opts.Remove == RemoveEverywhere); err != nil {

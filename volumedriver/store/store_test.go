@@ -509,11 +509,13 @@ func TestCallsEndByTheirDeadline(t *testing.T) {
 // containers an engine crash took without their Unmount. Docker calls
 // Remove only once no container refers to the volume, so Remove drops
 // them and removes the volume (it said "mounted by 1 container(s)" for
-// good); a user mounted since the start is live and still refused.
+// good); a user mounted since the start is live and still refused. A
+// removal refused for another reason changes nothing, on disk or here.
 func TestRemoveAfterEngineCrash(t *testing.T) {
 	t.Parallel()
 	m := &fakeMounter{}
-	s, _ := newTestStore(t, m, nil)
+	r := newFakeReplicator()
+	s, _ := newTestStore(t, m, r)
 	for _, v := range []string{"blog", "mail"} {
 		if err := s.Create(v, nil); err != nil {
 			t.Fatal(err)
@@ -524,7 +526,7 @@ func TestRemoveAfterEngineCrash(t *testing.T) {
 	}
 	// The engine is killed: no Unmount; the plugin starts again with it.
 	m2 := &fakeMounter{}
-	s2, err := New(Options{Root: s.opts.Root, MountRoot: s.opts.MountRoot, Mounter: m2, Logger: quietLog()})
+	s2, err := New(Options{Root: s.opts.Root, MountRoot: s.opts.MountRoot, Mounter: m2, Replicator: r, Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,6 +536,24 @@ func TestRemoveAfterEngineCrash(t *testing.T) {
 	if err := s2.Remove("mail"); !errors.Is(err, ErrInUse) {
 		t.Fatalf("Remove with a user mounted since the start = %v, want ErrInUse", err)
 	}
+	// Its last changes reached no peer: refused, and the dead user, the
+	// record and the mount stay as they were.
+	s2.ensureMounted("blog")
+	r.mu.Lock()
+	r.flushErr = ErrNotReplicated
+	r.mu.Unlock()
+	if err := s2.Remove("blog"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Remove of changes no peer has = %v, want ErrInUse", err)
+	}
+	if b, err := os.ReadFile(s2.recordPath("blog")); err != nil || !strings.Contains(string(b), "dead-blog") {
+		t.Fatalf("a refused Remove changed the record: %v\n%s", err, b)
+	}
+	if ok, _ := m2.Mounted(s2.MountPoint("blog")); !ok {
+		t.Fatal("a refused Remove took the mount away")
+	}
+	r.mu.Lock()
+	r.flushErr = nil
+	r.mu.Unlock()
 	if err := s2.Remove("blog"); err != nil {
 		t.Fatalf("Remove after the crash took its only user: %v", err)
 	}
