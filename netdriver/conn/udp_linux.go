@@ -38,7 +38,7 @@ type mmsgReader struct {
 	gro     bool     // UDP_GRO is on: read into big, split by segSize
 	big     [][]byte // groBufs buffers of groBufSize
 	ctrl    []byte   // one control buffer of ctrlLen per header
-	segSize []int    // per message read: its segment size (0: one datagram)
+	segSize []int    // per message read: its datagrams' length (all of it: one datagram)
 	addrs   []netip.AddrPort
 	next    int // first message read not yet fully handed out
 	off     int // bytes of message next handed out
@@ -168,27 +168,34 @@ func (r *mmsgReader) readGRO(msgs []Message) (int, error) {
 			r.n = 0
 			return 0, err
 		}
+		coalesced := 0
 		for i := range r.n {
 			h := &r.hdrs[i].Hdr
-			r.segSize[i] = groSegSize(r.ctrl[i*ctrlLen : i*ctrlLen+int(h.Controllen)])
+			l := int(r.hdrs[i].Len)
+			// segSize[i] is the length of each datagram but the last;
+			// a message that is one datagram is one segment.
+			g := groSegSize(r.ctrl[i*ctrlLen : i*ctrlLen+int(h.Controllen)])
+			if g > 0 && g < l {
+				coalesced += (l + g - 1) / g
+			} else {
+				g = max(l, 1)
+			}
+			r.segSize[i] = g
 			r.addrs[i] = sockaddrToAddrPort(&r.names[i])
+		}
+		if coalesced > 0 {
+			r.split.Add(uint64(coalesced))
 		}
 	}
 	out := 0
 	for out < len(msgs) && r.next < r.n {
 		i := r.next
 		l := int(r.hdrs[i].Len)
-		seg := l - r.off
-		if g := r.segSize[i]; g > 0 && g < seg {
-			seg = g
-		}
+		seg := min(r.segSize[i], l-r.off)
 		b := r.big[i][r.off : r.off+seg : r.off+seg]
 		msgs[out] = Message{Buf: b, N: seg, Addr: r.addrs[i]}
 		out++
 		r.off += seg
-		if r.segSize[i] > 0 && r.segSize[i] < l {
-			r.split.Add(1)
-		}
 		if r.off >= l {
 			r.next, r.off = i+1, 0
 		}
