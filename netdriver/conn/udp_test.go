@@ -13,16 +13,7 @@ import (
 
 func TestUDPBatch(t *testing.T) {
 	t.Parallel()
-	a, err := conn.Listen(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := conn.Listen(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := mustListen(t, conn.Listen), mustListen(t, conn.Listen)
 	if a.LocalPort() == 0 || a.BatchSize() < 2 {
 		t.Fatalf("port %d batch %d", a.LocalPort(), a.BatchSize())
 	}
@@ -121,18 +112,11 @@ func TestUDPMixedRuns(t *testing.T) {
 }
 
 func testMixedRuns(t *testing.T, listen func(int) (*conn.UDP, error)) {
-	a, err := conn.Listen(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := mustListen(t, conn.Listen)
 	var rx [2]*conn.UDP
 	var to [2]netip.AddrPort
 	for i := range rx {
-		if rx[i], err = listen(0); err != nil {
-			t.Fatal(err)
-		}
-		defer rx[i].Close()
+		rx[i] = mustListen(t, listen)
 		to[i] = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), rx[i].LocalPort())
 	}
 	sizes := []int{1400, 1400, 1400, 700, 1400, 1400, 1500, 1500, 64, 1400}
@@ -179,18 +163,11 @@ func testMixedRuns(t *testing.T, listen func(int) (*conn.UDP, error)) {
 // senders stay apart.
 func TestUDPCoalescedReads(t *testing.T) {
 	t.Parallel()
-	rx, err := conn.Listen(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
+	rx := mustListen(t, conn.Listen)
 	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), rx.LocalPort())
 	var tx [2]*conn.UDP
 	for i := range tx {
-		if tx[i], err = conn.Listen(0); err != nil {
-			t.Fatal(err)
-		}
-		defer tx[i].Close()
+		tx[i] = mustListen(t, conn.Listen)
 	}
 	const perSender = 3 * 64
 	var want [2][]string
@@ -240,4 +217,15 @@ func TestUDPCoalescedReads(t *testing.T) {
 	if c := rx.Coalesced(); c < perSender {
 		t.Fatalf("%d of %d datagrams arrived coalesced: UDP_GRO reads are not in use", c, 2*perSender)
 	}
+}
+
+// mustListen opens a socket on a free port, closed when the test ends.
+func mustListen(t *testing.T, listen func(int) (*conn.UDP, error)) *conn.UDP {
+	t.Helper()
+	u, err := listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	return u
 }

@@ -18,19 +18,12 @@ import (
 // which keeps its data and gives the volume back to the cluster.
 func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 	t.Parallel()
-	a := startNode(t, "a", testKey, nil)
-	b := startNode(t, "b", testKey, nil, a)
-	waitFor(t, 20*time.Second, "a and b connected", func() bool { return connected(a, b) })
-	for _, n := range []*node{a, b} {
-		if err := n.AddVolume(context.Background(), "web", n.vol("web"), nil, nil); err != nil {
-			t.Fatal(err)
-		}
+	a, b := connectedPair(t)
+	if err := b.AddVolume(context.Background(), "web", b.vol("web"), nil, nil); err != nil {
+		t.Fatal(err)
 	}
 	data := []byte("written on a, used on b")
-	writeFile(t, filepath.Join(a.vol("web"), "f"), data)
-	a.Touched("web")
-	bFile := filepath.Join(b.vol("web"), "f")
-	waitFor(t, 20*time.Second, "f on b", func() bool { return hasContent(bFile, data) })
+	bFile := writtenOnA(t, a, b, "web", data)
 
 	b.SetInUse("web", true)
 	waitFor(t, 10*time.Second, "a sees web in use on b", func() bool { return len(a.UsedBy("web")) > 0 })
@@ -80,17 +73,9 @@ func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 // ("folder marker missing"): the engine marks it (markNewFolders).
 func TestCreatedAgainAfterRemoveEverywhere(t *testing.T) {
 	t.Parallel()
-	a := startNode(t, "a", testKey, nil)
-	b := startNode(t, "b", testKey, nil, a)
-	waitFor(t, 20*time.Second, "a and b connected", func() bool { return connected(a, b) })
-	if err := a.AddVolume(context.Background(), "acme", a.vol("acme"), nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	a, b := connectedPair(t)
 	old := []byte("the first volume")
-	writeFile(t, filepath.Join(a.vol("acme"), "f"), old)
-	a.Touched("acme")
-	bFile := filepath.Join(b.vol("acme"), "f")
-	waitFor(t, 30*time.Second, "f on b", func() bool { return hasContent(bFile, old) })
+	bFile := writtenOnA(t, a, b, "acme", old)
 	if err := a.RemoveVolume(context.Background(), "acme", true); err != nil {
 		t.Fatal(err)
 	}
@@ -108,4 +93,28 @@ func TestCreatedAgainAfterRemoveEverywhere(t *testing.T) {
 	writeFile(t, filepath.Join(a.vol("acme"), "f"), again)
 	a.Touched("acme")
 	waitFor(t, 30*time.Second, "the new f on b", func() bool { return hasContent(bFile, again) })
+}
+
+// connectedPair starts nodes a and b of one cluster and waits until they
+// are connected.
+func connectedPair(t *testing.T) (a, b *node) {
+	t.Helper()
+	a = startNode(t, "a", testKey, nil)
+	b = startNode(t, "b", testKey, nil, a)
+	waitFor(t, 20*time.Second, "a and b connected", func() bool { return connected(a, b) })
+	return a, b
+}
+
+// writtenOnA adds volume vol on a, writes data to its file f there and
+// waits until b has it; it returns the file's path on b.
+func writtenOnA(t *testing.T, a, b *node, vol string, data []byte) string {
+	t.Helper()
+	if err := a.AddVolume(context.Background(), vol, a.vol(vol), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(a.vol(vol), "f"), data)
+	a.Touched(vol)
+	bFile := filepath.Join(b.vol(vol), "f")
+	waitFor(t, 30*time.Second, "f on b", func() bool { return hasContent(bFile, data) })
+	return bFile
 }
