@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -49,6 +50,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -743,60 +745,102 @@ func (n *Node) claimAll(ctx context.Context, peers []Peer, name string, epoch ui
 }
 
 // dial connects to p within 2 s. The address that answered p last is
-// tried alone first; failing that (or with none known) every address is
-// dialled at once and the first TLS handshake to complete wins.
+// dialled first, and alone for headStart; then, or as soon as it fails,
+// every other address too (as Happy Eyeballs does, RFC 8305), and the first
+// TLS handshake to complete wins. With none known, all are dialled at once.
+// An address that stopped answering thus costs headStart, not the dial.
 func (n *Node) dial(ctx context.Context, p Peer) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	n.reachMu.Lock()
-	last := n.reached[p.ID]
-	n.reachMu.Unlock()
-	if last != "" && slices.Contains(p.Addrs, last) {
-		if c, err := n.dialAddr(ctx, last); err == nil {
-			return newConn(c, p.ID), nil
-		}
-	}
 	if len(p.Addrs) == 0 {
 		return nil, fmt.Errorf("peer %s: no address", p.ID)
 	}
-	type res struct {
-		c    *tls.Conn
-		addr string
-		err  error
+	n.reachMu.Lock()
+	last := n.reached[p.ID]
+	n.reachMu.Unlock()
+	addrs, head := p.Addrs, time.Duration(0)
+	if i := slices.Index(addrs, last); i >= 0 {
+		addrs = append([]string{last}, slices.Delete(slices.Clone(addrs), i, i+1)...)
+		head = headStart
 	}
-	ch := make(chan res, len(p.Addrs))
-	for _, a := range p.Addrs {
-		go func() {
-			c, err := n.dialAddr(ctx, a)
-			ch <- res{c, a, err}
-		}()
+	c, addr, err := dialFirst(ctx, addrs, head, n.dialAddr)
+	if err != nil {
+		return nil, err
 	}
-	var first error
-	for got := 1; got <= len(p.Addrs); got++ {
-		r := <-ch
-		if r.err != nil {
-			if first == nil {
-				first = r.err
-			}
-			continue
-		}
-		cancel() // the others stop dialling; any that connected are closed
-		go func(left int) {
-			for range left {
-				if r := <-ch; r.c != nil {
-					r.c.Close()
-				}
-			}
-		}(len(p.Addrs) - got)
+	if addr != last {
 		n.reachMu.Lock()
 		if n.reached == nil {
 			n.reached = map[string]string{}
 		}
-		n.reached[p.ID] = r.addr
+		n.reached[p.ID] = addr
 		n.reachMu.Unlock()
-		return newConn(r.c, p.ID), nil
 	}
-	return nil, first
+	return newConn(c, p.ID), nil
+}
+
+// headStart is how long the address that answered last is dialled alone.
+const headStart = 300 * time.Millisecond
+
+// dialFirst dials addrs[0], and after head (or once that dial fails) every
+// other address; it returns the first connection made and its address. The
+// dials still running are cancelled, and a connection one of them makes all
+// the same is closed. When none connects, it returns the first error.
+func dialFirst[C io.Closer](ctx context.Context, addrs []string, head time.Duration, dial func(context.Context, string) (C, error)) (C, string, error) {
+	type res struct {
+		c    C
+		addr string
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		won       atomic.Bool
+		mu        sync.Mutex
+		failed    int
+		first     error
+		firstDone = make(chan struct{}) // addrs[0] failed
+	)
+	done := make(chan res, 1) // the winner, or the first error once all failed
+	for i, a := range addrs {
+		go func() {
+			var c C
+			err := ctx.Err()
+			if i > 0 && head > 0 {
+				t := time.NewTimer(head)
+				select {
+				case <-t.C:
+				case <-firstDone:
+				case <-ctx.Done():
+				}
+				t.Stop()
+				err = ctx.Err()
+			}
+			if err == nil {
+				c, err = dial(ctx, a)
+			}
+			if err == nil {
+				if won.CompareAndSwap(false, true) {
+					done <- res{c: c, addr: a}
+				} else {
+					c.Close()
+				}
+				return
+			}
+			if i == 0 {
+				close(firstDone)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if first == nil {
+				first = err
+			}
+			if failed++; failed == len(addrs) {
+				done <- res{err: first}
+			}
+		}()
+	}
+	r := <-done
+	return r.c, r.addr, r.err
 }
 
 // dialAddr opens a TLS connection to addr.

@@ -969,3 +969,37 @@ func TestPeerFirstAddressUnreachable(t *testing.T) {
 		t.Fatalf("after the move: %d bytes (%v), want %d", len(got), err, len(want))
 	}
 }
+
+// TestPeerReachedAddressStopsAnswering: the address a peer last answered on
+// stops answering (a home node's LAN changed under it: packets dropped).
+// Dials go on to its other address after the head start, and learn it,
+// instead of spending their whole time on the dead one and failing for good.
+func TestPeerReachedAddressStopsAnswering(t *testing.T) {
+	c := newCluster(t, 2, 3*time.Second)
+	c.mu.Lock()
+	c.unreachable = "192.0.2.1:22001"
+	c.mu.Unlock()
+	n := c.nodes[0]
+	n.reachMu.Lock()
+	n.reached = map[string]string{c.ids[1]: c.unreachable}
+	n.reachMu.Unlock()
+	live := acquire(t, n, "blog", 5*time.Second)
+	if err := os.WriteFile(filepath.Join(live, "post"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	if err := n.Release(ctx, "blog"); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 1500*time.Millisecond {
+		t.Fatalf("release took %v: it waited on the address that stopped answering", took)
+	}
+	n.reachMu.Lock()
+	got := n.reached[c.ids[1]]
+	n.reachMu.Unlock()
+	if got != c.addrs[1] {
+		t.Fatalf("the address that answers now was not learnt: reached %q, want %q", got, c.addrs[1])
+	}
+}
