@@ -17,7 +17,8 @@
 // round runs one iperf3 client per path (order rotated every round, so slow
 // drift of the machine's load hits every path alike), measuring the CPU
 // time (utime+stime from /proc/<pid>/stat) of both tunnel processes over
-// the run. RTT is busybox ping's average, on idle tunnels. The result is
+// the run. RTT is the median of busybox ping's times on idle tunnels, in
+// rounds interleaved the same way. The result is
 // written as JSON in the shared bench schema (bench/README.md).
 package main
 
@@ -96,7 +97,7 @@ func main() {
 	flag.IntVar(&c.runs, "runs", 5, "iperf3 runs per path")
 	flag.IntVar(&c.seconds, "t", 8, "seconds measured per iperf3 run")
 	flag.IntVar(&c.omit, "omit", 1, "seconds of each iperf3 run left out first (TCP ramp-up)")
-	flag.IntVar(&c.pings, "pings", 50, "pings per path, 50 ms apart")
+	flag.IntVar(&c.pings, "pings", 200, "pings per path, 50 ms apart, spread over -runs rounds")
 	flag.StringVar(&c.profile, "profile", "", "write CPU profiles of both mesh nodes (node-home.pprof, node-vps.pprof) to this directory")
 	flag.BoolVar(&c.plain, "plain", false, "mesh nodes use TUN without offloads")
 	flag.StringVar(&c.baseline, "baseline", "", "another build of this program (bench/mesh at an earlier commit): its mesh nodes are a fourth path, \""+pathBase+"\", for a before/after in one run")
@@ -206,15 +207,29 @@ func run(ctx context.Context, c config) error {
 	res := map[string]*measured{}
 	for _, t := range tunnels {
 		res[t.name] = &measured{}
-		out, err := tp.run(ctx, "home", "busybox", "ping", "-c", strconv.Itoa(c.pings), "-i", "0.05", "-W", "2", t.target)
-		if err != nil {
-			return fmt.Errorf("ping %s: %w", t.name, err)
+	}
+	// RTT in rounds, the paths' order rotated each round as for
+	// throughput, so that the machine's drift (a VM's idle states, a
+	// neighbour's load) hits every path alike.
+	rounds := max(1, c.runs)
+	per := max(1, (c.pings+rounds-1)/rounds)
+	for r := range rounds {
+		for i := range tunnels {
+			t := tunnels[(i+r)%len(tunnels)]
+			out, err := tp.run(ctx, "home", "busybox", "ping", "-c", strconv.Itoa(per), "-i", "0.05", "-W", "2", t.target)
+			if err != nil {
+				return fmt.Errorf("ping %s: %w", t.name, err)
+			}
+			rtts := parsePing(out)
+			if len(rtts) == 0 {
+				return fmt.Errorf("ping %s: no replies", t.name)
+			}
+			res[t.name].rtts = append(res[t.name].rtts, rtts...)
 		}
-		res[t.name].rtts = parsePing(out)
-		if len(res[t.name].rtts) == 0 {
-			return fmt.Errorf("ping %s: no replies", t.name)
-		}
-		log.Printf("%-25s RTT avg %.3f ms over %d pings", t.name, schema.Mean(res[t.name].rtts), len(res[t.name].rtts))
+	}
+	for _, t := range tunnels {
+		m := res[t.name]
+		log.Printf("%-25s RTT median %.3f ms, mean %.3f ms over %d pings", t.name, schema.Median(m.rtts), schema.Mean(m.rtts), len(m.rtts))
 	}
 
 	for r := range c.runs {
