@@ -25,6 +25,7 @@ type fakeSnapshots struct {
 	holdErr  error         // what Holder fails with
 	replErr  error         // what Replicated fails with
 	delay    time.Duration // Acquire takes this long, whatever its ctx says
+	failures int           // the next failures Acquires fail as if no majority answered
 }
 
 func (f *fakeSnapshots) Replicated(ctx context.Context, name string) error { return f.replErr }
@@ -41,6 +42,15 @@ func (f *fakeSnapshots) LiveDir(name string) string { return filepath.Join(f.roo
 
 func (f *fakeSnapshots) Acquire(ctx context.Context, name string, init func(string) error) (string, error) {
 	time.Sleep(f.delay)
+	f.mu.Lock()
+	fail := f.failures > 0
+	if fail {
+		f.failures--
+	}
+	f.mu.Unlock()
+	if fail {
+		return "", errors.New("cannot reach a majority of the cluster's nodes (3 of 7 granted the claim); retry")
+	}
 	if f.inUse {
 		<-ctx.Done()
 		return "", errors.New("volume is in use on another node")
@@ -230,5 +240,49 @@ func TestSnapshotStaleUsersAfterCrash(t *testing.T) {
 	}
 	if snaps.released["db"] != 1 {
 		t.Fatal("the last real user's Unmount did not release the volume")
+	}
+}
+
+// TestSnapshotResumeRetriesTheClaim: after a plugin restart, a container
+// that still writes the volume here gets it claimed again; a claim that
+// fails (the mesh restarting beside the plugin: no majority yet) is tried
+// again until it succeeds. It was tried once: the container went on
+// writing with nothing shipped (TestPluginUpgrade after make install).
+func TestSnapshotResumeRetriesTheClaim(t *testing.T) {
+	t.Parallel()
+	s, snaps, _, r := newSnapStore(t, nil)
+	if err := s.Create("db", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mount("db", "running"); err != nil {
+		t.Fatal(err)
+	}
+	snaps.mu.Lock()
+	snaps.writing["db"] = false // the plugin restarts; the container runs on
+	snaps.failures = 2
+	snaps.mu.Unlock()
+	s2, err := New(Options{Root: s.opts.Root, MountRoot: s.opts.MountRoot, Mounter: &fakeMounter{}, Replicator: r,
+		Snapshots: snaps, MountTimeout: 200 * time.Millisecond, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; !snaps.Writing("db"); i++ {
+		if time.Now().After(deadline) {
+			snaps.mu.Lock()
+			defer snaps.mu.Unlock()
+			t.Fatalf("the volume written here was not claimed again: %d failures left, %d claims", snaps.failures, snaps.acquired["db"])
+		}
+		// The container commits.
+		if err := os.WriteFile(filepath.Join(snaps.LiveDir("db"), "db"), []byte{byte(i)}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	snaps.mu.Lock()
+	defer snaps.mu.Unlock()
+	if snaps.failures != 0 || snaps.acquired["db"] != 2 {
+		t.Fatalf("%d failures left, %d claims; want 0 and 2", snaps.failures, snaps.acquired["db"])
 	}
 }

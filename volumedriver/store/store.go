@@ -555,6 +555,7 @@ func (s *Store) resume(name string) {
 		dir := s.opts.Snapshots.LiveDir(name)
 		base := treeStamp(dir)
 		writer := s.opts.Snapshots.Status(name)["writer"]
+		tries := 0
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
@@ -580,12 +581,16 @@ func (s *Store) resume(name string) {
 			ctx, cancel := context.WithTimeout(s.ctx, MaxCallWait)
 			_, err := s.opts.Snapshots.Acquire(ctx, name, nil)
 			cancel()
-			if err != nil {
-				log.WithError(err).Warn("a container still writes the volume here, but this node cannot take it back")
-			} else {
-				log.Info("a container still writes the volume here: writing it again")
+			if err == nil {
+				log.WithField("tries", tries+1).Info("a container still writes the volume here: writing it again")
+				return
 			}
-			return
+			// Tried again each tick: a claim fails while the mesh
+			// restarts beside this plugin (no majority yet), and what
+			// the container writes meanwhile is shipped nowhere.
+			if tries++; tries == 1 || tries%60 == 0 {
+				log.WithError(err).WithField("tries", tries).Warn("a container still writes the volume here, but this node cannot take it back yet; retrying every second")
+			}
 		}
 	})
 }
