@@ -111,7 +111,7 @@ func printSummary(res map[string]*measured, r result, out string) {
 		if len(m.cpuGbit) > 0 {
 			cpu = fmt.Sprintf("%.3f", schema.Median(m.cpuGbit))
 		}
-		fmt.Printf("%-26s %12.3f %10.3f %14s\n", p, schema.Median(m.gbps), schema.Mean(m.rtts), cpu)
+		fmt.Printf("%-26s %12.3f %10.3f %14s\n", p, schema.Median(m.gbps), schema.Median(m.rtts), cpu)
 	}
 	fmt.Println()
 	for _, row := range r.Rows {
