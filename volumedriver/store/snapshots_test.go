@@ -211,13 +211,7 @@ func TestSnapshotOptionsRefused(t *testing.T) {
 // and its Unmount releases it (a stale user must not hold it here).
 func TestSnapshotStaleUsersAfterCrash(t *testing.T) {
 	t.Parallel()
-	s, snaps, _, r := newSnapStore(t, nil)
-	if err := s.Create("db", nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Mount("db", "dead"); err != nil {
-		t.Fatal(err)
-	}
+	s, snaps, r := mountedSnapVolume(t, "dead")
 	// The plugin restarts with the engine; nobody writes the volume now.
 	snaps.writing["db"] = false
 	s2, err := New(Options{Root: s.opts.Root, MountRoot: s.opts.MountRoot, Mounter: &fakeMounter{}, Replicator: r,
@@ -250,13 +244,7 @@ func TestSnapshotStaleUsersAfterCrash(t *testing.T) {
 // writing with nothing shipped (TestPluginUpgrade after make install).
 func TestSnapshotResumeRetriesTheClaim(t *testing.T) {
 	t.Parallel()
-	s, snaps, _, r := newSnapStore(t, nil)
-	if err := s.Create("db", nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Mount("db", "running"); err != nil {
-		t.Fatal(err)
-	}
+	s, snaps, r := mountedSnapVolume(t, "running")
 	snaps.mu.Lock()
 	snaps.writing["db"] = false // the plugin restarts; the container runs on
 	snaps.failures = 2
@@ -285,4 +273,18 @@ func TestSnapshotResumeRetriesTheClaim(t *testing.T) {
 	if snaps.failures != 0 || snaps.acquired["db"] != 2 {
 		t.Fatalf("%d failures left, %d claims; want 0 and 2", snaps.failures, snaps.acquired["db"])
 	}
+}
+
+// mountedSnapVolume returns a store whose snapshot volume "db" is mounted
+// by container id.
+func mountedSnapVolume(t *testing.T, id string) (*Store, *fakeSnapshots, *fakeReplicator) {
+	t.Helper()
+	s, snaps, _, r := newSnapStore(t, nil)
+	if err := s.Create("db", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mount("db", id); err != nil {
+		t.Fatal(err)
+	}
+	return s, snaps, r
 }
