@@ -23,7 +23,7 @@ func TestRemoveEverywhereSparesAVolumeInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := []byte("written on a, used on b")
-	bFile := writtenOnA(t, a, b, "web", data)
+	bFile := writtenOnA(t, a, b, "web", data, 20*time.Second)
 
 	b.SetInUse("web", true)
 	waitFor(t, 10*time.Second, "a sees web in use on b", func() bool { return len(a.UsedBy("web")) > 0 })
@@ -75,7 +75,7 @@ func TestCreatedAgainAfterRemoveEverywhere(t *testing.T) {
 	t.Parallel()
 	a, b := connectedPair(t)
 	old := []byte("the first volume")
-	bFile := writtenOnA(t, a, b, "acme", old)
+	bFile := writtenOnA(t, a, b, "acme", old, 30*time.Second)
 	if err := a.RemoveVolume(context.Background(), "acme", true); err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +106,8 @@ func connectedPair(t *testing.T) (a, b *node) {
 }
 
 // writtenOnA adds volume vol on a, writes data to its file f there and
-// waits until b has it; it returns the file's path on b.
-func writtenOnA(t *testing.T, a, b *node, vol string, data []byte) string {
+// waits up to within until b has it; it returns the file's path on b.
+func writtenOnA(t *testing.T, a, b *node, vol string, data []byte, within time.Duration) string {
 	t.Helper()
 	if err := a.AddVolume(context.Background(), vol, a.vol(vol), nil, nil); err != nil {
 		t.Fatal(err)
@@ -115,6 +115,6 @@ func writtenOnA(t *testing.T, a, b *node, vol string, data []byte) string {
 	writeFile(t, filepath.Join(a.vol(vol), "f"), data)
 	a.Touched(vol)
 	bFile := filepath.Join(b.vol(vol), "f")
-	waitFor(t, 30*time.Second, "f on b", func() bool { return hasContent(bFile, data) })
+	waitFor(t, within, "f on b", func() bool { return hasContent(bFile, data) })
 	return bFile
 }
