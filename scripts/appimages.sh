@@ -38,7 +38,9 @@
 #         http://blog.example.org; unset: whatever Host the request names;
 #         set, its host name resolves to 127.0.0.1 in the container, so
 #         WordPress's requests to itself — cron, the installer's permalink
-#         check — reach its own nginx), WORDPRESS_HTTP_EXTERNAL (set: allow
+#         check — reach its own nginx; at https://…, where Traefik
+#         terminates TLS, a must-use plugin sends them to its nginx over
+#         plain HTTP with X-Forwarded-Proto), WORDPRESS_HTTP_EXTERNAL (set: allow
 #         outgoing HTTP beyond the site itself; default blocked, updates
 #         come with the image), WORDPRESS_DISABLE_CRON (set: no WP-cron).
 #       The volume: /var/lib/wordpress/wp-content (Debian's WP_CONTENT_DIR):
@@ -213,6 +215,36 @@ CONFIG
  * (/usr/share/wordpress/wp-content/themes), the site's own wp-content on
  * a volume: WordPress looks in both. */
 register_theme_directory(ABSPATH . 'wp-content/themes');
+MU
+  cat > "$t/usr/share/wordpress/homeswarm-mu/loopback.php" <<'MU'
+<?php
+/* Plugin Name: homeswarm loopback
+ * Traefik terminates TLS in front of the site, so nothing in the container
+ * listens on 443: WordPress's requests to its own https:// address (cron,
+ * the installer's permalink check, Site Health) go to this container's
+ * nginx over plain HTTP instead, with the site's Host and Traefik's
+ * X-Forwarded-Proto, as a visitor's request arrives. Without it the
+ * installer's check fails and the site keeps ?p=N links. */
+add_filter('pre_http_request', function ($pre, $args, $url) {
+    if ($pre !== false) {
+        return $pre;
+    }
+    $u = wp_parse_url($url);
+    $home = wp_parse_url(home_url());
+    if (empty($u['host']) || empty($home['host']) || strtolower($u['scheme'] ?? '') !== 'https'
+        || strcasecmp($u['host'], $home['host']) !== 0 || (isset($u['port']) && (int) $u['port'] !== 443)) {
+        return $pre;
+    }
+    if (!is_array($args['headers'])) {
+        $args['headers'] = WP_Http::processHeaders((string) $args['headers'])['headers'];
+    }
+    $args['headers']['Host'] = $u['host'];
+    $args['headers']['X-Forwarded-Proto'] = 'https';
+    /* the site itself, checked above: localhost is never "unsafe" here */
+    $args['reject_unsafe_urls'] = false;
+    $local = 'http://localhost' . ($u['path'] ?? '/') . (isset($u['query']) ? '?' . $u['query'] : '');
+    return wp_remote_request($local, $args);
+}, 10, 3);
 MU
   cat > "$t/entrypoint.sh" <<'ENTRY'
 #!/bin/sh
