@@ -102,7 +102,12 @@ where() { note "WordPress runs on $(running_on "$WP"), MariaDB on $(running_on "
 
 command -v curl >/dev/null || die "curl not found: apt-get install curl"
 
-step "bringing up the seed topology (a minute or two)"
+# The plugins as a user installs them (README, "Installing from a
+# registry"): `make push` to Debian's docker-registry on the VPS, then
+# `docker plugin install --grant-all-permissions REPO/NAME KEY=value…` on
+# every node, home4 too (TOPO_PLUGINS=local: make install of the bundles).
+export TOPO_PLUGINS=${TOPO_PLUGINS:-registry}
+step "bringing up the seed topology (a minute or two; plugins: docker plugin install from the VPS's registry)"
 $T up 2>&1 | indent
 
 step "the Swarm, seen from the VPS: every node on its mesh address"
@@ -214,7 +219,7 @@ step "a fourth node at a friend's house joins with one key: scripts/topo.sh add-
 # MESH_ADDR=10.254.0.14/24 MESH_PEERS=203.0.113.10:3210`).
 $T add-node home4 2>&1 | indent
 for p in meshnet syncvol; do
-  note "$p on home4: $($T docker home4 plugin inspect "$p" --format '{{join .Settings.Env " "}}' |
+  note "$p on home4 ($($T docker home4 plugin inspect "$p" --format '{{or .PluginReference "make install"}}')): $($T docker home4 plugin inspect "$p" --format '{{join .Settings.Env " "}}' |
     tr ' ' '\n' | grep -E '^(CLUSTER_KEY|PEERS|MESH_KEY|MESH_ADDR|MESH_PEERS)=.' |
     sed -E 's/^((CLUSTER|MESH)_KEY=).*/\1…/' | tr '\n' ' ')"
 done

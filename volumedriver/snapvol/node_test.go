@@ -94,6 +94,14 @@ func testCert(t *testing.T) (tls.Certificate, string) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, hex.EncodeToString(sum[:8])
 }
 
+// loadedLease is the lease of the tests whose writer must not fence
+// itself before the test cuts it off, under heavy I/O (filling a disk with
+// fsyncs) or a loaded CI machine: the writer fences once it has not renewed
+// for Lease - fenceMargin, 3 s here. With 3 s leases (1 s), CI under -race
+// on 2 cores fenced the writer before the cut (TestOneWriterFenceAndDiverged:
+// "fenced 0.00s after the cut") and mid-test (TestDiskFull's other volume).
+const loadedLease = 5 * time.Second
+
 func newCluster(t *testing.T, n int, lease time.Duration) *cluster {
 	root := btrfsDir(t)
 	roots := make([]string, n)
@@ -365,7 +373,7 @@ func TestOneWriterFenceAndDiverged(t *testing.T) {
 }
 
 func oneWriter(t *testing.T, then string) {
-	c := newCluster(t, 3, 3*time.Second)
+	c := newCluster(t, 3, loadedLease)
 	live := acquire(t, c.nodes[0], "db", 5*time.Second)
 	os.WriteFile(filepath.Join(live, "a"), []byte("shipped"), 0o644)
 	waitFor(t, 5*time.Second, func() bool {
@@ -617,7 +625,7 @@ func TestGenNames(t *testing.T) {
 // running, other volumes keep shipping, and once space is back the volume
 // ships again; the receiver's newest generation is always a complete one.
 func TestDiskFull(t *testing.T) {
-	c := newClusterOn(t, []string{btrfsOfSize(t, 256<<20), btrfsDir(t)}, 3*time.Second)
+	c := newClusterOn(t, []string{btrfsOfSize(t, 256<<20), btrfsDir(t)}, loadedLease)
 	full := acquire(t, c.nodes[0], "full", 5*time.Second)
 	other := acquire(t, c.nodes[0], "other", 5*time.Second)
 	os.WriteFile(filepath.Join(full, "before"), []byte("x"), 0o644)
