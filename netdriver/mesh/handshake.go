@@ -267,6 +267,11 @@ func (m *Mesh) handleResp(w *worker, b []byte, src netip.AddrPort, from path, no
 	}
 	kp.local, kp.remote, kp.initiator = h.local, msg.Sender, true
 	m.sendRaw(w, from, out)
+	// Message 3 leaves now, before install makes kp sendable: the
+	// responder has no session until it arrives, and data the TUN loop
+	// seals with kp meanwhile would be dropped there (a SYN lost for a
+	// one-second retransmission).
+	m.flush(w)
 	if s := h.seed; s != nil {
 		m.mu.Lock()
 		s.key, s.hasKey, s.attempts = remote, true, 0

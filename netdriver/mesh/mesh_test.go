@@ -580,3 +580,39 @@ func TestRecoversAfterLinkCut(t *testing.T) {
 	ping(t, vps, home, 10*time.Second)
 	ping(t, home, vps, 5*time.Second)
 }
+
+// TestNoDataBeforeFinal has the initiator's TUN send to the responder
+// without pause while the handshake completes: the responder has no
+// session until message 3 arrives, so data sealed with the new session
+// must not leave before it (it would be dropped as unknown_index, and the
+// first packets of a connection, a SYN, lost for a retransmission).
+func TestNoDataBeforeFinal(t *testing.T) {
+	t.Parallel()
+	for i := range 10 {
+		net := bindtest.NewNetwork()
+		b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil)
+		a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"})
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pkt := tuntest.Packet(a.ip, b.ip, []byte("flood"))
+			for {
+				select {
+				case a.tun.Inbound <- pkt:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		waitFor(t, 5*time.Second, "a packet at b", func() bool { return len(b.tun.Outbound) > 0 })
+		time.Sleep(20 * time.Millisecond)
+		close(stop)
+		<-done
+		if d := b.m.Status().Drops["unknown_index"]; d != 0 {
+			t.Fatalf("round %d: the responder dropped %d packets sealed before it had the session\n%+v", i, d, b.m.Status())
+		}
+		a.m.Close()
+		b.m.Close()
+	}
+}

@@ -39,10 +39,14 @@ func SendTCP(from, to *NS, addr string, data []byte) (time.Duration, error) {
 		copy(r.sum[:], h.Sum(nil))
 		res <- r
 	}()
+	// One dial for the whole deadline, retried only on errors that came
+	// back at once (no route yet): a dial given up while the kernel
+	// retransmits its SYN can still complete on the other side, and the
+	// goroutine above would then take that connection instead of ours.
 	var c net.Conn
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := from.Do(func() (err error) { c, err = net.DialTimeout("tcp4", addr, time.Second); return err })
+		err := from.Do(func() (err error) { c, err = net.DialTimeout("tcp4", addr, time.Until(deadline)); return err })
 		if err == nil {
 			break
 		}
