@@ -219,7 +219,8 @@ step "a fourth node at a friend's house joins with one key: scripts/topo.sh add-
 # MESH_ADDR=10.254.0.14/24 MESH_PEERS=203.0.113.10:3210`).
 $T add-node home4 2>&1 | indent
 for p in meshnet syncvol; do
-  note "$p on home4 ($($T docker home4 plugin inspect "$p" --format '{{or .PluginReference "make install"}}')): $($T docker home4 plugin inspect "$p" --format '{{join .Settings.Env " "}}' |
+  info=$($T docker home4 plugin inspect "$p" --format '{{or .PluginReference "make install"}}|{{join .Settings.Env " "}}')
+  note "$p on home4 (${info%%|*}): $(echo "${info#*|}" |
     tr ' ' '\n' | grep -E '^(CLUSTER_KEY|PEERS|MESH_KEY|MESH_ADDR|MESH_PEERS)=.' |
     sed -E 's/^((CLUSTER|MESH)_KEY=).*/\1…/' | tr '\n' ' ')"
 done
