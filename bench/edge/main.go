@@ -486,9 +486,13 @@ func (b *bench) report(samples map[string][]sample) report {
 	// The web task's own start, the same for every provider: the floor of
 	// "route up" whatever feeds Traefik.
 	task := series(b.providers[0].name, func(s sample) float64 { return s.task })
+	driver, err := docker("info", "--format", "{{.Driver}}")
+	if err != nil {
+		driver = "unknown"
+	}
 	rep.Rows = append(rep.Rows, row{Name: "web task start (all providers)", Metric: "p50", Unit: "s",
 		Value: schema.Round(schema.Pct(task, 50), 3), Samples: task,
-		Note: "`docker service create` returned → the engine's timestamp of the task running (one dnsrr task on the VPS, vfs storage)"})
+		Note: fmt.Sprintf("`docker service create` returned → the engine's timestamp of the task running (one dnsrr task on the VPS, %s storage)", driver)})
 	for _, m := range metrics {
 		anchorXs := series(anchor, m.pick)
 		av := schema.Round(schema.Pct(anchorXs, m.q), 3)
