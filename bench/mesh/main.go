@@ -80,6 +80,10 @@ type config struct {
 	baseLabel   string
 }
 
+// rttRounds is how many rounds the pings are spread over: one per
+// throughput run, at least one.
+func (c config) rttRounds() int { return max(1, c.runs) }
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "node" {
 		if err := runNode(os.Args[2:]); err != nil {
@@ -211,7 +215,7 @@ func run(ctx context.Context, c config) error {
 	// RTT in rounds, the paths' order rotated each round as for
 	// throughput, so that the machine's drift (a VM's idle states, a
 	// neighbour's load) hits every path alike.
-	rounds := max(1, c.runs)
+	rounds := c.rttRounds()
 	per := max(1, (c.pings+rounds-1)/rounds)
 	for r := range rounds {
 		for i := range tunnels {

@@ -37,7 +37,7 @@ func rows(res map[string]*measured, c config, mode, meshNote string) []row {
 		tputNote += "; " + meshNote
 	}
 	rttNote := fmt.Sprintf("busybox ping home→vps on idle paths, median of %d pings 50 ms apart in %d rounds interleaved with the other paths; means: meshnet %.3f, wireguard-go %.3f, bare %.3f ms",
-		len(m.rtts), max(1, c.runs), schema.Mean(m.rtts), schema.Mean(w.rtts), schema.Mean(b.rtts))
+		len(m.rtts), c.rttRounds(), schema.Mean(m.rtts), schema.Mean(w.rtts), schema.Mean(b.rtts))
 	cpuNote := "utime+stime of both tunnel processes (home and vps) during each iperf3 run, per Gbit received; median of runs. Kernel work done in softirq context for other processes is not counted for either"
 
 	var rs []row

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -90,6 +91,83 @@ func (st *stream) spans() []string {
 	return out
 }
 
+// rollDiag logs, for a failed update of service, where each of its tasks
+// ran and at which address, what edge routes, what every node's meshnet
+// routes, announces and dropped, and how host answers now: which hop lost
+// the requests, and whether it still does.
+func (s *edgeStack) rollDiag(t *testing.T, service, host string) {
+	t.Helper()
+	ps, _ := dk("vps", "service", "ps", "--no-trunc", "--format", "{{.ID}} {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}", service)
+	t.Logf("diag: tasks of %s:\n%s", service, ps)
+	var addrs []string
+	for _, line := range strings.Split(strings.TrimSpace(ps), "\n") {
+		id, _, _ := strings.Cut(line, " ")
+		out, _ := dk("vps", "inspect", "--format", "{{range .NetworksAttachments}}{{.Network.Spec.Name}}={{range .Addresses}}{{.}} {{end}}{{end}}", id)
+		t.Logf("diag: task %.12s: %s", id, strings.TrimSpace(out))
+		for _, f := range strings.Fields(out) {
+			if _, a, ok := strings.Cut(f, "="); ok {
+				f = a
+			}
+			if a, _, ok := strings.Cut(f, "/"); ok {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
+	t.Logf("diag: edge.yml:\n%s", b)
+	has := func(list []string) []string {
+		var out []string
+		for _, p := range list {
+			for _, a := range addrs {
+				if p == a+"/32" || p == a {
+					out = append(out, p)
+				}
+			}
+		}
+		return out
+	}
+	for _, n := range []string{"vps", "home1", "home2", "home3"} {
+		raw, err := os.ReadFile(filepath.Join(topoRoot, n, "meshnet", "status.json"))
+		if err != nil {
+			t.Logf("diag: %s: %v", n, err)
+			continue
+		}
+		var st struct {
+			meshStatus
+			Switch    json.RawMessage `json:"switch"`
+			Endpoints []struct {
+				Addr, Host string
+			} `json:"endpoints"`
+		}
+		json.Unmarshal(raw, &st)
+		var routes, claims, eps []string
+		for _, r := range st.Routes {
+			if len(has([]string{r.Prefix})) > 0 {
+				routes = append(routes, r.Prefix+"→"+r.Peer[:8])
+			}
+		}
+		for _, p := range st.Peers {
+			if h := has(p.Prefixes); len(h) > 0 || len(has(p.Refused)) > 0 {
+				claims = append(claims, fmt.Sprintf("%.8s(%s) claims %v refused %v", p.PublicKey, p.State, h, has(p.Refused)))
+			}
+		}
+		for _, e := range st.Endpoints {
+			if len(has([]string{e.Addr})) > 0 {
+				eps = append(eps, e.Addr+" host="+e.Host)
+			}
+		}
+		t.Logf("diag: %s (%.8s): routes %v; peers %v; endpoints %v; mesh drops %v; switch %s",
+			n, st.PublicKey, routes, claims, eps, st.Drops, st.Switch)
+	}
+	time.Sleep(5 * time.Second)
+	var now []string
+	for range 6 {
+		code, body, err := s.get(host)
+		now = append(now, fmt.Sprintf("%d %q %v", code, body, err))
+	}
+	t.Logf("diag: %s 5 s later: %s", host, strings.Join(now, "; "))
+}
+
 var taskURL = regexp.MustCompile(`url: http://\d+\.\d+\.\d+\.\d+:8080`)
 
 // TestEdgeRollingUpdate proves task-level balancing on the topology: a
@@ -159,6 +237,9 @@ func TestEdgeRollingUpdate(t *testing.T) {
 		}
 		if n := len(st.spans()); n < 2*replicas {
 			t.Errorf("%d tasks answered, want the %d old and %d new", n, replicas, replicas)
+		}
+		if t.Failed() {
+			s.rollDiag(t, name, host)
 		}
 	}
 	// Swarm's default endpoint mode (VIP, unusable here without IPVS: only
