@@ -424,10 +424,18 @@ func (m *Mesh) LocalPrefixes() []netip.Prefix {
 	return slices.Clone(m.prefixes)
 }
 
+// announceRepeats is how many times a changed prefix set is sent to each
+// peer, a timer tick apart: gossip is a datagram, and one lost would leave
+// a container that just moved unreachable there until the next periodic
+// gossip (GossipInterval). Every copy is the whole set, so a late or
+// repeated one changes nothing.
+const announceRepeats = 3
+
 func (m *Mesh) announceLocked() {
 	for _, p := range m.peers {
 		p.mu.Lock()
 		p.gossipDue = true
+		p.gossipRepeats = announceRepeats
 		p.mu.Unlock()
 	}
 	m.kickTimer()

@@ -401,6 +401,36 @@ func TestPrefixesAndSourceCheck(t *testing.T) {
 	waitFor(t, 3*time.Second, "route withdrawn", func() bool { return len(a.m.Routes()) == 1 })
 }
 
+// TestAnnouncementSurvivesLoss: a prefix announced (a container joined)
+// reaches a peer whose first copy of the news was lost, well before the
+// next periodic gossip.
+func TestAnnouncementSurvivesLoss(t *testing.T) {
+	t.Parallel()
+	net := bindtest.NewNetwork()
+	slow := func(o *Options) { o.GossipInterval = time.Minute }
+	a := newNode(t, net.Bind(ap("192.0.2.1:3210")), "10.254.0.1/24", []string{"192.0.2.2:3210"}, slow)
+	b := newNode(t, net.Bind(ap("192.0.2.2:3210")), "10.254.0.2/24", nil, slow)
+	ping(t, a, b, 5*time.Second)
+	var lost atomic.Int32
+	net.SetFilter(func(from, _ netip.AddrPort, pkt []byte) bool {
+		if from == b.bind.Addr() && wire.Type(pkt) == wire.TypeGossip && lost.Load() == 0 {
+			lost.Add(1)
+			return false
+		}
+		return true
+	})
+	ctr := netip.MustParsePrefix("10.0.1.7/32")
+	if err := b.m.AddPrefix(ctr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "A routes the container's address to B", func() bool {
+		return slices.ContainsFunc(a.m.Routes(), func(r Route) bool { return r.Prefix == ctr })
+	})
+	if lost.Load() != 1 {
+		t.Fatalf("%d gossip messages lost, want the first", lost.Load())
+	}
+}
+
 func TestNoRouteCounted(t *testing.T) {
 	t.Parallel()
 	net := bindtest.NewNetwork()

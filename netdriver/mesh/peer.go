@@ -59,6 +59,7 @@ type peer struct {
 	refused          map[netip.Prefix]bool  // claims refused (logged once)
 	queue            [][]byte               // packets waiting for a session, at headroom
 	gossipDue        bool
+	gossipRepeats    int // more sends of a changed prefix set, a tick apart
 	lastGossip       int64
 	lastHandshake    time.Time
 	seen             int64 // last time we heard of it at all, for expiry

@@ -228,7 +228,8 @@ func (m *Mesh) tickPeer(w *worker, p *peer, now int64) bool {
 		relayed = true
 	}
 	ep := p.endpoint
-	gossip := p.gossipDue || now-p.lastGossip >= int64(m.opts.GossipInterval)
+	gossip := p.gossipDue || now-p.lastGossip >= int64(m.opts.GossipInterval) ||
+		(p.gossipRepeats > 0 && now-p.lastGossip >= int64(m.tickInterval()/2))
 	p.mu.Unlock()
 
 	if need {
@@ -355,6 +356,7 @@ func (m *Mesh) sendGossip(w *worker, p *peer, kp *keypair, now int64) {
 	}
 	p.mu.Lock()
 	p.gossipDue = false
+	p.gossipRepeats = max(0, p.gossipRepeats-1)
 	p.lastGossip = now
 	p.mu.Unlock()
 }
