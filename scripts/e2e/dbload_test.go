@@ -480,6 +480,16 @@ func waitMoved(t *testing.T, service, old string, d time.Duration) (node, contai
 	return waitMovedOff(t, service, []string{old}, d)
 }
 
+// taskPath is the nodes service's tasks ran on, oldest first (`service
+// ps` lists a slot's tasks newest first): a drain of two nodes one after
+// the other can move a task twice.
+func taskPath(service string) string {
+	out, _ := dk("vps", "service", "ps", "--format", "{{.Node}}", service)
+	f := strings.Fields(out)
+	slices.Reverse(f)
+	return strings.Join(f, " → ")
+}
+
 // waitMovedOff waits until service's task runs on a node none of old and
 // returns that node and its container.
 func waitMovedOff(t *testing.T, service string, old []string, d time.Duration) (node, container string) {

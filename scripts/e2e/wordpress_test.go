@@ -131,8 +131,8 @@ func TestWordPress(t *testing.T) {
 	nodeWP2, _ := waitMovedOff(t, wp, drainedNodes, 180*time.Second)
 	wpMoved := time.Since(drained)
 	served, _ := b.waitPost(t, id, title, 120*time.Second)
-	t.Logf("drain of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s; post %d served through Traefik %.1f s after the drain; %s",
-		strings.Join(drainedNodes, ", "), nodeDB2, dbMoved.Seconds(), nodeWP2, wpMoved.Seconds(), id, served.Sub(drained).Seconds(),
+	t.Logf("drain of %s: MariaDB running on %s after %.1f s, WordPress on %s after %.1f s (tasks so far: MariaDB %s, WordPress %s); post %d served through Traefik %.1f s after the drain; %s",
+		strings.Join(drainedNodes, ", "), nodeDB2, dbMoved.Seconds(), nodeWP2, wpMoved.Seconds(), taskPath(db), taskPath(wp), id, served.Sub(drained).Seconds(),
 		pr.judge(t, "drain", drained, max(dbMoved, wpMoved)))
 	for _, n := range drainedNodes {
 		mustDk(t, "vps", "node", "update", "--availability", "active", n)
