@@ -134,6 +134,6 @@ up
 say "topology up: home $LAN.11 → nat $WAN.20 → vps $WAN.10"
 # In the background, so that a signal to this script is handled at once.
 "$bin/mesh" -prefix "$P" -wireguard-go "$WIREGUARD_GO" -wan-vps "$WAN.10" -mesh-port "$MESH_PORT" \
-  -out bench/results/mesh.json "${base[@]}" "$@" &
+  "${base[@]}" "$@" &
 child=$!
 wait "$child"

@@ -78,6 +78,16 @@ type config struct {
 	plain       bool
 	baseline    string // another build of this program: its nodes are pathBase
 	baseLabel   string
+	load        int // busy processes running beside every path's runs
+}
+
+// benchName is the results' name: a loaded run (-load) is reported
+// beside the quiet one, not instead of it.
+func (c config) benchName() string {
+	if c.load > 0 {
+		return "mesh-loaded"
+	}
+	return "mesh"
 }
 
 // rttRounds is how many rounds the pings are spread over: one per
@@ -85,6 +95,10 @@ type config struct {
 func (c config) rttRounds() int { return max(1, c.runs) }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "spin" {
+		spin()
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "node" {
 		if err := runNode(os.Args[2:]); err != nil {
 			fmt.Fprintf(os.Stderr, "mesh node: %v\n", err)
@@ -93,7 +107,7 @@ func main() {
 		return
 	}
 	var c config
-	flag.StringVar(&c.out, "out", "bench/results/mesh.json", "where to write the JSON result")
+	flag.StringVar(&c.out, "out", "", "where to write the JSON result (default bench/results/mesh.json, mesh-loaded.json with -load)")
 	flag.StringVar(&c.prefix, "prefix", "bm", "namespace prefix of the topology (bench/mesh.sh)")
 	flag.StringVar(&c.wireguardGo, "wireguard-go", "/var/cache/homeswarm/wireguard", "wireguard-go binary")
 	flag.StringVar(&c.wanVPS, "wan-vps", "198.51.100.10", "vps's WAN address")
@@ -106,7 +120,11 @@ func main() {
 	flag.BoolVar(&c.plain, "plain", false, "mesh nodes use TUN without offloads")
 	flag.StringVar(&c.baseline, "baseline", "", "another build of this program (bench/mesh at an earlier commit): its mesh nodes are a fourth path, \""+pathBase+"\", for a before/after in one run")
 	flag.StringVar(&c.baseLabel, "baseline-label", "", "what -baseline was built from (a commit), for the results")
+	flag.IntVar(&c.load, "load", 0, "processes that each keep a core busy during the RTT and throughput rounds (a loaded machine on demand: every path meets the same load)")
 	flag.Parse()
+	if c.out == "" {
+		c.out = "bench/results/" + c.benchName() + ".json"
+	}
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("[bench/mesh] ")
 	if c.runs < 1 {
@@ -212,6 +230,16 @@ func run(ctx context.Context, c config) error {
 	for _, t := range tunnels {
 		res[t.name] = &measured{}
 	}
+	for range c.load {
+		d, err := tp.start("spinner", "vps", nil, self, "spin")
+		if err != nil {
+			return err
+		}
+		all = append(all, d)
+	}
+	if c.load > 0 {
+		log.Printf("%d spinners keep cores busy from here on", c.load)
+	}
 	// RTT in rounds, the paths' order rotated each round as for
 	// throughput, so that the machine's drift (a VM's idle states, a
 	// neighbour's load) hits every path alike.
@@ -275,7 +303,10 @@ func run(ctx context.Context, c config) error {
 	}
 
 	machine := fmt.Sprintf("%s, %s; load average %s at start, %s at end", swarmtopo.Host(), runtime.Version(), loadStart, swarmtopo.LoadAvg())
-	out := result{Bench: "mesh", Machine: machine, Date: start.Format(time.RFC3339)}
+	if c.load > 0 {
+		machine += fmt.Sprintf("; -load %d: that many busy processes beside every round", c.load)
+	}
+	out := result{Bench: c.benchName(), Machine: machine, Date: start.Format(time.RFC3339)}
 	out.Rows = rows(res, c, mode, strings.Join(meshNote, "; "))
 	if err := schema.Write(c.out, out); err != nil {
 		return err
@@ -479,4 +510,14 @@ func formatDrops(m map[string]uint64) string {
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")
+}
+
+// spin keeps one core busy until killed (-load).
+func spin() {
+	runtime.GOMAXPROCS(1)
+	for x := uint64(1); ; x = x*6364136223846793005 + 1442695040888963407 {
+		if x == 0 {
+			fmt.Println(x)
+		}
+	}
 }

@@ -26,7 +26,7 @@ type Row = schema.Row
 
 // benchOrder is the order of the report; other benches follow,
 // sorted by name.
-var benchOrder = []string{"mesh", "netdrv", "sync", "dblag", "edge", "failover", "memory"}
+var benchOrder = []string{"mesh", "mesh-loaded", "netdrv", "sync", "dblag", "edge", "failover", "memory"}
 
 // ErrNoBench means a results file is not in the schema.
 var ErrNoBench = schema.ErrNoBench
