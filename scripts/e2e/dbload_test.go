@@ -481,11 +481,11 @@ func waitMoved(t *testing.T, service, old string, d time.Duration) (node, contai
 }
 
 // taskPath is the nodes service's tasks ran on, oldest first (`service
-// ps` lists a slot's tasks newest first): a drain of two nodes one after
-// the other can move a task twice.
+// ps` lists a slot's tasks newest first), each with its error if it failed:
+// where a slow move spent its time.
 func taskPath(service string) string {
-	out, _ := dk("vps", "service", "ps", "--format", "{{.Node}}", service)
-	f := strings.Fields(out)
+	out, _ := dk("vps", "service", "ps", "--no-trunc", "--format", "{{.Node}}{{if .Error}} ({{.Error}}){{end}}", service)
+	f := strings.Split(strings.TrimSpace(out), "\n")
 	slices.Reverse(f)
 	return strings.Join(f, " → ")
 }
