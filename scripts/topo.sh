@@ -330,10 +330,12 @@ engine_start() {
   [ -f "$d/daemon.json" ] || printf '{"insecure-registries": ["%s"]}\n' "$REGISTRY" > "$d/daemon.json"
   # Own UTS namespace for the hostname (the Swarm node name); nsenter, not
   # `ip netns exec`, which remounts /sys and breaks dockerd's cgroups.
+  # Appended to: a restarted engine's log keeps what it said before a kill.
+  echo "--- topo.sh: engine of $n starting at $(date -u +%FT%TZ)" >>"$d/dockerd.log"
   nsenter --net="/run/netns/$(ns "$n")" unshare --uts env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
     sh -c "hostname $n && exec dockerd --config-file '$d/daemon.json' --data-root '$d/docker' --exec-root '$r/x' \
       -H 'unix://$r/docker.sock' --pidfile '$r/docker.pid' --storage-driver '$DRIVER' \
-      --cgroup-parent '/$P-docker/$n' --log-level warn" >"$d/dockerd.log" 2>&1 &
+      --cgroup-parent '/$P-docker/$n' --log-level warn" >>"$d/dockerd.log" 2>&1 &
   local deadline=$((SECONDS + 60))
   until dk "$n" info >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || { tail -20 "$d/dockerd.log" >&2; die "dockerd of $n did not start"; }
