@@ -35,7 +35,7 @@
 #
 # Environment: TOPO_CLUSTER_KEY (syncvol's key; default a random one per
 # topology, kept in $TOPO_ROOT/cluster.key), TOPO_PREFIX (hs), TOPO_ROOT (/var/lib/homeswarm-topo, or …-topo-PREFIX),
-# TOPO_RUN (/run/hs), MESH_PORT (3210), TOPO_STORAGE_DRIVER (vfs),
+# TOPO_RUN (/run/hs), MESH_PORT (3210), TOPO_STORAGE_DRIVER (overlay2 where the state root allows it, else vfs),
 # TOPO_SYNCVOL_FS (btrfs: each node's syncvol state on a btrfs image; plain),
 # PLUGIN_SETTINGS_syncvol / PLUGIN_SETTINGS_meshnet (extra settings per node,
 # %NODE% replaced by the node name),
@@ -67,7 +67,10 @@ P=${TOPO_PREFIX:-hs}
 if [ "$P" = hs ]; then ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo}; else ROOT=${TOPO_ROOT:-/var/lib/homeswarm-topo-$P}; fi
 RUN=${TOPO_RUN:-/run/$P}
 MESH_PORT=${MESH_PORT:-3210}
-DRIVER=${TOPO_STORAGE_DRIVER:-vfs}
+# engines' storage driver: TOPO_STORAGE_DRIVER, or overlay2 where the state
+# root takes an overlay mount (ext4, XFS, btrfs: a container is made in
+# milliseconds), else vfs (every container a full copy of its image)
+DRIVER=${TOPO_STORAGE_DRIVER:-}
 WAN_NET=203.0.113
 LAN_NET=192.168.50
 MESH_NET=10.254.0
@@ -323,9 +326,26 @@ acme_host() {
 
 # ---------------------------------------------------------------- engines
 
+# storage_driver: the driver for a new node's engine (see DRIVER).
+storage_driver() {
+  [ -z "$DRIVER" ] || { echo "$DRIVER"; return; }
+  local t
+  t=$(mktemp -d "$ROOT/.overlay-probe.XXXXXX")
+  mkdir "$t/l" "$t/u" "$t/w" "$t/m"
+  if mount -t overlay overlay -o "lowerdir=$t/l,upperdir=$t/u,workdir=$t/w" "$t/m" 2>/dev/null; then
+    umount "$t/m"
+    echo overlay2
+  else
+    echo vfs
+  fi
+  rm -rf "$t"
+}
+
 engine_start() {
   local n=$1 d="$ROOT/$1" r="$RUN/$1"
   mkdir -p "$d/docker" "$r"
+  # chosen once per node: its images live in that driver's directories
+  [ -s "$d/storage-driver" ] || storage_driver > "$d/storage-driver"
   # The topology's plugin registry is plain HTTP on the VPS's address.
   [ -f "$d/daemon.json" ] || printf '{"insecure-registries": ["%s"]}\n' "$REGISTRY" > "$d/daemon.json"
   # Own UTS namespace for the hostname (the Swarm node name); nsenter, not
@@ -334,7 +354,7 @@ engine_start() {
   echo "--- topo.sh: engine of $n starting at $(date -u +%FT%TZ)" >>"$d/dockerd.log"
   nsenter --net="/run/netns/$(ns "$n")" unshare --uts env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
     sh -c "hostname $n && exec dockerd --config-file '$d/daemon.json' --data-root '$d/docker' --exec-root '$r/x' \
-      -H 'unix://$r/docker.sock' --pidfile '$r/docker.pid' --storage-driver '$DRIVER' \
+      -H 'unix://$r/docker.sock' --pidfile '$r/docker.pid' --storage-driver '$(cat "$d/storage-driver")' \
       --cgroup-parent '/$P-docker/$n' --log-level warn" >>"$d/dockerd.log" 2>&1 &
   local deadline=$((SECONDS + 60))
   until dk "$n" info >/dev/null 2>&1; do
@@ -362,6 +382,10 @@ engine_stop() {
     sleep 0.2
   done
   rm -f "$pidf"
+  # After a crash, as the reboot after one would, its containers' root
+  # filesystems go (overlay2's mounts; vfs has none; lazily: a dying
+  # process may still hold one).
+  [ "$sig" != KILL ] || unmount_under "$ROOT/$n/docker/overlay2"
 }
 
 busybox_image() {
