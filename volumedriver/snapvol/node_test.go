@@ -94,27 +94,30 @@ func testCert(t *testing.T) (tls.Certificate, string) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, hex.EncodeToString(sum[:8])
 }
 
-// loadedLease is the lease of the tests whose writer must not fence
-// itself before the test cuts it off, under heavy I/O (filling a disk with
-// fsyncs) or a loaded CI machine: the writer fences once it has not renewed
-// for Lease - fenceMargin, 3 s here. With 3 s leases (1 s), CI under -race
-// on 2 cores fenced the writer before the cut (TestOneWriterFenceAndDiverged:
-// "fenced 0.00s after the cut") and mid-test (TestDiskFull's other volume).
-const loadedLease = 5 * time.Second
+// testLease is every test cluster's lease. A writer fences once it has
+// not renewed at a majority for Lease - fenceMargin, and renews every
+// Lease/4: with 3 s leases that left 1 s and one renewal of slack, and CI
+// under -race on 2 cores fenced writers that were only busy — before the
+// cut (TestOneWriterFenceAndDiverged: "fenced 0.00s after the cut"),
+// mid-test (TestDiskFull's other volume) and while writing a tree
+// (TestTreeSurvivesCrashExactly: "could not renew … for 1.0s", error nil).
+// 5 s leaves 3 s and two renewals; a crashed writer's lease still runs out
+// well within the tests' take-over timeouts.
+const testLease = 5 * time.Second
 
-func newCluster(t *testing.T, n int, lease time.Duration) *cluster {
+func newCluster(t *testing.T, n int) *cluster {
 	root := btrfsDir(t)
 	roots := make([]string, n)
 	for i := range roots {
 		roots[i] = root
 	}
-	return newClusterOn(t, roots, lease)
+	return newClusterOn(t, roots)
 }
 
 // newClusterOn starts a node on each of roots (btrfs directories).
-func newClusterOn(t *testing.T, roots []string, lease time.Duration) *cluster {
+func newClusterOn(t *testing.T, roots []string) *cluster {
 	n := len(roots)
-	c := &cluster{t: t, cut: make([]atomic.Bool, n), lease: lease}
+	c := &cluster{t: t, cut: make([]atomic.Bool, n), lease: testLease}
 	for i := 0; i < n; i++ {
 		cert, id := testCert(t)
 		c.certs, c.ids = append(c.certs, cert), append(c.ids, id)
@@ -312,7 +315,7 @@ func records(t *testing.T, p string) uint64 {
 // (db and wal agree), with everything acknowledged more than a second
 // before the crash; a graceful move loses nothing.
 func TestCrashConsistentFailover(t *testing.T) {
-	c := newCluster(t, 3, 3*time.Second)
+	c := newCluster(t, 3)
 	live := acquire(t, c.nodes[0], "pg", 5*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &ledger{dir: live}
@@ -373,7 +376,7 @@ func TestOneWriterFenceAndDiverged(t *testing.T) {
 }
 
 func oneWriter(t *testing.T, then string) {
-	c := newCluster(t, 3, loadedLease)
+	c := newCluster(t, 3)
 	live := acquire(t, c.nodes[0], "db", 5*time.Second)
 	os.WriteFile(filepath.Join(live, "a"), []byte("shipped"), 0o644)
 	waitFor(t, 5*time.Second, func() bool {
@@ -625,7 +628,7 @@ func TestGenNames(t *testing.T) {
 // running, other volumes keep shipping, and once space is back the volume
 // ships again; the receiver's newest generation is always a complete one.
 func TestDiskFull(t *testing.T) {
-	c := newClusterOn(t, []string{btrfsOfSize(t, 256<<20), btrfsDir(t)}, loadedLease)
+	c := newClusterOn(t, []string{btrfsOfSize(t, 256<<20), btrfsDir(t)})
 	full := acquire(t, c.nodes[0], "full", 5*time.Second)
 	other := acquire(t, c.nodes[0], "other", 5*time.Second)
 	os.WriteFile(filepath.Join(full, "before"), []byte("x"), 0o644)
@@ -675,7 +678,7 @@ func TestDiskFull(t *testing.T) {
 // appended in 1 MiB writes, a rename, a delete) arrives exact: after the
 // writer's crash the next node holds the same bytes the writer had.
 func TestTreeSurvivesCrashExactly(t *testing.T) {
-	c := newCluster(t, 3, 3*time.Second)
+	c := newCluster(t, 3)
 	live := acquire(t, c.nodes[0], "tree", 5*time.Second)
 	rng := mrand.New(mrand.NewPCG(7, 8))
 	for i := 0; i < 300; i++ {
@@ -895,7 +898,7 @@ func TestChangedSince(t *testing.T) {
 // once it was released, and that it cannot tell when it reaches no
 // majority.
 func TestHolder(t *testing.T) {
-	c := newCluster(t, 3, 3*time.Second)
+	c := newCluster(t, 3)
 	ask := func(i int) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
@@ -947,7 +950,7 @@ func TestHolder(t *testing.T) {
 // generations still ship and a move still finds every byte, without
 // waiting on the dead address each time.
 func TestPeerFirstAddressUnreachable(t *testing.T) {
-	c := newCluster(t, 2, 3*time.Second)
+	c := newCluster(t, 2)
 	c.mu.Lock()
 	c.unreachable = "192.0.2.1:22001" // never dialled: Dial hangs on it
 	c.mu.Unlock()
@@ -983,7 +986,7 @@ func TestPeerFirstAddressUnreachable(t *testing.T) {
 // Dials go on to its other address after the head start, and learn it,
 // instead of spending their whole time on the dead one and failing for good.
 func TestPeerReachedAddressStopsAnswering(t *testing.T) {
-	c := newCluster(t, 2, 3*time.Second)
+	c := newCluster(t, 2)
 	c.mu.Lock()
 	c.unreachable = "192.0.2.1:22001"
 	c.mu.Unlock()
