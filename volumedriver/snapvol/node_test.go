@@ -76,7 +76,6 @@ type cluster struct {
 	certs []tls.Certificate
 	ids   []string
 	addrs []string
-	lease time.Duration
 	mu    sync.Mutex
 	// unreachable, if set, is advertised first by every node, as a home
 	// node's LAN address is: a dial to it hangs until it gives up.
@@ -117,7 +116,7 @@ func newCluster(t *testing.T, n int) *cluster {
 // newClusterOn starts a node on each of roots (btrfs directories).
 func newClusterOn(t *testing.T, roots []string) *cluster {
 	n := len(roots)
-	c := &cluster{t: t, cut: make([]atomic.Bool, n), lease: testLease}
+	c := &cluster{t: t, cut: make([]atomic.Bool, n)}
 	for i := 0; i < n; i++ {
 		cert, id := testCert(t)
 		c.certs, c.ids = append(c.certs, cert), append(c.ids, id)
@@ -179,7 +178,7 @@ func (c *cluster) start(i int) *Node {
 		},
 		ListenAddr: addr,
 		Interval:   50 * time.Millisecond,
-		Lease:      c.lease,
+		Lease:      testLease,
 		Logger:     logrus.NewEntry(logrus.StandardLogger()),
 	})
 	if err != nil {
@@ -396,14 +395,14 @@ func oneWriter(t *testing.T, then string) {
 	// (Lease after the last renewal they saw, at most Lease/4 before the
 	// cut): by Lease - fenceMargin + a renewal period + a check period.
 	var fencedAfter time.Duration
-	waitFor(t, c.lease, func() bool {
+	waitFor(t, testLease, func() bool {
 		err := os.WriteFile(filepath.Join(live, "probe"), []byte("x"), 0o644)
 		fencedAfter = time.Since(cut)
 		return errors.Is(err, syscall.EROFS)
 	})
-	if limit := c.lease - fenceMargin + c.lease/4 + 200*time.Millisecond; fencedAfter > limit {
+	if limit := testLease - fenceMargin + testLease/4 + 200*time.Millisecond; fencedAfter > limit {
 		t.Fatalf("fenced %.2fs after the cut, want by %.2fs (peers' leases end %.2fs after their last renewal)",
-			fencedAfter.Seconds(), limit.Seconds(), c.lease.Seconds())
+			fencedAfter.Seconds(), limit.Seconds(), testLease.Seconds())
 	}
 	t.Logf("fenced %.2fs after the cut", fencedAfter.Seconds())
 	start := time.Now()
