@@ -4,12 +4,12 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -99,7 +99,7 @@ func (s *edgeStack) rollDiag(t *testing.T, service, host string) {
 	t.Helper()
 	ps, _ := dk("vps", "service", "ps", "--no-trunc", "--format", "{{.ID}} {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}", service)
 	t.Logf("diag: tasks of %s:\n%s", service, ps)
-	var addrs []string
+	want := map[string]bool{} // the tasks' addresses, bare and as /32
 	for _, line := range strings.Split(strings.TrimSpace(ps), "\n") {
 		id, _, _ := strings.Cut(line, " ")
 		out, _ := dk("vps", "inspect", "--format", "{{range .NetworksAttachments}}{{.Network.Spec.Name}}={{range .Addresses}}{{.}} {{end}}{{end}}", id)
@@ -109,50 +109,34 @@ func (s *edgeStack) rollDiag(t *testing.T, service, host string) {
 				f = a
 			}
 			if a, _, ok := strings.Cut(f, "/"); ok {
-				addrs = append(addrs, a)
+				want[a], want[a+"/32"] = true, true
 			}
 		}
 	}
 	b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
 	t.Logf("diag: edge.yml:\n%s", b)
-	has := func(list []string) []string {
-		var out []string
-		for _, p := range list {
-			for _, a := range addrs {
-				if p == a+"/32" || p == a {
-					out = append(out, p)
-				}
-			}
-		}
-		return out
+	ours := func(list []string) []string {
+		return slices.DeleteFunc(slices.Clone(list), func(p string) bool { return !want[p] })
 	}
 	for _, n := range []string{"vps", "home1", "home2", "home3"} {
-		raw, err := os.ReadFile(filepath.Join(topoRoot, n, "meshnet", "status.json"))
+		st, err := loadMeshStatus(n)
 		if err != nil {
-			t.Logf("diag: %s: %v", n, err)
+			t.Logf("diag: %v", err)
 			continue
 		}
-		var st struct {
-			meshStatus
-			Switch    json.RawMessage `json:"switch"`
-			Endpoints []struct {
-				Addr, Host string
-			} `json:"endpoints"`
-		}
-		json.Unmarshal(raw, &st)
 		var routes, claims, eps []string
 		for _, r := range st.Routes {
-			if len(has([]string{r.Prefix})) > 0 {
+			if want[r.Prefix] {
 				routes = append(routes, r.Prefix+"→"+r.Peer[:8])
 			}
 		}
 		for _, p := range st.Peers {
-			if h := has(p.Prefixes); len(h) > 0 || len(has(p.Refused)) > 0 {
-				claims = append(claims, fmt.Sprintf("%.8s(%s) claims %v refused %v", p.PublicKey, p.State, h, has(p.Refused)))
+			if h, r := ours(p.Prefixes), ours(p.Refused); len(h)+len(r) > 0 {
+				claims = append(claims, fmt.Sprintf("%.8s(%s) claims %v refused %v", p.PublicKey, p.State, h, r))
 			}
 		}
 		for _, e := range st.Endpoints {
-			if len(has([]string{e.Addr})) > 0 {
+			if want[e.Addr] {
 				eps = append(eps, e.Addr+" host="+e.Host)
 			}
 		}

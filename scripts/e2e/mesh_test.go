@@ -33,17 +33,31 @@ type meshStatus struct {
 		Prefix string `json:"prefix"`
 		Peer   string `json:"peer"`
 	} `json:"routes"`
+	Switch    json.RawMessage `json:"switch"` // the container switch's counters
+	Endpoints []struct {
+		Addr string `json:"addr"`
+		Host string `json:"host"` // host link while joined
+	} `json:"endpoints"`
+}
+
+// loadMeshStatus reads node's status.json.
+func loadMeshStatus(node string) (meshStatus, error) {
+	var st meshStatus
+	b, err := os.ReadFile(filepath.Join(topoRoot, node, "meshnet", "status.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	if err != nil {
+		return st, fmt.Errorf("meshnet status of %s: %w", node, err)
+	}
+	return st, nil
 }
 
 func readMeshStatus(t *testing.T, node string) meshStatus {
 	t.Helper()
-	var st meshStatus
-	b, err := os.ReadFile(filepath.Join(topoRoot, node, "meshnet", "status.json"))
+	st, err := loadMeshStatus(node)
 	if err != nil {
-		t.Fatalf("meshnet status of %s: %v", node, err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatalf("meshnet status of %s: %v", node, err)
+		t.Fatal(err)
 	}
 	return st
 }

@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -315,18 +314,8 @@ func sortedKeys(m map[string]string) []string {
 // node, from its status.json.
 func joinedLinks(t *testing.T, node string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(topoRoot, node, "meshnet", "status.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		Endpoints []struct{ Host string } `json:"endpoints"`
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, e := range st.Endpoints {
+	for _, e := range readMeshStatus(t, node).Endpoints {
 		if e.Host != "" {
 			out = append(out, e.Host)
 		}
