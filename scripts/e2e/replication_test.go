@@ -193,7 +193,10 @@ func TestReplicationJoinAndWrongKey(t *testing.T) {
 	// Only what the VPS logs from here on counts: earlier tests' refusals
 	// (strangers, revoked nodes) are in the same log.
 	vpsLog := filepath.Join(topoRoot, "vps", "dockerd.log")
-	logged, _ := os.ReadFile(vpsLog)
+	var logged int64
+	if fi, err := os.Stat(vpsLog); err == nil {
+		logged = fi.Size()
+	}
 	cmd := exec.Command(filepath.Join(repo, "scripts/topo.sh"), "add-node", "home5")
 	cmd.Env = append(os.Environ(), "TOPO_CLUSTER_KEY=this-is-not-the-cluster-key")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -203,7 +206,7 @@ func TestReplicationJoinAndWrongKey(t *testing.T) {
 	// never see a volume.
 	eventually(t, 60*time.Second, "refusal logged on the VPS", func() error {
 		b, _ := os.ReadFile(vpsLog)
-		if !regexp.MustCompile(`(?i)refus`).Match(b[min(len(logged), len(b)):]) {
+		if !regexp.MustCompile(`(?i)refus`).Match(b[min(int(logged), len(b)):]) {
 			return fmt.Errorf("no refusal in the VPS's log yet")
 		}
 		return nil
