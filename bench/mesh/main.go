@@ -515,9 +515,6 @@ func formatDrops(m map[string]uint64) string {
 // spin keeps one core busy until killed (-load).
 func spin() {
 	runtime.GOMAXPROCS(1)
-	for x := uint64(1); ; x = x*6364136223846793005 + 1442695040888963407 {
-		if x == 0 {
-			fmt.Println(x)
-		}
+	for {
 	}
 }
