@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -115,34 +114,7 @@ func (s *edgeStack) rollDiag(t *testing.T, service, host string) {
 	}
 	b, _ := os.ReadFile(filepath.Join(s.routes, "edge.yml"))
 	t.Logf("diag: edge.yml:\n%s", b)
-	ours := func(list []string) []string {
-		return slices.DeleteFunc(slices.Clone(list), func(p string) bool { return !want[p] })
-	}
-	for _, n := range []string{"vps", "home1", "home2", "home3"} {
-		st, err := loadMeshStatus(n)
-		if err != nil {
-			t.Logf("diag: %v", err)
-			continue
-		}
-		var routes, claims, eps []string
-		for _, r := range st.Routes {
-			if want[r.Prefix] {
-				routes = append(routes, r.Prefix+"→"+r.Peer[:8])
-			}
-		}
-		for _, p := range st.Peers {
-			if h, r := ours(p.Prefixes), ours(p.Refused); len(h)+len(r) > 0 {
-				claims = append(claims, fmt.Sprintf("%.8s(%s) claims %v refused %v", p.PublicKey, p.State, h, r))
-			}
-		}
-		for _, e := range st.Endpoints {
-			if want[e.Addr] {
-				eps = append(eps, e.Addr+" host="+e.Host)
-			}
-		}
-		t.Logf("diag: %s (%.8s): routes %v; peers %v; endpoints %v; mesh drops %v; switch %s",
-			n, st.PublicKey, routes, claims, eps, st.Drops, st.Switch)
-	}
+	meshDiag(t, want)
 	time.Sleep(5 * time.Second)
 	var now []string
 	for range 6 {

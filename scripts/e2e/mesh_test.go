@@ -40,6 +40,42 @@ type meshStatus struct {
 	} `json:"endpoints"`
 }
 
+// meshDiag logs, for a failure to reach the addresses in want (each bare
+// and as /32), what every node's meshnet routes to them, which peers claim
+// or were refused them, which endpoints hold them, and what the mesh and
+// the container switch dropped: which hop lost the packets.
+func meshDiag(t *testing.T, want map[string]bool) {
+	t.Helper()
+	ours := func(list []string) []string {
+		return slices.DeleteFunc(slices.Clone(list), func(p string) bool { return !want[p] })
+	}
+	for _, n := range []string{"vps", "home1", "home2", "home3"} {
+		st, err := loadMeshStatus(n)
+		if err != nil {
+			t.Logf("diag: %v", err)
+			continue
+		}
+		var routes, claims, eps []string
+		for _, r := range st.Routes {
+			if want[r.Prefix] {
+				routes = append(routes, r.Prefix+"→"+r.Peer[:8])
+			}
+		}
+		for _, p := range st.Peers {
+			if h, r := ours(p.Prefixes), ours(p.Refused); len(h)+len(r) > 0 {
+				claims = append(claims, fmt.Sprintf("%.8s(%s) claims %v refused %v", p.PublicKey, p.State, h, r))
+			}
+		}
+		for _, e := range st.Endpoints {
+			if want[e.Addr] {
+				eps = append(eps, e.Addr+" host="+e.Host)
+			}
+		}
+		t.Logf("diag: %s (%.8s): routes %v; peers %v; endpoints %v; mesh drops %v; switch %s",
+			n, st.PublicKey, routes, claims, eps, st.Drops, st.Switch)
+	}
+}
+
 // loadMeshStatus reads node's status.json.
 func loadMeshStatus(node string) (meshStatus, error) {
 	var st meshStatus

@@ -90,10 +90,17 @@ func TestPluginUpgrade(t *testing.T) {
 	reach := func(what string) {
 		t.Helper()
 		start := time.Now()
-		eventually(t, 30*time.Second, what+": the task reaches "+peerIP+" over "+network, func() error {
-			_, err := dk(node, "exec", c, "ping", "-c1", "-W1", peerIP)
-			return err
-		})
+		var err error
+		for deadline := start.Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if _, err = dk(node, "exec", c, "ping", "-c1", "-W1", peerIP); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			own := mustDk(t, node, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+network+"\").IPAddress}}", c)
+			meshDiag(t, map[string]bool{peerIP: true, peerIP + "/32": true, own: true, own + "/32": true})
+			t.Fatalf("%s: the task (%s on %s) does not reach %s over %s within 30 s: %v", what, own, node, peerIP, network, err)
+		}
 		t.Logf("%s: the task on %s reaches the VPS's container over meshnet (%.1f s)", what, node, time.Since(start).Seconds())
 	}
 	reach("before the upgrade")
