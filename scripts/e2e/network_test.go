@@ -87,6 +87,12 @@ func lookup(t *testing.T, c, name string) []string {
 	return slices.Compact(addrs)
 }
 
+// containerIP returns container c's address on network, from node's engine.
+func containerIP(t *testing.T, node, c, network string) string {
+	t.Helper()
+	return mustDk(t, node, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, c)
+}
+
 // taskAddrs returns the addresses of service's tasks on network, from the
 // engines (not from DNS).
 func taskAddrs(t *testing.T, service, network string) map[string]string {
@@ -95,8 +101,7 @@ func taskAddrs(t *testing.T, service, network string) map[string]string {
 	for _, n := range []string{"home1", "home2", "home3"} {
 		ids, _ := dk(n, "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+service)
 		for _, id := range strings.Fields(ids) {
-			a := mustDk(t, n, "inspect", id, "--format", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`)
-			out[a] = n
+			out[containerIP(t, n, id, network)] = n
 		}
 	}
 	return out

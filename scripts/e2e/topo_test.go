@@ -106,14 +106,20 @@ func mustDk(t *testing.T, node string, args ...string) string {
 // eventually polls f until it returns nil or the deadline passes.
 func eventually(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
+	if err := poll(d, f); err != nil {
+		t.Fatalf("%s: not within %s: %v", what, d, err)
+	}
+}
+
+// poll calls f every 200 ms until it returns nil or d has passed, and
+// returns f's last error: eventually for a caller that has more to do
+// (a diagnosis) before failing.
+func poll(d time.Duration, f func() error) error {
 	deadline := time.Now().Add(d)
-	var err error
 	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, d, err)
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

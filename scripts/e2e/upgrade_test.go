@@ -83,21 +83,18 @@ func TestPluginUpgrade(t *testing.T) {
 	peer := "up-peer-" + runID
 	mustDk(t, "vps", "run", "-d", "--name", peer, "--network", network, "busybox", "sleep", "3600")
 	t.Cleanup(func() { dk("vps", "rm", "-f", peer) })
-	peerIP := mustDk(t, "vps", "inspect", "-f", "{{(index .NetworkSettings.Networks \""+network+"\").IPAddress}}", peer)
+	peerIP := containerIP(t, "vps", peer, network)
 
 	svc := "up-" + k.name + "-" + runID
 	l, node, c := startDBService(t, k, svc, network, 500)
 	reach := func(what string) {
 		t.Helper()
 		start := time.Now()
-		var err error
-		for deadline := start.Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			if _, err = dk(node, "exec", c, "ping", "-c1", "-W1", peerIP); err == nil {
-				break
-			}
-		}
-		if err != nil {
-			own := mustDk(t, node, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+network+"\").IPAddress}}", c)
+		if err := poll(30*time.Second, func() error {
+			_, err := dk(node, "exec", c, "ping", "-c1", "-W1", peerIP)
+			return err
+		}); err != nil {
+			own := containerIP(t, node, c, network)
 			meshDiag(t, map[string]bool{peerIP: true, peerIP + "/32": true, own: true, own + "/32": true})
 			t.Fatalf("%s: the task (%s on %s) does not reach %s over %s within 30 s: %v", what, own, node, peerIP, network, err)
 		}
