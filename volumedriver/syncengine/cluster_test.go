@@ -128,6 +128,14 @@ func connected(a, b *node) bool {
 	return a.st.IsConnectedTo(b.myID) && b.st.IsConnectedTo(a.myID)
 }
 
+// refuses reports whether x refuses y, and why.
+func refuses(x, y *node) (refused bool, why string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	r, ok := x.refused[y.myID]
+	return ok, r.why
+}
+
 func percentile(ds []time.Duration, p float64) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
@@ -403,9 +411,7 @@ func TestCluster(t *testing.T) {
 		// Until a has refused w (so w did connect) and dropped it: from
 		// then on nothing can reach w, and what w got is all it gets.
 		waitFor(t, 30*time.Second, "a refuses and drops w", func() bool {
-			a.mu.Lock()
-			_, refused := a.refused[w.myID]
-			a.mu.Unlock()
+			refused, _ := refuses(a, w)
 			_, added := a.cfg.Device(w.myID)
 			return refused && !added && !a.st.IsConnectedTo(w.myID)
 		})
@@ -418,10 +424,7 @@ func TestCluster(t *testing.T) {
 		if a.st.IsConnectedTo(w.myID) {
 			t.Fatal("a is connected to the wrong-key device")
 		}
-		a.mu.Lock()
-		_, refused := a.refused[w.myID]
-		a.mu.Unlock()
-		if !refused {
+		if refused, _ := refuses(a, w); !refused {
 			t.Fatal("a did not record the refusal")
 		}
 		if exists(w.vol("web")) {

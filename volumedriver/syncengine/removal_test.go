@@ -29,10 +29,7 @@ func TestRemovalIsEachNodesOwn(t *testing.T) {
 		if !connected(a, b) {
 			t.Fatal("a forged removal record cut a from b")
 		}
-		a.mu.Lock()
-		_, refused := a.refused[b.myID]
-		a.mu.Unlock()
-		if refused {
+		if refused, _ := refuses(a, b); refused {
 			t.Fatal("a refuses b on a forged removal record")
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -54,11 +51,8 @@ func TestRemovalIsEachNodesOwn(t *testing.T) {
 		if _, ok := b.cfg.Device(c.myID); !ok {
 			t.Fatal("b forgot c, though only a removed it")
 		}
-		b.mu.Lock()
-		r, refused := b.refused[c.myID]
-		b.mu.Unlock()
-		if refused {
-			t.Fatalf("b refuses c (%s), though only a removed it", r.why)
+		if refused, why := refuses(b, c); refused {
+			t.Fatalf("b refuses c (%s), though only a removed it", why)
 		}
 	}
 	waitFor(t, 20*time.Second, "a back with b", func() bool { bKeepsC(); return connected(a2, b) })
@@ -87,9 +81,7 @@ func TestClusterKeyRotationSyncvol(t *testing.T) {
 	waitFor(t, 20*time.Second, "d (new key only) and a connected", func() bool { return connected(a, d) })
 	m := startNode(t, "m", testKey, nil, d)
 	waitFor(t, 15*time.Second, "d refuses m (old key only)", func() bool {
-		d.mu.Lock()
-		_, refused := d.refused[m.myID]
-		d.mu.Unlock()
+		refused, _ := refuses(d, m)
 		return refused
 	})
 	if d.st.IsConnectedTo(m.myID) {
